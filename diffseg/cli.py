@@ -1,0 +1,384 @@
+"""The `diffseg` command line: parse options, call a stage; nothing else.
+
+Heavy imports (torch, diffusers, zarr, dask) happen inside the commands so that
+`diffseg --help` answers instantly. Every stage entry point is `diffseg.stages.<job>.main`
+and takes the options below as keywords. A `DiffsegError` raised anywhere becomes one
+line on stderr and exit code 1; typer's parser errors exit 2.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from diffseg.errors import DiffsegError
+
+app = typer.Typer(
+    help=(
+        "Domain-generalised semantic segmentation from frozen Stable Diffusion features.\n\n"
+        "Stage one (`extract`) runs the frozen U-Net trajectory once per image and writes a "
+        "Zarr feature cache; stage two (`train`) fits the fusion block and head from that "
+        "cache. Start with `diffseg demo` (built-in tiny model and demo dataset)."
+    ),
+    pretty_exceptions_show_locals=False,
+    no_args_is_help=True,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
+cache_app = typer.Typer(help="Inspect feature caches.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(cache_app, name="cache")
+
+
+class DatasetName(str, enum.Enum):
+    gtav = "gtav"
+    synthia = "synthia"
+    cityscapes = "cityscapes"
+    bdd100k = "bdd100k"
+    mapillary = "mapillary"
+    acdc = "acdc"
+    darkzurich = "darkzurich"
+    demo = "demo"
+
+
+class Preset(str, enum.Enum):
+    reference = "reference"
+    five = "5step"
+    one = "1step"
+    lite = "lite"
+
+
+class MapillaryMap(str, enum.Enum):
+    A = "A"
+    B = "B"
+
+
+class UncondPrompt(str, enum.Enum):
+    empty = "empty"
+    classes = "classes"
+
+
+class Fusion(str, enum.Enum):
+    reference = "reference"
+    light = "light"
+
+
+class Consistency(str, enum.Enum):
+    l2 = "l2"
+    kl = "kl"
+    none = "none"
+
+
+class DemoSize(str, enum.Enum):
+    small = "small"
+    full = "full"
+
+
+class Device(str, enum.Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+def user_errors(func):
+    """Turn a DiffsegError into one line on stderr and exit code 1 (no traceback)."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except DiffsegError as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(1)
+
+    return wrapper
+
+
+# Shared option declarations -------------------------------------------------------------
+DatasetOpt = Annotated[DatasetName, typer.Option("--dataset", "-d", help="Dataset adapter (layouts: README).")]
+RootOpt = Annotated[
+    Optional[Path],
+    typer.Option(help="Dataset root. Default: $DIFFSEG_DATA/<folder> or data/<folder> (gta, synthia, ...)."),
+]
+SplitOpt = Annotated[str, typer.Option(help="train | val (demo also: val-night, val-fog).")]
+SplitFileOpt = Annotated[
+    Optional[Path],
+    typer.Option(exists=True, dir_okay=False, help="Text file of sample ids, one per line, restricting the split."),
+]
+MapOpt = Annotated[MapillaryMap, typer.Option(help="Mapillary 66->19 convention: A (RobustNet/HRDA) or B (Rein).")]
+CondOpt = Annotated[
+    Optional[str], typer.Option(help="ACDC conditions to keep, e.g. night or fog,rain (per-condition layout only).")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+CacheArg = Annotated[Path, typer.Argument(exists=True, file_okay=False, help="Cache directory (a Zarr group).")]
+
+
+def _csv(value: Optional[str]) -> Optional[tuple[str, ...]]:
+    return None if value is None else tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+def _ints(value: Optional[str]) -> Optional[tuple[int, ...]]:
+    if value is None:
+        return None
+    try:
+        return tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated integers, got {value!r}")
+
+
+def _size(value: Optional[str]) -> Optional[tuple[int, int]]:
+    """Parse WxH; the U-Net needs multiples of 64 (checked by the stage that knows why)."""
+    if value is None:
+        return None
+    try:
+        w, h = (int(v) for v in value.lower().split("x"))
+    except ValueError:
+        raise typer.BadParameter(f"expected WxH such as 512x512, got {value!r}")
+    if w <= 0 or h <= 0:
+        raise typer.BadParameter(f"sizes must be positive, got {value!r}")
+    return (w, h)
+
+
+# Stage one --------------------------------------------------------------------------------
+@app.command()
+@user_errors
+def extract(
+    dataset: DatasetOpt,
+    root: RootOpt = None,
+    split: SplitOpt = "train",
+    out: Annotated[Optional[Path], typer.Option(help="Cache dir. Default cache/<name> (train) or cache/<name>-<split>.")] = None,
+    model: Annotated[str, typer.Option(help="tiny | sd21-random | a diffusers dir | a hub id in the local cache.")] = "stabilityai/stable-diffusion-2-1",
+    preset: Annotated[Preset, typer.Option(help="Feature set: lite (default, 13 MiB/512 crop), 5step, 1step, reference (236 MiB).")] = Preset.lite,
+    steps: Annotated[Optional[str], typer.Option(help="Evaluated timesteps, e.g. 0,1,20,40,60 (overrides the preset).")] = None,
+    save_steps: Annotated[Optional[str], typer.Option(help="Saved timesteps, in cache order, e.g. 60,20,1.")] = None,
+    layers: Annotated[Optional[str], typer.Option(help="Layer names, e.g. up1.res2,up2.blk0,up3.xattn1.")] = None,
+    kinds: Annotated[Optional[str], typer.Option(help="Feature kinds at the preset's positions: res,blk,xattn.")] = None,
+    resolution: Annotated[Optional[str], typer.Option(help="Size fed to the VAE, WxH, multiples of 64 (crop size for train caches).")] = None,
+    scale: Annotated[Optional[str], typer.Option(help="Train caches: fit the image inside WxH before cropping.")] = None,
+    views: Annotated[int, typer.Option(min=1, help="Seeded crops (and flips) stored per training image.")] = 1,
+    branches: Annotated[Optional[str], typer.Option(help="uncond,cond (default for train) or uncond.")] = None,
+    uncond_prompt: Annotated[UncondPrompt, typer.Option(help="empty (paper) or classes (label-free class list: gives xattn).")] = UncondPrompt.empty,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Only the first N samples in sorted id order.")] = None,
+    split_file: SplitFileOpt = None,
+    mapillary_map: MapOpt = MapillaryMap.A,
+    conditions: CondOpt = None,
+    workers: Annotated[Optional[int], typer.Option(min=1, help="Run a local dask cluster of N workers (one per GPU on CUDA).")] = None,
+    scheduler: Annotated[Optional[str], typer.Option(help="Join an existing dask scheduler at ADDRESS.")] = None,
+    device: Annotated[Device, typer.Option(help="auto picks cuda when available.")] = Device.auto,
+    seed: Annotated[int, typer.Option(help="Seed of every random draw (crops, VAE sample, eta noise).")] = 0,
+    encode: Annotated[str, typer.Option(help="Latent from the VAE posterior: mean or sample (seeded).")] = "mean",
+    raw_eps: Annotated[bool, typer.Option(help="Treat the U-Net output as epsilon even for v-prediction (reference code).")] = False,
+    blk_sum: Annotated[bool, typer.Option(help="cond branch: sum blk over all prompt copies (reference code).")] = False,
+    classes: Annotated[Optional[str], typer.Option(help="Active classes for masked prompts (names or train ids). Default: all 19.")] = None,
+    descriptions: Annotated[Optional[Path], typer.Option(exists=True, dir_okay=False, help="JSON {class: description} replacing the defaults.")] = None,
+    strict: Annotated[bool, typer.Option(help="Stop at the first bad sample (default: skip, warn and record).")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Print bytes per sample, the total and the free disk; write nothing.")] = False,
+) -> None:
+    """Stage one: run the frozen U-Net trajectory once per image and write the feature cache.
+
+    `diffseg extract --dataset gtav` reads data/gta and writes cache/gtav. Rerunning the same
+    command resumes; a different config on an existing cache is refused.
+    """
+    if workers is not None and scheduler is not None:
+        raise typer.BadParameter("give --workers or --scheduler, not both")
+    from diffseg.stages import extract as stage
+
+    stage.main(
+        dataset=dataset.value, root=root, split=split, out=out, model=model, preset=preset.value,
+        steps=_ints(steps), save_steps=_ints(save_steps), layers=_csv(layers), kinds=_csv(kinds),
+        resolution=_size(resolution), scale=_size(scale), views=views, branches=_csv(branches),
+        uncond_prompt=uncond_prompt.value, limit=limit, split_file=split_file,
+        mapillary_map=mapillary_map.value, conditions=_csv(conditions), workers=workers,
+        scheduler=scheduler, device=device.value, seed=seed, encode=encode, raw_eps=raw_eps,
+        blk_sum=blk_sum, classes=_csv(classes), descriptions=descriptions, strict=strict, dry_run=dry_run,
+    )
+
+
+# Datasets and caches ----------------------------------------------------------------------
+@data_app.command("check")
+@user_errors
+def data_check(
+    dataset: DatasetOpt,
+    root: RootOpt = None,
+    split: SplitOpt = "train",
+    split_file: SplitFileOpt = None,
+    mapillary_map: MapOpt = MapillaryMap.A,
+    conditions: CondOpt = None,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Check only the first N samples.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Count samples, histogram the classes, list every problem with its file. Exit 1 on problems."""
+    from diffseg.stages import datacheck as stage
+
+    code = stage.main(
+        dataset=dataset.value, root=root, split=split, split_file=split_file,
+        mapillary_map=mapillary_map.value, conditions=_csv(conditions), limit=limit, as_json=as_json,
+    )
+    raise typer.Exit(code)
+
+
+@cache_app.command("info")
+@user_errors
+def cache_info(cache: CacheArg, as_json: JsonOpt = False) -> None:
+    """What a cache holds: config, layers, bytes per sample, completeness."""
+    from diffseg.stages import cachetools as stage
+
+    raise typer.Exit(stage.info(cache=cache, as_json=as_json))
+
+
+@cache_app.command("verify")
+@user_errors
+def cache_verify(cache: CacheArg, as_json: JsonOpt = False) -> None:
+    """Read every sample: complete, readable, finite. Exit 1 on problems."""
+    from diffseg.stages import cachetools as stage
+
+    raise typer.Exit(stage.verify(cache=cache, as_json=as_json))
+
+
+@cache_app.command("show")
+@user_errors
+def cache_show(
+    cache: CacheArg,
+    out: Annotated[Path, typer.Option(help="Folder for the PNGs.")],
+    sample: Annotated[int, typer.Option(min=0, help="Sample index.")] = 0,
+) -> None:
+    """PCA-to-RGB pictures of the cached features per layer and step, and xattn heat maps."""
+    from diffseg.stages import cachetools as stage
+
+    raise typer.Exit(stage.show(cache=cache, out=out, sample=sample))
+
+
+# Stage two --------------------------------------------------------------------------------
+@app.command()
+@user_errors
+def train(
+    cache: Annotated[Path, typer.Option(exists=True, file_okay=False, help="Training feature cache.")],
+    out: Annotated[Optional[Path], typer.Option(help="Run dir. Default runs/<cache name>-<YYYYmmdd-HHMMSS>.")] = None,
+    eval_cache: Annotated[Optional[list[Path]], typer.Option(exists=True, file_okay=False, help="Evaluate on this cache every --eval-every iterations (repeatable).")] = None,
+    layers: Annotated[Optional[str], typer.Option(help="Subset of the cache's layers.")] = None,
+    save_steps: Annotated[Optional[str], typer.Option(help="Subset of the cache's saved timesteps.")] = None,
+    kinds: Annotated[Optional[str], typer.Option(help="Subset of the cache's kinds: res,blk,xattn.")] = None,
+    branches: Annotated[Optional[str], typer.Option(help="Branches to train on (default: all the cache holds).")] = None,
+    fusion: Annotated[Fusion, typer.Option(help="Fusion widths: reference (paper) or light.")] = Fusion.reference,
+    consistency: Annotated[Consistency, typer.Option(help="IPKL consistency: l2 (MSE on logits), kl, none.")] = Consistency.l2,
+    w_cond: Annotated[float, typer.Option(help="Weight of the conditional CE.")] = 1.0,
+    w_uncond: Annotated[float, typer.Option(help="Weight of the unconditional CE.")] = 1.0,
+    w_cons: Annotated[float, typer.Option(help="Weight of the consistency term.")] = 1.0,
+    detach_teacher: Annotated[bool, typer.Option(help="Detach the conditional side in the consistency term.")] = False,
+    iters: Annotated[int, typer.Option(min=1, help="Training iterations.")] = 40000,
+    batch_size: Annotated[int, typer.Option(min=1, help="Samples per iteration (per process under torchrun).")] = 1,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate (head x10).")] = 6e-5,
+    warmup: Annotated[int, typer.Option(min=0, help="Linear warm-up iterations.")] = 1500,
+    eval_every: Annotated[int, typer.Option(min=0, help="Evaluate every N iterations (0: only at the end).")] = 4000,
+    ckpt_every: Annotated[int, typer.Option(min=1, help="Checkpoint every N iterations.")] = 2000,
+    workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes.")] = 2,
+    in_memory: Annotated[bool, typer.Option(help="Load the selected features into RAM first.")] = False,
+    device: Annotated[Device, typer.Option(help="auto picks cuda when available.")] = Device.auto,
+    seed: Annotated[int, typer.Option(help="Seed for init, sampling order and dropout.")] = 0,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out (or the latest run of this cache).")] = False,
+) -> None:
+    """Stage two: fit the DIFF fusion block and DAFormer head from a cache (never loads the U-Net)."""
+    from diffseg.stages import train as stage
+
+    stage.main(
+        cache=cache, out=out, eval_caches=list(eval_cache or []), layers=_csv(layers),
+        save_steps=_ints(save_steps), kinds=_csv(kinds), branches=_csv(branches), fusion=fusion.value,
+        consistency=consistency.value, w_cond=w_cond, w_uncond=w_uncond, w_cons=w_cons,
+        detach_teacher=detach_teacher, iters=iters, batch_size=batch_size, lr=lr, warmup=warmup,
+        eval_every=eval_every, ckpt_every=ckpt_every, workers=workers, in_memory=in_memory,
+        device=device.value, seed=seed, resume=resume,
+    )
+
+
+@app.command("eval")
+@user_errors
+def evaluate(
+    run: Annotated[Path, typer.Option(exists=True, file_okay=False, help="Run directory from `diffseg train`.")],
+    cache: Annotated[list[Path], typer.Option(exists=True, file_okay=False, help="Evaluation cache (repeatable: one row each).")],
+    as_json: JsonOpt = False,
+    device: Annotated[Device, typer.Option(help="auto picks cuda when available.")] = Device.auto,
+) -> None:
+    """Score a run on evaluation caches: per-class IoU, mIoU (mIoU16/13 for Synthia runs)."""
+    from diffseg.stages import evaluate as stage
+
+    stage.main(run=run, caches=list(cache), as_json=as_json, device=device.value)
+
+
+@app.command()
+@user_errors
+def ablate(
+    cache: Annotated[Path, typer.Option(exists=True, file_okay=False, help="Training cache (with both branches).")],
+    eval_cache: Annotated[list[Path], typer.Option(exists=True, file_okay=False, help="Target cache (repeatable).")],
+    out: Annotated[Path, typer.Option(help="Folder of the ablation runs and tables.")],
+    iters: Annotated[int, typer.Option(min=1, help="Iterations per cell.")] = 4000,
+    batch_size: Annotated[int, typer.Option(min=1)] = 1,
+    fusion: Annotated[Fusion, typer.Option(help="Fusion widths for every cell.")] = Fusion.reference,
+    warmup: Annotated[int, typer.Option(min=0)] = 150,
+    features: Annotated[bool, typer.Option(help="Also run the feature-selection axis (steps, layers, kinds).")] = True,
+    device: Annotated[Device, typer.Option(help="auto picks cuda when available.")] = Device.auto,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """The paper's Table IV (and feature-selection cells) from one cache; finished cells are kept."""
+    from diffseg.stages import ablate as stage
+
+    stage.main(
+        cache=cache, eval_caches=list(eval_cache), out=out, iters=iters, batch_size=batch_size,
+        fusion=fusion.value, warmup=warmup, features=features, device=device.value, seed=seed,
+    )
+
+
+@app.command()
+@user_errors
+def predict(
+    run: Annotated[Path, typer.Option(exists=True, file_okay=False, help="Run directory from `diffseg train`.")],
+    inputs: Annotated[list[Path], typer.Argument(exists=True, help="Images or folders of images.")],
+    out: Annotated[Path, typer.Option(help="Output folder for masks and pictures.")],
+    model: Annotated[Optional[str], typer.Option(help="Model for the online trajectory (default: the run's).")] = None,
+    resolution: Annotated[Optional[str], typer.Option(help="Size fed to the U-Net, WxH (default 1024x512).")] = None,
+    labels: Annotated[Optional[Path], typer.Option(exists=True, file_okay=False, help="Label files with matching stems (train ids or palette).")] = None,
+    device: Annotated[Device, typer.Option(help="auto picks cuda when available.")] = Device.auto,
+) -> None:
+    """Segment images: palette PNG masks plus image | prediction (| ground truth) pictures."""
+    from diffseg.stages import predict as stage
+
+    stage.main(run=run, inputs=list(inputs), out=out, model=model, resolution=_size(resolution), labels=labels, device=device.value)
+
+
+@app.command()
+@user_errors
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder of the report, caches and the main run (DIR/run).")] = Path("demo"),
+    size: Annotated[DemoSize, typer.Option(help="full (< 10 min on 2 CPU cores) or small (CI).")] = DemoSize.full,
+    device: Annotated[Device, typer.Option(help="auto picks cuda when available.")] = Device.auto,
+) -> None:
+    """The whole method end to end on the built-in tiny model and demo dataset, with a report."""
+    from diffseg.stages import demo as stage
+
+    stage.main(out=out, size=size.value, device=device.value)
+
+
+@app.command()
+@user_errors
+def env() -> None:
+    """Versions, devices, and whether xformers kernels actually run (for bug reports)."""
+    from diffseg.stages import envinfo as stage
+
+    stage.main()
+
+
+def main() -> None:
+    """Console entry point: user errors become one line and exit 1, never a traceback."""
+    try:
+        app(standalone_mode=True)
+    except DiffsegError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
