@@ -1,0 +1,95 @@
+"""Decoding image and label files into arrays; every failure becomes a `DataError`.
+
+Three label kinds exist on disk (DATASETS.md):
+- id-space labels (palette or grey PNGs whose pixel *index* is a dataset id) go through
+  a 256-entry table, unknown ids -> 255;
+- train-id labels (`*labelTrainIds.png`, BDD masks) must hold only 0..18 and 255;
+- Synthia labels are 16-bit 3-channel PNGs (class in R), which only a 16-bit reader sees.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from diffseg.data.classes import IGNORE, NUM_CLASSES
+from diffseg.errors import DataError
+
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, UnidentifiedImageError)
+_VALID_TRAIN_IDS = np.zeros(256, bool)
+_VALID_TRAIN_IDS[:NUM_CLASSES] = True
+_VALID_TRAIN_IDS[IGNORE] = True
+
+
+def _open(path: Path, what: str) -> Image.Image:
+    if not path.is_file():
+        raise DataError(path, f"missing {what}")
+    try:
+        img = Image.open(path)
+        img.load()
+    except _DECODE_ERRORS as err:
+        raise DataError(path, f"unreadable {what} ({err})") from None
+    return img
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """Image file -> uint8 [H, W, 3] RGB."""
+    img = _open(path, "image")
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    return np.asarray(img)
+
+
+def _read_index(path: Path) -> np.ndarray:
+    """Single-channel 8-bit PNG -> its pixel indices uint8 [H, W] (palette indices, not luminance)."""
+    img = _open(path, "label")
+    if img.mode not in ("P", "L"):
+        raise DataError(path, f"expected an 8-bit palette or grey label, got PIL mode {img.mode}")
+    return np.asarray(img)
+
+
+def read_id_label(path: Path, table: np.ndarray) -> np.ndarray:
+    """Id-space label -> train ids uint8 [H, W] through `table` (unknown ids -> 255)."""
+    return table[_read_index(path)]
+
+
+def read_train_id_label(path: Path) -> np.ndarray:
+    """Train-id label -> uint8 [H, W]; any value outside 0..18/255 marks the file corrupt."""
+    label = _read_index(path)
+    present = np.flatnonzero(np.bincount(label.ravel(), minlength=256))
+    bad = present[~_VALID_TRAIN_IDS[present]]
+    if bad.size:
+        shown = ", ".join(str(v) for v in bad[:12]) + (", ..." if bad.size > 12 else "")
+        raise DataError(path, f"corrupt train-id label: values {{{shown}}} outside 0..18/255")
+    return label
+
+
+def read_synthia_label(path: Path, table: np.ndarray) -> np.ndarray:
+    """16-bit 3-channel Synthia label -> train ids uint8 [H, W] (class id = R channel)."""
+    import cv2  # Pillow keeps only the high byte of 16-bit RGB: the class would read as 0
+
+    if not path.is_file():
+        raise DataError(path, "missing label")
+    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if raw is None:
+        raise DataError(path, "unreadable label (OpenCV could not decode it)")
+    if raw.ndim != 3 or raw.shape[2] < 3:
+        raise DataError(path, f"expected a 3-channel Synthia label, got shape {raw.shape}")
+    cls_HW = raw[:, :, 2]  # OpenCV returns BGR(A): index 2 is R, the class id
+    out = table[np.minimum(cls_HW, 255).astype(np.uint8)]
+    out[cls_HW > 255] = IGNORE
+    return out
+
+
+def file_size(path: Path, what: str = "label") -> tuple[int, int]:
+    """(H, W) from the file header only (no pixel decoding)."""
+    if not path.is_file():
+        raise DataError(path, f"missing {what}")
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+    except _DECODE_ERRORS as err:
+        raise DataError(path, f"unreadable {what} ({err})") from None
+    return h, w
