@@ -133,8 +133,9 @@ class TextEmbeddings:
         if prompt not in self._cache:
             ids = torch.tensor([_ids(self.tokenizer, prompt, special=True)],
                                device=self.text_encoder.device)
-            # no_grad, not inference_mode: the cached tensor must also serve no_grad callers
-            with torch.no_grad():
+            # a normal tensor even when first asked for under inference_mode: the cache also
+            # serves no_grad (online) callers
+            with torch.inference_mode(False), torch.no_grad():
                 emb = self.text_encoder(ids)[0]
             self.encoder_calls += 1
             self._cache[prompt] = emb.to(self.device, self.dtype)

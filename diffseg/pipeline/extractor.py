@@ -1,0 +1,246 @@
+"""FeatureExtractor: one image -> the features of its inversion trajectory (METHOD.md §2-5).
+
+Two branches:
+- uncond: the latent walks the DDIM inversion with the unconditional prompt ("" or the
+  label-free class list), one U-Net sample per step (B images batched in uncond_batch).
+- cond: per step one batched U-Net call over [uncond, class_1..class_n] (the active classes
+  present in the label); eps_k = eps_u + guidance (eps_text_k - eps_u); every copy takes its own
+  inversion step from the same x_t with its own noise; the next latent is the MultiDiffusion
+  masked average. res/blk come from the uncond copy (or the sum over copies with blk_sum),
+  xattn of class k from copy k (zeros for classes absent from the label).
+Every random draw is seeded by (cfg.seed, sample_id, branch, t, copy). Only saved steps are kept,
+and the walk stops after the last step any saved feature needs.
+
+Suffixes: B images, K prompt copies, C channels, H/W latent, S saved steps, T tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from diffseg.data.classes import CLASS_NAMES, NUM_CLASSES
+from diffseg.errors import DiffsegError
+from diffseg.pipeline import prompts, seeding
+from diffseg.pipeline.attention import configure_attention
+from diffseg.pipeline.config import TrajectoryConfig, parse_layer
+from diffseg.pipeline.encode import encode
+from diffseg.pipeline.inversion import eta_at, inversion_step, model_eps
+from diffseg.pipeline.multidiffusion import class_masks, masked_average, present_classes
+from diffseg.pipeline.taps import FeatureTaps, class_maps
+
+GRAD_MODES = ("inference", "no_grad")
+
+
+@dataclass(frozen=True, kw_only=True)
+class LayerSpec:
+    kind: str  # "res" | "blk" | "xattn"
+    stride: int  # image px per feature px
+    channels: int
+    size: tuple[int, int]  # (h, w) at the given resolution
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "stride": self.stride, "channels": self.channels, "size": list(self.size)}
+
+
+def _grad_context(grad_mode: str):
+    if grad_mode == "inference":
+        return torch.inference_mode()
+    if grad_mode == "no_grad":
+        return torch.no_grad()
+    raise DiffsegError(f"unknown grad mode {grad_mode!r} (expected {', '.join(GRAD_MODES)})")
+
+
+class FeatureExtractor:
+    def __init__(self, models, cfg: TrajectoryConfig, classes=tuple(range(NUM_CLASSES)),
+                 descriptions: dict | None = None, uncond_prompt: str = "empty"):
+        self.models, self.cfg = models, cfg
+        self.classes = tuple(int(c) for c in classes)
+        for c in self.classes:
+            if not 0 <= c < NUM_CLASSES:
+                raise DiffsegError(f"unknown class train id {c} (expected 0..{NUM_CLASSES - 1})")
+        if len(set(self.classes)) != len(self.classes) or not self.classes:
+            raise DiffsegError(f"active classes must be unique and non-empty: {list(self.classes)}")
+        self.uncond_mode = uncond_prompt
+        self.descriptions = prompts.check_descriptions(descriptions or {})
+        self._check_model()
+        if "xattn" in cfg.kinds and uncond_prompt != "classes":
+            raise DiffsegError("xattn layers need --uncond-prompt classes: with the empty prompt the "
+                               "unconditional branch names no classes, so it has no cross-attention maps")
+        # SDPA/xformers first; FeatureTaps later swaps only the capturing attn2 processors.
+        configure_attention(models.unet, models.device)
+        self.alphas_cumprod = models.scheduler.alphas_cumprod.double().tolist()
+        tok = models.tokenizer
+        self.text = prompts.TextEmbeddings(tok, models.text_encoder, models.device, models.dtype)
+        self.uncond_text = prompts.uncond_prompt(uncond_prompt, self.classes)
+        self.class_text = {c: prompts.class_prompt(c, self.descriptions) for c in self.classes}
+        self.class_pos = {c: prompts.name_positions_in_class_prompt(tok, self.class_text[c], c)
+                          for c in self.classes}
+        self.uncond_pos = (prompts.class_token_positions(tok, self.uncond_text, self.classes)
+                           if uncond_prompt == "classes" else {})
+
+    def _check_model(self):
+        n_t = len(self.models.scheduler.alphas_cumprod)
+        for t in self.cfg.steps:
+            if t >= n_t:
+                raise DiffsegError(f"timestep {t} is beyond the scheduler's {n_t} training timesteps")
+        with FeatureTaps(self.models.unet, self.cfg.layers):
+            pass  # resolves every layer name on this U-Net (DiffsegError if one is missing)
+
+    # -- description ------------------------------------------------------------------------
+    def layer_specs(self, resolution) -> dict[str, LayerSpec]:
+        """Per layer: kind, stride, channels and (h, w) at resolution (W, H)."""
+        W, H = resolution
+        unet, vae = self.models.unet, self.models.vae
+        vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        specs = {}
+        for name in self.cfg.layers:
+            i, kind, j = parse_layer(name)
+            ups_after = sum(1 for b in unet.up_blocks[i:] if getattr(b, "upsamplers", None))
+            stride = vae_factor * 2 ** ups_after
+            if kind == "res":
+                ch = unet.up_blocks[i].resnets[j].conv2.out_channels
+            elif kind == "blk":
+                ch = unet.up_blocks[i].attentions[j].transformer_blocks[0].attn1.to_out[0].out_features
+            else:
+                ch = len(self.classes)
+            specs[name] = LayerSpec(kind=kind, stride=stride, channels=ch, size=(H // stride, W // stride))
+        return specs
+
+    def prompt_record(self) -> dict:
+        """The text side, for cache attributes."""
+        return {"template": prompts.TEMPLATE, "uncond_prompt": self.uncond_mode,
+                "uncond_text": self.uncond_text,
+                "classes": [CLASS_NAMES[c] for c in self.classes],
+                "class_prompts": {CLASS_NAMES[c]: self.class_text[c] for c in self.classes}}
+
+    # -- public numpy API (inference mode) -----------------------------------------------------
+    def uncond(self, image: np.ndarray, sample_id: str) -> dict[str, np.ndarray]:
+        """image uint8 [H, W, 3] -> {layer: float16 [S, C, h, w]}."""
+        out = self.extract_tensors("uncond", image[None], [sample_id], grad_mode="inference")
+        return {k: _np16(v[0]) for k, v in out.items()}
+
+    def uncond_batch(self, images: np.ndarray, sample_ids) -> dict[str, np.ndarray]:
+        """images uint8 [B, H, W, 3] in one U-Net call per step -> {layer: float16 [B, S, C, h, w]}."""
+        out = self.extract_tensors("uncond", images, list(sample_ids), grad_mode="inference")
+        return {k: _np16(v) for k, v in out.items()}
+
+    def cond(self, image: np.ndarray, label: np.ndarray, sample_id: str) -> dict[str, np.ndarray]:
+        """image uint8 [H, W, 3], label uint8 [H, W] train ids -> {layer: float16 [S, C, h, w]}."""
+        out = self.extract_tensors("cond", image[None], [sample_id], labels=label[None],
+                                   grad_mode="inference")
+        return {k: _np16(v[0]) for k, v in out.items()}
+
+    # -- tensor API (also for online use under no_grad) ------------------------------------------
+    def extract_tensors(self, branch: str, images, sample_ids, labels=None,
+                        grad_mode: str = "no_grad") -> dict[str, torch.Tensor]:
+        """images uint8 [B, H, W, 3] -> {layer: float32 [B, S, C, h, w]} on the model device.
+        grad_mode "no_grad" returns ordinary tensors (usable later in autograd graphs),
+        "inference" runs under torch.inference_mode."""
+        if len(images) != len(sample_ids):
+            raise DiffsegError(f"{len(images)} images but {len(sample_ids)} sample ids")
+        with _grad_context(grad_mode):
+            if branch == "uncond":
+                return self._uncond(images, list(sample_ids))
+            if branch == "cond":
+                if labels is None or len(labels) != len(images):
+                    raise DiffsegError("the cond branch needs one label per image")
+                per = [self._cond(images[b:b + 1], labels[b], sample_ids[b]) for b in range(len(images))]
+                return {k: torch.stack([p[k] for p in per]) for k in per[0]}
+            raise DiffsegError(f"unknown branch {branch!r} (expected uncond or cond)")
+
+    # -- the two trajectories --------------------------------------------------------------------
+    def _encode(self, images, sample_ids) -> torch.Tensor:
+        gens = ([seeding.generator(self.cfg.seed, sid, "encode") for sid in sample_ids]
+                if self.cfg.encode == "sample" else None)
+        return encode(self.models.vae, images, self.cfg.encode, gens)  # [B, 4, H/8, W/8] fp32
+
+    def _unet(self, x_BCHW, t, emb_BTD) -> torch.Tensor:
+        m = self.models
+        out = m.unet(x_BCHW.to(m.dtype), torch.tensor(t, device=m.device), encoder_hidden_states=emb_BTD)
+        return out.sample.float()
+
+    def _step_params(self, idx, t):
+        a = self.alphas_cumprod[t]
+        a_next = self.alphas_cumprod[self.cfg.steps[idx + 1]]
+        return a, a_next, eta_at(t, self.cfg.eta, self.cfg.eta_window)
+
+    def _uncond(self, images, sample_ids) -> dict[str, torch.Tensor]:
+        cfg, m = self.cfg, self.models
+        x = self._encode(images, sample_ids)
+        B = x.shape[0]
+        emb = self.text.get(self.uncond_text).expand(B, -1, -1)
+        saved = {name: [None] * len(cfg.save_steps) for name in cfg.layers}
+        sel = [[(b, self.uncond_pos.get(c)) for c in self.classes] for b in range(B)]  # xattn only
+        with FeatureTaps(m.unet, cfg.layers) as taps:
+            for idx in range(cfg.last_index + 1):
+                t = cfg.steps[idx]
+                out = self._unet(x, t, emb)
+                feats = taps.read()
+                if t in cfg.save_steps:
+                    s = cfg.save_steps.index(t)
+                    for name, f in feats.items():
+                        if parse_layer(name)[1] == "xattn":
+                            f = torch.stack([class_maps(f, sel[b]) for b in range(B)])
+                        saved[name][s] = f.float()
+                if idx == cfg.last_index:
+                    break
+                a, a_next, eta = self._step_params(idx, t)
+                eps = model_eps(out, x, a, m.prediction_type, cfg.raw_eps)
+                noise = None
+                if eta > 0:
+                    noise = torch.stack([seeding.randn(x.shape[1:], cfg.seed, sid, "uncond", t, "uncond")
+                                         for sid in sample_ids]).to(x.device)
+                x = inversion_step(x, eps, a, a_next, eta, noise)
+        return {name: torch.stack(v, 1) for name, v in saved.items()}  # [B, S, C, h, w]
+
+    def _cond(self, image_1HW3, label_HW, sample_id) -> dict[str, torch.Tensor]:
+        cfg, m = self.cfg, self.models
+        label_HW = np.asarray(label_HW)
+        if label_HW.shape != tuple(image_1HW3.shape[1:3]):
+            raise DiffsegError(f"sample {sample_id}: label {label_HW.shape} and image "
+                               f"{tuple(image_1HW3.shape[1:3])} sizes differ")
+        present = present_classes(label_HW, self.classes)
+        x = self._encode(image_1HW3, [sample_id])  # [1, 4, H, W]
+        K = 1 + len(present)
+        masks_K1HW = class_masks(label_HW, present, tuple(x.shape[-2:])).to(x.device)
+        emb_KTD = self.text.batch([self.uncond_text] + [self.class_text[c] for c in present])
+        copies = ["uncond"] + [f"class{c}" for c in present]
+        sel = [(1 + present.index(c), self.class_pos[c]) if c in present else None for c in self.classes]
+        saved = {name: [None] * len(cfg.save_steps) for name in cfg.layers}
+        with FeatureTaps(m.unet, cfg.layers) as taps:
+            for idx in range(cfg.last_index + 1):
+                t = cfg.steps[idx]
+                x_K = x.expand(K, -1, -1, -1)
+                out_K = self._unet(x_K, t, emb_KTD)
+                feats = taps.read()
+                if t in cfg.save_steps:
+                    s = cfg.save_steps.index(t)
+                    for name, f in feats.items():
+                        kind = parse_layer(name)[1]
+                        if kind == "xattn":
+                            f = class_maps(f, sel)
+                        elif kind == "blk" and cfg.blk_sum:
+                            f = f.sum(0)
+                        else:
+                            f = f[0]
+                        saved[name][s] = f.float()
+                if idx == cfg.last_index:
+                    break
+                a, a_next, eta = self._step_params(idx, t)
+                eps_K = model_eps(out_K, x_K, a, m.prediction_type, cfg.raw_eps)
+                eps_u = eps_K[:1]
+                eps_K = torch.cat([eps_u, eps_u + cfg.guidance * (eps_K[1:] - eps_u)])
+                noise = None
+                if eta > 0:
+                    noise = torch.stack([seeding.randn(x.shape[1:], cfg.seed, sample_id, "cond", t, c)
+                                         for c in copies]).to(x.device)
+                x_next_K = inversion_step(x_K, eps_K, a, a_next, eta, noise)
+                x = masked_average(x_next_K, masks_K1HW)[None]
+        return {name: torch.stack(v) for name, v in saved.items()}  # [S, C, h, w]
+
+
+def _np16(t: torch.Tensor) -> np.ndarray:
+    return t.detach().to("cpu", torch.float16).numpy()

@@ -1,0 +1,29 @@
+"""Seeded generators for every random draw (METHOD.md §2, determinism).
+
+A draw is identified by its parts, e.g. (cfg.seed, sample_id, "cond", t, "class3"); the seed is
+the first 8 bytes of sha256 over their repr, so it is stable across processes and machines
+(unlike Python's salted hash()). Draws are made on the CPU and then moved, so a CPU and a GPU
+run see the same noise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+
+
+def derive_seed(*parts) -> int:
+    """A 64-bit seed from the parts (ints and strings)."""
+    text = "\x1f".join(repr(p) for p in parts)
+    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "little")
+
+
+def generator(*parts) -> torch.Generator:
+    return torch.Generator(device="cpu").manual_seed(derive_seed(*parts))
+
+
+def randn(shape, *parts, device=None) -> torch.Tensor:
+    """float32 N(0, I) of `shape`, drawn on the CPU from generator(*parts), moved to `device`."""
+    z = torch.randn(tuple(shape), generator=generator(*parts), dtype=torch.float32)
+    return z if device is None else z.to(device)
