@@ -17,6 +17,7 @@ import torch
 from diffseg.pipeline.tokenizer import MAX_LENGTH, build_tokenizer
 
 BUILTIN_NAMES = ("tiny", "sd21-random")
+BUILTIN_SEED = 0  # torch.manual_seed before each component
 
 # stabilityai/stable-diffusion-2-1 scheduler/scheduler_config.json (a DDIM, v-prediction).
 SD21_SCHEDULER = dict(
@@ -78,11 +79,12 @@ def build_builtin(name: str, seed: int = 0) -> dict:
     assert name in _SPECS, name
     unet_cfg, (hidden, layers, heads) = _SPECS[name]
     tokenizer = build_tokenizer()
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(**unet_cfg)
-    torch.manual_seed(seed)
-    vae = AutoencoderKL(**SMALL_VAE)
-    torch.manual_seed(seed)
-    text_encoder = CLIPTextModel(_text_config(tokenizer, hidden, layers, heads))
+    with torch.random.fork_rng(devices=[]):  # seeds the init, leaves the caller's RNG alone
+        torch.manual_seed(seed)
+        unet = UNet2DConditionModel(**unet_cfg)
+        torch.manual_seed(seed)
+        vae = AutoencoderKL(**SMALL_VAE)
+        torch.manual_seed(seed)
+        text_encoder = CLIPTextModel(_text_config(tokenizer, hidden, layers, heads))
     scheduler = DDIMScheduler(**SD21_SCHEDULER)
     return dict(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
