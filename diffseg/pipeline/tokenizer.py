@@ -16,36 +16,15 @@ from pathlib import Path
 
 import regex
 
+# The vocabulary covers the prompts diffseg builds (METHOD.md §4) word for word.
+from diffseg.pipeline.prompts import DEFAULT_DESCRIPTIONS
+from diffseg.pipeline.prompts import TEMPLATE as PROMPT_TEMPLATE
+
 MAX_LENGTH = 77  # CLIP's context, SD 2.1's text input length
 BOS, EOS, PAD = "<|startoftext|>", "<|endoftext|>", "!"
 
 # Mirrors CLIP's pre-tokenizer (transformers' CLIPTokenizer) after lowercasing.
 _WORD_RE = regex.compile(r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""")
-
-PROMPT_TEMPLATE = "A high quality photo; europe city; {name}, {description}"
-
-# METHOD.md §4, in train-id order (a copy: pipeline must not depend on data/).
-DEFAULT_DESCRIPTIONS: dict[str, str] = {
-    "road": "all types of roads, including lanes for vehicles",
-    "sidewalk": "paths for pedestrian use beside the road",
-    "building": "houses, offices and other buildings",
-    "wall": "standalone outer walls of buildings or structures",
-    "fence": "fences and railings",
-    "pole": "poles holding signs, lights or wires",
-    "traffic light": "traffic lights and their housings",
-    "traffic sign": "traffic signs facing the road",
-    "vegetation": "trees, bushes and hedges",
-    "terrain": "grass, soil and sand beside the road",
-    "sky": "the open sky",
-    "person": "people walking or standing",
-    "rider": "people riding bicycles or motorcycles",
-    "car": "cars, vans and small four-wheeled vehicles",
-    "truck": "larger vehicles used for cargo transport",
-    "bus": "buses for passengers",
-    "train": "trains and trams on rails",
-    "motorcycle": "motorcycles and scooters",
-    "bicycle": "bicycles",
-}
 
 _COMMON_WORDS = """
 a about above across after again against all almost alone along also always am among an
