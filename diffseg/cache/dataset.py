@@ -1,0 +1,138 @@
+"""FeatureDataset: a torch Dataset over the complete samples of a cache (stage two's input).
+
+item = {"index": int (sample index in the cache),
+        "label": LongTensor[H, W] (train ids, 255 ignore),
+        "feats": {branch: {layer: HalfTensor[S', C, h, w]}}}   S' = len(step_indices)
+
+Features stay float16 on purpose: half the bytes through the worker queue and the pinned
+copy; the trainer converts them on the device (`x.to(device, non_blocking=True).float()`).
+
+The dataset is picklable before and after use: it keeps the path and the selection, and
+each process (DataLoader worker) opens its own CacheReader on first access. With
+`in_memory=True` the selection is loaded into RAM on first use (call `preload()` in the
+main process before creating the DataLoader, so forked workers share the pages).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from diffseg.cache import schema
+from diffseg.cache.reader import CacheReader
+from diffseg.errors import DiffsegError
+
+
+class FeatureDataset(Dataset):
+    def __init__(
+        self,
+        path: str | Path,
+        branches: Sequence[str],
+        layers: Sequence[str],
+        step_indices: Sequence[int] | None = None,
+        in_memory: bool = False,
+    ):
+        reader = CacheReader(path)
+        self.path = path
+        self.branches = tuple(branches)
+        self.layers = tuple(layers)
+        n_steps = len(reader.save_steps)
+        self.step_indices = tuple(range(n_steps)) if step_indices is None else tuple(int(s) for s in step_indices)
+        for s in self.step_indices:
+            if not 0 <= s < n_steps:
+                raise DiffsegError(f"step index {s} is outside {path}'s {n_steps} saved steps {reader.save_steps}")
+        have = set(reader.feature_names())
+        for b in self.branches:
+            for layer in self.layers:
+                if schema.feature_name(b, layer) not in have:
+                    raise DiffsegError(f"{path} has no {b}/{layer} (it holds {sorted(have)})")
+        self.indices = reader.complete_indices()  # dataset position -> cache sample index
+        self.in_memory = in_memory
+        self._reader: CacheReader | None = None
+        self._memory: dict[str, torch.Tensor] | None = None
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_reader"] = None  # each process opens its own
+        return state
+
+    @property
+    def reader(self) -> CacheReader:
+        if self._reader is None:
+            self._reader = CacheReader(self.path)
+        return self._reader
+
+    def _names(self) -> list[str]:
+        return [schema.feature_name(b, layer) for b in self.branches for layer in self.layers]
+
+    def _load(self, i: int, out: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        return self.reader.read(i, self._names() + [schema.LABELS], steps=self.step_indices, out=out)
+
+    def __getitem__(self, pos: int) -> dict:
+        i = self.indices[pos]
+        if self.in_memory:
+            mem = self.preload()
+            # a view would make a worker process share (copy into shm) the whole RAM copy
+            in_worker = torch.utils.data.get_worker_info() is not None
+            arrays = {k: v[pos].clone() if in_worker else v[pos] for k, v in mem.items()}
+            label = arrays.pop(schema.LABELS).long()
+        else:
+            np_arrays = self._load(i)
+            label = torch.from_numpy(np_arrays.pop(schema.LABELS)).long()
+            arrays = {k: torch.from_numpy(v) for k, v in np_arrays.items()}
+        feats = {b: {layer: arrays[schema.feature_name(b, layer)] for layer in self.layers} for b in self.branches}
+        return {"index": i, "label": label, "feats": feats}
+
+    def orig_label(self, i: int) -> np.ndarray:
+        """The original-resolution label of cache sample i, uint8[h, w] (evaluation caches)."""
+        return self.reader.orig_label(i)
+
+    # -- in memory ----------------------------------------------------------------------
+    def selection_bytes(self) -> int:
+        r = self.reader
+        per = int(np.prod(r.label_shape))  # uint8 labels
+        for name in self._names():
+            S, *rest = r.array_shape(name)
+            per += len(self.step_indices) * int(np.prod(rest)) * 2
+        return per * len(self)
+
+    def preload(self) -> dict[str, torch.Tensor]:
+        """Load the selection into RAM once: {name: Tensor[n, ...]}; refuses when it cannot fit."""
+        if self._memory is not None:
+            return self._memory
+        need, avail = self.selection_bytes(), available_memory()
+        if need > 0.8 * avail:
+            raise DiffsegError(
+                f"--in-memory needs {need / 2**30:.2f} GiB for {len(self)} samples of {self.path}, "
+                f"but only {avail / 2**30:.2f} GiB of memory is available: drop --in-memory or "
+                "select fewer layers/steps"
+            )
+        r, mem = self.reader, {}
+        for name in self._names() + [schema.LABELS]:
+            S_sel = len(self.step_indices)
+            shape = r.array_shape(name) if name == schema.LABELS else (S_sel, *r.array_shape(name)[1:])
+            mem[name] = torch.empty((len(self), *shape), dtype=torch.uint8 if name == schema.LABELS else torch.float16)
+        for pos, i in enumerate(self.indices):  # read straight into the RAM copy
+            self._load(i, out={name: t[pos].numpy() for name, t in mem.items()})
+        self._memory = mem
+        return mem
+
+
+def available_memory() -> int:
+    """Bytes of memory available to new allocations (MemAvailable on Linux)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except FileNotFoundError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")

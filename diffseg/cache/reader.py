@@ -1,0 +1,131 @@
+"""CacheReader: what a cache holds, and one sample at a time out of it.
+
+`read(i, names)` returns numpy arrays from the fast chunk path (fastread.py); it refuses
+samples whose completion marker is not written. Opening is cheap (attributes, ids and the
+status markers); arrays are opened on first use. Not meant to be pickled: datasets keep
+the path and open a reader in each worker process.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import zarr
+
+from diffseg.cache import schema, status, store
+from diffseg.cache.fastread import ChunkSource, keep_freed_memory
+from diffseg.errors import DiffsegError
+
+
+class CacheReader:
+    """Read-only view of one cache."""
+
+    def __init__(self, path: str | Path):
+        self.path = path
+        if store.is_local(path) and not (store.local_path(path) / "zarr.json").is_file():
+            raise DiffsegError(f"{path} is not a Zarr group (no zarr.json): not a diffseg cache")
+        self.group = store.open_group(path, "r")
+        self.attrs: dict = dict(self.group.attrs)
+        version = self.attrs.get("format_version")
+        if version != schema.FORMAT_VERSION:
+            raise DiffsegError(
+                f"{path} has cache format version {version}; this diffseg reads version {schema.FORMAT_VERSION}"
+            )
+        self.ids: list[str] = [str(s) for s in self.group[schema.IDS][:]]
+        self.n = len(self.ids)
+        self._root = store.local_path(path) if store.is_local(path) else None
+        keep_freed_memory()  # see fastread.py: fresh sample buffers would page-fault every read
+        self._sources: dict[str, ChunkSource] = {}
+        self.status: np.ndarray = status.read_all(self.group[schema.STATUS], self._root)  # uint8[N]
+
+    # -- what is in it ------------------------------------------------------------------
+    @property
+    def branches(self) -> list[str]:
+        return list(self.attrs["branches"])
+
+    @property
+    def save_steps(self) -> list[int]:
+        return list(self.attrs["save_steps"])
+
+    @property
+    def layer_specs(self) -> dict[str, schema.LayerSpec]:
+        return {name: schema.LayerSpec.from_dict(d) for name, d in self.attrs["layers"].items()}
+
+    @property
+    def is_eval(self) -> bool:
+        return schema.ORIG_LABELS in self.group.array_keys()
+
+    @property
+    def label_shape(self) -> tuple[int, int]:
+        return tuple(self.group[schema.LABELS].shape[1:])
+
+    def feature_names(self) -> list[str]:
+        """Every "<branch>/<layer>" array the cache holds, in attrs order."""
+        return [
+            schema.feature_name(b, layer)
+            for b in self.branches if b in self.group.group_keys()
+            for layer in self.attrs["layers"] if layer in self.group[b].array_keys()
+        ]
+
+    def layer_arrays(self) -> dict[str, schema.LayerSpec]:
+        """{"<branch>/<layer>": its LayerSpec} for every feature array."""
+        specs = self.layer_specs
+        return {name: specs[schema.split_name(name)[1]] for name in self.feature_names()}
+
+    def array_shape(self, name: str) -> tuple[int, ...]:
+        """Per-sample shape of an array, e.g. (S, C, h, w)."""
+        return tuple(self.group[name].shape[1:])
+
+    def bytes_per_sample(self) -> int:
+        """Uncompressed bytes of one sample: features + labels (+ original labels)."""
+        names = self.feature_names() + [schema.LABELS]
+        if self.is_eval:
+            names += [schema.ORIG_LABELS, schema.ORIG_SIZES]
+        return sum(int(np.prod(self.array_shape(k))) * np.dtype(self.group[k].dtype).itemsize for k in names)
+
+    def complete_indices(self) -> list[int]:
+        return [int(i) for i in np.flatnonzero(self.status == schema.COMPLETE)]
+
+    def refresh_status(self) -> np.ndarray:
+        """Re-read the markers (a cache still being written)."""
+        self.status = status.read_all(self.group[schema.STATUS], self._root)
+        return self.status
+
+    # -- reading ------------------------------------------------------------------------
+    def source(self, name: str) -> ChunkSource:
+        if name not in self._sources:
+            if name not in self.group:
+                raise DiffsegError(f"{self.path} has no array {name!r} (it holds {self.feature_names()})")
+            self._sources[name] = ChunkSource(self.group[name], self._root)
+        return self._sources[name]
+
+    def check_complete(self, i: int) -> None:
+        if not 0 <= i < self.n:
+            raise DiffsegError(f"sample index {i} is outside {self.path} (N = {self.n})")
+        if self.status[i] != schema.COMPLETE:
+            what = "skipped" if self.status[i] == schema.SKIPPED else "incomplete"
+            raise DiffsegError(f"sample {self.ids[i]} (index {i}) of {self.path} is {what}")
+
+    def read(
+        self, i: int, names: Iterable[str], steps: Sequence[int] | None = None,
+        out: dict[str, np.ndarray] | None = None,
+    ) -> dict[str, np.ndarray]:
+        """{name: array of sample i}; `steps` (indices into save_steps) applies to feature
+        arrays; `out` {name: preallocated array} receives them in place (e.g. a RAM copy)."""
+        self.check_complete(i)
+        out = out or {}
+        return {k: self.source(k).read(i, steps if "/" in k else None, out.get(k)) for k in names}
+
+    def orig_label(self, i: int) -> np.ndarray:
+        """The label at its original resolution, uint8[h, w] (evaluation caches)."""
+        if not self.is_eval:
+            raise DiffsegError(f"{self.path} is a training cache; it keeps no original labels")
+        self.check_complete(i)
+        h, w = (int(v) for v in self.source(schema.ORIG_SIZES).read(i))
+        return np.ascontiguousarray(self.source(schema.ORIG_LABELS).read(i)[:h, :w])
+
+    def zarr_array(self, name: str) -> zarr.Array:
+        """The plain zarr array (tests and tools; the slow, general path)."""
+        return self.group[name]

@@ -1,0 +1,245 @@
+"""CacheWriter: create (or resume) a feature cache and write samples into it.
+
+Concurrency model (DESIGN.md "Distributed extraction"): one coordinating process calls
+`CacheWriter.create` (which creates the group, or checks an existing one and opens it
+for resume) and later `update_attrs`; any number of worker processes write disjoint
+samples with `write_sample`/`mark_skipped` on a writer they received pickled or opened
+with `CacheWriter.open`. Every sample owns its own chunk of every array, so writers never
+touch the same file, and zarr's LocalStore writes each chunk file atomically (temp file +
+rename). The sample's `status` chunk is written last: a crash at any point leaves the
+sample pending, and the rerun rewrites it byte for byte.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+import diffseg
+from diffseg.cache import schema, status, store
+from diffseg.errors import CacheMismatch, DiffsegError
+
+
+class CacheWriter:
+    """Writes samples of one cache. Picklable: holds the path, opens arrays lazily per process."""
+
+    def __init__(self, path: str | Path):
+        self.path = path
+        self._group: zarr.Group | None = None
+        self._arrays: dict[str, zarr.Array] = {}
+        attrs = dict(self.group.attrs)
+        if attrs.get("format_version") != schema.FORMAT_VERSION:
+            raise DiffsegError(f"{path} is not a diffseg cache of format version {schema.FORMAT_VERSION}")
+        self.attrs = attrs
+        self.ids: list[str] = [str(s) for s in self.group[schema.IDS][:]]
+        self.n = len(self.ids)
+        self.feature_names = sorted(k for k in _array_names(self.group) if "/" in k)
+        self.eval_cache = schema.ORIG_LABELS in _array_names(self.group)
+        self.label_shape = tuple(self.group[schema.LABELS].shape[1:])
+
+    # -- opening ------------------------------------------------------------------------
+    @classmethod
+    def create(
+        cls,
+        path: str | Path,
+        attrs: dict[str, Any],
+        ids: list[str],
+        arrays: dict[str, tuple[tuple[int, ...], Any]],
+        orig_label_max: tuple[int, int] | None = None,
+    ) -> "CacheWriter":
+        """Create the cache at `path`, or open an existing one with the same config for resume.
+
+        attrs: at least schema.REQUIRED_ATTRS; format_version, diffseg_version, codec,
+        samples, skipped and timings are filled in. arrays: {"<branch>/<layer>":
+        (per_sample_shape (S, C, h, w), dtype)}; labels are [H, W] from attrs["resolution"]
+        ([W, H]). orig_label_max: (Hmax, Wmax) for evaluation caches.
+        """
+        missing = [k for k in schema.REQUIRED_ATTRS if k not in attrs]
+        assert not missing, f"cache attrs lack {missing}"
+        full = schema.jsonable(_complete_attrs(attrs, len(ids)))
+        if _is_group(path):
+            return cls._resume(path, full, ids, arrays)
+        if store.is_local(path):
+            p = store.local_path(path)
+            if p.exists() and (not p.is_dir() or any(p.iterdir())):
+                raise DiffsegError(f"{path} exists and is not a diffseg cache: use another --out or delete it")
+        _create_group(path, full, ids, arrays, orig_label_max)
+        return cls(path)
+
+    @classmethod
+    def open(cls, path: str | Path) -> "CacheWriter":
+        """Open an existing cache for writing (worker processes); no config check."""
+        return cls(path)
+
+    @classmethod
+    def _resume(cls, path, full: dict, ids: list[str], arrays: dict) -> "CacheWriter":
+        old = dict(store.open_group(path, "r").attrs)
+        if old.get("format_version") is None:
+            raise DiffsegError(
+                f"{path} is a Zarr group without diffseg attributes (not a cache, or its creation "
+                "was interrupted): use another --out or delete it"
+            )
+        writer = None
+        diff = schema.resume_difference(old, full)
+        if diff is None:
+            writer = cls(path)
+            diff = schema.ids_difference(writer.ids, list(ids))
+        if diff is None:
+            have = {k: (tuple(writer.group[k].shape[1:]), str(writer.group[k].dtype)) for k in writer.feature_names}
+            want = {k: (tuple(s), str(np.dtype(d))) for k, (s, d) in arrays.items()}
+            diff = schema.first_difference(have, want, "arrays") if have != want else None
+        if diff is not None:
+            key, was, now = diff
+            raise CacheMismatch(
+                f"{path} was extracted with {key}={schema.show_value(was)}; this run asks for "
+                f"{schema.show_value(now)}: use another --out or delete it"
+            )
+        return writer
+
+    # -- per-process state --------------------------------------------------------------
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_group"], state["_arrays"] = None, {}
+        return state
+
+    @property
+    def group(self) -> zarr.Group:
+        if self._group is None:
+            self._group = store.open_group(self.path, "r+")
+        return self._group
+
+    def _array(self, name: str) -> zarr.Array:
+        if name not in self._arrays:
+            self._arrays[name] = self.group[name].with_config(store.WRITE_CONFIG)
+        return self._arrays[name]
+
+    @property
+    def _root(self) -> Path | None:
+        return store.local_path(self.path) if store.is_local(self.path) else None
+
+    # -- writing ------------------------------------------------------------------------
+    def status(self) -> np.ndarray:
+        """-> np.uint8[N]: 0 pending, 1 complete, 2 skipped."""
+        return status.read_all(self._array(schema.STATUS), self._root)
+
+    def pending(self) -> list[int]:
+        return [int(i) for i in np.flatnonzero(self.status() == schema.PENDING)]
+
+    def write_sample(
+        self, i: int, arrays: dict[str, np.ndarray], label: np.ndarray, orig_label: np.ndarray | None = None
+    ) -> None:
+        """Write every array of sample i, then mark it complete (the marker goes last)."""
+        self._check_sample(i, arrays, label, orig_label)
+        if status.read_one(self._array(schema.STATUS), self._root, i) != schema.PENDING:
+            self._array(schema.STATUS)[i] = schema.PENDING  # a rewrite: pending while in flight
+        for name in self.feature_names:
+            self._array(name)[i] = arrays[name]
+        self._array(schema.LABELS)[i] = label
+        if self.eval_cache:
+            h, w = orig_label.shape
+            padded = np.full(self._array(schema.ORIG_LABELS).shape[1:], schema.IGNORE, np.uint8)
+            padded[:h, :w] = orig_label
+            self._array(schema.ORIG_LABELS)[i] = padded
+            self._array(schema.ORIG_SIZES)[i] = np.array([h, w], np.int32)
+        self._array(schema.STATUS)[i] = schema.COMPLETE
+
+    def mark_skipped(self, i: int) -> None:
+        """Mark sample i as skipped (a bad input); the coordinator records the reason in attrs."""
+        self._check_index(i)
+        self._array(schema.STATUS)[i] = schema.SKIPPED
+
+    def update_attrs(self, **kv: Any) -> None:
+        """Replace the given top-level attributes (coordinating process only)."""
+        group = store.open_group(self.path, "r+")  # fresh: never write back stale attributes
+        group.attrs.update(schema.jsonable(kv))
+        self.attrs = dict(group.attrs)
+
+    # -- checks -------------------------------------------------------------------------
+    def _check_index(self, i: int) -> None:
+        if not 0 <= i < self.n:
+            raise DiffsegError(f"sample index {i} is outside {self.path} (N = {self.n})")
+
+    def _check_sample(self, i, arrays, label, orig_label) -> None:
+        self._check_index(i)
+        who = f"sample {self.ids[i]} (index {i})"
+        if set(arrays) != set(self.feature_names):
+            raise DiffsegError(
+                f"{who}: arrays {sorted(arrays)} do not match the cache's {self.feature_names}"
+            )
+        for name in self.feature_names:
+            a, arr = arrays[name], self._array(name)
+            if a.shape != arr.shape[1:] or a.dtype != arr.dtype:
+                raise DiffsegError(
+                    f"{who}: {name} is {a.dtype}{list(a.shape)}, the cache holds {arr.dtype}{list(arr.shape[1:])}"
+                )
+            bad = a.size - int(np.count_nonzero(np.isfinite(a)))
+            if bad:
+                raise DiffsegError(f"{who}: {name} holds {bad} NaN/inf values of {a.size}")
+        if label.shape != self.label_shape or label.dtype != np.uint8:
+            raise DiffsegError(f"{who}: label is {label.dtype}{list(label.shape)}, expected uint8{list(self.label_shape)}")
+        if self.eval_cache:
+            hmax, wmax = self._array(schema.ORIG_LABELS).shape[1:]
+            if orig_label is None or orig_label.dtype != np.uint8 or orig_label.ndim != 2:
+                raise DiffsegError(f"{who}: an evaluation cache needs the original uint8 [h, w] label")
+            if orig_label.shape[0] > hmax or orig_label.shape[1] > wmax:
+                raise DiffsegError(
+                    f"{who}: original label {list(orig_label.shape)} exceeds the planned maximum [{hmax}, {wmax}]"
+                )
+        elif orig_label is not None:
+            raise DiffsegError(f"{who}: {self.path} is a training cache; it keeps no original labels")
+
+
+def _array_names(group: zarr.Group) -> list[str]:
+    """Every array in the group, nested ones as "branch/layer"."""
+    names = []
+    for key, node in group.members(max_depth=None):
+        if isinstance(node, zarr.Array):
+            names.append(key)
+    return names
+
+
+def _is_group(path) -> bool:
+    if store.is_local(path):
+        return (store.local_path(path) / "zarr.json").is_file()
+    try:
+        store.open_group(path, "r")
+        return True
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+        return False
+
+
+def _complete_attrs(attrs: dict, n: int) -> dict:
+    full = {
+        "format_version": schema.FORMAT_VERSION,
+        "diffseg_version": diffseg.__version__,
+        "codec": store.CODEC_ATTRS,
+        "samples": n,
+        "skipped": [],
+        "timings": {},
+    }
+    full.update(attrs)
+    full["dataset"] = {"label_space": schema.LABEL_SPACE, "info": {}, **attrs["dataset"]}
+    return full
+
+
+def _create_group(path, attrs: dict, ids: list[str], arrays: dict, orig_label_max) -> None:
+    """Arrays first, attributes last: a group without format_version was never finished."""
+    n = len(ids)
+    group = zarr.open_group(store.store_for(path, read_only=False), mode="w", zarr_format=3)
+    ids_arr = group.create_array(schema.IDS, shape=(n,), chunks=(max(n, 1),), dtype=str, overwrite=True)
+    if n:
+        ids_arr[:] = np.array(ids, dtype=object).astype(str)
+    w, h = attrs["resolution"]
+    store.create_label_array(group, schema.LABELS, n, (h, w))
+    for name, (shape, dtype) in sorted(arrays.items()):
+        branch, layer = schema.split_name(name)
+        assert branch in attrs["branches"] and layer in attrs["layers"], f"{name} not in attrs branches/layers"
+        store.create_feature_array(group, name, n, tuple(shape), np.dtype(dtype))
+    if orig_label_max is not None:
+        store.create_label_array(group, schema.ORIG_LABELS, n, tuple(orig_label_max))
+        store.create_small_array(group, schema.ORIG_SIZES, n, (2,), np.int32)
+    store.create_small_array(group, schema.STATUS, n, (), np.uint8)
+    group.attrs.update(attrs)

@@ -1,0 +1,166 @@
+"""Feature cache: byte-exact round trips, the completion marker, refusals, plain-Zarr readability."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import zarr
+
+from diffseg.cache import CacheReader, CacheWriter, schema
+from diffseg.cache.synthetic import make_cache, sample_arrays, sample_label
+from diffseg.errors import DiffsegError
+
+
+def expected(i: int, writer: CacheWriter, seed: int = 0):
+    """What make_cache wrote for sample i (same seeded draws)."""
+    r = CacheReader(writer.path)
+    rng = np.random.default_rng([seed, i])
+    H, W = r.label_shape
+    label = sample_label(rng, (H, W))
+    return sample_arrays(rng, r.layer_specs, len(r.save_steps), r.branches, label), label
+
+
+def test_round_trip_is_byte_exact(tmp_path):
+    w = make_cache(tmp_path / "c", 3, xattn_classes=4)
+    r = CacheReader(tmp_path / "c")
+    assert r.ids == ["city/img_00000", "city/img_00001", "city/img_00002"]
+    assert r.complete_indices() == [0, 1, 2]
+    for i in range(3):
+        feats, label = expected(i, w)
+        got = r.read(i, list(feats) + ["labels"])
+        for name, a in feats.items():
+            assert got[name].dtype == np.float16 and got[name].tobytes() == a.tobytes(), name
+        assert np.array_equal(got["labels"], label)
+
+
+def test_fast_path_equals_zarr_array_api(tmp_path):
+    make_cache(tmp_path / "c", 2, save_steps=(60, 40, 20, 1), kind="eval")
+    r = CacheReader(tmp_path / "c")
+    assert {r.source(k).mode for k in r.feature_names()} == {"raw"}
+    assert r.source("labels").mode == "zstd"
+    for name in r.feature_names() + ["labels", "orig_labels", "orig_sizes"]:
+        full = r.zarr_array(name)[1]
+        assert np.array_equal(r.read(1, [name])[name], full), name
+        if "/" in name:
+            for steps in ([2], [1, 2], [3, 0], [0, 1, 2, 3]):
+                assert np.array_equal(r.read(1, [name], steps=steps)[name], full[steps]), (name, steps)
+    out = {"labels": np.zeros(r.label_shape, np.uint8)}
+    r.read(0, ["labels"], out=out)
+    assert np.array_equal(out["labels"], r.zarr_array("labels")[0])
+
+
+def test_missing_chunk_reads_as_fill_value_like_zarr(tmp_path):
+    make_cache(tmp_path / "c", 1)
+    r = CacheReader(tmp_path / "c")
+    name = r.feature_names()[0]
+    r.source(name).file(0).unlink()
+    assert np.array_equal(r.read(0, [name])[name], r.zarr_array(name)[0])
+    assert not r.read(0, [name])[name].any()
+
+
+def test_status_is_written_last_a_crash_leaves_the_sample_pending(tmp_path):
+    w = make_cache(tmp_path / "c", 3, write=1)
+    feats, label = expected(1, w)
+
+    class Crash(Exception):
+        pass
+
+    class DiesOnWrite:
+        """The status array, except that writing it kills the process."""
+
+        def __init__(self, real):
+            self.real = real
+
+        def __getattr__(self, name):
+            return getattr(self.real, name)
+
+        def __setitem__(self, key, value):
+            raise Crash("killed before the marker")
+
+    w._arrays[schema.STATUS] = DiesOnWrite(w._array(schema.STATUS))
+    with pytest.raises(Crash):
+        w.write_sample(1, feats, label)
+    r = CacheReader(tmp_path / "c")
+    name = r.feature_names()[0]
+    assert r.source(name).file(1).exists()  # the arrays went out ...
+    assert r.status.tolist() == [schema.COMPLETE, schema.PENDING, schema.PENDING]  # ... the marker did not
+    with pytest.raises(DiffsegError, match=r"sample city/img_00001 \(index 1\) of .* is incomplete"):
+        r.read(1, [name])
+    # the rerun completes it, byte for byte what an uninterrupted run writes
+    w2 = CacheWriter.open(tmp_path / "c")
+    assert w2.pending() == [1, 2]
+    w2.write_sample(1, feats, label)
+    make_cache(tmp_path / "ref", 3, write=2)
+    ref = CacheReader(tmp_path / "ref")
+    assert CacheReader(tmp_path / "c").complete_indices() == [0, 1]
+    for k in r.feature_names() + ["labels"]:
+        assert r.source(k).file(1).read_bytes() == ref.source(k).file(1).read_bytes(), k
+
+
+def test_non_finite_and_wrong_shapes_are_refused_naming_the_sample(tmp_path):
+    w = make_cache(tmp_path / "c", 2, write=0)
+    feats, label = expected(0, w)
+    name = sorted(feats)[0]
+    bad = dict(feats, **{name: feats[name].copy()})
+    bad[name].flat[3] = np.nan
+    with pytest.raises(DiffsegError, match=rf"sample city/img_00000 \(index 0\): {name} holds 1 NaN/inf"):
+        w.write_sample(0, bad, label)
+    bad[name] = np.full_like(feats[name], np.inf)
+    with pytest.raises(DiffsegError, match="NaN/inf"):
+        w.write_sample(0, bad, label)
+    with pytest.raises(DiffsegError, match=r"is float32\["):
+        w.write_sample(0, dict(feats, **{name: feats[name].astype(np.float32)}), label)
+    with pytest.raises(DiffsegError, match="label is uint8"):
+        w.write_sample(0, feats, label[:-1])
+    with pytest.raises(DiffsegError, match="do not match"):
+        w.write_sample(0, {k: v for k, v in feats.items() if k != name}, label)
+    assert w.pending() == [0, 1]
+
+
+def test_orig_labels_round_trip_with_varying_sizes(tmp_path):
+    w = make_cache(tmp_path / "c", 4, kind="eval", resolution=(64, 32), write=0)
+    sizes = [(32, 64), (48, 96), (33, 70), (40, 50)]
+    rng = np.random.default_rng(1)
+    origs = [rng.integers(0, 19, s, dtype=np.uint8) for s in sizes]
+    for i, orig in enumerate(origs):
+        feats, label = expected(i, w)
+        w.write_sample(i, feats, label, orig)
+    r = CacheReader(tmp_path / "c")
+    assert r.is_eval and r.zarr_array("orig_labels").shape == (4, 48, 96)
+    for i, orig in enumerate(origs):
+        assert np.array_equal(r.orig_label(i), orig)
+    assert r.zarr_array("orig_labels")[0, 40, 90] == 255  # padding is ignore
+    feats, label = expected(0, w)
+    with pytest.raises(DiffsegError, match="exceeds the planned maximum"):
+        w.write_sample(0, feats, label, np.zeros((49, 10), np.uint8))
+    with pytest.raises(DiffsegError, match="needs the original"):
+        w.write_sample(0, feats, label)
+
+
+def test_skipped_samples_are_refused_and_not_pending(tmp_path):
+    w = make_cache(tmp_path / "c", 3, write=1)
+    w.mark_skipped(2)
+    w.update_attrs(skipped=[{"id": w.ids[2], "reason": "corrupt label"}])
+    r = CacheReader(tmp_path / "c")
+    assert r.status.tolist() == [1, 0, 2] and w.pending() == [1]
+    assert r.attrs["skipped"] == [{"id": "city/img_00002", "reason": "corrupt label"}]
+    with pytest.raises(DiffsegError, match="index 2.*is skipped"):
+        r.read(2, ["labels"])
+
+
+def test_plain_zarr_and_dask_read_the_cache(tmp_path):
+    import dask.array as da
+
+    make_cache(tmp_path / "c", 2, xattn_classes=3)
+    r = CacheReader(tmp_path / "c")
+    g = zarr.open_group(str(tmp_path / "c"), mode="r")
+    assert g.attrs["format_version"] == 1 and g.attrs["layers"]["up3.xattn1"]["channels"] == 3
+    assert list(g["ids"][:]) == r.ids
+    assert g["status"][:].tolist() == [1, 1]
+    name = "cond/up2.res2"
+    arr = g[name]
+    assert arr.chunks == (1, *arr.shape[1:]) and arr.dtype == np.float16
+    x = da.from_zarr(str(tmp_path / "c"), component=name)
+    assert x.chunks[0] == (1, 1)
+    assert np.array_equal(x.compute(), np.stack([r.read(i, [name])[name] for i in range(2)]))
+    assert np.array_equal(da.from_zarr(str(tmp_path / "c"), component="labels")[1].compute(), r.read(1, ["labels"])["labels"])
