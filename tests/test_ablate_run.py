@@ -1,0 +1,111 @@
+"""`diffseg ablate` end to end on small synthetic caches (tests/cachegen.py) with the real trainer."""
+
+import csv
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+sys.path.insert(0, str(Path(__file__).parent))
+from cachegen import make_cache  # noqa: E402
+
+from diffseg.cli import app  # noqa: E402
+from diffseg.stages import ablate  # noqa: E402
+from diffseg.stages.ablate_cells import TABLE4  # noqa: E402
+
+LAYERS = {"up3.res0": 4, "up3.res2": 4}  # one stride, two res layers: baseline differs from diff
+KW = dict(iters=2, batch_size=1, fusion="light", warmup=1, features=True, device="cpu", seed=0, workers=0)
+
+
+@pytest.fixture(scope="module")
+def caches(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ablate")
+    common = dict(resolution=(32, 32), layers=LAYERS, save_steps=(1,), signal=2.0, block=8)
+    train = make_cache(root / "train", n=2, **common)
+    target = make_cache(root / "cs", n=1, kind="eval", dataset="cityscapes", split="val", **common)
+    return root, train, target
+
+
+@pytest.fixture(scope="module")
+def finished(caches):
+    torch.set_num_threads(1)
+    root, train, target = caches
+    out = ablate.main(cache=train, eval_caches=[target], out=root / "abl", **KW)
+    return out, train, target
+
+
+def _rows(out: Path) -> dict[str, dict]:
+    with open(out / "ablation.csv") as f:
+        return {r["cell"]: r for r in csv.DictReader(f)}
+
+
+def test_writes_table_iv_with_finite_numbers(finished):
+    out, _, _ = finished
+    rows = _rows(out)
+    assert list(rows)[:5] == list(TABLE4)
+    for name in TABLE4:
+        v = float(rows[name]["miou:cs"])
+        assert math.isfinite(v) and 0 <= v <= 1
+        assert rows[name]["status"] == "ran"
+    assert rows["ipkl-l2"]["paper_miou"] == "0.5801"
+    md = (out / "ablation.md").read_text()
+    assert "| ipkl-l2 |" in md and "58.01" in md and "| cs |" in md
+    # feature axis: listed, aliases named, inapplicable kinds listed with their reason
+    assert rows["steps-all"]["status"] == "same_as:ipkl-l2"
+    assert rows["steps-all"]["miou:cs"] == rows["ipkl-l2"]["miou:cs"]
+    assert rows["kinds-res+blk+xattn"]["status"] == "n/a" and rows["kinds-res+blk+xattn"]["miou:cs"] == ""
+    assert "not applicable" in rows["kinds-res+blk"]["description"]
+    assert (out / "ablation.png").stat().st_size > 5000
+    for name in TABLE4:
+        assert (out / "cells" / name / "weights.safetensors").is_file()
+
+
+def test_rerun_only_runs_the_missing_cell(finished, monkeypatch):
+    out, train, target = finished
+    (out / "cells" / "ipkl-kl" / "weights.safetensors").unlink()  # its scores stay: must not be reused
+    before = {n: (out / "cells" / n / "weights.safetensors").stat().st_mtime_ns for n in TABLE4 if n != "ipkl-kl"}
+    calls = []
+    real = ablate.train_stage.main
+    monkeypatch.setattr(ablate.train_stage, "main", lambda **kw: calls.append(kw) or real(**kw))
+    ablate.main(cache=train, eval_caches=[target], out=out, **KW)
+    assert [Path(c["out"]).name for c in calls] == ["ipkl-kl"]
+    assert calls[0]["resume"] is True  # its config.json was there: resumed from the last checkpoint
+    after = {n: (out / "cells" / n / "weights.safetensors").stat().st_mtime_ns for n in before}
+    assert after == before
+    assert math.isfinite(float(_rows(out)["ipkl-kl"]["miou:cs"]))
+    assert (out / "cells" / "ipkl-kl" / ablate.SCORES).stat().st_mtime_ns > after["ipkl-l2"]
+
+
+def test_new_target_is_scored_without_retraining(finished, tmp_path, monkeypatch):
+    out, train, target = finished
+    night = make_cache(tmp_path / "night", n=1, kind="eval", dataset="demo", split="val-night", resolution=(32, 32),
+                       layers=LAYERS, save_steps=(1,), signal=1.0, block=8, seed=5)
+    calls = []
+    monkeypatch.setattr(ablate.train_stage, "main", lambda **kw: calls.append(kw))
+    ablate.main(cache=train, eval_caches=[target, night], out=out, **KW)
+    assert calls == []
+    rows = _rows(out)
+    for name in TABLE4:
+        assert 0 <= float(rows[name]["miou:night"]) <= 1
+        assert rows[name]["miou:mean"] != ""
+
+
+def test_changed_settings_are_refused_not_mixed(finished):
+    out, train, target = finished
+    with pytest.raises(ablate.DiffsegError, match="iters=2.*iters=3"):
+        ablate.main(cache=train, eval_caches=[target], out=out, **{**KW, "iters": 3})
+
+
+def test_cache_without_cond_branch_exits_1_with_one_line(caches, tmp_path):
+    root, _, target = caches
+    uncond = make_cache(tmp_path / "uncond", n=1, resolution=(32, 32), layers=LAYERS, save_steps=(1,),
+                        branches=("uncond",), block=8)
+    res = CliRunner().invoke(app, ["ablate", "--cache", str(uncond), "--eval-cache", str(target),
+                                   "--out", str(tmp_path / "o"), "--device", "cpu"])
+    assert res.exit_code == 1
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and str(uncond) in lines[0] and "--branches uncond,cond" in lines[0]
+    assert not (tmp_path / "o").exists()

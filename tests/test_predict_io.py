@@ -1,0 +1,66 @@
+"""Input gathering and label reading of `diffseg predict` (no model)."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from diffseg import viz
+from diffseg.errors import DiffsegError
+from diffseg.stages.predict_io import InputImage, find_label, gather_inputs, read_label
+
+
+def _img(path, size=(8, 6)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, (10, 20, 30)).save(path)
+    return path
+
+
+def test_folders_are_recursive_sorted_and_named_by_relative_path(tmp_path, capsys):
+    _img(tmp_path / "d" / "z.png")
+    _img(tmp_path / "d" / "city" / "a.jpg")
+    (tmp_path / "d" / "README").write_text("x")
+    _img(tmp_path / "single.png")
+    items = gather_inputs([tmp_path / "d", tmp_path / "single.png"])
+    assert [i.name for i in items] == ["city/a", "z", "single"]
+    err = capsys.readouterr().err
+    assert "skipping" in err and "README" in err
+
+
+def test_same_output_name_twice_is_an_error(tmp_path):
+    a = _img(tmp_path / "x" / "f.png")
+    b = _img(tmp_path / "y" / "f.jpg")
+    with pytest.raises(DiffsegError, match="f.png"):
+        gather_inputs([a, b])
+
+
+def test_named_non_image_and_empty_folder_are_errors(tmp_path):
+    (tmp_path / "t.png").write_text("not really a png")
+    with pytest.raises(DiffsegError, match="t.png: not an image"):
+        gather_inputs([tmp_path / "t.png"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DiffsegError, match="no image found"):
+        gather_inputs([tmp_path / "empty"])
+
+
+def test_label_formats(tmp_path, capsys):
+    lab = np.array([[0, 18], [255, 3]], np.uint8)
+    Image.fromarray(lab).save(tmp_path / "l.png")
+    viz.save_mask(tmp_path / "p.png", lab)
+    np.testing.assert_array_equal(read_label(tmp_path / "l.png", (2, 2)), lab)
+    np.testing.assert_array_equal(read_label(tmp_path / "p.png", (2, 2)), lab)  # indices, not colours
+    Image.fromarray(np.zeros((2, 2, 3), np.uint8)).save(tmp_path / "rgb.png")
+    Image.fromarray(np.full((2, 2), 40, np.uint8)).save(tmp_path / "ids.png")
+    assert read_label(tmp_path / "rgb.png", (2, 2)) is None
+    assert read_label(tmp_path / "ids.png", (2, 2)) is None
+    assert read_label(tmp_path / "l.png", (3, 2)) is None
+    err = capsys.readouterr().err
+    assert "mode RGB" in err and "[40]" in err and "size 2x2" in err
+
+
+def test_find_label_by_relative_name_then_stem(tmp_path):
+    Image.fromarray(np.zeros((2, 2), np.uint8)).save(tmp_path / "a.png")
+    (tmp_path / "city").mkdir()
+    Image.fromarray(np.zeros((2, 2), np.uint8)).save(tmp_path / "city" / "b.png")
+    assert find_label(tmp_path, InputImage(path=tmp_path / "x" / "a.jpg", name="x/a")) == tmp_path / "a.png"
+    assert find_label(tmp_path, InputImage(path=tmp_path / "b.jpg", name="city/b")) == tmp_path / "city" / "b.png"
+    assert find_label(tmp_path, InputImage(path=tmp_path / "c.jpg", name="c")) is None

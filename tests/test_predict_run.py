@@ -1,0 +1,159 @@
+"""`diffseg predict` on a run trained from a real (tiny model, demo data, 64x64, 1step) cache.
+
+The module fixture extracts a one-image uncond training cache and a one-image evaluation cache,
+and trains a light run for two iterations: enough to have real weights, not a good model.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from diffseg import viz
+from diffseg.cache import CacheReader
+from diffseg.cli import app
+from diffseg.data import open_dataset
+from diffseg.data.classes import PALETTE
+from diffseg.stages import train
+from diffseg.stages.run_load import load_segmentor, read_run
+
+RUNNER = CliRunner()
+LAYERS = ("up1.res2", "up2.res2", "up3.res2")
+
+
+def _extract(out: Path, split: str, *extra):
+    res = RUNNER.invoke(app, ["extract", "--dataset", "demo", "--split", split, "--model", "tiny", "--preset",
+                              "1step", "--resolution", "64x64", "--limit", "1", "--out", str(out),
+                              "--device", "cpu", *extra])
+    assert res.exit_code == 0, res.output
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("predict")
+    _extract(root / "train", "train", "--branches", "uncond")
+    _extract(root / "val", "val")
+    run = train.main(cache=root / "train", out=root / "run", layers=LAYERS, iters=2, fusion="light",
+                     warmup=1, workers=0, device="cpu", eval_every=0)
+    return root, run
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """A folder of mixed sizes and formats, plus a file that is not an image."""
+    folder = tmp_path_factory.mktemp("imgs")
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (50, 70, 3), dtype=np.uint8)).save(folder / "a.png")
+    Image.fromarray(rng.integers(0, 255, (90, 60, 3), dtype=np.uint8)).save(folder / "b.jpg", quality=90)
+    Image.fromarray(rng.integers(0, 255, (40, 40), dtype=np.uint8)).save(folder / "c.png")  # greyscale
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def _predict(run, *args):
+    return RUNNER.invoke(app, ["predict", "--run", str(run), "--resolution", "64x64", "--device", "cpu", *args])
+
+
+def test_folder_of_mixed_images(run_dir, images, tmp_path):
+    _, run = run_dir
+    res = _predict(run, str(images), "--out", str(tmp_path))
+    assert res.exit_code == 0, res.output
+    assert "skipping" in res.output and "notes.txt" in res.output
+    for name, path in (("a", "a.png"), ("b", "b.jpg"), ("c", "c.png")):
+        src = Image.open(images / path)
+        mask = Image.open(tmp_path / f"{name}.png")
+        assert mask.mode == "P" and mask.size == src.size
+        idx = np.asarray(mask)
+        assert idx.max() < 19
+        pal = np.array(mask.getpalette()[:57], np.uint8).reshape(19, 3)
+        np.testing.assert_array_equal(pal, PALETTE)
+        vis = Image.open(tmp_path / f"{name}_vis.png")
+        ph, pw = viz.panel_size(src.size[1], src.size[0])
+        assert vis.size[0] == 2 * pw + viz.GAP  # image | prediction
+    assert not (tmp_path / "notes.png").exists()
+
+
+def test_prediction_equals_scoring_on_the_cached_features(run_dir, tmp_path):
+    """Online trajectory = the cache's: the mask equals the run applied to the cached features."""
+    root, run = run_dir
+    sample = open_dataset("demo", split="val", demo_size=(64, 64)).load(0)
+    Image.fromarray(sample.image).save(tmp_path / "val0.png")
+    res = _predict(run, str(tmp_path / "val0.png"), "--out", str(tmp_path / "out"))
+    assert res.exit_code == 0, res.output
+    mask = np.asarray(Image.open(tmp_path / "out" / "val0.png"))
+    reader = CacheReader(root / "val")
+    feats = reader.read(0, [f"uncond/{l}" for l in LAYERS])
+    model, _ = load_segmentor(read_run(run), "cpu")
+    with torch.no_grad():
+        logits = model({l: torch.from_numpy(feats[f"uncond/{l}"])[None].float() for l in LAYERS})
+    up = torch.nn.functional.interpolate(logits, size=(64, 64), mode="bilinear", align_corners=False)
+    np.testing.assert_array_equal(mask, up.argmax(1)[0].numpy())
+
+
+def test_labels_add_ground_truth_panel(run_dir, images, tmp_path):
+    _, run = run_dir
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    gt = np.zeros((50, 70), np.uint8)
+    gt[25:] = 13
+    gt[0, 0] = 255
+    Image.fromarray(gt).save(labels / "a.png")  # train-id PNG (mode L)
+    viz.save_mask(labels / "b.png", np.full((90, 60), 10, np.uint8))  # palette PNG
+    res = _predict(run, str(images / "a.png"), str(images / "b.jpg"), "--labels", str(labels),
+                   "--out", str(tmp_path / "out"))
+    assert res.exit_code == 0, res.output
+    assert "mIoU" in res.output and "2 labelled images" in res.output
+    for name, (h, w) in (("a", (50, 70)), ("b", (90, 60))):
+        ph, pw = viz.panel_size(h, w)
+        assert Image.open(tmp_path / "out" / f"{name}_vis.png").size[0] == 3 * pw + 2 * viz.GAP
+
+
+def test_non_image_named_directly_is_one_line_exit_1(run_dir, images, tmp_path):
+    _, run = run_dir
+    res = _predict(run, str(images / "a.png"), str(images / "notes.txt"), "--out", str(tmp_path / "o"))
+    assert res.exit_code == 1
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and "notes.txt" in lines[0] and "not an image" in lines[0]
+
+
+def test_bad_resolution_is_refused(run_dir, images, tmp_path):
+    _, run = run_dir
+    res = RUNNER.invoke(app, ["predict", "--run", str(run), "--resolution", "100x64", str(images),
+                              "--out", str(tmp_path)])
+    assert res.exit_code == 1 and "multiples of 64" in res.output
+
+
+def test_model_fingerprint_mismatch(run_dir, images, tmp_path):
+    root, run = run_dir
+    other = tmp_path / "run"
+    other.mkdir()
+    for f in ("config.json", "weights.safetensors"):
+        (other / f).write_bytes((run / f).read_bytes())
+    caches = json.loads((run / "caches.json").read_text())
+    caches["train"]["model_fingerprint"] = "0" * 64
+    (other / "caches.json").write_text(json.dumps(caches))
+    res = _predict(other, str(images / "c.png"), "--out", str(tmp_path / "o1"))
+    assert res.exit_code == 1 and "0" * 64 in res.output and "--model" in res.output
+    res = _predict(other, str(images / "c.png"), "--model", "tiny", "--out", str(tmp_path / "o2"))
+    assert res.exit_code == 0, res.output
+    assert "warning" in res.output and "0" * 64 in res.output
+    assert (tmp_path / "o2" / "c.png").is_file()
+
+
+def test_run_whose_training_cache_is_gone(run_dir, images, tmp_path):
+    _, run = run_dir
+    other = tmp_path / "run"
+    other.mkdir()
+    config = json.loads((run / "config.json").read_text())
+    config["config"]["cache"] = str(tmp_path / "gone")
+    (other / "config.json").write_text(json.dumps(config))
+    (other / "caches.json").write_bytes((run / "caches.json").read_bytes())
+    res = _predict(other, str(images / "c.png"), "--out", str(tmp_path / "o"))
+    assert res.exit_code == 1
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and "gone" in lines[0] and "trajectory" in lines[0]
