@@ -1,0 +1,151 @@
+"""Stage one efficiency: how close `diffseg extract` gets to the bare U-Net cost.
+
+    efficiency = (time of the same U-Net calls, same batch shapes, run bare in this process)
+                 / (wall time of the extraction loop)
+
+Everything the extraction adds (data loading and views, VAE encode, feature taps, the
+inversion math, float16 conversion, Zarr writes, progress) shows up as efficiency < 1.
+Start-up (model build, cache creation) is measured apart and reported on its own line.
+Also prints the bytes per 512x512 sample of each preset (SD 2.1 shapes, from layer specs).
+
+Run: `python benchmarks/bench_extract.py --model sd21-random --size 256 --preset 5step --images 2`
+(a few minutes on a 2-core CPU) or `--model tiny --size 128`. `run(...) -> dict` for suites.
+On a machine shared with other jobs pass `--threads 1`: two OpenMP threads that keep being
+preempted make every small op wait, and both timings then measure the contention.
+
+Measured (2-core CPU shared with other jobs, --threads 1, demo val, uncond branch):
+sd21-random 256 px 5step 2 images: bare 39.1 s, extraction 42.1 s, efficiency 0.93;
+tiny 128 px 5step 4 images: bare 0.75 s, extraction 0.95 s, efficiency 0.79 (the tiny
+U-Net is so cheap that the VAE, the demo renderer and the writes show).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+def preset_bytes(resolution=(512, 512), n_classes: int = 19) -> dict[str, int]:
+    """Bytes of one branch of one sample for each preset (SD 2.1 U-Net shapes, float16)."""
+    from diffseg.pipeline.builtin import SD21_UNET
+    from diffseg.pipeline.config import PRESETS, preset
+    from diffseg.stages.extract_sizes import feature_bytes, specs_from_unet_config
+
+    out = {}
+    for name in PRESETS:
+        cfg = preset(name)
+        specs = specs_from_unet_config(SD21_UNET, cfg.layers, resolution, n_classes)
+        out[name] = sum(feature_bytes(s, len(cfg.save_steps)) for s in specs.values())
+    return out
+
+
+class UNetCallLog:
+    """Records the input shapes of every U-Net call (a forward pre-hook), for the bare replay."""
+
+    def __init__(self, unet):
+        self.calls: list[tuple] = []
+        self._handle = unet.register_forward_pre_hook(self._hook, with_kwargs=True)
+
+    def _hook(self, module, args, kwargs):
+        sample = args[0] if args else kwargs["sample"]
+        t = args[1] if len(args) > 1 else kwargs["timestep"]
+        ehs = kwargs.get("encoder_hidden_states", args[2] if len(args) > 2 else None)
+        self.calls.append((tuple(sample.shape), int(torch.as_tensor(t).reshape(-1)[0]), tuple(ehs.shape)))
+
+    def close(self):
+        self._handle.remove()
+
+
+def bare_unet_seconds(models, calls) -> float:
+    """Wall time of the recorded calls on random inputs, no taps, inference mode."""
+    gen = torch.Generator().manual_seed(0)
+    m = models
+    with torch.inference_mode():
+        t0 = time.perf_counter()
+        for shape, t, ehs in calls:
+            x = torch.randn(shape, generator=gen).to(m.device, m.dtype)
+            e = torch.randn(ehs, generator=gen).to(m.device, m.dtype)
+            m.unet(x, torch.tensor(t, device=m.device), encoder_hidden_states=e)
+        return time.perf_counter() - t0
+
+
+def run(model: str = "tiny", size: int = 128, preset: str = "5step", images: int = 2, split: str = "val",
+        out: str | None = None) -> dict:
+    """Extract `images` demo samples at size x size and compare with the bare U-Net calls."""
+    from diffseg.stages import extract
+    from diffseg.stages.extract_plan import build_plan
+    from diffseg.stages.extract_worker import models_for
+
+    with tempfile.TemporaryDirectory() as tmp:
+        plan = build_plan(dataset="demo", split=split, out=out or str(Path(tmp) / "cache"), model=model,
+                          preset=preset, resolution=(size, size), limit=images, device="cpu")
+        t0 = time.perf_counter()
+        models = models_for(plan)
+        build_s = time.perf_counter() - t0
+        # 1. one extraction of a single image records the U-Net call shapes and warms every
+        #    kernel up (one-time set-up belongs to start-up, not to the per-sample cost)
+        log = UNetCallLog(models.unet)
+        warm_plan = dataclasses.replace(plan, out=str(Path(tmp) / "warm"), limit=1)
+        t0 = time.perf_counter()
+        extract.run(warm_plan, models=models, progress=False)
+        warm_s = time.perf_counter() - t0
+        log.calls.clear()
+        # 2. the extraction, then its U-Net calls bare, twice (the spread shows machine noise)
+        summary = extract.run(plan, models=models, progress=False)
+        log.close()
+        bare_runs = [bare_unet_seconds(models, log.calls) for _ in range(2)]
+    bare = sum(bare_runs) / 2
+    return {
+        "model": model, "size": size, "preset": preset, "images": images, "branches": list(plan.branches),
+        "unet_calls": len(log.calls), "batch_shapes": sorted({c[0] for c in log.calls}),
+        "startup_build_s": build_s, "startup_warm_s": warm_s, "extract_s": summary["extract_s"],
+        "bare_unet_s": bare, "bare_runs_s": bare_runs, "efficiency": bare / summary["extract_s"],
+        "bytes_per_sample_512": preset_bytes(),
+    }
+
+
+def markdown(r: dict) -> str:
+    mib = 1024 * 1024
+    lines = [
+        f"start-up: model build {r['startup_build_s']:.1f} s, warm-up extraction of one image "
+        f"{r['startup_warm_s']:.1f} s (excluded); bare U-Net runs {r['bare_runs_s'][0]:.2f} s and "
+        f"{r['bare_runs_s'][1]:.2f} s",
+        "",
+        "| model | size | preset | branches | images | U-Net calls | bare U-Net s | extraction s | efficiency |",
+        "|---|---|---|---|---|---|---|---|---|",
+        f"| {r['model']} | {r['size']} | {r['preset']} | {','.join(r['branches'])} | {r['images']} | "
+        f"{r['unet_calls']} | {r['bare_unet_s']:.2f} | {r['extract_s']:.2f} | {r['efficiency']:.3f} |",
+        "",
+        "| preset | bytes per 512x512 sample per branch (SD 2.1) | MiB |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {k} | {v} | {v / mib:.1f} |" for k, v in r["bytes_per_sample_512"].items()]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="tiny", help="tiny | sd21-random | a diffusers dir")
+    p.add_argument("--size", type=int, default=128, help="square image size (multiple of 64)")
+    p.add_argument("--preset", default="5step")
+    p.add_argument("--images", type=int, default=2)
+    p.add_argument("--split", default="val", help="demo split: val (uncond) or train (uncond + cond)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON too")
+    a = p.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    r = run(model=a.model, size=a.size, preset=a.preset, images=a.images, split=a.split)
+    print(markdown(r))
+    if a.json:
+        print(json.dumps(r, default=str))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""Bad samples in stage one: skipped with a warning naming the file, recorded in the cache
+attributes and counted; `--strict` stops at the first with exit 1 (DESIGN.md "Errors")."""
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from datagen import make_gtav
+from diffseg.cache import CacheReader
+from diffseg.cli import app
+
+RUNNER = CliRunner()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture()
+def gta(tmp_path):
+    root = tmp_path / "gta"
+    make_gtav(root, n=3, size=(96, 64))
+    (root / "images" / "00002.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    return root
+
+
+def extract(root, out, *extra):
+    return RUNNER.invoke(app, ["extract", "--dataset", "gtav", "--root", str(root), "--model", "tiny",
+                               "--resolution", "64x64", "--scale", "96x64", "--preset", "1step",
+                               "--out", str(out), *extra])
+
+
+def test_corrupt_image_is_skipped_recorded_and_counted(gta, tmp_path):
+    out = tmp_path / "cache"
+    result = extract(gta, out)
+    assert result.exit_code == 0, result.output
+    assert "warning: skipped sample 00002:" in result.output and "00002.png" in result.output
+    assert "done: 2 samples written, 1 skipped" in result.output
+    r = CacheReader(out)
+    assert list(r.status) == [1, 2, 1]
+    (skip,) = r.attrs["skipped"]
+    assert skip["id"] == "00002" and "images/00002.png" in skip["reason"]
+    assert np.isfinite(r.read(2, ["uncond/up3.res2"])["uncond/up3.res2"]).all()
+    # a rerun skips both the complete and the skipped samples, and keeps the record
+    again = extract(gta, out)
+    assert again.exit_code == 0 and "done: 0 samples written, 0 skipped" in again.output
+    assert CacheReader(out).attrs["skipped"] == r.attrs["skipped"]
+
+
+def test_strict_stops_at_the_first_bad_sample(gta, tmp_path):
+    out = tmp_path / "cache"
+    result = extract(gta, out, "--strict")
+    assert result.exit_code == 1
+    assert "00002.png" in result.output and "--strict" in result.output and "Traceback" not in result.output
+    status = CacheReader(out).status
+    assert status[0] == 1 and status[1] == 0  # never marked skipped, never half written
