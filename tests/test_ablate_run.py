@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -31,7 +30,6 @@ def caches(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def finished(caches):
-    torch.set_num_threads(1)
     root, train, target = caches
     out = ablate.main(cache=train, eval_caches=[target], out=root / "abl", **KW)
     return out, train, target

@@ -3,7 +3,6 @@ attributes and counted; `--strict` stops at the first with exit 1 (DESIGN.md "Er
 
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from datagen import make_gtav
@@ -11,14 +10,6 @@ from diffseg.cache import CacheReader
 from diffseg.cli import app
 
 RUNNER = CliRunner()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture()

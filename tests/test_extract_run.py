@@ -54,14 +54,6 @@ def assert_same_bytes(a: dict, b: dict):
         assert a[k].tobytes() == b[k].tobytes(), f"{k} differs"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
     out = tmp_path_factory.mktemp("base") / "cache"

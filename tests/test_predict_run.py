@@ -34,7 +34,6 @@ def _extract(out: Path, split: str, *extra):
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("predict")
     _extract(root / "train", "train", "--branches", "uncond")
     _extract(root / "val", "val")

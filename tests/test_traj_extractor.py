@@ -14,15 +14,6 @@ from diffseg.pipeline.extractor import FeatureExtractor
 from diffseg.pipeline.models import load_models
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # tiny's ops are far too small to gain from threads; on a busy 2-core box they only spin
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def models():
     return load_models("tiny")

@@ -12,15 +12,6 @@ from diffseg.pipeline.taps import FeatureTaps, XattnCaptureProcessor, class_maps
 LAYERS = ("up1.res0", "up3.res2", "up2.blk1", "up3.blk0", "up1.xattn2", "up3.xattn0")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # tiny's ops are far too small to gain from threads; on a busy 2-core box they only spin
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def models():
     m = load_models("tiny")

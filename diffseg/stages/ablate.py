@@ -56,12 +56,12 @@ def cache_layout(cache: Path) -> CacheLayout:
 
 
 def train_options(cell: Cell, *, cache: Path, eval_caches: list[Path], iters: int, batch_size: int,
-                  fusion: str, warmup: int, device: str, seed: int, workers: int) -> dict:
+                  fusion: str, warmup: int, device: str, seed: int, workers: int, lr: float = 6e-5) -> dict:
     """Keywords of `train.main` for one cell (scored once, at the end)."""
     return dict(cache=Path(cache), eval_caches=[str(p) for p in eval_caches], layers=cell.layers,
                 save_steps=cell.save_steps, kinds=None, branches=cell.branches, fusion=fusion,
                 consistency=cell.consistency, w_cond=cell.w_cond, w_uncond=cell.w_uncond,
-                w_cons=cell.w_cons, iters=iters, batch_size=batch_size, warmup=warmup, eval_every=0,
+                w_cons=cell.w_cons, iters=iters, batch_size=batch_size, lr=lr, warmup=warmup, eval_every=0,
                 ckpt_every=max(1, min(2000, iters)), workers=workers, device=device, seed=seed)
 
 
@@ -119,7 +119,7 @@ def run_cell(cell: Cell, cell_dir: Path, options: dict, eval_caches: list[Path],
 
 def main(*, cache: Path, eval_caches: list[Path], out: Path, iters: int = 4000, batch_size: int = 1,
          fusion: str = "reference", warmup: int = 150, features: bool = True, device: str = "auto",
-         seed: int = 0, workers: int = 2) -> Path:
+         seed: int = 0, workers: int = 2, lr: float = 6e-5) -> Path:
     """Run every missing cell, then write ablation.md/.csv/.png under `out`; returns `out`."""
     if not eval_caches:
         raise DiffsegError("ablate needs at least one --eval-cache (the targets the cells are scored on)")
@@ -137,7 +137,7 @@ def main(*, cache: Path, eval_caches: list[Path], out: Path, iters: int = 4000, 
     for k, cell in enumerate(todo, start=1):
         cell_dir = out / "cells" / cell.name
         options = train_options(cell, cache=cache, eval_caches=eval_caches, iters=iters, batch_size=batch_size,
-                                fusion=fusion, warmup=warmup, device=device, seed=seed, workers=workers)
+                                fusion=fusion, warmup=warmup, device=device, seed=seed, workers=workers, lr=lr)
         t0 = time.perf_counter()
         did = run_cell(cell, cell_dir, options, eval_caches, names)
         scores = read_scores(cell_dir)["targets"]
@@ -146,7 +146,7 @@ def main(*, cache: Path, eval_caches: list[Path], out: Path, iters: int = 4000, 
                           for n, v in results[cell.name].items())
         log(f"[{k}/{len(todo)}] {cell.name}: {did} in {time.perf_counter() - t0:.1f} s; mIoU {shown}")
     header = (f"# diffseg ablate\n\nTraining cache: `{cache}`; {iters} iterations per cell, batch {batch_size}, "
-              f"fusion `{fusion}`, warm-up {warmup}, seed {seed}. Cells: `{out / 'cells'}/<cell>/` "
+              f"fusion `{fusion}`, lr {lr}, warm-up {warmup}, seed {seed}. Cells: `{out / 'cells'}/<cell>/` "
               f"(normal run directories).")
     write_reports(out, cells, names, results, header)
     log(f"ablate: wrote {out / 'ablation.md'}, {out / 'ablation.csv'}, {out / 'ablation.png'}")

@@ -1,0 +1,17 @@
+"""Shared test settings.
+
+The suite runs the `tiny` model and small generated data: its ops are far too small to gain
+from threads, and on a busy 2-core machine extra threads only spin. One torch thread for the
+whole session also makes byte-for-byte comparisons independent of the machine's core count.
+"""
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

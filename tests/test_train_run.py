@@ -1,0 +1,80 @@
+"""A training run end to end: the run directory, the resume state, exact resume, the --out rules."""
+
+import json
+from pathlib import Path
+
+import torch
+from cachegen import FAST_TRAIN, SMALL, make_cache, poison_sample
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from diffseg.cli import app
+from diffseg.stages import train
+from diffseg.stages.train_config import TrainConfig
+
+
+def test_run_directory_records(tmp_path):
+    cache = make_cache(tmp_path / "gtav", n=4, **SMALL)
+    ev = make_cache(tmp_path / "cs", n=2, kind="eval", dataset="cityscapes", split="val", branches=("uncond",),
+                    seed=1, **SMALL)
+    run = train.main(cache=cache, out=tmp_path / "run", eval_caches=[ev], **{**FAST_TRAIN, "ckpt_every": 1})
+    names = {p.relative_to(run).as_posix() for p in run.rglob("*")}
+    assert {"config.json", "caches.json", "metrics.jsonl", "weights.safetensors", "eval.json", "eval.md",
+            "checkpoints/iter_0000002.safetensors", "checkpoints/iter_0000002.state.pt",
+            "eval/iter_0000002.json"} <= names
+    assert "checkpoints/iter_0000001.state.pt" not in names  # only the newest is kept
+    record = json.loads((run / "config.json").read_text())
+    cfg = TrainConfig.from_dict(record["config"])
+    assert cfg.layers == ("up1.res2", "up2.res2", "up3.res2") and cfg.branches == ("uncond", "cond")
+    assert cfg.consistency == "l2" and record["world_size"] == 1
+    caches = json.loads((run / "caches.json").read_text())
+    assert caches["train"]["model_fingerprint"] == "f00d" * 4 and caches["train"]["samples"] == 4
+    assert {"extract_hash", "ids_hash", "path"} <= set(caches["train"]) and len(caches["eval"]) == 1
+    lines = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    assert {"iter", "total", "ce_cond", "ce_uncond", "cons", "lr", "samples_per_s", "data_wait_s"} <= set(lines[0])
+    assert lines[-1]["iter"] == 2 and 0 <= lines[-1]["eval_miou"] <= 1
+    state = torch.load(run / "checkpoints/iter_0000002.state.pt", weights_only=True)
+    assert state["iteration"] == 2 and state["optimizer"]["state"] and state["rng"]["torch"].dtype == torch.uint8
+    weights = load_file(run / "weights.safetensors")
+    assert torch.equal(weights["head.classifier.weight"], load_file(run / "checkpoints/iter_0000002.safetensors")["head.classifier.weight"])
+    report = json.loads((run / "eval.json").read_text())
+    assert report["samples"] == 2 and report["dataset"] == "cityscapes" and len(report["per_class_iou"]) == 19
+
+
+def test_resume_gives_the_same_weights(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cache = make_cache(tmp_path / "cache" / "gtav", n=5, **SMALL)
+    kw = {**FAST_TRAIN, "iters": 4, "ckpt_every": 2}
+    full = train.main(cache=cache, out=tmp_path / "full", **kw)
+    part = train.main(cache=cache, stop_at=2, **kw)  # default run dir, interrupted after iteration 2
+    assert part.parent == Path("runs") and part.name.startswith("gtav-")
+    assert not (part / "weights.safetensors").exists()
+    resumed = train.main(cache=cache, resume=True, **{**kw, "iters": 999})  # the recorded config wins
+    assert resumed == part
+    a, b = load_file(full / "weights.safetensors"), load_file(part / "weights.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_existing_out_without_resume_and_nan_feature_exit_1(tmp_path):
+    cache = make_cache(tmp_path / "gtav", n=3, **SMALL)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "x").write_text("")
+    args = ["train", "--cache", str(cache), "--iters", "1", "--fusion", "light", "--workers", "0", "--device", "cpu"]
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "run")])
+    assert result.exit_code == 1 and "already exists" in result.output and "--resume" in result.output
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "nope"), "--resume"])
+    assert result.exit_code == 1 and "not a run directory" in result.output
+    poison_sample(cache, "cond/up2.res2", 1)
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "nan"), "--batch-size", "3"])
+    assert result.exit_code == 1 and "NaN" in result.output and "00001 (cond/up2.res2)" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_branch_rules(tmp_path):
+    cache = make_cache(tmp_path / "gtav", n=2, branches=("uncond",), **SMALL)
+    run = train.main(cache=cache, out=tmp_path / "run", **{**FAST_TRAIN, "iters": 1})
+    cfg = TrainConfig.from_dict(json.loads((run / "config.json").read_text())["config"])
+    assert cfg.branches == ("uncond",) and cfg.w_cond == 0 and cfg.consistency == "none"
+    both = make_cache(tmp_path / "both", n=2, **SMALL)
+    result = CliRunner().invoke(app, ["train", "--cache", str(both), "--out", str(tmp_path / "r2"), "--w-uncond", "0"])
+    assert result.exit_code == 1 and "--consistency none" in result.output
