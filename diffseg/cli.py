@@ -318,7 +318,9 @@ def ablate(
     iters: Annotated[int, typer.Option(min=1, help="Iterations per cell.")] = 4000,
     batch_size: Annotated[int, typer.Option(min=1)] = 1,
     fusion: Annotated[Fusion, typer.Option(help="Fusion widths for every cell.")] = Fusion.reference,
-    warmup: Annotated[int, typer.Option(min=0)] = 150,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate of every cell (head x10).")] = 6e-5,
+    warmup: Annotated[int, typer.Option(min=0, help="Linear warm-up iterations of every cell.")] = 150,
+    workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes per cell.")] = 0,
     features: Annotated[bool, typer.Option(help="Also run the feature-selection axis (steps, layers, kinds).")] = True,
     device: Annotated[Device, typer.Option(help="auto picks cuda when available.")] = Device.auto,
     seed: Annotated[int, typer.Option()] = 0,
@@ -328,7 +330,8 @@ def ablate(
 
     stage.main(
         cache=cache, eval_caches=list(eval_cache), out=out, iters=iters, batch_size=batch_size,
-        fusion=fusion.value, warmup=warmup, features=features, device=device.value, seed=seed,
+        fusion=fusion.value, lr=lr, warmup=warmup, workers=workers, features=features, device=device.value,
+        seed=seed,
     )
 
 
