@@ -1,0 +1,54 @@
+"""The command line's own promises: instant --help (no heavy imports), every command present,
+parser errors exit 2 and user errors exit 1 with one line and no traceback."""
+
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from diffseg.cli import app
+
+RUNNER = CliRunner()
+COMMANDS = ["extract", "train", "eval", "ablate", "predict", "demo", "env", "data", "cache"]
+
+
+def test_help_imports_nothing_heavy():
+    code = ("import sys; from diffseg.cli import app; "
+            "heavy = [m for m in ('torch', 'diffusers', 'transformers', 'zarr', 'dask', 'numpy') if m in sys.modules]; "
+            "print(','.join(heavy))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"importing the CLI pulled in {out.stdout.strip()}"
+
+
+def test_help_lists_every_command():
+    res = RUNNER.invoke(app, ["--help"])
+    assert res.exit_code == 0
+    for name in COMMANDS:
+        assert name in res.output
+
+
+@pytest.mark.parametrize("argv", [["extract", "--dataset", "nope"], ["train", "--cache", "/does/not/exist"],
+                                  ["extract", "--dataset", "demo", "--resolution", "12"]])
+def test_parser_errors_exit_2(argv):
+    res = RUNNER.invoke(app, argv)
+    assert res.exit_code == 2, res.output
+
+
+def test_user_error_is_one_line_exit_1(tmp_path):
+    res = RUNNER.invoke(app, ["extract", "--dataset", "gtav", "--root", str(tmp_path / "nowhere"), "--model", "tiny",
+                              "--out", str(tmp_path / "c")])
+    assert res.exit_code == 1
+    assert "Traceback" not in res.output
+    lines = [ln for ln in res.output.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "nowhere" in lines[0], res.output
+    assert not (tmp_path / "c").exists()
+
+
+def test_console_script_turns_errors_into_one_line(tmp_path):
+    # The real entry point, as a user runs it: stderr holds one line, exit code 1.
+    proc = subprocess.run([sys.executable, "-c", "from diffseg.cli import main; main()", "cache", "info", str(tmp_path)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
