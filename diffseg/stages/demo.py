@@ -48,8 +48,8 @@ def demo_config(size: str) -> DemoConfig:
     """`full` fits in about 10 minutes on 2 CPU cores; `small` is the CI-sized run."""
     if size == "full":
         return DemoConfig(size="full", resolution=128, train_images=48, target_images=16, preset="5step",
-                          steps=None, save_steps="60,20,1", kinds="res,blk,xattn", iters=500,
-                          ablation_iters=250, batch_size=4, lr=6e-4, warmup=25, fusion="light",
+                          steps=None, save_steps="60,20,1", kinds="res,blk,xattn", iters=300,
+                          ablation_iters=80, batch_size=4, lr=6e-4, warmup=25, fusion="light",
                           pictures_per_target=4)
     if size == "small":
         return DemoConfig(size="small", resolution=64, train_images=6, target_images=3, preset="5step",
