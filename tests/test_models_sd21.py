@@ -36,3 +36,29 @@ def test_sd21_random_shapes(tmp_path, monkeypatch):
     assert sizes == {(i, j): expected[i] for i in range(4) for j in range(3)}
     assert unet.up_blocks[3].attentions[0].transformer_blocks[0].attn2.heads == 5
     assert len(list((tmp_path / "fingerprints").glob("*.json"))) == 1  # the U-Net digest is remembered
+
+
+def test_sd21_random_feature_shapes_for_every_selected_layer(tmp_path, monkeypatch):
+    """METHOD.md §3 at 256 px: up1 1280 ch at 1/32, up2 640 at 1/16, up3 320 at 1/8, for every
+    res/blk/xattn layer the reference preset selects, as extracted (not just as hooked)."""
+    import numpy as np
+
+    from diffseg.pipeline.config import resolve
+    from diffseg.pipeline.extractor import FeatureExtractor
+
+    monkeypatch.setenv("DIFFSEG_CACHE_DIR", str(tmp_path))
+    m = load_models("sd21-random")
+    cfg = resolve("1step", kinds=("res", "blk", "xattn"))
+    assert len(cfg.layers) == 27  # 3 up blocks x 3 positions x 3 kinds
+    ex = FeatureExtractor(m, cfg, uncond_prompt="classes")
+    specs = ex.layer_specs((256, 256))
+    feats = ex.uncond(np.zeros((256, 256, 3), np.uint8), "shape-check")
+    expected = {1: (1280, 32), 2: (640, 16), 3: (320, 8)}  # up block -> (channels, stride)
+    for name, spec in specs.items():
+        i = int(name[2])
+        channels, stride = expected[i]
+        if spec.kind == "xattn":
+            channels = 19
+        assert (spec.channels, spec.stride) == (channels, stride), name
+        assert feats[name].shape == (1, channels, 256 // stride, 256 // stride), name
+        assert feats[name].dtype == np.float16 and np.isfinite(feats[name]).all(), name
