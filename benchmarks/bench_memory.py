@@ -23,14 +23,16 @@ def _peak(argv: list[str]) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def run(counts: tuple[int, ...] = (8, 64), resolution: str = "128x128", iters: int = 20) -> dict:
+def run(counts: tuple[int, ...] = (8, 64), resolution: str = "128x128", iters: int = 20, views: int = 8) -> dict:
+    """Samples = images x views of the demo training split (both branches), so 64 samples fit
+    inside its 48 images."""
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         for n in counts:
             cache = Path(tmp) / f"demo-{n}"
             ext = _peak([
                 "extract", "--dataset", "demo", "--model", "tiny", "--preset", "5step",
-                "--resolution", resolution, "--limit", str(n), "--out", str(cache),
+                "--resolution", resolution, "--limit", str(n // views), "--views", str(views), "--out", str(cache),
             ])
             trn = _peak([
                 "train", "--cache", str(cache), "--out", str(Path(tmp) / f"run-{n}"), "--iters", str(iters),
