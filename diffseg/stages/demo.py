@@ -124,27 +124,21 @@ def main(*, out: Path, size: str = "full", device: str = "auto") -> Path:
     cfg = demo_config(size)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    timings = {}
-    t0 = time.perf_counter()
-    caches = extract_all(cfg, out, device)
-    timings["extract (stage one)"] = time.perf_counter() - t0
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
 
-    t1 = time.perf_counter()
-    run = train_main(cfg, out, caches, device)
-    timings["train (stage two)"] = time.perf_counter() - t1
+    def timed(name: str, step, *args):
+        t = time.perf_counter()
+        result = step(*args)
+        timings[name] = time.perf_counter() - t
+        return result
 
-    t2 = time.perf_counter()
-    results = evaluate_main(run, caches, device)
-    timings["eval"] = time.perf_counter() - t2
-
-    t3 = time.perf_counter()
-    ablation = ablate_all(cfg, out, caches, device)
-    timings["ablate"] = time.perf_counter() - t3
-
-    t4 = time.perf_counter()
-    pics = pictures(cfg, out, run, caches, ablation, device)
-    timings["pictures"] = time.perf_counter() - t4
-    timings["total"] = time.perf_counter() - t0
+    caches = timed("extract (stage one)", extract_all, cfg, out, device)
+    run = timed("train (stage two)", train_main, cfg, out, caches, device)
+    results = timed("eval", evaluate_main, run, caches, device)
+    ablation = timed("ablate", ablate_all, cfg, out, caches, device)
+    pics = timed("pictures", pictures, cfg, out, run, caches, ablation, device)
+    timings["total"] = time.perf_counter() - start
 
     report = write_report(cfg=asdict(cfg), out=out, run=run, caches=caches, results=results,
                           ablation=ablation, pictures=pics, timings=timings)
