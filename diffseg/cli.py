@@ -63,6 +63,11 @@ class UncondPrompt(str, enum.Enum):
     classes = "classes"
 
 
+class Encode(str, enum.Enum):
+    mean = "mean"
+    sample = "sample"
+
+
 class Fusion(str, enum.Enum):
     reference = "reference"
     light = "light"
@@ -171,7 +176,7 @@ def extract(
     scheduler: Annotated[Optional[str], typer.Option(help="Join an existing dask scheduler at ADDRESS.")] = None,
     device: Annotated[Device, typer.Option(help="auto picks cuda when available.")] = Device.auto,
     seed: Annotated[int, typer.Option(help="Seed of every random draw (crops, VAE sample, eta noise).")] = 0,
-    encode: Annotated[str, typer.Option(help="Latent from the VAE posterior: mean or sample (seeded).")] = "mean",
+    encode: Annotated[Encode, typer.Option(help="Latent from the VAE posterior: mean or sample (seeded).")] = Encode.mean,
     raw_eps: Annotated[bool, typer.Option(help="Treat the U-Net output as epsilon even for v-prediction (reference code).")] = False,
     blk_sum: Annotated[bool, typer.Option(help="cond branch: sum blk over all prompt copies (reference code).")] = False,
     classes: Annotated[Optional[str], typer.Option(help="Active classes for masked prompts (names or train ids). Default: all 19.")] = None,
@@ -194,7 +199,7 @@ def extract(
         resolution=_size(resolution), scale=_size(scale), views=views, branches=_csv(branches),
         uncond_prompt=uncond_prompt.value, limit=limit, split_file=split_file,
         mapillary_map=mapillary_map.value, conditions=_csv(conditions), workers=workers,
-        scheduler=scheduler, device=device.value, seed=seed, encode=encode, raw_eps=raw_eps,
+        scheduler=scheduler, device=device.value, seed=seed, encode=encode.value, raw_eps=raw_eps,
         blk_sum=blk_sum, classes=_csv(classes), descriptions=descriptions, strict=strict, dry_run=dry_run,
     )
 

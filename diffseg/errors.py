@@ -17,6 +17,10 @@ class DataError(DiffsegError):
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
 
+    def __reduce__(self):
+        # Picklable across dask/DataLoader process boundaries (the default passes one arg).
+        return (type(self), (self.path, self.problem))
+
 
 class CacheMismatch(DiffsegError):
     """A cache does not match what it was asked for; names both values."""

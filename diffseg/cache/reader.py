@@ -33,6 +33,9 @@ class CacheReader:
             raise DiffsegError(
                 f"{path} has cache format version {version}; this diffseg reads version {schema.FORMAT_VERSION}"
             )
+        missing = [k for k in (schema.IDS, schema.STATUS) if k not in self.group]
+        if missing:
+            raise DiffsegError(f"{path} is a damaged cache: the {' and '.join(missing)} array is missing")
         self.ids: list[str] = [str(s) for s in self.group[schema.IDS][:]]
         self.n = len(self.ids)
         self._root = store.local_path(path) if store.is_local(path) else None

@@ -34,6 +34,9 @@ class CacheWriter:
         if attrs.get("format_version") != schema.FORMAT_VERSION:
             raise DiffsegError(f"{path} is not a diffseg cache of format version {schema.FORMAT_VERSION}")
         self.attrs = attrs
+        missing = [k for k in (schema.IDS, schema.STATUS) if k not in self.group]
+        if missing:
+            raise DiffsegError(f"{path} is a damaged cache: the {' and '.join(missing)} array is missing")
         self.ids: list[str] = [str(s) for s in self.group[schema.IDS][:]]
         self.n = len(self.ids)
         self.feature_names = sorted(k for k in _array_names(self.group) if "/" in k)

@@ -11,12 +11,14 @@ from pathlib import Path
 from diffseg.data.base import Entry, list_files, require_dir
 from diffseg.data.options import DatasetOptions
 from diffseg.data.readers import read_id_label
+from diffseg.data.splits import check_split
 from diffseg.data.tables import CITYSCAPES_TABLE
 from diffseg.errors import DiffsegError
 
 
 def require_split_file(name: str, split: str, opts: DatasetOptions) -> None:
-    """GTAV/Synthia: `train` is every image; `val` needs a split file."""
+    """GTAV/Synthia: `train` is every image; `val` needs a split file; nothing else exists."""
+    check_split(name, split)
     if split == "val" and opts.split_file is None:
         raise DiffsegError(f"{name} has no val split: every image is train; pass --split-file FILE to define one")
 

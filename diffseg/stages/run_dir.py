@@ -67,7 +67,10 @@ def write_json(path: Path, obj) -> None:
 def read_json(path: Path):
     if not Path(path).is_file():
         raise DiffsegError(f"{path}: not found")
-    return json.loads(Path(path).read_text())
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as err:
+        raise DiffsegError(f"{path}: not valid JSON ({err})") from err
 
 
 def digest(obj) -> str:
