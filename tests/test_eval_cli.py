@@ -64,6 +64,7 @@ def test_scores_at_the_original_label_size(setup):
     model, which = load_segmentor(record, "cpu")
     assert which == "final"
     [target] = eval_targets([str(bdd)], fingerprint=record.train_cache["model_fingerprint"], train_cache=record.cfg.cache,
+                            train_extract=record.train_cache["extract"],
                             layers=record.cfg.layers, layer_specs=record.layer_specs, save_steps=record.cfg.save_steps)
     cm, n = confusion_on(model, target, torch.device("cpu"))
     assert n == 2 and int(cm.mat.sum()) == 2 * 96 * 96  # labels at 3x the 32x32 extraction size

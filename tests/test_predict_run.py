@@ -1,4 +1,5 @@
-"""`diffseg predict` on a run trained from a real (tiny model, demo data, 64x64, 1step) cache.
+"""`diffseg predict` on a run trained from a real (tiny model, demo data, 64x64, 1step) cache;
+the run is self-contained (predict works once its training cache is gone).
 
 The module fixture extracts a one-image uncond training cache and a one-image evaluation cache,
 and trains a light run for two iterations: enough to have real weights, not a good model.
@@ -144,15 +145,64 @@ def test_model_fingerprint_mismatch(run_dir, images, tmp_path):
     assert (tmp_path / "o2" / "c.png").is_file()
 
 
-def test_run_whose_training_cache_is_gone(run_dir, images, tmp_path):
-    _, run = run_dir
-    other = tmp_path / "run"
+def _copy_run(run: Path, other: Path, cache: Path, drop_extract: bool = False) -> Path:
+    """A copy of the run whose config names another training cache (`cache`, e.g. one that is gone);
+    `drop_extract`: as runs wrote caches.json before it recorded the training cache's extract config."""
     other.mkdir()
     config = json.loads((run / "config.json").read_text())
-    config["config"]["cache"] = str(tmp_path / "gone")
+    config["config"]["cache"] = str(cache)
     (other / "config.json").write_text(json.dumps(config))
-    (other / "caches.json").write_bytes((run / "caches.json").read_bytes())
+    caches = json.loads((run / "caches.json").read_text())
+    if drop_extract:
+        del caches["train"]["extract"]
+    (other / "caches.json").write_text(json.dumps(caches))
+    (other / "weights.safetensors").write_bytes((run / "weights.safetensors").read_bytes())
+    return other
+
+
+def test_run_is_self_contained(run_dir, images, tmp_path):
+    """The run records the training cache's extract config: predict needs no training cache."""
+    root, run = run_dir
+    recorded = json.loads((run / "caches.json").read_text())["train"]["extract"]
+    assert recorded == CacheReader(root / "train").attrs["extract"]
+    other = _copy_run(run, tmp_path / "run", tmp_path / "gone")
+    res = _predict(other, str(images / "c.png"), "--out", str(tmp_path / "o"))
+    assert res.exit_code == 0, res.output
+    res = _predict(run, str(images / "c.png"), "--out", str(tmp_path / "o-orig"))
+    assert res.exit_code == 0, res.output
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "o" / "c.png")),
+                                  np.asarray(Image.open(tmp_path / "o-orig" / "c.png")))
+
+
+def test_recorded_extract_config_is_checked_against_its_hash(run_dir, images, tmp_path):
+    _, run = run_dir
+    other = _copy_run(run, tmp_path / "run", tmp_path / "gone")
+    caches = json.loads((other / "caches.json").read_text())
+    caches["train"]["extract"]["uncond_prompt"] = "classes"
+    (other / "caches.json").write_text(json.dumps(caches))
+    res = _predict(other, str(images / "c.png"), "--out", str(tmp_path / "o"))
+    assert res.exit_code == 1 and "caches.json" in res.output and "extract config hash" in res.output
+
+
+def test_old_run_whose_training_cache_is_gone(run_dir, images, tmp_path):
+    root, run = run_dir
+    other = _copy_run(run, tmp_path / "run", tmp_path / "gone", drop_extract=True)
     res = _predict(other, str(images / "c.png"), "--out", str(tmp_path / "o"))
     assert res.exit_code == 1
     lines = res.output.strip().splitlines()
     assert len(lines) == 1 and "gone" in lines[0] and "trajectory" in lines[0]
+    old = _copy_run(run, tmp_path / "run-old", root / "train", drop_extract=True)  # falls back to the cache
+    res = _predict(old, str(images / "c.png"), "--out", str(tmp_path / "o-old"))
+    assert res.exit_code == 0, res.output
+
+
+def test_eval_checks_real_caches_extract_config(run_dir, tmp_path):
+    """A real evaluation cache made with the other uncond prompt is refused; the matching one is scored."""
+    root, run = run_dir
+    res = RUNNER.invoke(app, ["eval", "--run", str(run), "--cache", str(root / "val"), "--json", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    _extract(tmp_path / "val-classes", "val", "--uncond-prompt", "classes")
+    res = RUNNER.invoke(app, ["eval", "--run", str(run), "--cache", str(tmp_path / "val-classes"), "--device", "cpu"])
+    assert res.exit_code == 1
+    line = " ".join(res.output.split())
+    assert 'extract.uncond_prompt="classes"; the training cache' in line and 'with "empty"' in line

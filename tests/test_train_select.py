@@ -58,7 +58,8 @@ def test_no_branch_left():
 
 def test_eval_cache_checks_name_both_values():
     specs = {l: ATTRS["layers"][l] for l in ("up1.res2", "up3.res2")}
-    kw = dict(train_cache="cache/gtav", layers=("up1.res2", "up3.res2"), layer_specs=specs, save_steps=(1, 60))
+    kw = dict(train_cache="cache/gtav", train_extract={}, layers=("up1.res2", "up3.res2"), layer_specs=specs,
+              save_steps=(1, 60))
     assert match_eval_cache("cache/cs", ATTRS, HELD["uncond"], fingerprint="abc", **kw) == (2, 0)
     with pytest.raises(CacheMismatch, match="model fingerprint zzz.*cache/gtav with model fingerprint abc"):
         match_eval_cache("cache/cs", {**ATTRS, "model": {"fingerprint": "zzz"}}, HELD["uncond"], fingerprint="abc", **kw)

@@ -32,13 +32,14 @@ def predict_cached(run: Path, cache: Path, n: int, device: str) -> list[tuple[np
     from diffseg.cache import CacheReader, FeatureDataset
     from diffseg.data import open_dataset
     from diffseg.stages.distributed import DistEnv, pick_device
-    from diffseg.stages.run_load import load_segmentor, read_run
+    from diffseg.stages.run_load import load_segmentor, read_run, train_extract
     from diffseg.stages.run_model import eval_targets
 
     record = read_run(run)
     cfg = record.cfg
     (target,) = eval_targets([str(cache)], fingerprint=record.train_cache["model_fingerprint"],
-                             train_cache=cfg.cache, layers=cfg.layers, layer_specs=record.layer_specs,
+                             train_cache=cfg.cache, train_extract=train_extract(record), layers=cfg.layers,
+                             layer_specs=record.layer_specs,
                              save_steps=cfg.save_steps)
     dev = pick_device(device, DistEnv())
     model, _ = load_segmentor(record, dev)

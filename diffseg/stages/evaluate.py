@@ -15,7 +15,7 @@ from pathlib import Path
 
 from diffseg.stages.distributed import DistEnv, pick_device
 from diffseg.stages.run_dir import write_json
-from diffseg.stages.run_load import load_segmentor, read_run
+from diffseg.stages.run_load import load_segmentor, read_run, train_extract
 from diffseg.stages.run_model import eval_targets
 from diffseg.stages.scoring import score_targets
 from diffseg.stages.train_step import autocast_dtype
@@ -25,7 +25,8 @@ def main(run: Path, caches: list[Path], as_json: bool = False, device: str = "au
     record = read_run(run)
     cfg = record.cfg
     targets = eval_targets([str(c) for c in caches], fingerprint=record.train_cache["model_fingerprint"],
-                           train_cache=cfg.cache, layers=cfg.layers, layer_specs=record.layer_specs,
+                           train_cache=cfg.cache, train_extract=train_extract(record), layers=cfg.layers,
+                           layer_specs=record.layer_specs,
                            save_steps=cfg.save_steps)
     dev = pick_device(device, DistEnv())
     model, which = load_segmentor(record, dev)

@@ -2,9 +2,10 @@
 and the extraction config of the cache it was trained on (what an online trajectory must repeat).
 
 The run records (run_dir.py) its TrainConfig and layer specs (config.json) and the training
-cache's fingerprint (caches.json: model name and fingerprint, a hash of attrs["extract"]). The
-full extraction config (trajectory, prompts) lives in the training cache's attributes: it is
-read from the recorded cache path and checked against the recorded hash.
+cache's fingerprint (caches.json: model name and fingerprint, a hash of attrs["extract"], and
+the full attrs["extract"]: trajectory, prompts), so a run is self-contained. Runs written
+before caches.json held "extract" read it from the recorded training cache instead, checked
+against the recorded hash.
 """
 
 from __future__ import annotations
@@ -49,19 +50,32 @@ def load_segmentor(record: RunRecord, device: torch.device | str) -> tuple[Segme
     return model.to(device).eval(), which
 
 
-def extract_config(record: RunRecord) -> dict:
-    """attrs["extract"] of the training cache, checked against the run's recorded hash."""
+def train_extract(record: RunRecord) -> dict:
+    """attrs["extract"] of the training cache: as recorded in the run (caches.json), else (runs
+    written before it was recorded there) read from the training cache; either way checked
+    against the run's recorded hash."""
     cache = record.cfg.cache
-    try:
-        attrs = CacheReader(cache).attrs
-    except DiffsegError as err:
-        raise DiffsegError(f"{record.path} was trained on {cache}, whose extraction config (trajectory, "
-                           f"prompt) an online prediction must repeat; it cannot be read: {err}") from err
-    extract = attrs.get("extract", {})
     recorded = record.train_cache.get("extract_hash")
+    if "extract" in record.train_cache:
+        extract, source = record.train_cache["extract"], f"{record.path / CACHES} (train.extract)"
+    else:
+        try:
+            attrs = CacheReader(cache).attrs
+        except DiffsegError as err:
+            raise DiffsegError(f"{record.path} was trained on {cache}, whose extraction config (trajectory, "
+                               f"prompt) it does not record (a run written before runs recorded it) and "
+                               f"which cannot be read: {err}") from err
+        extract, source = attrs.get("extract", {}), str(cache)
     if recorded is not None and digest(extract) != recorded:
-        raise DiffsegError(f"{cache} changed since {record.path} was trained: extract config hash "
+        raise DiffsegError(f"{source} changed since {record.path} was trained: extract config hash "
                            f"{digest(extract)}, the run recorded {recorded}")
+    return extract
+
+
+def extract_config(record: RunRecord) -> dict:
+    """train_extract(record), which must hold the trajectory an online prediction repeats."""
+    cache = record.cfg.cache
+    extract = train_extract(record)
     if "trajectory" not in extract:
         raise DiffsegError(f"{cache} records no trajectory config (attrs['extract']['trajectory']): "
                            "it was not written by `diffseg extract`, so its features cannot be recomputed")
@@ -77,7 +91,8 @@ def score_run(record: RunRecord, caches: list[Path], device: torch.device | str)
 
     cfg, dev = record.cfg, torch.device(device)
     targets = eval_targets([str(p) for p in caches], fingerprint=record.train_cache["model_fingerprint"],
-                           train_cache=cfg.cache, layers=cfg.layers, layer_specs=record.layer_specs,
+                           train_cache=cfg.cache, train_extract=train_extract(record), layers=cfg.layers,
+                           layer_specs=record.layer_specs,
                            save_steps=cfg.save_steps)
     model, _ = load_segmentor(record, dev)
     synthia = record.train_cache.get("dataset") == "synthia"

@@ -1,5 +1,5 @@
 """From a run's record to what scoring needs: the Segmentor, and evaluation targets checked
-against the run (model fingerprint, layers, steps). Shared by train and eval."""
+against the run (model fingerprint, trajectory and prompt, layers, steps). Shared by train and eval."""
 
 from __future__ import annotations
 
@@ -30,15 +30,17 @@ def build_segmentor(layer_specs: Mapping, n_steps: int, fusion: str, seed: int) 
     return Segmentor(specs, n_steps, fusion=fusion)
 
 
-def eval_targets(paths: Sequence[str | Path], *, fingerprint: str, train_cache: str, layers: Sequence[str],
-                 layer_specs: Mapping, save_steps: Sequence[int]) -> list[Target]:
-    """Open and check every evaluation cache against the run; CacheMismatch names both values."""
+def eval_targets(paths: Sequence[str | Path], *, fingerprint: str, train_cache: str, train_extract: Mapping,
+                 layers: Sequence[str], layer_specs: Mapping, save_steps: Sequence[int]) -> list[Target]:
+    """Open and check every evaluation cache against the run (`train_extract`: the training cache's
+    attrs["extract"]); CacheMismatch names both values."""
     names = target_names([str(p) for p in paths])
     targets = []
     for path, name in zip(paths, names):
         reader = CacheReader(path)
         idx = match_eval_cache(str(path), reader.attrs, held_layers(reader).get("uncond", []),
-                               fingerprint=fingerprint, train_cache=train_cache, layers=layers,
+                               fingerprint=fingerprint, train_cache=train_cache,
+                               train_extract=train_extract, layers=layers,
                                layer_specs=layer_specs, save_steps=save_steps)
         targets.append(Target(path=str(path), name=name, dataset=reader.attrs["dataset"]["name"],
                               layers=tuple(layers), step_indices=idx))

@@ -6,10 +6,16 @@ unconditional branch has it too). `--layers/--save-steps/--kinds/--branches` pic
 subsets; a request the cache cannot satisfy is a CacheMismatch naming both the asked
 value and what the cache holds. Pure functions over the cache attributes and the
 {branch: layers} the cache holds.
+
+An evaluation cache must also repeat the training cache's unconditional trajectory
+(`match_extract`): evaluated steps, eta and its window, encode, raw_eps, the unconditional
+prompt, and the class set/order when an xattn layer is read. Resolution, views, scale,
+branches, limit and dataset may differ; guidance and blk_sum touch only the cond branch.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -92,13 +98,51 @@ def select(cache: str, attrs: Mapping, held: Mapping[str, Sequence[str]], *, bra
     return Selection(branches=chosen, layers=names, save_steps=steps, step_indices=idx, layer_specs=specs)
 
 
+TRAJECTORY_KEYS = ("steps", "eta", "eta_window", "encode", "raw_eps")  # attrs["extract"]["trajectory"]
+PROMPT_KEYS = ("uncond_prompt", "uncond_prompt_text")  # attrs["extract"]
+_ABSENT = object()
+
+
+def _extract_fields(extract: Mapping, layers: Sequence[str]) -> dict[str, object]:
+    """{"extract.<path>": value (or _ABSENT)} of the fields that decide the uncond features."""
+    traj = extract.get("trajectory", {})
+    fields = {f"extract.trajectory.{k}": traj.get(k, _ABSENT) for k in TRAJECTORY_KEYS}
+    fields.update({f"extract.{k}": extract.get(k, _ABSENT) for k in PROMPT_KEYS})
+    if any(l.split(".")[1].startswith("xattn") for l in layers):
+        fields["extract.classes"] = extract.get("classes", _ABSENT)
+    return fields
+
+
+def _shown(value) -> str:
+    return "(not recorded)" if value is _ABSENT else json.dumps(value)
+
+
+def match_extract(cache: str, extract: Mapping, *, train_cache: str, train_extract: Mapping,
+                  layers: Sequence[str]) -> None:
+    """CacheMismatch naming the first trajectory-defining field (and both values) in which an
+    evaluation cache's attrs["extract"] differs from the training cache's; fields neither records
+    (synthetic caches) are not compared."""
+    ours, theirs = _extract_fields(train_extract, layers), _extract_fields(extract, layers)
+    for key, want in ours.items():
+        got = theirs[key]
+        if want is _ABSENT and got is _ABSENT:
+            continue
+        if want is _ABSENT or got is _ABSENT or got != want:
+            raise CacheMismatch(f"{cache} was extracted with {key}={_shown(got)}; the training cache "
+                                f"{train_cache} with {_shown(want)}")
+
+
 def match_eval_cache(cache: str, attrs: Mapping, held_uncond: Sequence[str], *, fingerprint: str,
-                     train_cache: str, layers: Sequence[str], layer_specs: Mapping, save_steps: Sequence[int]) -> tuple[int, ...]:
-    """Check an evaluation cache against a run; returns the step indices to read from it."""
+                     train_cache: str, train_extract: Mapping, layers: Sequence[str], layer_specs: Mapping,
+                     save_steps: Sequence[int]) -> tuple[int, ...]:
+    """Check an evaluation cache against a run (`train_extract`: the training cache's
+    attrs["extract"]); returns the step indices to read from it."""
     theirs = attrs["model"]["fingerprint"]
     if theirs != fingerprint:
         raise CacheMismatch(f"{cache} was extracted with model fingerprint {theirs}; the run was trained "
                             f"on {train_cache} with model fingerprint {fingerprint}")
+    match_extract(cache, attrs.get("extract", {}), train_cache=train_cache, train_extract=train_extract,
+                  layers=layers)
     for l in layers:
         if l not in held_uncond:
             raise CacheMismatch(f"the run uses layer {l}; {cache} holds {_names(held_uncond)} in branch uncond")

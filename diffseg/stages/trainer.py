@@ -73,8 +73,8 @@ class Trainer:
         # 3. evaluation targets (checked now: a mismatch fails before any training)
         self.train_fp = cache_fingerprint(cfg.cache, self.attrs, self.ids)
         self.targets = eval_targets(cfg.eval_caches, fingerprint=self.train_fp["model_fingerprint"],
-                                    train_cache=cfg.cache, layers=cfg.layers, layer_specs=layer_specs,
-                                    save_steps=cfg.save_steps)
+                                    train_cache=cfg.cache, train_extract=self.attrs.get("extract", {}),
+                                    layers=cfg.layers, layer_specs=layer_specs, save_steps=cfg.save_steps)
         self.synthia = self.attrs["dataset"].get("name") == "synthia"
         # 4. run directory and starting point
         self.start = 0
@@ -93,7 +93,9 @@ class Trainer:
             "global_batch": self.cfg.global_batch(self.env.world), "diffseg_version": diffseg.__version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "torch_version": torch.__version__})
         evals = [cache_fingerprint(t.path, CacheReader(t.path).attrs, CacheReader(t.path).ids) for t in self.targets]
-        write_json(self.run / CACHES, {"train": self.train_fp, "eval": evals})
+        # the full extract config too, so predict/eval need not reopen the training cache (run_load.py)
+        train = {**self.train_fp, "extract": self.attrs.get("extract", {})}
+        write_json(self.run / CACHES, {"train": train, "eval": evals})
 
     def _restore(self) -> None:
         recorded = read_json(self.run / CACHES)["train"]
