@@ -1,14 +1,17 @@
 """A training run end to end: the run directory, the resume state, exact resume, the --out rules."""
 
 import json
+import re
 from pathlib import Path
 
+import pytest
 import torch
 from cachegen import FAST_TRAIN, SMALL, make_cache, poison_sample
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from diffseg.cli import app
+from diffseg.errors import DiffsegError
 from diffseg.stages import train
 from diffseg.stages.train_config import TrainConfig
 
@@ -49,7 +52,11 @@ def test_resume_gives_the_same_weights(tmp_path, monkeypatch):
     part = train.main(cache=cache, stop_at=2, **kw)  # default run dir, interrupted after iteration 2
     assert part.parent == Path("runs") and part.name.startswith("gtav-")
     assert not (part / "weights.safetensors").exists()
-    resumed = train.main(cache=cache, resume=True, **{**kw, "iters": 999})  # the recorded config wins
+    changed = CliRunner().invoke(app, ["train", "--cache", str(cache), "--out", str(part), "--resume",
+                                       "--iters", "999", "--workers", "0", "--device", "cpu"])
+    assert changed.exit_code == 1 and "--iters 4" in changed.output and "999" in changed.output
+    assert "Traceback" not in changed.output and not (part / "weights.safetensors").exists()
+    resumed = train.main(cache=cache, resume=True, **kw)  # the same options: accepted
     assert resumed == part
     a, b = load_file(full / "weights.safetensors"), load_file(part / "weights.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -78,3 +85,20 @@ def test_branch_rules(tmp_path):
     both = make_cache(tmp_path / "both", n=2, **SMALL)
     result = CliRunner().invoke(app, ["train", "--cache", str(both), "--out", str(tmp_path / "r2"), "--w-uncond", "0"])
     assert result.exit_code == 1 and "--consistency none" in result.output
+
+
+def test_resume_refuses_changed_options_and_accepts_defaults(tmp_path):
+    cache = make_cache(tmp_path / "gtav", n=3, **SMALL)
+    kw = {**FAST_TRAIN, "iters": 2, "ckpt_every": 1}
+    run = train.main(cache=cache, out=tmp_path / "run", stop_at=1, layers=("up2.res2", "up3.res2"), **kw)
+    cases = [({"lr": 5e-4}, "--lr 0.001"), ({"layers": ("up1.res2",)}, "--layers up2.res2,up3.res2"),
+             ({"w_cons": 0.5}, "--w-cons 1.0"), ({"branches": ("uncond",)}, "--branches uncond,cond"),
+             ({"seed": 3}, "--seed 0"), ({"kinds": ("res",), "layers": None}, "--kinds res (layers up2.res2,up3.res2)")]
+    for change, named in cases:
+        with pytest.raises(DiffsegError, match=re.escape(named)):
+            train.main(cache=cache, out=run, resume=True, **{**kw, "layers": ("up2.res2", "up3.res2"), **change})
+    # options equal to main's defaults count as not given; runtime options may change
+    train.main(cache=cache, out=run, resume=True, fusion="light", iters=2, warmup=0, lr=1e-3, eval_every=0,
+               ckpt_every=1, device="cpu", workers=0, in_memory=True, kinds=("res",), layers=("up2.res2", "up3.res2"),
+               branches=("cond", "uncond"), consistency="l2", w_cond=1.0)
+    assert (run / "weights.safetensors").is_file()

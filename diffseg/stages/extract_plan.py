@@ -213,7 +213,9 @@ def extract_attrs(plan: ExtractPlan, image_ids: list[str]) -> dict:
         "class_prompts": {CLASS_NAMES[c]: class_prompt(c, descs) for c in plan.classes},
         "compute_dtype": plan.compute_dtype, "dtype": "float16", "codec": dict(CODEC_ATTRS),
         "views_rule": ("image fitted inside scale (bilinear, antialiased; label nearest), seeded crop "
-                       "and seeded horizontal flip" if plan.kind == "train"
+                       "redrawn up to 10 times while one class covers >= 0.75 of its labelled pixels "
+                       "(mmseg cat_max_ratio 0.75; last draw kept), and seeded horizontal flip"
+                       if plan.kind == "train"
                        else "whole image resized to resolution (bilinear, antialiased; label nearest)"),
         "limit": plan.limit, "images": len(image_ids),
         "ids_sha256": hashlib.sha256("\n".join(image_ids).encode()).hexdigest(),

@@ -1,7 +1,9 @@
 """What stage one feeds the VAE for one sample (METHOD.md §8 "A cache freezes augmentation").
 
 - training view: the image fitted inside `scale` (image bilinear, antialiased; label
-  nearest), then one seeded crop of `resolution` and a seeded horizontal flip;
+  nearest), then one seeded crop of `resolution` and a seeded horizontal flip; the crop is
+  redrawn (up to CAT_REDRAWS times, mmseg's `cat_max_ratio`) while one class covers
+  CAT_MAX_RATIO or more of its labelled pixels (METHOD.md §8);
 - evaluation view: the whole image resized to `resolution` (label nearest at that size);
   the label at its original size is kept separately by the caller.
 
@@ -15,7 +17,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from diffseg.data.classes import IGNORE
 from diffseg.errors import DataError
+
+CAT_MAX_RATIO = 0.75  # largest single-class share of a training crop's labelled pixels (below it)
+CAT_REDRAWS = 10  # redraws at most; the last draw is kept when none passes
 
 
 def fit_inside(size_wh: tuple[int, int], box_wh: tuple[int, int]) -> tuple[int, int]:
@@ -34,12 +40,36 @@ def resize_pair(image_HW3: np.ndarray, label_HW: np.ndarray, size_wh: tuple[int,
     return image, label
 
 
-def crop_box(size_wh: tuple[int, int], crop_wh: tuple[int, int], gen: torch.Generator):
-    """(x, y, flip) drawn in this order from `gen`: offsets uniform over valid positions."""
-    x = int(torch.randint(0, size_wh[0] - crop_wh[0] + 1, (1,), generator=gen))
-    y = int(torch.randint(0, size_wh[1] - crop_wh[1] + 1, (1,), generator=gen))
+def crop_box(size_wh: tuple[int, int], crop_wh: tuple[int, int], gen: torch.Generator,
+             label_HW: np.ndarray | None = None, cat_max_ratio: float = CAT_MAX_RATIO):
+    """(x, y, flip) drawn from `gen`: offsets uniform over valid positions, then the flip.
+
+    With `label_HW` (the label at `size_wh`) and cat_max_ratio < 1, mmseg's RandomCrop rule:
+    while the crop's labels (255 ignored) are a single class, or its largest class covers
+    `cat_max_ratio` or more of them, draw (x, y) again, at most CAT_REDRAWS times; the last
+    draw is kept even if it fails. A first draw that passes consumes the same numbers as
+    without the rule (x, y, flip)."""
+    x, y = _offsets(size_wh, crop_wh, gen)
+    if label_HW is not None and cat_max_ratio < 1:
+        for _ in range(CAT_REDRAWS):
+            if _mixed(label_HW[y:y + crop_wh[1], x:x + crop_wh[0]], cat_max_ratio):
+                break
+            x, y = _offsets(size_wh, crop_wh, gen)
     flip = bool(torch.randint(0, 2, (1,), generator=gen))
     return x, y, flip
+
+
+def _offsets(size_wh, crop_wh, gen: torch.Generator) -> tuple[int, int]:
+    x = int(torch.randint(0, size_wh[0] - crop_wh[0] + 1, (1,), generator=gen))
+    y = int(torch.randint(0, size_wh[1] - crop_wh[1] + 1, (1,), generator=gen))
+    return x, y
+
+
+def _mixed(label_hw: np.ndarray, cat_max_ratio: float) -> bool:
+    """mmseg: more than one labelled class and the largest one's share below `cat_max_ratio`."""
+    counts = np.bincount(label_hw[label_hw != IGNORE].ravel(), minlength=1)
+    counts = counts[counts > 0]
+    return len(counts) > 1 and counts.max() / counts.sum() < cat_max_ratio
 
 
 def train_view(sample_id: str, image_HW3: np.ndarray, label_HW: np.ndarray, scale_wh, crop_wh,
@@ -52,7 +82,7 @@ def train_view(sample_id: str, image_HW3: np.ndarray, label_HW: np.ndarray, scal
                                    f"{scale_wh[0]}x{scale_wh[1]} is {fitted[0]}x{fitted[1]}, smaller "
                                    f"than the crop {crop_wh[0]}x{crop_wh[1]}")
     image, label = resize_pair(image_HW3, label_HW, fitted)
-    x, y, flip = crop_box(fitted, crop_wh, gen)
+    x, y, flip = crop_box(fitted, crop_wh, gen, label)
     image = image[y:y + crop_wh[1], x:x + crop_wh[0]]
     label = label[y:y + crop_wh[1], x:x + crop_wh[0]]
     if flip:
