@@ -147,12 +147,12 @@ def measure(path: Path, label: str) -> None:
         ds = FeatureDataset(path, ["uncond"], layers)
         loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=workers, persistent_workers=workers > 0)
 
-        def epoch():
+        def epoch(loader=loader):
             for _ in loader:
                 pass
 
         t = timed(epoch, repeat=2)
-        del loader
+        del loader, epoch  # shut the persistent workers down before the next setting
         print(f"  FeatureDataset+DataLoader workers={workers}, batch 2  {len(ds) / t:8.1f} samples/s "
               f"{mbs(t):8.0f} MB/s   {eff(t)}")
 

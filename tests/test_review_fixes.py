@@ -1,7 +1,6 @@
 """Bad input that used to slip through: unknown GTAV splits, unpicklable DataError,
 damaged caches and run records, and a bad --encode value."""
 
-import json
 import pickle
 
 import pytest

@@ -25,7 +25,7 @@ import diffseg
 from diffseg.cache import CacheReader, FeatureDataset
 from diffseg.errors import DiffsegError
 from diffseg.nn import LossConfig, ipkl_loss
-from diffseg.stages import checkpoint, distributed
+from diffseg.stages import checkpoint
 from diffseg.stages.distributed import DistEnv
 from diffseg.stages.progress import Progress, Window
 from diffseg.stages.run_dir import CACHES, CONFIG, METRICS, MetricsLog, cache_fingerprint, read_json, write_json
