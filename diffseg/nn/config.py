@@ -8,8 +8,9 @@ uses a 64-wide head: a CPU-sized model for tests, demos and ablations.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
+from diffseg.configs import from_record
 from diffseg.errors import DiffsegError
 
 STRIDES = (8, 16, 32)  # strides the fusion block consumes, fine to coarse
@@ -48,12 +49,7 @@ class FusionConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "FusionConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise DiffsegError(f"unknown FusionConfig fields {sorted(unknown)}")
-        tuples = {"widths", "bottlenecks"}
-        return cls(**{k: tuple(v) if k in tuples else v for k, v in d.items()})
+        return from_record(cls, d, tuples=("widths", "bottlenecks"))
 
 
 def fusion_preset(name: str) -> FusionConfig:

@@ -13,6 +13,7 @@ import dataclasses
 import re
 from dataclasses import dataclass
 
+from diffseg.configs import from_record
 from diffseg.errors import DiffsegError
 
 KINDS = ("res", "blk", "xattn")
@@ -59,11 +60,14 @@ class TrajectoryConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrajectoryConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise DiffsegError(f"unknown trajectory config keys: {', '.join(unknown)}")
-        return cls(**d)
+        return from_record(cls, d)  # lists become tuples in __post_init__
+
+
+def _nonempty_unique(name: str, values: tuple, empty: str) -> None:
+    if not values:
+        raise DiffsegError(f"{name}: {empty}")
+    if len(set(values)) != len(values):
+        raise DiffsegError(f"{name} has duplicates: {list(values)}")
 
 
 def validate(cfg: TrajectoryConfig) -> None:
@@ -76,17 +80,11 @@ def validate(cfg: TrajectoryConfig) -> None:
     for a, b in zip(cfg.steps, cfg.steps[1:]):
         if b <= a:
             raise DiffsegError(f"steps must be ascending and unique: {b} follows {a}")
-    if not cfg.save_steps:
-        raise DiffsegError("save_steps: empty list of saved timesteps")
-    if len(set(cfg.save_steps)) != len(cfg.save_steps):
-        raise DiffsegError(f"save_steps has duplicates: {list(cfg.save_steps)}")
+    _nonempty_unique("save_steps", cfg.save_steps, "empty list of saved timesteps")
     for t in cfg.save_steps:
         if t not in cfg.steps:
             raise DiffsegError(f"save step {t} is not an evaluated step ({list(cfg.steps)})")
-    if not cfg.layers:
-        raise DiffsegError("layers: empty list")
-    if len(set(cfg.layers)) != len(cfg.layers):
-        raise DiffsegError(f"layers has duplicates: {list(cfg.layers)}")
+    _nonempty_unique("layers", cfg.layers, "empty list")
     for name in cfg.layers:
         parse_layer(name)
     if len(cfg.eta_window) != 2 or cfg.eta_window[0] >= cfg.eta_window[1]:

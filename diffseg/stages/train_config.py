@@ -9,8 +9,9 @@ compared when a run is resumed.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
+from diffseg.configs import from_record
 from diffseg.errors import DiffsegError
 
 # Fields that may differ between the recorded config and a resumed invocation.
@@ -64,11 +65,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise DiffsegError(f"unknown TrainConfig fields {sorted(unknown)}")
-        return cls(**{k: tuple(v) if k in _TUPLES else v for k, v in d.items()})
+        return from_record(cls, d, tuples=_TUPLES)
 
 
 def recorded_part(cfg: TrainConfig) -> dict:
