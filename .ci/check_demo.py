@@ -26,7 +26,9 @@ def main(out: Path) -> None:
         problems.append(f"{out}/pictures: expected prediction grids, heat maps and PCA views, found {len(pictures)}")
     if problems:
         sys.exit("demo check failed:\n  " + "\n  ".join(problems))
-    print(f"demo check: report, {len(pictures)} pictures, {len(results['targets'])} targets, {len(rows)} ablation cells: ok")
+    print(
+        f"demo check: report, {len(pictures)} pictures, {len(results['targets'])} targets, {len(rows)} ablation cells: ok"
+    )
 
 
 if __name__ == "__main__":

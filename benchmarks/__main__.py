@@ -21,17 +21,50 @@ HERE = Path(__file__).resolve().parent
 
 
 def suite(quick: bool) -> list[tuple[str, list[str]]]:
-    big = [] if quick else [
-        ("Extraction efficiency, sd21-random, 256 px, 5step, 2 images",
-         ["bench_extract", "--model", "sd21-random", "--size", "256", "--preset", "5step", "--images", "2",
-          "--threads", "1"]),
-        ("Ablation cost and data wait, sd21-random, 256 px",
-         ["bench_train", "--model", "sd21-random", "--size", "256", "--presets", "reference,5step,lite"]),
-    ]
+    big = (
+        []
+        if quick
+        else [
+            (
+                "Extraction efficiency, sd21-random, 256 px, 5step, 2 images",
+                [
+                    "bench_extract",
+                    "--model",
+                    "sd21-random",
+                    "--size",
+                    "256",
+                    "--preset",
+                    "5step",
+                    "--images",
+                    "2",
+                    "--threads",
+                    "1",
+                ],
+            ),
+            (
+                "Ablation cost and data wait, sd21-random, 256 px",
+                ["bench_train", "--model", "sd21-random", "--size", "256", "--presets", "reference,5step,lite"],
+            ),
+        ]
+    )
     return [
         *big,
-        ("Extraction efficiency, tiny, 128 px, 5step, 4 images",
-         ["bench_extract", "--model", "tiny", "--size", "128", "--preset", "5step", "--images", "4", "--threads", "1"]),
+        (
+            "Extraction efficiency, tiny, 128 px, 5step, 4 images",
+            [
+                "bench_extract",
+                "--model",
+                "tiny",
+                "--size",
+                "128",
+                "--preset",
+                "5step",
+                "--images",
+                "4",
+                "--threads",
+                "1",
+            ],
+        ),
         ("Loader efficiency", ["bench_loader", "--samples", "4" if quick else "16"]),
         ("Feature codecs", ["bench_codec"]),
         ("Peak memory, 8 vs 64 samples (demo dataset, tiny)", ["bench_memory"]),
@@ -50,8 +83,7 @@ def machine() -> str:
     except OSError:
         pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    return (f"{cpu}, {os.cpu_count()} cores, GPU: {gpu}; Python {platform.python_version()}, "
-            f"torch {torch.__version__}")
+    return f"{cpu}, {os.cpu_count()} cores, GPU: {gpu}; Python {platform.python_version()}, torch {torch.__version__}"
 
 
 def main() -> None:
@@ -59,14 +91,17 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="tiny model only (a smoke run of the suite)")
     ap.add_argument("--out", default=str(HERE / "results.md"), help="Markdown file to write")
     args = ap.parse_args()
-    sections = [f"# diffseg benchmark results\n\nMachine: {machine()}. "
-                f"Date: {time.strftime('%Y-%m-%d')}. Suite: {'quick' if args.quick else 'full'}.\n"]
+    sections = [
+        f"# diffseg benchmark results\n\nMachine: {machine()}. "
+        f"Date: {time.strftime('%Y-%m-%d')}. Suite: {'quick' if args.quick else 'full'}.\n"
+    ]
     failed = []
     for title, argv in suite(args.quick):
         print(f"\n== {title}", flush=True)
         t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", f"benchmarks.{argv[0]}", *argv[1:]], cwd=HERE.parent,
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, "-m", f"benchmarks.{argv[0]}", *argv[1:]], cwd=HERE.parent, capture_output=True, text=True
+        )
         took = time.perf_counter() - t0
         print(proc.stdout, flush=True)
         if proc.returncode != 0:

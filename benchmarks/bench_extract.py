@@ -35,7 +35,7 @@ def preset_bytes(resolution=(512, 512), n_classes: int = 19) -> dict[str, int]:
     """Bytes of one branch of one sample for each preset (SD 2.1 U-Net shapes, float16)."""
     from diffseg.pipeline.builtin import SD21_UNET
     from diffseg.pipeline.config import PRESETS, preset
-    from diffseg.stages.extract_sizes import feature_bytes, specs_from_unet_config
+    from diffseg.stages.extract.sizes import feature_bytes, specs_from_unet_config
 
     out = {}
     for name in PRESETS:
@@ -75,16 +75,30 @@ def bare_unet_seconds(models, calls) -> float:
         return time.perf_counter() - t0
 
 
-def run(model: str = "tiny", size: int = 128, preset: str = "5step", images: int = 2, split: str = "val",
-        out: str | None = None) -> dict:
+def run(
+    model: str = "tiny",
+    size: int = 128,
+    preset: str = "5step",
+    images: int = 2,
+    split: str = "val",
+    out: str | None = None,
+) -> dict:
     """Extract `images` demo samples at size x size and compare with the bare U-Net calls."""
-    from diffseg.stages import extract
-    from diffseg.stages.extract_plan import build_plan
-    from diffseg.stages.extract_worker import models_for
+    from diffseg.stages.extract import job as extract
+    from diffseg.stages.extract.plan import build_plan
+    from diffseg.stages.extract.worker import models_for
 
     with tempfile.TemporaryDirectory() as tmp:
-        plan = build_plan(dataset="demo", split=split, out=out or str(Path(tmp) / "cache"), model=model,
-                          preset=preset, resolution=(size, size), limit=images, device="cpu")
+        plan = build_plan(
+            dataset="demo",
+            split=split,
+            out=out or str(Path(tmp) / "cache"),
+            model=model,
+            preset=preset,
+            resolution=(size, size),
+            limit=images,
+            device="cpu",
+        )
         t0 = time.perf_counter()
         models = models_for(plan)
         build_s = time.perf_counter() - t0
@@ -102,10 +116,19 @@ def run(model: str = "tiny", size: int = 128, preset: str = "5step", images: int
         bare_runs = [bare_unet_seconds(models, log.calls) for _ in range(2)]
     bare = sum(bare_runs) / 2
     return {
-        "model": model, "size": size, "preset": preset, "images": images, "branches": list(plan.branches),
-        "unet_calls": len(log.calls), "batch_shapes": sorted({c[0] for c in log.calls}),
-        "startup_build_s": build_s, "startup_warm_s": warm_s, "extract_s": summary["extract_s"],
-        "bare_unet_s": bare, "bare_runs_s": bare_runs, "efficiency": bare / summary["extract_s"],
+        "model": model,
+        "size": size,
+        "preset": preset,
+        "images": images,
+        "branches": list(plan.branches),
+        "unet_calls": len(log.calls),
+        "batch_shapes": sorted({c[0] for c in log.calls}),
+        "startup_build_s": build_s,
+        "startup_warm_s": warm_s,
+        "extract_s": summary["extract_s"],
+        "bare_unet_s": bare,
+        "bare_runs_s": bare_runs,
+        "efficiency": bare / summary["extract_s"],
         "bytes_per_sample_512": preset_bytes(),
     }
 

@@ -49,8 +49,9 @@ def layer_specs(model: str, resolution: tuple[int, int], js: tuple[int, ...]) ->
     for block, (c, stride) in enumerate(zip(CHANNELS[model], (32, 16, 8)), start=1):
         for kind in ("res", "blk"):
             for j in js:
-                specs[f"up{block}.{kind}{j}"] = LayerSpec(kind=kind, stride=stride, channels=c,
-                                                          size=(H // stride, W // stride))
+                specs[f"up{block}.{kind}{j}"] = LayerSpec(
+                    kind=kind, stride=stride, channels=c, size=(H // stride, W // stride)
+                )
     return specs
 
 
@@ -153,8 +154,10 @@ def measure(path: Path, label: str) -> None:
 
         t = timed(epoch, repeat=2)
         del loader, epoch  # shut the persistent workers down before the next setting
-        print(f"  FeatureDataset+DataLoader workers={workers}, batch 2  {len(ds) / t:8.1f} samples/s "
-              f"{mbs(t):8.0f} MB/s   {eff(t)}")
+        print(
+            f"  FeatureDataset+DataLoader workers={workers}, batch 2  {len(ds) / t:8.1f} samples/s "
+            f"{mbs(t):8.0f} MB/s   {eff(t)}"
+        )
 
 
 def main() -> None:
@@ -174,8 +177,10 @@ def main() -> None:
                 specs = {name: s for name, s in specs.items() if name.split(".")[1].startswith("res")}
             path = Path(tmp) / f"cache{k}"
             w_mbs, raw_mbs = build(path, n, specs, steps, res)
-            print(f"\n{label}: write {w_mbs:.0f} MB/s with CacheWriter vs {raw_mbs:.0f} MB/s numpy tofile "
-                  f"(ratio {w_mbs / raw_mbs:.2f})")
+            print(
+                f"\n{label}: write {w_mbs:.0f} MB/s with CacheWriter vs {raw_mbs:.0f} MB/s numpy tofile "
+                f"(ratio {w_mbs / raw_mbs:.2f})"
+            )
             measure(path, label)
 
 

@@ -18,7 +18,9 @@ from pathlib import Path
 def _peak(argv: list[str]) -> dict:
     out = subprocess.run(
         [sys.executable, str(Path(__file__).with_name("_peak.py")), *argv],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -30,14 +32,46 @@ def run(counts: tuple[int, ...] = (8, 64), resolution: str = "128x128", iters: i
     with tempfile.TemporaryDirectory() as tmp:
         for n in counts:
             cache = Path(tmp) / f"demo-{n}"
-            ext = _peak([
-                "extract", "--dataset", "demo", "--model", "tiny", "--preset", "5step",
-                "--resolution", resolution, "--limit", str(n // views), "--views", str(views), "--out", str(cache),
-            ])
-            trn = _peak([
-                "train", "--cache", str(cache), "--out", str(Path(tmp) / f"run-{n}"), "--iters", str(iters),
-                "--batch-size", "2", "--fusion", "light", "--warmup", "2", "--eval-every", "0", "--workers", "0",
-            ])
+            ext = _peak(
+                [
+                    "extract",
+                    "--dataset",
+                    "demo",
+                    "--model",
+                    "tiny",
+                    "--preset",
+                    "5step",
+                    "--resolution",
+                    resolution,
+                    "--limit",
+                    str(n // views),
+                    "--views",
+                    str(views),
+                    "--out",
+                    str(cache),
+                ]
+            )
+            trn = _peak(
+                [
+                    "train",
+                    "--cache",
+                    str(cache),
+                    "--out",
+                    str(Path(tmp) / f"run-{n}"),
+                    "--iters",
+                    str(iters),
+                    "--batch-size",
+                    "2",
+                    "--fusion",
+                    "light",
+                    "--warmup",
+                    "2",
+                    "--eval-every",
+                    "0",
+                    "--workers",
+                    "0",
+                ]
+            )
             rows[n] = {"extract_peak_mib": ext["peak_mib"], "train_peak_mib": trn["peak_mib"]}
     lo, hi = min(counts), max(counts)
     return {

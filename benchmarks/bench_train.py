@@ -5,7 +5,7 @@ versus one from the feature cache, and the data-wait share of a cached iteration
 
 For each preset (reference, 5step, lite), at size x size px, both branches (IPKL):
 
-- cached iteration: the real trainer (`diffseg.stages.train.main`, reference fusion, batch 1,
+- cached iteration: the real trainer (`diffseg.stages.train.job.main`, reference fusion, batch 1,
   DataLoader workers) on a cache of that preset's exact feature shapes (random float16
   features written with CacheWriter: the step cost depends on the shapes only). Median
   per-iteration wall time after the first (warm-up) iteration; data-wait share = time
@@ -40,7 +40,7 @@ from diffseg.cache import CacheWriter
 from diffseg.pipeline.config import TrajectoryConfig, preset
 from diffseg.pipeline.extractor import FeatureExtractor
 from diffseg.pipeline.models import load_models
-from diffseg.stages import train
+from diffseg.stages.train import job as train
 
 
 def synthetic_label(size: int, n_classes: int, seed: int = 0) -> np.ndarray:
@@ -56,8 +56,12 @@ def write_shaped_cache(path: Path, specs: dict, save_steps, size: int, n: int, s
     attrs = {
         "model": {"name": "bench", "fingerprint": "bench", "prediction_type": "v_prediction"},
         "dataset": {"name": "bench", "split": "train", "info": {}},
-        "extract": {"bench": True}, "layers": {k: v.to_dict() for k, v in specs.items()},
-        "save_steps": list(save_steps), "branches": ["uncond", "cond"], "kind": "train", "resolution": [size, size],
+        "extract": {"bench": True},
+        "layers": {k: v.to_dict() for k, v in specs.items()},
+        "save_steps": list(save_steps),
+        "branches": ["uncond", "cond"],
+        "kind": "train",
+        "resolution": [size, size],
     }
     arrays = {f"{b}/{k}": ((S, v.channels, *v.size), np.float16) for b in ("uncond", "cond") for k, v in specs.items()}
     w = CacheWriter.create(path, attrs, [f"{i:05d}" for i in range(n)], arrays)
@@ -70,14 +74,28 @@ def write_shaped_cache(path: Path, specs: dict, save_steps, size: int, n: int, s
 
 def time_cached(cache: Path, out: Path, iters: int, workers: int) -> dict:
     """Median seconds per cached iteration (after the first) and the data-wait share."""
-    train.main(cache=cache, out=out, fusion="reference", iters=iters, warmup=0, eval_every=0, ckpt_every=10**6,
-               workers=workers, device="cpu", log_every=1)
+    train.main(
+        cache=cache,
+        out=out,
+        fusion="reference",
+        iters=iters,
+        warmup=0,
+        eval_every=0,
+        ckpt_every=10**6,
+        workers=workers,
+        device="cpu",
+        log_every=1,
+    )
     recs = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     recs = [r for r in recs if "wall_s" in r][1:]  # drop the warm-up iteration
     wall = [r["wall_s"] for r in recs]
     wait = [r["data_wait_s"] for r in recs]
-    return {"iter_s": statistics.median(wall), "data_wait_s": statistics.median(wait),
-            "data_wait_share": sum(wait) / sum(wall), "iters_timed": len(recs)}
+    return {
+        "iter_s": statistics.median(wall),
+        "data_wait_s": statistics.median(wait),
+        "data_wait_share": sum(wait) / sum(wall),
+        "iters_timed": len(recs),
+    }
 
 
 def time_online_extraction(models, cfg: TrajectoryConfig, size: int, cond_classes: int, repeat: int = 2) -> dict:
@@ -88,9 +106,12 @@ def time_online_extraction(models, cfg: TrajectoryConfig, size: int, cond_classe
     out: dict = {}
     for branch in ("uncond", "cond"):
         kw = {"labels": label} if branch == "cond" else {}
-        ex = {k: FeatureExtractor(models, TrajectoryConfig(**{**cfg.to_dict(), "steps": cfg.steps[:2],
-                                                               "save_steps": (cfg.steps[k - 1],)}))
-              for k in (1, 2)}
+        ex = {
+            k: FeatureExtractor(
+                models, TrajectoryConfig(**{**cfg.to_dict(), "steps": cfg.steps[:2], "save_steps": (cfg.steps[k - 1],)})
+            )
+            for k in (1, 2)
+        }
         ex[1].extract_tensors(branch, image, ["warm"], grad_mode="no_grad", **kw)
         t = {1: float("inf"), 2: float("inf")}
         for _ in range(repeat):
@@ -99,8 +120,12 @@ def time_online_extraction(models, cfg: TrajectoryConfig, size: int, cond_classe
                 ex[k].extract_tensors(branch, image, ["s0"], grad_mode="no_grad", **kw)
                 t[k] = min(t[k], time.perf_counter() - t0)
         per_eval = max(t[2] - t[1], 0.0)
-        out[branch] = {"one_eval_s": t[1], "two_evals_s": t[2], "per_eval_s": per_eval,
-                       "fixed_s": max(t[1] - per_eval, 0.0)}
+        out[branch] = {
+            "one_eval_s": t[1],
+            "two_evals_s": t[2],
+            "per_eval_s": per_eval,
+            "fixed_s": max(t[1] - per_eval, 0.0),
+        }
     return out
 
 
@@ -114,12 +139,27 @@ def scale_online(measured: dict, n_evals: int) -> dict:
     return out
 
 
-def run(model: str = "sd21-random", size: int = 256, presets=("reference", "5step", "lite"), iters: int = 4,
-        cache_samples: int = 3, workers: int = 2, cond_classes: int = 6, online: bool = True,
-        workdir: Path | None = None) -> dict:
+def run(
+    model: str = "sd21-random",
+    size: int = 256,
+    presets=("reference", "5step", "lite"),
+    iters: int = 4,
+    cache_samples: int = 3,
+    workers: int = 2,
+    cond_classes: int = 6,
+    online: bool = True,
+    workdir: Path | None = None,
+) -> dict:
     torch.manual_seed(0)
-    results: dict = {"model": model, "size": size, "iters": iters, "workers": workers, "cond_classes": cond_classes,
-                     "threads": torch.get_num_threads(), "presets": {}}
+    results: dict = {
+        "model": model,
+        "size": size,
+        "iters": iters,
+        "workers": workers,
+        "cond_classes": cond_classes,
+        "threads": torch.get_num_threads(),
+        "presets": {},
+    }
     t0 = time.perf_counter()
     models = load_models(model, device="cpu", dtype=torch.float32)
     results["model_build_s"] = time.perf_counter() - t0
@@ -147,16 +187,21 @@ def run(model: str = "sd21-random", size: int = 256, presets=("reference", "5ste
 
 
 def _table(res: dict) -> str:
-    lines = [f"model {res['model']}, {res['size']} px, both branches, cond label with {res['cond_classes']} classes, "
-             f"{res['threads']} threads, reference fusion",
-             "| preset | U-Net evals | online s/iter | cached s/iter | ratio | data wait |", "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"model {res['model']}, {res['size']} px, both branches, cond label with {res['cond_classes']} classes, "
+        f"{res['threads']} threads, reference fusion",
+        "| preset | U-Net evals | online s/iter | cached s/iter | ratio | data wait |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for name, row in res["presets"].items():
         on = row["online"]
         online = f"{on['iter_s']:.2f}" if isinstance(on, dict) else "not measured"
         n = on["n_evals"] if isinstance(on, dict) else "-"
         ratio = f"{row['ratio']:.0f}x" if "ratio" in row else "-"
-        lines.append(f"| {name} | {n} | {online} | {row['cached']['iter_s']:.2f} | {ratio} | "
-                     f"{100 * row['cached']['data_wait_share']:.1f}% |")
+        lines.append(
+            f"| {name} | {n} | {online} | {row['cached']['iter_s']:.2f} | {ratio} | "
+            f"{100 * row['cached']['data_wait_share']:.1f}% |"
+        )
     return "\n".join(lines)
 
 
@@ -170,7 +215,14 @@ if __name__ == "__main__":
     ap.add_argument("--cond-classes", type=int, default=6)
     ap.add_argument("--no-online", action="store_true", help="time the cached side only")
     args = ap.parse_args()
-    res = run(model=args.model, size=args.size, presets=tuple(args.presets.split(",")), iters=args.iters,
-              workers=args.workers, cond_classes=args.cond_classes, online=not args.no_online)
+    res = run(
+        model=args.model,
+        size=args.size,
+        presets=tuple(args.presets.split(",")),
+        iters=args.iters,
+        workers=args.workers,
+        cond_classes=args.cond_classes,
+        online=not args.no_online,
+    )
     print(json.dumps(res, indent=2), file=sys.stderr)  # the full record, for whoever digs in
     print(_table(res))

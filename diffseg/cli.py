@@ -12,11 +12,11 @@ import enum
 import functools
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from diffseg.errors import DiffsegError
+from diffseg.core.errors import DiffsegError
 
 app = typer.Typer(
     help=(
@@ -99,7 +99,7 @@ def user_errors(func):
             return func(*args, **kwargs)
         except DiffsegError as err:
             typer.echo(f"error: {err}", err=True)
-            raise typer.Exit(1)
+            raise typer.Exit(1) from None
 
     return wrapper
 
@@ -107,43 +107,43 @@ def user_errors(func):
 # Shared option declarations -------------------------------------------------------------
 DatasetOpt = Annotated[DatasetName, typer.Option("--dataset", "-d", help="Dataset adapter (layouts: README).")]
 RootOpt = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option(help="Dataset root. Default: $DIFFSEG_DATA/<folder> or data/<folder> (gta, synthia, ...)."),
 ]
 SplitOpt = Annotated[str, typer.Option(help="train | val (demo also: val-night, val-fog).")]
 SplitFileOpt = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option(exists=True, dir_okay=False, help="Text file of sample ids, one per line, restricting the split."),
 ]
 MapOpt = Annotated[MapillaryMap, typer.Option(help="Mapillary 66->19 convention: A (RobustNet/HRDA) or B (Rein).")]
 CondOpt = Annotated[
-    Optional[str], typer.Option(help="ACDC conditions to keep, e.g. night or fog,rain (per-condition layout only).")
+    str | None, typer.Option(help="ACDC conditions to keep, e.g. night or fog,rain (per-condition layout only).")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 CacheArg = Annotated[Path, typer.Argument(exists=True, file_okay=False, help="Cache directory (a Zarr group).")]
 
 
-def _csv(value: Optional[str]) -> Optional[tuple[str, ...]]:
+def _csv(value: str | None) -> tuple[str, ...] | None:
     return None if value is None else tuple(v.strip() for v in value.split(",") if v.strip())
 
 
-def _ints(value: Optional[str]) -> Optional[tuple[int, ...]]:
+def _ints(value: str | None) -> tuple[int, ...] | None:
     if value is None:
         return None
     try:
         return tuple(int(v) for v in value.split(",") if v.strip())
     except ValueError:
-        raise typer.BadParameter(f"expected comma-separated integers, got {value!r}")
+        raise typer.BadParameter(f"expected comma-separated integers, got {value!r}") from None
 
 
-def _size(value: Optional[str]) -> Optional[tuple[int, int]]:
+def _size(value: str | None) -> tuple[int, int] | None:
     """Parse WxH; the U-Net needs multiples of 64 (checked by the stage that knows why)."""
     if value is None:
         return None
     try:
         w, h = (int(v) for v in value.lower().split("x"))
     except ValueError:
-        raise typer.BadParameter(f"expected WxH such as 512x512, got {value!r}")
+        raise typer.BadParameter(f"expected WxH such as 512x512, got {value!r}") from None
     if w <= 0 or h <= 0:
         raise typer.BadParameter(f"sizes must be positive, got {value!r}")
     return (w, h)
@@ -156,33 +156,61 @@ def extract(
     dataset: DatasetOpt,
     root: RootOpt = None,
     split: SplitOpt = "train",
-    out: Annotated[Optional[Path], typer.Option(help="Cache dir. Default cache/<name> (train) or cache/<name>-<split>.")] = None,
-    model: Annotated[str, typer.Option(help="tiny | sd21-random | a diffusers dir | a hub id in the local cache.")] = "stabilityai/stable-diffusion-2-1",
-    preset: Annotated[Preset, typer.Option(help="Feature set: lite (default, 13 MiB/512 crop), 5step, 1step, reference (236 MiB).")] = Preset.lite,
-    steps: Annotated[Optional[str], typer.Option(help="Evaluated timesteps, e.g. 0,1,20,40,60 (overrides the preset).")] = None,
-    save_steps: Annotated[Optional[str], typer.Option(help="Saved timesteps, in cache order, e.g. 60,20,1.")] = None,
-    layers: Annotated[Optional[str], typer.Option(help="Layer names, e.g. up1.res2,up2.blk0,up3.xattn1.")] = None,
-    kinds: Annotated[Optional[str], typer.Option(help="Feature kinds at the preset's positions: res,blk,xattn.")] = None,
-    resolution: Annotated[Optional[str], typer.Option(help="Size fed to the VAE, WxH, multiples of 64 (crop size for train caches).")] = None,
-    scale: Annotated[Optional[str], typer.Option(help="Train caches: fit the image inside WxH before cropping.")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Cache dir. Default cache/<name> (train) or cache/<name>-<split>.")
+    ] = None,
+    model: Annotated[
+        str, typer.Option(help="tiny | sd21-random | a diffusers dir | a hub id in the local cache.")
+    ] = "stabilityai/stable-diffusion-2-1",
+    preset: Annotated[
+        Preset, typer.Option(help="Feature set: lite (default, 13 MiB/512 crop), 5step, 1step, reference (236 MiB).")
+    ] = Preset.lite,
+    steps: Annotated[
+        str | None, typer.Option(help="Evaluated timesteps, e.g. 0,1,20,40,60 (overrides the preset).")
+    ] = None,
+    save_steps: Annotated[str | None, typer.Option(help="Saved timesteps, in cache order, e.g. 60,20,1.")] = None,
+    layers: Annotated[str | None, typer.Option(help="Layer names, e.g. up1.res2,up2.blk0,up3.xattn1.")] = None,
+    kinds: Annotated[str | None, typer.Option(help="Feature kinds at the preset's positions: res,blk,xattn.")] = None,
+    resolution: Annotated[
+        str | None, typer.Option(help="Size fed to the VAE, WxH, multiples of 64 (crop size for train caches).")
+    ] = None,
+    scale: Annotated[str | None, typer.Option(help="Train caches: fit the image inside WxH before cropping.")] = None,
     views: Annotated[int, typer.Option(min=1, help="Seeded crops (and flips) stored per training image.")] = 1,
-    branches: Annotated[Optional[str], typer.Option(help="uncond,cond (default for train) or uncond.")] = None,
-    uncond_prompt: Annotated[UncondPrompt, typer.Option(help="empty (paper) or classes (label-free class list: gives xattn).")] = UncondPrompt.empty,
-    limit: Annotated[Optional[int], typer.Option(min=1, help="Only the first N samples in sorted id order.")] = None,
+    branches: Annotated[str | None, typer.Option(help="uncond,cond (default for train) or uncond.")] = None,
+    uncond_prompt: Annotated[
+        UncondPrompt, typer.Option(help="empty (paper) or classes (label-free class list: gives xattn).")
+    ] = UncondPrompt.empty,
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N samples in sorted id order.")] = None,
     split_file: SplitFileOpt = None,
     mapillary_map: MapOpt = MapillaryMap.A,
     conditions: CondOpt = None,
-    workers: Annotated[Optional[int], typer.Option(min=1, help="Run a local dask cluster of N workers (one per GPU on CUDA).")] = None,
-    scheduler: Annotated[Optional[str], typer.Option(help="Join an existing dask scheduler at ADDRESS.")] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Run a local dask cluster of N workers (one per GPU on CUDA).")
+    ] = None,
+    scheduler: Annotated[str | None, typer.Option(help="Join an existing dask scheduler at ADDRESS.")] = None,
     device: Annotated[Device, typer.Option(help="auto picks cuda when available.")] = Device.auto,
     seed: Annotated[int, typer.Option(help="Seed of every random draw (crops, VAE sample, eta noise).")] = 0,
-    encode: Annotated[Encode, typer.Option(help="Latent from the VAE posterior: mean or sample (seeded).")] = Encode.mean,
-    raw_eps: Annotated[bool, typer.Option(help="Treat the U-Net output as epsilon even for v-prediction (reference code).")] = False,
-    blk_sum: Annotated[bool, typer.Option(help="cond branch: sum blk over all prompt copies (reference code).")] = False,
-    classes: Annotated[Optional[str], typer.Option(help="Active classes for masked prompts (names or train ids). Default: all 19.")] = None,
-    descriptions: Annotated[Optional[Path], typer.Option(exists=True, dir_okay=False, help="JSON {class: description} replacing the defaults.")] = None,
-    strict: Annotated[bool, typer.Option(help="Stop at the first bad sample (default: skip, warn and record).")] = False,
-    dry_run: Annotated[bool, typer.Option(help="Print bytes per sample, the total and the free disk; write nothing.")] = False,
+    encode: Annotated[
+        Encode, typer.Option(help="Latent from the VAE posterior: mean or sample (seeded).")
+    ] = Encode.mean,
+    raw_eps: Annotated[
+        bool, typer.Option(help="Treat the U-Net output as epsilon even for v-prediction (reference code).")
+    ] = False,
+    blk_sum: Annotated[
+        bool, typer.Option(help="cond branch: sum blk over all prompt copies (reference code).")
+    ] = False,
+    classes: Annotated[
+        str | None, typer.Option(help="Active classes for masked prompts (names or train ids). Default: all 19.")
+    ] = None,
+    descriptions: Annotated[
+        Path | None, typer.Option(exists=True, dir_okay=False, help="JSON {class: description} replacing the defaults.")
+    ] = None,
+    strict: Annotated[
+        bool, typer.Option(help="Stop at the first bad sample (default: skip, warn and record).")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option(help="Print bytes per sample, the total and the free disk; write nothing.")
+    ] = False,
 ) -> None:
     """Stage one: run the frozen U-Net trajectory once per image and write the feature cache.
 
@@ -191,16 +219,39 @@ def extract(
     """
     if workers is not None and scheduler is not None:
         raise typer.BadParameter("give --workers or --scheduler, not both")
-    from diffseg.stages import extract as stage
+    from diffseg.stages.extract import job as stage
 
     stage.main(
-        dataset=dataset.value, root=root, split=split, out=out, model=model, preset=preset.value,
-        steps=_ints(steps), save_steps=_ints(save_steps), layers=_csv(layers), kinds=_csv(kinds),
-        resolution=_size(resolution), scale=_size(scale), views=views, branches=_csv(branches),
-        uncond_prompt=uncond_prompt.value, limit=limit, split_file=split_file,
-        mapillary_map=mapillary_map.value, conditions=_csv(conditions), workers=workers,
-        scheduler=scheduler, device=device.value, seed=seed, encode=encode.value, raw_eps=raw_eps,
-        blk_sum=blk_sum, classes=_csv(classes), descriptions=descriptions, strict=strict, dry_run=dry_run,
+        dataset=dataset.value,
+        root=root,
+        split=split,
+        out=out,
+        model=model,
+        preset=preset.value,
+        steps=_ints(steps),
+        save_steps=_ints(save_steps),
+        layers=_csv(layers),
+        kinds=_csv(kinds),
+        resolution=_size(resolution),
+        scale=_size(scale),
+        views=views,
+        branches=_csv(branches),
+        uncond_prompt=uncond_prompt.value,
+        limit=limit,
+        split_file=split_file,
+        mapillary_map=mapillary_map.value,
+        conditions=_csv(conditions),
+        workers=workers,
+        scheduler=scheduler,
+        device=device.value,
+        seed=seed,
+        encode=encode.value,
+        raw_eps=raw_eps,
+        blk_sum=blk_sum,
+        classes=_csv(classes),
+        descriptions=descriptions,
+        strict=strict,
+        dry_run=dry_run,
     )
 
 
@@ -214,15 +265,21 @@ def data_check(
     split_file: SplitFileOpt = None,
     mapillary_map: MapOpt = MapillaryMap.A,
     conditions: CondOpt = None,
-    limit: Annotated[Optional[int], typer.Option(min=1, help="Check only the first N samples.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Check only the first N samples.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Count samples, histogram the classes, list every problem with its file. Exit 1 on problems."""
-    from diffseg.stages import datacheck as stage
+    from diffseg.stages.tools import datacheck as stage
 
     code = stage.main(
-        dataset=dataset.value, root=root, split=split, split_file=split_file,
-        mapillary_map=mapillary_map.value, conditions=_csv(conditions), limit=limit, as_json=as_json,
+        dataset=dataset.value,
+        root=root,
+        split=split,
+        split_file=split_file,
+        mapillary_map=mapillary_map.value,
+        conditions=_csv(conditions),
+        limit=limit,
+        as_json=as_json,
     )
     raise typer.Exit(code)
 
@@ -231,7 +288,7 @@ def data_check(
 @user_errors
 def cache_info(cache: CacheArg, as_json: JsonOpt = False) -> None:
     """What a cache holds: config, layers, bytes per sample, completeness."""
-    from diffseg.stages import cachetools as stage
+    from diffseg.stages.tools import cache as stage
 
     raise typer.Exit(stage.info(cache=cache, as_json=as_json))
 
@@ -240,7 +297,7 @@ def cache_info(cache: CacheArg, as_json: JsonOpt = False) -> None:
 @user_errors
 def cache_verify(cache: CacheArg, as_json: JsonOpt = False) -> None:
     """Read every sample: complete, readable, finite. Exit 1 on problems."""
-    from diffseg.stages import cachetools as stage
+    from diffseg.stages.tools import cache as stage
 
     raise typer.Exit(stage.verify(cache=cache, as_json=as_json))
 
@@ -253,7 +310,7 @@ def cache_show(
     sample: Annotated[int, typer.Option(min=0, help="Sample index.")] = 0,
 ) -> None:
     """PCA-to-RGB pictures of the cached features per layer and step, and xattn heat maps."""
-    from diffseg.stages import cachetools as stage
+    from diffseg.stages.tools import cache as stage
 
     raise typer.Exit(stage.show(cache=cache, out=out, sample=sample))
 
@@ -263,14 +320,21 @@ def cache_show(
 @user_errors
 def train(
     cache: Annotated[Path, typer.Option(exists=True, file_okay=False, help="Training feature cache.")],
-    out: Annotated[Optional[Path], typer.Option(help="Run dir. Default runs/<cache name>-<YYYYmmdd-HHMMSS>.")] = None,
-    eval_cache: Annotated[Optional[list[Path]], typer.Option(exists=True, file_okay=False, help="Evaluate on this cache every --eval-every iterations (repeatable).")] = None,
-    layers: Annotated[Optional[str], typer.Option(help="Subset of the cache's layers.")] = None,
-    save_steps: Annotated[Optional[str], typer.Option(help="Subset of the cache's saved timesteps.")] = None,
-    kinds: Annotated[Optional[str], typer.Option(help="Subset of the cache's kinds: res,blk,xattn.")] = None,
-    branches: Annotated[Optional[str], typer.Option(help="Branches to train on (default: all the cache holds).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run dir. Default runs/<cache name>-<YYYYmmdd-HHMMSS>.")] = None,
+    eval_cache: Annotated[
+        list[Path] | None,
+        typer.Option(
+            exists=True, file_okay=False, help="Evaluate on this cache every --eval-every iterations (repeatable)."
+        ),
+    ] = None,
+    layers: Annotated[str | None, typer.Option(help="Subset of the cache's layers.")] = None,
+    save_steps: Annotated[str | None, typer.Option(help="Subset of the cache's saved timesteps.")] = None,
+    kinds: Annotated[str | None, typer.Option(help="Subset of the cache's kinds: res,blk,xattn.")] = None,
+    branches: Annotated[str | None, typer.Option(help="Branches to train on (default: all the cache holds).")] = None,
     fusion: Annotated[Fusion, typer.Option(help="Fusion widths: reference (paper) or light.")] = Fusion.reference,
-    consistency: Annotated[Consistency, typer.Option(help="IPKL consistency: l2 (MSE on logits), kl, none.")] = Consistency.l2,
+    consistency: Annotated[
+        Consistency, typer.Option(help="IPKL consistency: l2 (MSE on logits), kl, none.")
+    ] = Consistency.l2,
     w_cond: Annotated[float, typer.Option(help="Weight of the conditional CE.")] = 1.0,
     w_uncond: Annotated[float, typer.Option(help="Weight of the unconditional CE.")] = 1.0,
     w_cons: Annotated[float, typer.Option(help="Weight of the consistency term.")] = 1.0,
@@ -288,15 +352,33 @@ def train(
     resume: Annotated[bool, typer.Option(help="Continue the run in --out (or the latest run of this cache).")] = False,
 ) -> None:
     """Stage two: fit the DIFF fusion block and DAFormer head from a cache (never loads the U-Net)."""
-    from diffseg.stages import train as stage
+    from diffseg.stages.train import job as stage
 
     stage.main(
-        cache=cache, out=out, eval_caches=list(eval_cache or []), layers=_csv(layers),
-        save_steps=_ints(save_steps), kinds=_csv(kinds), branches=_csv(branches), fusion=fusion.value,
-        consistency=consistency.value, w_cond=w_cond, w_uncond=w_uncond, w_cons=w_cons,
-        detach_teacher=detach_teacher, iters=iters, batch_size=batch_size, lr=lr, warmup=warmup,
-        eval_every=eval_every, ckpt_every=ckpt_every, workers=workers, in_memory=in_memory,
-        device=device.value, seed=seed, resume=resume,
+        cache=cache,
+        out=out,
+        eval_caches=list(eval_cache or []),
+        layers=_csv(layers),
+        save_steps=_ints(save_steps),
+        kinds=_csv(kinds),
+        branches=_csv(branches),
+        fusion=fusion.value,
+        consistency=consistency.value,
+        w_cond=w_cond,
+        w_uncond=w_uncond,
+        w_cons=w_cons,
+        detach_teacher=detach_teacher,
+        iters=iters,
+        batch_size=batch_size,
+        lr=lr,
+        warmup=warmup,
+        eval_every=eval_every,
+        ckpt_every=ckpt_every,
+        workers=workers,
+        in_memory=in_memory,
+        device=device.value,
+        seed=seed,
+        resume=resume,
     )
 
 
@@ -304,7 +386,9 @@ def train(
 @user_errors
 def evaluate(
     run: Annotated[Path, typer.Option(exists=True, file_okay=False, help="Run directory from `diffseg train`.")],
-    cache: Annotated[list[Path], typer.Option(exists=True, file_okay=False, help="Evaluation cache (repeatable: one row each).")],
+    cache: Annotated[
+        list[Path], typer.Option(exists=True, file_okay=False, help="Evaluation cache (repeatable: one row each).")
+    ],
     as_json: JsonOpt = False,
     device: Annotated[Device, typer.Option(help="auto picks cuda when available.")] = Device.auto,
 ) -> None:
@@ -331,11 +415,20 @@ def ablate(
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """The paper's Table IV (and feature-selection cells) from one cache; finished cells are kept."""
-    from diffseg.stages import ablate as stage
+    from diffseg.stages.ablate import job as stage
 
     stage.main(
-        cache=cache, eval_caches=list(eval_cache), out=out, iters=iters, batch_size=batch_size,
-        fusion=fusion.value, lr=lr, warmup=warmup, workers=workers, features=features, device=device.value,
+        cache=cache,
+        eval_caches=list(eval_cache),
+        out=out,
+        iters=iters,
+        batch_size=batch_size,
+        fusion=fusion.value,
+        lr=lr,
+        warmup=warmup,
+        workers=workers,
+        features=features,
+        device=device.value,
         seed=seed,
     )
 
@@ -346,15 +439,26 @@ def predict(
     run: Annotated[Path, typer.Option(exists=True, file_okay=False, help="Run directory from `diffseg train`.")],
     inputs: Annotated[list[Path], typer.Argument(exists=True, help="Images or folders of images.")],
     out: Annotated[Path, typer.Option(help="Output folder for masks and pictures.")],
-    model: Annotated[Optional[str], typer.Option(help="Model for the online trajectory (default: the run's).")] = None,
-    resolution: Annotated[Optional[str], typer.Option(help="Size fed to the U-Net, WxH (default 1024x512).")] = None,
-    labels: Annotated[Optional[Path], typer.Option(exists=True, file_okay=False, help="Label files with matching stems (train ids or palette).")] = None,
+    model: Annotated[str | None, typer.Option(help="Model for the online trajectory (default: the run's).")] = None,
+    resolution: Annotated[str | None, typer.Option(help="Size fed to the U-Net, WxH (default 1024x512).")] = None,
+    labels: Annotated[
+        Path | None,
+        typer.Option(exists=True, file_okay=False, help="Label files with matching stems (train ids or palette)."),
+    ] = None,
     device: Annotated[Device, typer.Option(help="auto picks cuda when available.")] = Device.auto,
 ) -> None:
     """Segment images: palette PNG masks plus image | prediction (| ground truth) pictures."""
-    from diffseg.stages import predict as stage
+    from diffseg.stages.predict import job as stage
 
-    stage.main(run=run, inputs=list(inputs), out=out, model=model, resolution=_size(resolution), labels=labels, device=device.value)
+    stage.main(
+        run=run,
+        inputs=list(inputs),
+        out=out,
+        model=model,
+        resolution=_size(resolution),
+        labels=labels,
+        device=device.value,
+    )
 
 
 @app.command()
@@ -365,7 +469,7 @@ def demo(
     device: Annotated[Device, typer.Option(help="auto picks cuda when available.")] = Device.auto,
 ) -> None:
     """The whole method end to end on the built-in tiny model and demo dataset, with a report."""
-    from diffseg.stages import demo as stage
+    from diffseg.stages.demo import job as stage
 
     stage.main(out=out, size=size.value, device=device.value)
 
@@ -374,7 +478,7 @@ def demo(
 @user_errors
 def env() -> None:
     """Versions, devices, and whether xformers kernels actually run (for bug reports)."""
-    from diffseg.stages import envinfo as stage
+    from diffseg.stages.tools import env as stage
 
     stage.main()
 

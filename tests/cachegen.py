@@ -50,11 +50,26 @@ def encode_label(rng, label: np.ndarray, stride: int, channels: int, n_steps: in
     return feats.astype(np.float16)
 
 
-def make_cache(path: Path, *, n: int = 6, resolution: tuple[int, int] = (64, 64), layers: dict | None = None,
-               branches=("uncond", "cond"), save_steps=(60, 20, 1), kind: str = "train",
-               dataset: str = "gtav", split: str = "train", fingerprint: str = "f00d" * 4,
-               classes=tuple(range(8)), block: int = 16, signal: float = 0.0, seed: int = 0,
-               cond_only: tuple[str, ...] = (), orig_scale: int = 2, ids: list[str] | None = None) -> Path:
+def make_cache(
+    path: Path,
+    *,
+    n: int = 6,
+    resolution: tuple[int, int] = (64, 64),
+    layers: dict | None = None,
+    branches=("uncond", "cond"),
+    save_steps=(60, 20, 1),
+    kind: str = "train",
+    dataset: str = "gtav",
+    split: str = "train",
+    fingerprint: str = "f00d" * 4,
+    classes=tuple(range(8)),
+    block: int = 16,
+    signal: float = 0.0,
+    seed: int = 0,
+    cond_only: tuple[str, ...] = (),
+    orig_scale: int = 2,
+    ids: list[str] | None = None,
+) -> Path:
     """Write a complete synthetic cache; `cond_only` layers (e.g. xattn) exist in the cond branch only."""
     layers = dict(DEFAULT_LAYERS if layers is None else layers)
     w, h = resolution
@@ -63,12 +78,26 @@ def make_cache(path: Path, *, n: int = 6, resolution: tuple[int, int] = (64, 64)
         "model": {"name": "synthetic", "fingerprint": fingerprint, "prediction_type": "v_prediction"},
         "dataset": {"name": dataset, "split": split, "info": {}},
         "extract": {"preset": "synthetic", "save_steps": list(save_steps), "layers": list(layers), "seed": seed},
-        "layers": {l: {"kind": layer_kind(l), "stride": layer_stride(l), "channels": c,
-                       "size": [h // layer_stride(l), w // layer_stride(l)]} for l, c in layers.items()},
-        "save_steps": list(save_steps), "branches": list(branches), "kind": kind, "resolution": [w, h],
+        "layers": {
+            l: {
+                "kind": layer_kind(l),
+                "stride": layer_stride(l),
+                "channels": c,
+                "size": [h // layer_stride(l), w // layer_stride(l)],
+            }
+            for l, c in layers.items()
+        },
+        "save_steps": list(save_steps),
+        "branches": list(branches),
+        "kind": kind,
+        "resolution": [w, h],
     }
-    arrays = {f"{b}/{l}": ((n_steps, c, h // layer_stride(l), w // layer_stride(l)), np.float16)
-              for b in branches for l, c in layers.items() if b == "cond" or l not in cond_only}
+    arrays = {
+        f"{b}/{l}": ((n_steps, c, h // layer_stride(l), w // layer_stride(l)), np.float16)
+        for b in branches
+        for l, c in layers.items()
+        if b == "cond" or l not in cond_only
+    }
     ids = ids or [f"{i:05d}" for i in range(n)]
     orig_max = (h * orig_scale, w * orig_scale) if kind == "eval" else None
     writer = CacheWriter.create(path, attrs, ids, arrays, orig_label_max=orig_max)
@@ -92,8 +121,9 @@ def poison_sample(path: Path, name: str, i: int) -> None:
     arr[i] = np.full(arr.shape[1:], np.nan, dtype=arr.dtype)
 
 
-# Keywords of diffseg.stages.train.main for fast CPU test runs (light fusion, no workers).
-FAST_TRAIN = dict(fusion="light", iters=2, warmup=0, lr=1e-3, eval_every=0, ckpt_every=1000, workers=0,
-                  device="cpu", log_every=1)
+# Keywords of diffseg.stages.train.job.main for fast CPU test runs (light fusion, no workers).
+FAST_TRAIN = dict(
+    fusion="light", iters=2, warmup=0, lr=1e-3, eval_every=0, ckpt_every=1000, workers=0, device="cpu", log_every=1
+)
 # A small cache: 32x32 crops, strides 32/16/8 -> 1x1, 2x2, 4x4 feature maps.
 SMALL = dict(resolution=(32, 32), layers=SMALL_LAYERS, block=8)

@@ -78,8 +78,16 @@ def make_synthia(root: Path, n: int = 2, size=(32, 24), seed: int = 0) -> dict:
     return out
 
 
-def make_cityscapes(root: Path, split: str = "val", n: int = 2, size=(32, 16), seed: int = 0,
-                    city: str = "aachen", label_ids: bool = True, train_ids: bool = False) -> dict:
+def make_cityscapes(
+    root: Path,
+    split: str = "val",
+    n: int = 2,
+    size=(32, 16),
+    seed: int = 0,
+    city: str = "aachen",
+    label_ids: bool = True,
+    train_ids: bool = False,
+) -> dict:
     """labelIds (shipped) and optionally user-made labelTrainIds (deliberately different content)."""
     rng, out = np.random.default_rng(seed), {}
     for k in range(n):
@@ -96,23 +104,32 @@ def make_cityscapes(root: Path, split: str = "val", n: int = 2, size=(32, 16), s
     return out
 
 
-def make_bdd100k(root: Path, split: str = "val", n: int = 2, size=(32, 16), seed: int = 0, legacy: bool = False) -> dict:
+def make_bdd100k(
+    root: Path, split: str = "val", n: int = 2, size=(32, 16), seed: int = 0, legacy: bool = False
+) -> dict:
     rng, out = np.random.default_rng(seed), {}
     for k in range(n):
         sample_id = f"{k:08x}-{k + 1:08x}"
         label = blocks(rng, size, TRAIN_IDS)
         if legacy:
-            img, lab = root / "seg" / "images" / split / f"{sample_id}.jpg", root / "seg" / "labels" / split / f"{sample_id}_train_id.png"
+            img, lab = (
+                root / "seg" / "images" / split / f"{sample_id}.jpg",
+                root / "seg" / "labels" / split / f"{sample_id}_train_id.png",
+            )
         else:
-            img, lab = root / "images" / "10k" / split / f"{sample_id}.jpg", root / "labels" / "sem_seg" / "masks" / split / f"{sample_id}.png"
+            img, lab = (
+                root / "images" / "10k" / split / f"{sample_id}.jpg",
+                root / "labels" / "sem_seg" / "masks" / split / f"{sample_id}.png",
+            )
         save_image(img, rgb(rng, size))
         save_grey(lab, label)
         out[sample_id] = label
     return out
 
 
-def make_mapillary(root: Path, split: str = "val", n: int = 2, size=(24, 20), seed: int = 0,
-                   layout: str = "v1.2", mapping: str = "A") -> dict:
+def make_mapillary(
+    root: Path, split: str = "val", n: int = 2, size=(24, 20), seed: int = 0, layout: str = "v1.2", mapping: str = "A"
+) -> dict:
     """layout "v1.2": {split}/labels/; "v2.0": {split}/v1.2/labels/ (and an unused v2.0/labels/)."""
     folder = root / {"train": "training", "val": "validation"}[split]
     labels = folder / "labels" if layout == "v1.2" else folder / "v1.2" / "labels"
@@ -128,8 +145,16 @@ def make_mapillary(root: Path, split: str = "val", n: int = 2, size=(24, 20), se
     return out
 
 
-def make_acdc(root: Path, split: str = "val", n: int = 1, size=(32, 18), seed: int = 0,
-              conditions=("fog", "night", "rain", "snow"), flat: bool = False, label_ids: bool = False) -> dict:
+def make_acdc(
+    root: Path,
+    split: str = "val",
+    n: int = 1,
+    size=(32, 18),
+    seed: int = 0,
+    conditions=("fog", "night", "rain", "snow"),
+    flat: bool = False,
+    label_ids: bool = False,
+) -> dict:
     """Per-condition layout (with an unlabelled `{split}_ref` folder) or the flattened DAFormer one."""
     rng, out = np.random.default_rng(seed), {}
     for cond in conditions:

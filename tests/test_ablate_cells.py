@@ -1,6 +1,6 @@
 """Planning of the ablation cells from a cache layout (pure, no training)."""
 
-from diffseg.stages.ablate_cells import PAPER_TABLE4, CacheLayout, plan_cells
+from diffseg.stages.ablate.cells import PAPER_TABLE4, CacheLayout, plan_cells
 
 
 def _layout(kinds=("res",), xattn_both=False, steps=(60, 20, 1)):

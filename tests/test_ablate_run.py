@@ -9,11 +9,11 @@ import pytest
 from typer.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).parent))
-from cachegen import make_cache  # noqa: E402
+from cachegen import make_cache
 
-from diffseg.cli import app  # noqa: E402
-from diffseg.stages import ablate  # noqa: E402
-from diffseg.stages.ablate_cells import TABLE4  # noqa: E402
+from diffseg.cli import app
+from diffseg.stages.ablate import job as ablate
+from diffseg.stages.ablate.cells import TABLE4
 
 LAYERS = {"up3.res0": 4, "up3.res2": 4}  # one stride, two res layers: baseline differs from diff
 KW = dict(iters=2, batch_size=1, fusion="light", warmup=1, features=True, device="cpu", seed=0, workers=0)
@@ -79,8 +79,19 @@ def test_rerun_only_runs_the_missing_cell(finished, monkeypatch):
 
 def test_new_target_is_scored_without_retraining(finished, tmp_path, monkeypatch):
     out, train, target = finished
-    night = make_cache(tmp_path / "night", n=1, kind="eval", dataset="demo", split="val-night", resolution=(32, 32),
-                       layers=LAYERS, save_steps=(1,), signal=1.0, block=8, seed=5)
+    night = make_cache(
+        tmp_path / "night",
+        n=1,
+        kind="eval",
+        dataset="demo",
+        split="val-night",
+        resolution=(32, 32),
+        layers=LAYERS,
+        save_steps=(1,),
+        signal=1.0,
+        block=8,
+        seed=5,
+    )
     calls = []
     monkeypatch.setattr(ablate.train_stage, "main", lambda **kw: calls.append(kw))
     ablate.main(cache=train, eval_caches=[target, night], out=out, **KW)
@@ -99,10 +110,23 @@ def test_changed_settings_are_refused_not_mixed(finished):
 
 def test_cache_without_cond_branch_exits_1_with_one_line(caches, tmp_path):
     root, _, target = caches
-    uncond = make_cache(tmp_path / "uncond", n=1, resolution=(32, 32), layers=LAYERS, save_steps=(1,),
-                        branches=("uncond",), block=8)
-    res = CliRunner().invoke(app, ["ablate", "--cache", str(uncond), "--eval-cache", str(target),
-                                   "--out", str(tmp_path / "o"), "--device", "cpu"])
+    uncond = make_cache(
+        tmp_path / "uncond", n=1, resolution=(32, 32), layers=LAYERS, save_steps=(1,), branches=("uncond",), block=8
+    )
+    res = CliRunner().invoke(
+        app,
+        [
+            "ablate",
+            "--cache",
+            str(uncond),
+            "--eval-cache",
+            str(target),
+            "--out",
+            str(tmp_path / "o"),
+            "--device",
+            "cpu",
+        ],
+    )
     assert res.exit_code == 1
     lines = res.output.strip().splitlines()
     assert len(lines) == 1 and str(uncond) in lines[0] and "--branches uncond,cond" in lines[0]

@@ -63,6 +63,7 @@ def test_verify_finds_a_truncated_chunk(tmp_path):
 
 def test_show_writes_feature_and_xattn_pictures(tmp_path):
     from PIL import Image
+
     make_cache(tmp_path / "c", 2, xattn_classes=19, branches=("cond",), save_steps=(20, 1))
     res = runner.invoke(app, ["cache", "show", str(tmp_path / "c"), "--out", str(tmp_path / "pics"), "--sample", "1"])
     assert res.exit_code == 0, res.output
@@ -80,7 +81,7 @@ def test_show_refuses_an_incomplete_sample(tmp_path):
 
 
 def test_pca_rgb_of_two_regions_separates_them():
-    from diffseg.stages.cacheshow import pca_rgb
+    from diffseg.stages.tools.cacheshow import pca_rgb
 
     feats = np.zeros((1, 8, 4, 4), np.float16)
     feats[0, :, :, 2:] = np.arange(8)[:, None, None]  # right half differs along one direction

@@ -10,7 +10,7 @@ import torch
 
 from diffseg.cache import CacheReader, FeatureDataset, dataset
 from diffseg.cache.synthetic import make_cache
-from diffseg.errors import DiffsegError
+from diffseg.core.errors import DiffsegError
 
 LAYERS = ["up1.res2", "up3.blk1"]
 

@@ -9,7 +9,7 @@ import pytest
 
 from diffseg.cache import CacheReader, CacheWriter
 from diffseg.cache.synthetic import layer_set, make_cache, synthetic_attrs
-from diffseg.errors import CacheMismatch, DiffsegError
+from diffseg.core.errors import CacheMismatch, DiffsegError
 
 
 def request(save_steps=(60, 20, 1), n=3, fingerprint=None, split="train"):
@@ -19,8 +19,11 @@ def request(save_steps=(60, 20, 1), n=3, fingerprint=None, split="train"):
     if fingerprint:
         attrs["model"]["fingerprint"] = fingerprint
     attrs["dataset"]["split"] = split
-    arrays = {f"{b}/{k}": ((len(save_steps), s.channels, *s.size), np.float16)
-              for b in ("uncond", "cond") for k, s in layers.items()}
+    arrays = {
+        f"{b}/{k}": ((len(save_steps), s.channels, *s.size), np.float16)
+        for b in ("uncond", "cond")
+        for k, s in layers.items()
+    }
     return attrs, [f"city/img_{k:05d}" for k in range(n)], arrays
 
 

@@ -8,7 +8,7 @@ import zarr
 
 from diffseg.cache import CacheReader, CacheWriter, schema
 from diffseg.cache.synthetic import make_cache, sample_arrays, sample_label
-from diffseg.errors import DiffsegError
+from diffseg.core.errors import DiffsegError
 
 
 def expected(i: int, writer: CacheWriter, seed: int = 0):
@@ -163,4 +163,6 @@ def test_plain_zarr_and_dask_read_the_cache(tmp_path):
     x = da.from_zarr(str(tmp_path / "c"), component=name)
     assert x.chunks[0] == (1, 1)
     assert np.array_equal(x.compute(), np.stack([r.read(i, [name])[name] for i in range(2)]))
-    assert np.array_equal(da.from_zarr(str(tmp_path / "c"), component="labels")[1].compute(), r.read(1, ["labels"])["labels"])
+    assert np.array_equal(
+        da.from_zarr(str(tmp_path / "c"), component="labels")[1].compute(), r.read(1, ["labels"])["labels"]
+    )

@@ -14,9 +14,11 @@ COMMANDS = ["extract", "train", "eval", "ablate", "predict", "demo", "env", "dat
 
 
 def test_help_imports_nothing_heavy():
-    code = ("import sys; from diffseg.cli import app; "
-            "heavy = [m for m in ('torch', 'diffusers', 'transformers', 'zarr', 'dask', 'numpy') if m in sys.modules]; "
-            "print(','.join(heavy))")
+    code = (
+        "import sys; from diffseg.cli import app; "
+        "heavy = [m for m in ('torch', 'diffusers', 'transformers', 'zarr', 'dask', 'numpy') if m in sys.modules]; "
+        "print(','.join(heavy))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"importing the CLI pulled in {out.stdout.strip()}"
 
@@ -28,16 +30,34 @@ def test_help_lists_every_command():
         assert name in res.output
 
 
-@pytest.mark.parametrize("argv", [["extract", "--dataset", "nope"], ["train", "--cache", "/does/not/exist"],
-                                  ["extract", "--dataset", "demo", "--resolution", "12"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["extract", "--dataset", "nope"],
+        ["train", "--cache", "/does/not/exist"],
+        ["extract", "--dataset", "demo", "--resolution", "12"],
+    ],
+)
 def test_parser_errors_exit_2(argv):
     res = RUNNER.invoke(app, argv)
     assert res.exit_code == 2, res.output
 
 
 def test_user_error_is_one_line_exit_1(tmp_path):
-    res = RUNNER.invoke(app, ["extract", "--dataset", "gtav", "--root", str(tmp_path / "nowhere"), "--model", "tiny",
-                              "--out", str(tmp_path / "c")])
+    res = RUNNER.invoke(
+        app,
+        [
+            "extract",
+            "--dataset",
+            "gtav",
+            "--root",
+            str(tmp_path / "nowhere"),
+            "--model",
+            "tiny",
+            "--out",
+            str(tmp_path / "c"),
+        ],
+    )
     assert res.exit_code == 1
     assert "Traceback" not in res.output
     lines = [ln for ln in res.output.splitlines() if ln.startswith("error:")]
@@ -47,8 +67,11 @@ def test_user_error_is_one_line_exit_1(tmp_path):
 
 def test_console_script_turns_errors_into_one_line(tmp_path):
     # The real entry point, as a user runs it: stderr holds one line, exit code 1.
-    proc = subprocess.run([sys.executable, "-c", "from diffseg.cli import main; main()", "cache", "info", str(tmp_path)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", "from diffseg.cli import main; main()", "cache", "info", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr

@@ -2,12 +2,20 @@
 
 import numpy as np
 import pytest
+from datagen import (
+    make_acdc,
+    make_bdd100k,
+    make_cityscapes,
+    make_darkzurich,
+    make_gtav,
+    make_mapillary,
+    make_synthia,
+    save_grey,
+)
 from PIL import Image
 
-from datagen import (make_acdc, make_bdd100k, make_cityscapes, make_darkzurich, make_gtav, make_mapillary,
-                     make_synthia, save_grey)
+from diffseg.core.errors import DiffsegError
 from diffseg.data import DATASET_NAMES, open_dataset
-from diffseg.errors import DiffsegError
 
 
 def _assert_matches(ds, expected: dict) -> None:

@@ -3,9 +3,9 @@
 import json
 
 import pytest
+from datagen import make_cityscapes, make_gtav
 from typer.testing import CliRunner
 
-from datagen import make_cityscapes, make_gtav
 from diffseg.cli import app
 
 
@@ -42,7 +42,9 @@ def test_bad_dataset_exit_1_names_the_file(runner, tmp_path):
     assert res.exit_code == 1
     rep = json.loads(res.stdout)
     assert rep["samples"] == 3 and len(rep["problems"]) == 2
-    assert rep["problems"][0] == f"{missing}: missing label" and rep["problems"][1].startswith(f"{bad}: unreadable image")
+    assert rep["problems"][0] == f"{missing}: missing label" and rep["problems"][1].startswith(
+        f"{bad}: unreadable image"
+    )
     res = runner.invoke(app, ["data", "check", "--dataset", "gtav", "--root", str(tmp_path)])
     assert res.exit_code == 1 and f"problem: {missing}: missing label" in res.stdout
     assert "Traceback" not in res.output

@@ -5,9 +5,9 @@ import time
 import numpy as np
 import pytest
 
+from diffseg.core.errors import DiffsegError
 from diffseg.data import DEMO_SPLITS, open_dataset
 from diffseg.data.demo import DEMO_COUNTS, render_sample
-from diffseg.errors import DiffsegError
 
 
 def test_splits_counts_and_ids():

@@ -2,11 +2,11 @@
 
 import numpy as np
 import pytest
+from datagen import make_bdd100k, make_cityscapes, make_gtav, make_mapillary, make_synthia, save_grey
 from PIL import Image
 
-from datagen import make_bdd100k, make_cityscapes, make_gtav, make_mapillary, make_synthia, save_grey
+from diffseg.core.errors import DataError, DiffsegError
 from diffseg.data import default_root, open_dataset
-from diffseg.errors import DataError, DiffsegError
 
 
 def _truncate(path):

@@ -18,7 +18,9 @@ def test_cityscapes_fixture_uses_label_ids():
     s = ds.load(0)
     assert s.image.shape == (128, 256, 3) and s.label.shape == (128, 256)
     assert sorted(np.unique(s.label).tolist()) == [0, 1, 2, 4, 5, 7, 8, 10, 11, 13, 255]
-    shipped = np.asarray(Image.open(FIXTURES / "cityscapes/gtFine/val/frankfurt/frankfurt_000000_000294_gtFine_labelTrainIds.png"))
+    shipped = np.asarray(
+        Image.open(FIXTURES / "cityscapes/gtFine/val/frankfurt/frankfurt_000000_000294_gtFine_labelTrainIds.png")
+    )
     differ = float((shipped != s.label).mean())
     assert 0 < differ < 0.01  # the separately downscaled labelTrainIds differs on ~0.2% of pixels
 

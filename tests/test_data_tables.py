@@ -2,8 +2,8 @@
 
 import numpy as np
 
+from diffseg.core.classes import colorize
 from diffseg.data import CLASS_NAMES, IGNORE, NUM_CLASSES, PALETTE, SYNTHIA13, SYNTHIA16
-from diffseg.data.classes import colorize
 from diffseg.data.tables import CITYSCAPES_TABLE, MAPILLARY_TABLES, SYNTHIA_TABLE
 
 
@@ -12,7 +12,9 @@ def _pairs(text: str) -> dict[int, int]:
 
 
 # Copied from DATASETS.md "Id -> train id tables".
-DOC_CITYSCAPES = _pairs("7:0 8:1 11:2 12:3 13:4 17:5 19:6 20:7 21:8 22:9 23:10 24:11 25:12 26:13 27:14 28:15 31:16 32:17 33:18")
+DOC_CITYSCAPES = _pairs(
+    "7:0 8:1 11:2 12:3 13:4 17:5 19:6 20:7 21:8 22:9 23:10 24:11 25:12 26:13 27:14 28:15 31:16 32:17 33:18"
+)
 DOC_SYNTHIA = _pairs("3:0 4:1 2:2 21:3 5:4 7:5 15:6 9:7 6:8 16:9 1:10 10:11 17:12 8:13 18:14 19:15 20:16 12:17 11:18")
 DOC_MAP_A = _pairs(
     "13:0 24:0 41:0 2:1 15:1 17:2 6:3 3:4 45:5 47:5 48:6 50:7 30:8 29:9 27:10 19:11 20:12 21:12 22:12 "

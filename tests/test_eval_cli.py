@@ -9,10 +9,10 @@ from cachegen import FAST_TRAIN, SMALL, make_cache
 from typer.testing import CliRunner
 
 from diffseg.cli import app
-from diffseg.stages import train
-from diffseg.stages.run_load import load_segmentor, read_run
-from diffseg.stages.run_model import eval_targets
-from diffseg.stages.scoring import confusion_on
+from diffseg.stages.runs.model import eval_targets
+from diffseg.stages.runs.record import load_segmentor, read_run
+from diffseg.stages.runs.scoring import confusion_on
+from diffseg.stages.train import job as train
 
 EVAL = dict(kind="eval", split="val", branches=("uncond",), **SMALL)
 
@@ -63,9 +63,15 @@ def test_scores_at_the_original_label_size(setup):
     record = read_run(run)
     model, which = load_segmentor(record, "cpu")
     assert which == "final"
-    [target] = eval_targets([str(bdd)], fingerprint=record.train_cache["model_fingerprint"], train_cache=record.cfg.cache,
-                            train_extract=record.train_cache["extract"],
-                            layers=record.cfg.layers, layer_specs=record.layer_specs, save_steps=record.cfg.save_steps)
+    [target] = eval_targets(
+        [str(bdd)],
+        fingerprint=record.train_cache["model_fingerprint"],
+        train_cache=record.cfg.cache,
+        train_extract=record.train_cache["extract"],
+        layers=record.cfg.layers,
+        layer_specs=record.layer_specs,
+        save_steps=record.cfg.save_steps,
+    )
     cm, n = confusion_on(model, target, torch.device("cpu"))
     assert n == 2 and int(cm.mat.sum()) == 2 * 96 * 96  # labels at 3x the 32x32 extraction size
 

@@ -10,15 +10,33 @@ from cachegen import FAST_TRAIN, SMALL, make_cache
 from typer.testing import CliRunner
 
 from diffseg.cli import app
-from diffseg.errors import CacheMismatch
-from diffseg.stages import train
-from diffseg.stages.selection import match_extract
+from diffseg.core.errors import CacheMismatch
+from diffseg.stages.train import job as train
+from diffseg.stages.train.selection import match_extract
 
-TRAJ = {"steps": [0, 1, 20, 40, 60], "save_steps": [60, 20, 1], "layers": ["up1.res2"], "eta": 1.0,
-        "eta_window": [10, 250], "encode": "mean", "raw_eps": False, "guidance": 5.0, "blk_sum": False, "seed": 0}
-EXTRACT = {"preset": "lite", "trajectory": TRAJ, "uncond_prompt": "empty", "uncond_prompt_text": "",
-           "classes": list(range(19)), "resolution": [32, 32], "views": 2, "branches": ["uncond", "cond"],
-           "limit": None}
+TRAJ = {
+    "steps": [0, 1, 20, 40, 60],
+    "save_steps": [60, 20, 1],
+    "layers": ["up1.res2"],
+    "eta": 1.0,
+    "eta_window": [10, 250],
+    "encode": "mean",
+    "raw_eps": False,
+    "guidance": 5.0,
+    "blk_sum": False,
+    "seed": 0,
+}
+EXTRACT = {
+    "preset": "lite",
+    "trajectory": TRAJ,
+    "uncond_prompt": "empty",
+    "uncond_prompt_text": "",
+    "classes": list(range(19)),
+    "resolution": [32, 32],
+    "views": 2,
+    "branches": ["uncond", "cond"],
+    "limit": None,
+}
 EVAL = dict(kind="eval", split="val", branches=("uncond",), dataset="cityscapes", n=2, **SMALL)
 
 
@@ -48,21 +66,35 @@ def test_run_records_the_training_extract_config(run):
 
 def test_matching_cache_is_scored(run):
     tmp, run_dir = run
-    same = {**EXTRACT, "resolution": [64, 32], "views": 1, "branches": ["uncond"], "limit": 2,
-            "trajectory": {**TRAJ, "guidance": 7.5, "blk_sum": True}}  # none of these change uncond features
+    same = {
+        **EXTRACT,
+        "resolution": [64, 32],
+        "views": 1,
+        "branches": ["uncond"],
+        "limit": 2,
+        "trajectory": {**TRAJ, "guidance": 7.5, "blk_sum": True},
+    }  # none of these change uncond features
     cs = set_extract(make_cache(tmp / "cs-same", **EVAL), same)
     result = _eval(run_dir, cs)
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["samples"] == 2
 
 
-@pytest.mark.parametrize("name, extract, key, got, want", [
-    ("prompt", {**EXTRACT, "uncond_prompt": "classes"}, "extract.uncond_prompt", '"classes"', '"empty"'),
-    ("steps", {**EXTRACT, "trajectory": {**TRAJ, "steps": [0, 1, 20, 60]}}, "extract.trajectory.steps",
-     "[0, 1, 20, 60]", "[0, 1, 20, 40, 60]"),
-    ("eta", {**EXTRACT, "trajectory": {**TRAJ, "eta": 0.0}}, "extract.trajectory.eta", "0.0", "1.0"),
-    ("raw", {**EXTRACT, "trajectory": {**TRAJ, "raw_eps": True}}, "extract.trajectory.raw_eps", "true", "false"),
-])
+@pytest.mark.parametrize(
+    "name, extract, key, got, want",
+    [
+        ("prompt", {**EXTRACT, "uncond_prompt": "classes"}, "extract.uncond_prompt", '"classes"', '"empty"'),
+        (
+            "steps",
+            {**EXTRACT, "trajectory": {**TRAJ, "steps": [0, 1, 20, 60]}},
+            "extract.trajectory.steps",
+            "[0, 1, 20, 60]",
+            "[0, 1, 20, 40, 60]",
+        ),
+        ("eta", {**EXTRACT, "trajectory": {**TRAJ, "eta": 0.0}}, "extract.trajectory.eta", "0.0", "1.0"),
+        ("raw", {**EXTRACT, "trajectory": {**TRAJ, "raw_eps": True}}, "extract.trajectory.raw_eps", "true", "false"),
+    ],
+)
 def test_other_trajectory_is_refused(run, name, extract, key, got, want):
     tmp, run_dir = run
     cs = set_extract(make_cache(tmp / f"cs-{name}", **EVAL), extract)
@@ -76,13 +108,21 @@ def test_other_trajectory_is_refused(run, name, extract, key, got, want):
 def test_classes_matter_only_with_xattn():
     other = {**EXTRACT, "classes": [0, 1, 2]}
     match_extract("cs", other, train_cache="gtav", train_extract=EXTRACT, layers=["up1.res2"])
-    with pytest.raises(CacheMismatch, match=r"cs was extracted with extract.classes=\[0, 1, 2\]; the training "
-                                            r"cache gtav with \[0, 1, 2, 3,"):
+    with pytest.raises(
+        CacheMismatch,
+        match=r"cs was extracted with extract.classes=\[0, 1, 2\]; the training "
+        r"cache gtav with \[0, 1, 2, 3,",
+    ):
         match_extract("cs", other, train_cache="gtav", train_extract=EXTRACT, layers=["up1.res2", "up2.xattn0"])
 
 
 def test_a_field_only_one_cache_records_is_a_mismatch():
     with pytest.raises(CacheMismatch, match=r"extract.trajectory.encode=\(not recorded\); .* with \"mean\""):
-        match_extract("cs", {**EXTRACT, "trajectory": {k: v for k, v in TRAJ.items() if k != "encode"}},
-                      train_cache="gtav", train_extract=EXTRACT, layers=["up1.res2"])
+        match_extract(
+            "cs",
+            {**EXTRACT, "trajectory": {k: v for k, v in TRAJ.items() if k != "encode"}},
+            train_cache="gtav",
+            train_extract=EXTRACT,
+            layers=["up1.res2"],
+        )
     match_extract("cs", {"preset": "synthetic"}, train_cache="gtav", train_extract={"seed": 0}, layers=["up1.res2"])

@@ -3,9 +3,9 @@ attributes and counted; `--strict` stops at the first with exit 1 (DESIGN.md "Er
 
 import numpy as np
 import pytest
+from datagen import make_gtav
 from typer.testing import CliRunner
 
-from datagen import make_gtav
 from diffseg.cache import CacheReader
 from diffseg.cli import app
 
@@ -21,9 +21,27 @@ def gta(tmp_path):
 
 
 def extract(root, out, *extra):
-    return RUNNER.invoke(app, ["extract", "--dataset", "gtav", "--root", str(root), "--model", "tiny",
-                               "--resolution", "64x64", "--scale", "96x64", "--preset", "1step",
-                               "--out", str(out), *extra])
+    return RUNNER.invoke(
+        app,
+        [
+            "extract",
+            "--dataset",
+            "gtav",
+            "--root",
+            str(root),
+            "--model",
+            "tiny",
+            "--resolution",
+            "64x64",
+            "--scale",
+            "96x64",
+            "--preset",
+            "1step",
+            "--out",
+            str(out),
+            *extra,
+        ],
+    )
 
 
 def test_corrupt_image_is_skipped_recorded_and_counted(gta, tmp_path):

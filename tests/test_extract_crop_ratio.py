@@ -3,8 +3,8 @@
 import numpy as np
 import torch
 
-from diffseg.stages.extract_plan import build_plan, extract_attrs
-from diffseg.stages.extract_views import CAT_MAX_RATIO, CAT_REDRAWS, _mixed, crop_box, train_view
+from diffseg.stages.extract.plan import build_plan, extract_attrs
+from diffseg.stages.extract.views import CAT_MAX_RATIO, CAT_REDRAWS, _mixed, crop_box, train_view
 
 SKY, ROAD = 10, 0
 
@@ -25,7 +25,7 @@ def expected_box(seed):
     """The rule spelled out: draw (x, y); accept when both classes are present and neither covers
     >= 0.75; else redraw, 10 redraws at most (the last kept); then the flip."""
     gen = torch.Generator().manual_seed(seed)
-    for attempt in range(CAT_REDRAWS + 1):
+    for _attempt in range(CAT_REDRAWS + 1):
         x = int(torch.randint(0, 33, (1,), generator=gen))
         y = int(torch.randint(0, 33, (1,), generator=gen))
         if 0 < sky_share(y) < 0.75 and 0 < 1 - sky_share(y) < 0.75:
@@ -73,10 +73,12 @@ def test_train_view_applies_the_rule():
         _, again = train_view("x", image, label, (64, 64), (32, 32), torch.Generator().manual_seed(seed))
         assert np.array_equal(crop, again)
         x, y, _ = expected_box(seed)
-        assert np.array_equal(crop[:, ::-1] if expected_box(seed)[2] else crop, label[y:y + 32, x:x + 32])
+        assert np.array_equal(crop[:, ::-1] if expected_box(seed)[2] else crop, label[y : y + 32, x : x + 32])
 
 
 def test_the_cache_records_the_rule():
     rule = extract_attrs(build_plan(dataset="demo", device="cpu"), ["a"])["views_rule"]
     assert f"up to {CAT_REDRAWS} times" in rule and f"cat_max_ratio {CAT_MAX_RATIO}" in rule
-    assert "cat_max_ratio" not in extract_attrs(build_plan(dataset="demo", split="val", device="cpu"), ["a"])["views_rule"]
+    assert (
+        "cat_max_ratio" not in extract_attrs(build_plan(dataset="demo", split="val", device="cpu"), ["a"])["views_rule"]
+    )

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from diffseg.errors import DataError, DiffsegError
+from diffseg.core.errors import DataError, DiffsegError
 from diffseg.pipeline.builtin import SD21_UNET
 from diffseg.pipeline.config import preset
-from diffseg.stages.extract_plan import build_plan, sample_ids, stable_seed
-from diffseg.stages.extract_sizes import feature_bytes, specs_from_unet_config
-from diffseg.stages.extract_views import eval_view, fit_inside, train_view
+from diffseg.stages.extract.plan import build_plan, sample_ids, stable_seed
+from diffseg.stages.extract.sizes import feature_bytes, specs_from_unet_config
+from diffseg.stages.extract.views import eval_view, fit_inside, train_view
 
 
 def test_train_defaults():
@@ -30,9 +30,16 @@ def test_train_defaults():
     assert build_plan(dataset="bdd100k", device="cpu").scale == (1280, 720)
 
 
-@pytest.mark.parametrize("name,res", [("cityscapes", (1024, 512)), ("bdd100k", (1280, 704)),
-                                      ("mapillary", (1024, 768)), ("acdc", (1024, 576)),
-                                      ("darkzurich", (1024, 576))])
+@pytest.mark.parametrize(
+    "name,res",
+    [
+        ("cityscapes", (1024, 512)),
+        ("bdd100k", (1280, 704)),
+        ("mapillary", (1024, 768)),
+        ("acdc", (1024, 576)),
+        ("darkzurich", (1024, 576)),
+    ],
+)
 def test_eval_defaults(name, res):
     p = build_plan(dataset=name, split="val", device="cpu")
     assert p.kind == "eval" and p.resolution == res and p.scale is None
@@ -48,21 +55,25 @@ def test_demo_is_generated_at_the_resolution():
 
 
 def test_overrides_reach_the_trajectory():
-    p = build_plan(dataset="demo", steps=(0, 5), save_steps=(5,), layers=("up2.blk1",), seed=7,
-                   encode="sample", device="cpu")
+    p = build_plan(
+        dataset="demo", steps=(0, 5), save_steps=(5,), layers=("up2.blk1",), seed=7, encode="sample", device="cpu"
+    )
     t = p.trajectory
     assert (t.steps, t.save_steps, t.layers, t.seed, t.encode) == ((0, 5), (5,), ("up2.blk1",), 7, "sample")
 
 
-@pytest.mark.parametrize("kw,words", [
-    (dict(resolution=(100, 64)), ["100x64", "multiples of 64"]),
-    (dict(split="val", branches=("uncond", "cond")), ["cond", "training"]),
-    (dict(split="val", views=2), ["--views 2"]),
-    (dict(resolution=(512, 512), scale=(640, 360)), ["640x360", "512x512"]),
-    (dict(branches=("uncond", "other")), ["'other'"]),
-    (dict(kinds=("xattn",)), ["--uncond-prompt classes"]),
-    (dict(classes=("road", "lamp")), ["'lamp'"]),
-])
+@pytest.mark.parametrize(
+    "kw,words",
+    [
+        (dict(resolution=(100, 64)), ["100x64", "multiples of 64"]),
+        (dict(split="val", branches=("uncond", "cond")), ["cond", "training"]),
+        (dict(split="val", views=2), ["--views 2"]),
+        (dict(resolution=(512, 512), scale=(640, 360)), ["640x360", "512x512"]),
+        (dict(branches=("uncond", "other")), ["'other'"]),
+        (dict(kinds=("xattn",)), ["--uncond-prompt classes"]),
+        (dict(classes=("road", "lamp")), ["'lamp'"]),
+    ],
+)
 def test_bad_options_name_the_value(kw, words):
     with pytest.raises(DiffsegError) as err:
         build_plan(dataset="gtav", device="cpu", **kw)
@@ -80,12 +91,12 @@ def test_view_ids():
 
 
 def test_stable_seed_is_the_same_in_another_interpreter():
-    code = "from diffseg.stages.extract_plan import stable_seed; print(stable_seed(3, 'view', 'x/1#v0'))"
+    code = "from diffseg.stages.extract.plan import stable_seed; print(stable_seed(3, 'view', 'x/1#v0'))"
     env = {**os.environ, "PYTHONHASHSEED": "123"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert int(out.stdout) == stable_seed(3, "view", "x/1#v0")
     assert stable_seed(3, "view", "a") != stable_seed(3, "view", "b") != stable_seed(4, "view", "b")
-    assert 0 <= stable_seed("x") < 2 ** 63
+    assert 0 <= stable_seed("x") < 2**63
 
 
 def test_fit_inside_hand_cases():
@@ -96,7 +107,7 @@ def test_fit_inside_hand_cases():
 
 
 def _crop(image, y, x, size, flip):
-    c = image[y:y + size, x:x + size]
+    c = image[y : y + size, x : x + size]
     return c[:, ::-1] if flip else c
 
 
@@ -109,8 +120,13 @@ def test_train_view_crops_and_flips_image_and_label_together():
         img, lab = train_view("id", image, label, (96, 80), (64, 64), torch.Generator().manual_seed(s))
         assert img.shape == (64, 64, 3) and lab.shape == (64, 64)
         assert np.array_equal(img[..., 0], lab)
-        hits = [(y, x, f) for y in range(17) for x in range(33) for f in (0, 1)
-                if np.array_equal(_crop(image, y, x, 64, f), img)]
+        hits = [
+            (y, x, f)
+            for y in range(17)
+            for x in range(33)
+            for f in (0, 1)
+            if np.array_equal(_crop(image, y, x, 64, f), img)
+        ]
         assert len(hits) == 1
         offsets.add(hits[0][:2]), flips.add(hits[0][2])
     assert flips == {0, 1} and len(offsets) > 8
@@ -141,21 +157,25 @@ def test_eval_view_and_size_mismatch():
 def test_bytes_per_sample_of_sd21_presets_at_512():
     # per (i, j) position at 512 px: up1 1280 x 16x16, up2 640 x 32x32, up3 320 x 64x64 values
     per_position = 1280 * 256 + 640 * 1024 + 320 * 4096  # 2,293,760
-    expect = {"lite": 3 * per_position, "reference": 9 * 2 * 3 * per_position,
-              "5step": 5 * 2 * 3 * per_position, "1step": 1 * 2 * 3 * per_position}
+    expect = {
+        "lite": 3 * per_position,
+        "reference": 9 * 2 * 3 * per_position,
+        "5step": 5 * 2 * 3 * per_position,
+        "1step": 1 * 2 * 3 * per_position,
+    }
     for name, values in expect.items():
         cfg = preset(name)
         specs = specs_from_unet_config(SD21_UNET, cfg.layers, (512, 512), 19)
         assert sum(feature_bytes(s, len(cfg.save_steps)) for s in specs.values()) == 2 * values
     assert 2 * expect["lite"] == 13_762_560  # METHOD.md §3: 6.9 M values = 13 MiB
-    assert round(2 * expect["reference"] / 2 ** 20) == 236
+    assert round(2 * expect["reference"] / 2**20) == 236
     specs = specs_from_unet_config(SD21_UNET, ("up2.xattn0", "up0.res1"), (1024, 512), 5)
     assert specs["up2.xattn0"] == {"kind": "xattn", "stride": 16, "channels": 5, "size": [32, 64]}
     assert specs["up0.res1"] == {"kind": "res", "stride": 64, "channels": 1280, "size": [8, 16]}
 
 
 def test_blocks_are_contiguous_and_give_every_worker_several():
-    from diffseg.stages.extract_dask import blocks
+    from diffseg.stages.extract.cluster import blocks
 
     assert blocks([], 2) == []
     assert blocks([0, 1, 2], 2) == [[0], [1], [2]]

@@ -23,11 +23,11 @@ from typer.testing import CliRunner
 from diffseg.cache import CacheReader
 from diffseg.cli import app
 from diffseg.data import open_dataset
+from diffseg.pipeline.config import preset
 from diffseg.pipeline.extractor import FeatureExtractor
 from diffseg.pipeline.models import load_models
-from diffseg.pipeline.config import preset
-from diffseg.stages.extract_plan import stable_seed
-from diffseg.stages.extract_views import train_view
+from diffseg.stages.extract.plan import stable_seed
+from diffseg.stages.extract.views import train_view
 
 BASE = ["extract", "--dataset", "demo", "--model", "tiny", "--resolution", "64x64", "--limit", "3"]
 RUNNER = CliRunner()
@@ -129,8 +129,24 @@ def test_eval_cache_keeps_labels_at_the_original_size(tmp_path):
 
     expected = make_cityscapes(tmp_path / "cs", split="val", n=2, size=(96, 48))
     out = tmp_path / "cs-val"
-    result = RUNNER.invoke(app, ["extract", "--dataset", "cityscapes", "--root", str(tmp_path / "cs"), "--split",
-                                 "val", "--model", "tiny", "--resolution", "64x64", "--out", str(out)])
+    result = RUNNER.invoke(
+        app,
+        [
+            "extract",
+            "--dataset",
+            "cityscapes",
+            "--root",
+            str(tmp_path / "cs"),
+            "--split",
+            "val",
+            "--model",
+            "tiny",
+            "--resolution",
+            "64x64",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     r = CacheReader(out)
     assert r.attrs["kind"] == "eval" and r.branches == ["uncond"] and r.feature_names()[0].startswith("uncond/")
@@ -171,8 +187,9 @@ def test_other_config_on_existing_cache_is_refused(base):
 
 def test_unknown_hub_model_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
-    result = RUNNER.invoke(app, ["extract", "--dataset", "demo", "--model", "nobody/no-such-model",
-                                 "--out", str(tmp_path / "c")])
+    result = RUNNER.invoke(
+        app, ["extract", "--dataset", "demo", "--model", "nobody/no-such-model", "--out", str(tmp_path / "c")]
+    )
     assert result.exit_code == 1
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and "nobody/no-such-model" in lines[0]
@@ -181,9 +198,32 @@ def test_unknown_hub_model_is_one_line(tmp_path, monkeypatch):
 
 def test_views_store_seeded_crops_with_view_ids(tmp_path):
     out = tmp_path / "views"
-    result = RUNNER.invoke(app, ["extract", "--dataset", "demo", "--model", "tiny", "--resolution", "64x64",
-                                 "--scale", "128x128", "--views", "2", "--limit", "1", "--branches", "uncond",
-                                 "--preset", "1step", "--layers", "up3.res0", "--out", str(out)])
+    result = RUNNER.invoke(
+        app,
+        [
+            "extract",
+            "--dataset",
+            "demo",
+            "--model",
+            "tiny",
+            "--resolution",
+            "64x64",
+            "--scale",
+            "128x128",
+            "--views",
+            "2",
+            "--limit",
+            "1",
+            "--branches",
+            "uncond",
+            "--preset",
+            "1step",
+            "--layers",
+            "up3.res0",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     r = CacheReader(out)
     assert r.ids == ["train/0000#v0", "train/0000#v1"] and r.attrs["extract"]["views"] == 2
@@ -194,7 +234,7 @@ def test_views_store_seeded_crops_with_view_ids(tmp_path):
 def test_dry_run_shapes_from_the_unet_config_match_the_extractor():
     from diffseg.pipeline.builtin import TINY_UNET
     from diffseg.pipeline.config import TrajectoryConfig, layers_at
-    from diffseg.stages.extract_sizes import specs_from_unet_config
+    from diffseg.stages.extract.sizes import specs_from_unet_config
 
     layers = ("up0.res1",) + layers_at([(i, j) for i in (1, 2, 3) for j in (0, 2)], ("res", "blk", "xattn"))
     cfg = TrajectoryConfig(steps=(0,), save_steps=(0,), layers=layers)

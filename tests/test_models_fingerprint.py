@@ -95,5 +95,11 @@ def test_weights_digest_hand_case():
 
 
 def test_clean_config_drops_volatile_keys():
-    cfg = {"_diffusers_version": "1", "transformers_version": "5", "dtype": "float16", "a": (1, 2), "b": {"_name_or_path": "x", "c": 1}}
+    cfg = {
+        "_diffusers_version": "1",
+        "transformers_version": "5",
+        "dtype": "float16",
+        "a": (1, 2),
+        "b": {"_name_or_path": "x", "c": 1},
+    }
     assert fp.clean_config(cfg) == {"a": [1, 2], "b": {"c": 1}}

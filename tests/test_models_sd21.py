@@ -18,9 +18,11 @@ def test_sd21_random_shapes(tmp_path, monkeypatch):
     assert [len(getattr(b, "attentions", [])) for b in unet.up_blocks] == [0, 3, 3, 3]
     sizes = {}
     hooks = [
-        unet.up_blocks[i].resnets[j].conv2.register_forward_hook(
-            lambda mod, a, out, key=(i, j): sizes.__setitem__(key, tuple(out.shape[1:])))
-        for i in range(4) for j in range(3)
+        unet.up_blocks[i]
+        .resnets[j]
+        .conv2.register_forward_hook(lambda mod, a, out, key=(i, j): sizes.__setitem__(key, tuple(out.shape[1:])))
+        for i in range(4)
+        for j in range(3)
     ]
     ids = m.tokenizer(["a road"], padding="max_length", max_length=77, return_tensors="pt").input_ids
     with torch.no_grad():

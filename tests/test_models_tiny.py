@@ -38,8 +38,9 @@ def test_block_structure_matches_sd21(tiny):
 def test_feature_sizes_and_strides_at_128px(tiny):
     sizes = {}
     hooks = [
-        tiny.unet.up_blocks[i].resnets[2].conv2.register_forward_hook(
-            lambda m, a, out, i=i: sizes.__setitem__(i, tuple(out.shape[1:])))
+        tiny.unet.up_blocks[i]
+        .resnets[2]
+        .conv2.register_forward_hook(lambda m, a, out, i=i: sizes.__setitem__(i, tuple(out.shape[1:])))
         for i in range(4)
     ]
     ids = tiny.tokenizer([""], padding="max_length", max_length=77, return_tensors="pt").input_ids
@@ -60,7 +61,12 @@ def test_frozen_and_scheduler(tiny):
         assert not any(p.requires_grad for p in module.parameters())
     cfg = tiny.scheduler.config
     assert type(tiny.scheduler).__name__ == "DDIMScheduler"
-    assert (cfg.num_train_timesteps, cfg.beta_start, cfg.beta_end, cfg.beta_schedule) == (1000, 0.00085, 0.012, "scaled_linear")
+    assert (cfg.num_train_timesteps, cfg.beta_start, cfg.beta_end, cfg.beta_schedule) == (
+        1000,
+        0.00085,
+        0.012,
+        "scaled_linear",
+    )
     assert (cfg.clip_sample, cfg.set_alpha_to_one, cfg.steps_offset) == (False, False, 1)
     assert tiny.prediction_type == "v_prediction"
     assert tiny.vae.config.scaling_factor == 0.18215

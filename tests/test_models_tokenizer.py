@@ -3,7 +3,13 @@
 import pytest
 
 from diffseg.pipeline.tokenizer import (
-    DEFAULT_DESCRIPTIONS, MAX_LENGTH, PROMPT_TEMPLATE, _apply_bpe, _symbols, build_tokenizer, build_vocab,
+    DEFAULT_DESCRIPTIONS,
+    MAX_LENGTH,
+    PROMPT_TEMPLATE,
+    _apply_bpe,
+    _symbols,
+    build_tokenizer,
+    build_vocab,
     write_tokenizer_files,
 )
 
@@ -60,7 +66,11 @@ def test_files_round_trip(tmp_path, tok):
 
     directory = write_tokenizer_files(tmp_path / "tokenizer")
     assert sorted(p.name for p in directory.iterdir()) == [
-        "merges.txt", "special_tokens_map.json", "tokenizer_config.json", "vocab.json"]
+        "merges.txt",
+        "special_tokens_map.json",
+        "tokenizer_config.json",
+        "vocab.json",
+    ]
     again = CLIPTokenizer.from_pretrained(directory)
     text = "A high quality photo; europe city; traffic light, traffic lights and their housings"
     assert again(text).input_ids == tok(text).input_ids
@@ -68,7 +78,7 @@ def test_files_round_trip(tmp_path, tok):
 
 def test_covers_the_prompts_the_pipeline_builds(tok):
     """Guards against drift between this vocabulary and pipeline/prompts.py, data/classes.py."""
-    from diffseg.data.classes import CLASS_NAMES
+    from diffseg.core.classes import CLASS_NAMES
     from diffseg.pipeline import prompts
 
     assert tuple(DEFAULT_DESCRIPTIONS) == tuple(CLASS_NAMES)

@@ -36,11 +36,13 @@ def test_segmentor_batch_split_gives_same_logits():
     seg = Segmentor(specs, n_steps=2, fusion="light").eval()
     seg.head.dropout.train()  # BatchNorm statistics are per batch; only the dropout is under test
     g = torch.Generator().manual_seed(1)
-    feats = {k: torch.randn(2, 2, v["channels"], 64 // v["stride"], 64 // v["stride"], generator=g)
-             for k, v in specs.items()}
+    feats = {
+        k: torch.randn(2, 2, v["channels"], 64 // v["stride"], 64 // v["stride"], generator=g) for k, v in specs.items()
+    }
     seeds = torch.tensor([5, 6])
     both = seg(feats, dropout_seeds=seeds)
-    split = torch.cat([seg({k: v[i:i + 1] for k, v in feats.items()}, dropout_seeds=seeds[i:i + 1])
-                       for i in range(2)])
+    split = torch.cat(
+        [seg({k: v[i : i + 1] for k, v in feats.items()}, dropout_seeds=seeds[i : i + 1]) for i in range(2)]
+    )
     torch.testing.assert_close(both, split, rtol=1e-5, atol=1e-6)
     assert not torch.allclose(both, seg(feats, dropout_seeds=torch.tensor([7, 8])))

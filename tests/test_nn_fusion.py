@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from diffseg.errors import DiffsegError
+from diffseg.core.errors import DiffsegError
 from diffseg.nn import FusionConfig, Segmentor, fusion_preset
 from diffseg.nn.fusion import DiffFusion
 
@@ -21,10 +21,14 @@ def specs_for(strides, channels=CHANNELS, per_stride=2):
 def feats_for(specs, n_steps, size=(64, 96), batch=2, device="cpu"):
     g = torch.Generator().manual_seed(0)
     H, W = size
-    return {k: (torch.randn(batch, n_steps, v["channels"], H // v["stride"], W // v["stride"], generator=g)
-                if device == "cpu" else
-                torch.empty(batch, n_steps, v["channels"], H // v["stride"], W // v["stride"], device=device))
-            for k, v in specs.items()}
+    return {
+        k: (
+            torch.randn(batch, n_steps, v["channels"], H // v["stride"], W // v["stride"], generator=g)
+            if device == "cpu"
+            else torch.empty(batch, n_steps, v["channels"], H // v["stride"], W // v["stride"], device=device)
+        )
+        for k, v in specs.items()
+    }
 
 
 SUBSETS = [c for r in (1, 2, 3) for c in itertools.combinations((8, 16, 32), r)]
@@ -57,14 +61,21 @@ def test_reference_shapes_on_meta(strides):
 def sd21_reference_specs():
     """res + blk, j = 0..2, up blocks 1-3 of SD 2.1 (METHOD.md §3)."""
     widths = {1: (32, 1280), 2: (16, 640), 3: (8, 320)}
-    return {f"up{i}.{kind}{j}": {"stride": s, "channels": c}
-            for i, (s, c) in widths.items() for kind in ("res", "blk") for j in range(3)}
+    return {
+        f"up{i}.{kind}{j}": {"stride": s, "channels": c}
+        for i, (s, c) in widths.items()
+        for kind in ("res", "blk")
+        for j in range(3)
+    }
 
 
 def test_parameter_count_sd21_reference():
     with torch.device("meta"):
         seg = Segmentor(sd21_reference_specs(), n_steps=9, fusion="reference")
-    count = lambda m: sum(p.numel() for p in m.parameters())
+
+    def count(m):
+        return sum(p.numel() for p in m.parameters())
+
     # stride 32: 9 steps x 6 layers x 1280 = 69,120 input channels; 1x1 -> 512, 3x3 512, 1x1 -> 2048,
     # 1x1 shortcut -> 2048, each conv without bias + GroupNorm (2 x channels)
     c_in = 9 * 6 * 1280
@@ -97,6 +108,7 @@ def test_refuses_up_block_0_and_mismatched_features():
 def test_layer_spec_objects_and_config_round_trip():
     class Spec:  # the extractor's LayerSpec exposes attributes, not keys
         stride, channels = 16, 3
+
     seg = Segmentor({"up2.blk0": Spec()}, n_steps=1, fusion="light")
     assert seg(feats_for({"up2.blk0": {"stride": 16, "channels": 3}}, 1)).shape == (2, 19, 16, 24)
     for name in ("reference", "light"):

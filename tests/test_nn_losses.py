@@ -7,12 +7,11 @@ import math
 import pytest
 import torch
 
-from diffseg.errors import DiffsegError
+from diffseg.core.errors import DiffsegError
 from diffseg.nn.losses import LossConfig, consistency_loss, ipkl_loss, segmentation_ce
 
 # 2 classes, 2x2 pixels; label 255 at the bottom-right pixel.
-LOGITS = torch.tensor([[[[0.0, 1.0], [0.0, 5.0]],
-                        [[0.0, 0.0], [2.0, -3.0]]]])  # [1, 2, 2, 2]
+LOGITS = torch.tensor([[[[0.0, 1.0], [0.0, 5.0]], [[0.0, 0.0], [2.0, -3.0]]]])  # [1, 2, 2, 2]
 LABELS = torch.tensor([[[0, 0], [1, 255]]])  # [1, 2, 2]
 # per pixel: log 2, log(1 + e^-1), log(1 + e^-2); mean over the 3 labelled pixels
 CE_2X2 = (0.6931472 + 0.3132617 + 0.1269280) / 3  # = 0.3777790
@@ -20,7 +19,7 @@ CE_2X2 = (0.6931472 + 0.3132617 + 0.1269280) / 3  # = 0.3777790
 
 def test_ce_2x2_with_ignore_pixel():
     assert segmentation_ce(LOGITS, LABELS).item() == pytest.approx(0.3777790, abs=1e-6)
-    assert CE_2X2 == pytest.approx(0.3777790, abs=1e-6)
+    assert pytest.approx(0.3777790, abs=1e-6) == CE_2X2
 
 
 def test_ce_upsamples_logits_to_label_size():

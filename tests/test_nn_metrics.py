@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffseg.errors import DiffsegError
+from diffseg.core.errors import DiffsegError
 from diffseg.nn.metrics import ConfusionMatrix, iou_per_class, markdown_table, miou, miou_from_confusion, scores
 
 # 3 classes; class 2 is absent from the ground truth and (after dropping the 255 pixel) the prediction.
@@ -63,8 +63,9 @@ def test_scores_with_synthia_subsets():
 
 
 def test_markdown_table_literal():
-    table = markdown_table({"A": np.array([0.5, 0.4, np.nan]), "B": np.array([1.0, np.nan, np.nan])},
-                           class_names=("c0", "c1", "c2"))
+    table = markdown_table(
+        {"A": np.array([0.5, 0.4, np.nan]), "B": np.array([1.0, np.nan, np.nan])}, class_names=("c0", "c1", "c2")
+    )
     assert table.splitlines() == [
         "| class | A | B | mean |",
         "|---|---:|---:|---:|",

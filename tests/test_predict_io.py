@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from diffseg import viz
-from diffseg.errors import DiffsegError
-from diffseg.stages.predict_io import InputImage, find_label, gather_inputs, read_label
+from diffseg.core.errors import DiffsegError
+from diffseg.stages import viz
+from diffseg.stages.predict.inputs import InputImage, find_label, gather_inputs, read_label
 
 
 def _img(path, size=(8, 6)):

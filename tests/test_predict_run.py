@@ -14,22 +14,42 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from diffseg import viz
 from diffseg.cache import CacheReader
 from diffseg.cli import app
+from diffseg.core.classes import PALETTE
 from diffseg.data import open_dataset
-from diffseg.data.classes import PALETTE
-from diffseg.stages import train
-from diffseg.stages.run_load import load_segmentor, read_run
+from diffseg.stages import viz
+from diffseg.stages.runs.record import load_segmentor, read_run
+from diffseg.stages.train import job as train
 
 RUNNER = CliRunner()
 LAYERS = ("up1.res2", "up2.res2", "up3.res2")
 
 
 def _extract(out: Path, split: str, *extra):
-    res = RUNNER.invoke(app, ["extract", "--dataset", "demo", "--split", split, "--model", "tiny", "--preset",
-                              "1step", "--resolution", "64x64", "--limit", "1", "--out", str(out),
-                              "--device", "cpu", *extra])
+    res = RUNNER.invoke(
+        app,
+        [
+            "extract",
+            "--dataset",
+            "demo",
+            "--split",
+            split,
+            "--model",
+            "tiny",
+            "--preset",
+            "1step",
+            "--resolution",
+            "64x64",
+            "--limit",
+            "1",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            *extra,
+        ],
+    )
     assert res.exit_code == 0, res.output
 
 
@@ -38,8 +58,17 @@ def run_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("predict")
     _extract(root / "train", "train", "--branches", "uncond")
     _extract(root / "val", "val")
-    run = train.main(cache=root / "train", out=root / "run", layers=LAYERS, iters=2, fusion="light",
-                     warmup=1, workers=0, device="cpu", eval_every=0)
+    run = train.main(
+        cache=root / "train",
+        out=root / "run",
+        layers=LAYERS,
+        iters=2,
+        fusion="light",
+        warmup=1,
+        workers=0,
+        device="cpu",
+        eval_every=0,
+    )
     return root, run
 
 
@@ -104,8 +133,9 @@ def test_labels_add_ground_truth_panel(run_dir, images, tmp_path):
     gt[0, 0] = 255
     Image.fromarray(gt).save(labels / "a.png")  # train-id PNG (mode L)
     viz.save_mask(labels / "b.png", np.full((90, 60), 10, np.uint8))  # palette PNG
-    res = _predict(run, str(images / "a.png"), str(images / "b.jpg"), "--labels", str(labels),
-                   "--out", str(tmp_path / "out"))
+    res = _predict(
+        run, str(images / "a.png"), str(images / "b.jpg"), "--labels", str(labels), "--out", str(tmp_path / "out")
+    )
     assert res.exit_code == 0, res.output
     assert "mIoU" in res.output and "2 labelled images" in res.output
     for name, (h, w) in (("a", (50, 70)), ("b", (90, 60))):
@@ -123,8 +153,9 @@ def test_non_image_named_directly_is_one_line_exit_1(run_dir, images, tmp_path):
 
 def test_bad_resolution_is_refused(run_dir, images, tmp_path):
     _, run = run_dir
-    res = RUNNER.invoke(app, ["predict", "--run", str(run), "--resolution", "100x64", str(images),
-                              "--out", str(tmp_path)])
+    res = RUNNER.invoke(
+        app, ["predict", "--run", str(run), "--resolution", "100x64", str(images), "--out", str(tmp_path)]
+    )
     assert res.exit_code == 1 and "multiples of 64" in res.output
 
 
@@ -170,8 +201,9 @@ def test_run_is_self_contained(run_dir, images, tmp_path):
     assert res.exit_code == 0, res.output
     res = _predict(run, str(images / "c.png"), "--out", str(tmp_path / "o-orig"))
     assert res.exit_code == 0, res.output
-    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "o" / "c.png")),
-                                  np.asarray(Image.open(tmp_path / "o-orig" / "c.png")))
+    np.testing.assert_array_equal(
+        np.asarray(Image.open(tmp_path / "o" / "c.png")), np.asarray(Image.open(tmp_path / "o-orig" / "c.png"))
+    )
 
 
 def test_recorded_extract_config_is_checked_against_its_hash(run_dir, images, tmp_path):

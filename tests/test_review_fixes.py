@@ -5,12 +5,12 @@ import pickle
 
 import pytest
 import zarr
+from datagen import make_gtav
 from typer.testing import CliRunner
 
 from diffseg.cli import app
+from diffseg.core.errors import DataError, DiffsegError
 from diffseg.data import open_dataset
-from diffseg.errors import DataError, DiffsegError
-from datagen import make_gtav
 
 RUNNER = CliRunner()
 
@@ -23,7 +23,9 @@ def test_gtav_rejects_unknown_split(tmp_path):
 
 def test_data_error_survives_pickling():
     err = pickle.loads(pickle.dumps(DataError("labels/00001.png", "truncated PNG")))
-    assert isinstance(err, DataError) and err.path == "labels/00001.png" and str(err) == "labels/00001.png: truncated PNG"
+    assert (
+        isinstance(err, DataError) and err.path == "labels/00001.png" and str(err) == "labels/00001.png: truncated PNG"
+    )
 
 
 def test_damaged_cache_is_one_line(tmp_path):

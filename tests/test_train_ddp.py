@@ -8,14 +8,15 @@ import torch.multiprocessing as mp
 from cachegen import FAST_TRAIN, SMALL, make_cache
 from safetensors.torch import load_file
 
-from diffseg.stages import train
+from diffseg.stages.train import job as train
 
 KW = {**FAST_TRAIN, "iters": 3, "batch_size": 1, "lr": 3e-3}
 
 
 def _rank(rank: int, world: int, port: int, cache: str, out: str) -> None:
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
     torch.set_num_threads(1)
     train.main(cache=cache, out=out, **KW)
 

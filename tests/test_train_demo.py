@@ -8,19 +8,31 @@ from typer.testing import CliRunner
 from diffseg.cache import CacheReader
 from diffseg.cli import app
 from diffseg.nn.metrics import ConfusionMatrix, miou
-from diffseg.stages import train
+from diffseg.stages.train import job as train
 
 
 def test_demo_tiny_short_run_learns(tmp_path):
     runner = CliRunner()
     base = ["extract", "--dataset", "demo", "--model", "tiny", "--device", "cpu"]
-    for args in (["--limit", "16", "--branches", "uncond", "--out", str(tmp_path / "demo")],
-                 ["--split", "val", "--limit", "8", "--out", str(tmp_path / "demo-val")]):
+    for args in (
+        ["--limit", "16", "--branches", "uncond", "--out", str(tmp_path / "demo")],
+        ["--split", "val", "--limit", "8", "--out", str(tmp_path / "demo-val")],
+    ):
         result = runner.invoke(app, [*base, *args])
         assert result.exit_code == 0, result.output
-    run = train.main(cache=tmp_path / "demo", out=tmp_path / "run", eval_caches=[tmp_path / "demo-val"],
-                     fusion="light", iters=40, batch_size=2, warmup=0, lr=1e-3, eval_every=0, workers=0,
-                     device="cpu")
+    run = train.main(
+        cache=tmp_path / "demo",
+        out=tmp_path / "run",
+        eval_caches=[tmp_path / "demo-val"],
+        fusion="light",
+        iters=40,
+        batch_size=2,
+        warmup=0,
+        lr=1e-3,
+        eval_every=0,
+        workers=0,
+        device="cpu",
+    )
     learned = json.loads((run / "eval.json").read_text())["miou"]
     reader = CacheReader(tmp_path / "demo-val")
     labels = np.stack([reader.orig_label(i) for i in range(reader.n)])

@@ -9,7 +9,8 @@ import sys
 sys.path.insert(0, {tests!r})
 from pathlib import Path
 from cachegen import FAST_TRAIN, SMALL, make_cache
-from diffseg.stages import train, evaluate
+from diffseg.stages.train import job as train
+from diffseg.stages import evaluate
 tmp = Path({tmp!r})
 cache = make_cache(tmp / "gtav", n=2, **SMALL)
 ev = make_cache(tmp / "cs", n=1, kind="eval", branches=("uncond",), **SMALL)

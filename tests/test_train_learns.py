@@ -7,17 +7,32 @@ from cachegen import FAST_TRAIN, SMALL, make_cache
 
 from diffseg.cache import CacheReader
 from diffseg.nn.metrics import ConfusionMatrix, miou
-from diffseg.stages import train
+from diffseg.stages.train import job as train
 
 CLASSES = (0, 1, 2, 3)
 
 
 def test_short_run_learns_the_synthetic_task(tmp_path):
     cache = make_cache(tmp_path / "gtav", n=8, signal=4.0, classes=CLASSES, **SMALL)
-    ev = make_cache(tmp_path / "cs", n=4, signal=4.0, classes=CLASSES, seed=1, kind="eval", split="val",
-                    dataset="cityscapes", branches=("uncond",), **SMALL)
-    run = train.main(cache=cache, out=tmp_path / "run", eval_caches=[ev], branches=("uncond",),
-                     **{**FAST_TRAIN, "iters": 10, "batch_size": 2})
+    ev = make_cache(
+        tmp_path / "cs",
+        n=4,
+        signal=4.0,
+        classes=CLASSES,
+        seed=1,
+        kind="eval",
+        split="val",
+        dataset="cityscapes",
+        branches=("uncond",),
+        **SMALL,
+    )
+    run = train.main(
+        cache=cache,
+        out=tmp_path / "run",
+        eval_caches=[ev],
+        branches=("uncond",),
+        **{**FAST_TRAIN, "iters": 10, "batch_size": 2},
+    )
     learned = json.loads((run / "eval.json").read_text())["miou"]
     # the best constant predictor on the same labels
     reader = CacheReader(ev)

@@ -2,9 +2,9 @@
 
 import pytest
 
-from diffseg.stages.sampling import MicroBatchSampler, StreamOrder, dropout_seeds, micro_positions
-from diffseg.stages.schedule import lr_factor
-from diffseg.stages.train_config import TrainConfig
+from diffseg.stages.train.config import TrainConfig
+from diffseg.stages.train.sampling import MicroBatchSampler, StreamOrder, dropout_seeds, micro_positions
+from diffseg.stages.train.schedule import lr_factor
 
 
 def test_poly_with_linear_warmup():
@@ -42,7 +42,14 @@ def test_dropout_seeds_depend_on_position_and_branch_only():
 
 
 def test_config_round_trip():
-    cfg = TrainConfig(cache="cache/gtav", layers=("up1.res2",), save_steps=(60, 1), branches=("uncond",),
-                      eval_caches=("cache/cs",), stop_at=3)
+    cfg = TrainConfig(
+        cache="cache/gtav",
+        layers=("up1.res2",),
+        save_steps=(60, 1),
+        branches=("uncond",),
+        eval_caches=("cache/cs",),
+        stop_at=3,
+    )
     import json
+
     assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg

@@ -11,20 +11,29 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from diffseg.cli import app
-from diffseg.errors import DiffsegError
-from diffseg.stages import train
-from diffseg.stages.train_config import TrainConfig
+from diffseg.core.errors import DiffsegError
+from diffseg.stages.train import job as train
+from diffseg.stages.train.config import TrainConfig
 
 
 def test_run_directory_records(tmp_path):
     cache = make_cache(tmp_path / "gtav", n=4, **SMALL)
-    ev = make_cache(tmp_path / "cs", n=2, kind="eval", dataset="cityscapes", split="val", branches=("uncond",),
-                    seed=1, **SMALL)
+    ev = make_cache(
+        tmp_path / "cs", n=2, kind="eval", dataset="cityscapes", split="val", branches=("uncond",), seed=1, **SMALL
+    )
     run = train.main(cache=cache, out=tmp_path / "run", eval_caches=[ev], **{**FAST_TRAIN, "ckpt_every": 1})
     names = {p.relative_to(run).as_posix() for p in run.rglob("*")}
-    assert {"config.json", "caches.json", "metrics.jsonl", "weights.safetensors", "eval.json", "eval.md",
-            "checkpoints/iter_0000002.safetensors", "checkpoints/iter_0000002.state.pt",
-            "eval/iter_0000002.json"} <= names
+    assert {
+        "config.json",
+        "caches.json",
+        "metrics.jsonl",
+        "weights.safetensors",
+        "eval.json",
+        "eval.md",
+        "checkpoints/iter_0000002.safetensors",
+        "checkpoints/iter_0000002.state.pt",
+        "eval/iter_0000002.json",
+    } <= names
     assert "checkpoints/iter_0000001.state.pt" not in names  # only the newest is kept
     record = json.loads((run / "config.json").read_text())
     cfg = TrainConfig.from_dict(record["config"])
@@ -39,7 +48,10 @@ def test_run_directory_records(tmp_path):
     state = torch.load(run / "checkpoints/iter_0000002.state.pt", weights_only=True)
     assert state["iteration"] == 2 and state["optimizer"]["state"] and state["rng"]["torch"].dtype == torch.uint8
     weights = load_file(run / "weights.safetensors")
-    assert torch.equal(weights["head.classifier.weight"], load_file(run / "checkpoints/iter_0000002.safetensors")["head.classifier.weight"])
+    assert torch.equal(
+        weights["head.classifier.weight"],
+        load_file(run / "checkpoints/iter_0000002.safetensors")["head.classifier.weight"],
+    )
     report = json.loads((run / "eval.json").read_text())
     assert report["samples"] == 2 and report["dataset"] == "cityscapes" and len(report["per_class_iou"]) == 19
 
@@ -52,8 +64,23 @@ def test_resume_gives_the_same_weights(tmp_path, monkeypatch):
     part = train.main(cache=cache, stop_at=2, **kw)  # default run dir, interrupted after iteration 2
     assert part.parent == Path("runs") and part.name.startswith("gtav-")
     assert not (part / "weights.safetensors").exists()
-    changed = CliRunner().invoke(app, ["train", "--cache", str(cache), "--out", str(part), "--resume",
-                                       "--iters", "999", "--workers", "0", "--device", "cpu"])
+    changed = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "--cache",
+            str(cache),
+            "--out",
+            str(part),
+            "--resume",
+            "--iters",
+            "999",
+            "--workers",
+            "0",
+            "--device",
+            "cpu",
+        ],
+    )
     assert changed.exit_code == 1 and "--iters 4" in changed.output and "999" in changed.output
     assert "Traceback" not in changed.output and not (part / "weights.safetensors").exists()
     resumed = train.main(cache=cache, resume=True, **kw)  # the same options: accepted
@@ -91,14 +118,35 @@ def test_resume_refuses_changed_options_and_accepts_defaults(tmp_path):
     cache = make_cache(tmp_path / "gtav", n=3, **SMALL)
     kw = {**FAST_TRAIN, "iters": 2, "ckpt_every": 1}
     run = train.main(cache=cache, out=tmp_path / "run", stop_at=1, layers=("up2.res2", "up3.res2"), **kw)
-    cases = [({"lr": 5e-4}, "--lr 0.001"), ({"layers": ("up1.res2",)}, "--layers up2.res2,up3.res2"),
-             ({"w_cons": 0.5}, "--w-cons 1.0"), ({"branches": ("uncond",)}, "--branches uncond,cond"),
-             ({"seed": 3}, "--seed 0"), ({"kinds": ("res",), "layers": None}, "--kinds res (layers up2.res2,up3.res2)")]
+    cases = [
+        ({"lr": 5e-4}, "--lr 0.001"),
+        ({"layers": ("up1.res2",)}, "--layers up2.res2,up3.res2"),
+        ({"w_cons": 0.5}, "--w-cons 1.0"),
+        ({"branches": ("uncond",)}, "--branches uncond,cond"),
+        ({"seed": 3}, "--seed 0"),
+        ({"kinds": ("res",), "layers": None}, "--kinds res (layers up2.res2,up3.res2)"),
+    ]
     for change, named in cases:
         with pytest.raises(DiffsegError, match=re.escape(named)):
             train.main(cache=cache, out=run, resume=True, **{**kw, "layers": ("up2.res2", "up3.res2"), **change})
     # options equal to main's defaults count as not given; runtime options may change
-    train.main(cache=cache, out=run, resume=True, fusion="light", iters=2, warmup=0, lr=1e-3, eval_every=0,
-               ckpt_every=1, device="cpu", workers=0, in_memory=True, kinds=("res",), layers=("up2.res2", "up3.res2"),
-               branches=("cond", "uncond"), consistency="l2", w_cond=1.0)
+    train.main(
+        cache=cache,
+        out=run,
+        resume=True,
+        fusion="light",
+        iters=2,
+        warmup=0,
+        lr=1e-3,
+        eval_every=0,
+        ckpt_every=1,
+        device="cpu",
+        workers=0,
+        in_memory=True,
+        kinds=("res",),
+        layers=("up2.res2", "up3.res2"),
+        branches=("cond", "uncond"),
+        consistency="l2",
+        w_cond=1.0,
+    )
     assert (run / "weights.safetensors").is_file()

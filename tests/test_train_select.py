@@ -2,8 +2,8 @@
 
 import pytest
 
-from diffseg.errors import CacheMismatch, DiffsegError
-from diffseg.stages.selection import match_eval_cache, select
+from diffseg.core.errors import CacheMismatch, DiffsegError
+from diffseg.stages.train.selection import match_eval_cache, select
 
 ATTRS = {
     "layers": {
@@ -38,13 +38,16 @@ def test_subsets_in_cache_order():
     assert select("c", ATTRS, HELD, w_cond=0.0).branches == ("uncond",)
 
 
-@pytest.mark.parametrize("kw, asked, held", [
-    ({"layers": ("up1.blk0",)}, "asked for layer up1.blk0", "cache/gtav holds up1.res2, up2.res2, up3.res2"),
-    ({"layers": ("up2.xattn0",)}, "asked for layer up2.xattn0 (only in branch cond)", "holds up1.res2"),
-    ({"save_steps": (91,)}, "asked for saved step 91", "cache/gtav holds 60, 20, 1"),
-    ({"kinds": ("blk",)}, "asked for kind blk", "cache/gtav holds res"),
-    ({"branches": ("cond2",)}, "asked for branch cond2", "cache/gtav holds uncond, cond"),
-])
+@pytest.mark.parametrize(
+    "kw, asked, held",
+    [
+        ({"layers": ("up1.blk0",)}, "asked for layer up1.blk0", "cache/gtav holds up1.res2, up2.res2, up3.res2"),
+        ({"layers": ("up2.xattn0",)}, "asked for layer up2.xattn0 (only in branch cond)", "holds up1.res2"),
+        ({"save_steps": (91,)}, "asked for saved step 91", "cache/gtav holds 60, 20, 1"),
+        ({"kinds": ("blk",)}, "asked for kind blk", "cache/gtav holds res"),
+        ({"branches": ("cond2",)}, "asked for branch cond2", "cache/gtav holds uncond, cond"),
+    ],
+)
 def test_mismatch_names_both_values(kw, asked, held):
     with pytest.raises(CacheMismatch) as err:
         select("cache/gtav", ATTRS, HELD, **kw)
@@ -58,11 +61,18 @@ def test_no_branch_left():
 
 def test_eval_cache_checks_name_both_values():
     specs = {l: ATTRS["layers"][l] for l in ("up1.res2", "up3.res2")}
-    kw = dict(train_cache="cache/gtav", train_extract={}, layers=("up1.res2", "up3.res2"), layer_specs=specs,
-              save_steps=(1, 60))
+    kw = dict(
+        train_cache="cache/gtav",
+        train_extract={},
+        layers=("up1.res2", "up3.res2"),
+        layer_specs=specs,
+        save_steps=(1, 60),
+    )
     assert match_eval_cache("cache/cs", ATTRS, HELD["uncond"], fingerprint="abc", **kw) == (2, 0)
     with pytest.raises(CacheMismatch, match="model fingerprint zzz.*cache/gtav with model fingerprint abc"):
-        match_eval_cache("cache/cs", {**ATTRS, "model": {"fingerprint": "zzz"}}, HELD["uncond"], fingerprint="abc", **kw)
+        match_eval_cache(
+            "cache/cs", {**ATTRS, "model": {"fingerprint": "zzz"}}, HELD["uncond"], fingerprint="abc", **kw
+        )
     with pytest.raises(CacheMismatch, match="uses layer up3.res2; cache/cs holds up1.res2"):
         match_eval_cache("cache/cs", ATTRS, ["up1.res2"], fingerprint="abc", **kw)
     with pytest.raises(CacheMismatch, match="uses saved step 1; cache/cs holds 60, 20"):

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from diffseg.errors import DiffsegError
-from diffseg.pipeline.config import (TrajectoryConfig, layers_at, parse_layer, preset, resolve)
+from diffseg.core.errors import DiffsegError
+from diffseg.pipeline.config import TrajectoryConfig, layers_at, parse_layer, preset, resolve
 
 REF_LAYERS = tuple(f"up{i}.{k}{j}" for k in ("res", "blk") for i in (1, 2, 3) for j in (0, 1, 2))
 
@@ -18,7 +18,13 @@ def test_reference_preset():
     assert c.layers == REF_LAYERS and len(c.layers) == 18
     assert c.last_index == 33
     assert (c.eta, c.eta_window, c.guidance, c.encode, c.raw_eps, c.blk_sum) == (
-        1.0, (10, 250), 5.0, "mean", False, False)
+        1.0,
+        (10, 250),
+        5.0,
+        "mean",
+        False,
+        False,
+    )
 
 
 def test_other_presets():
@@ -53,18 +59,21 @@ def test_resolve_kinds_at_preset_positions():
     assert c.layers == ("up3.blk0", "up2.blk1")
 
 
-@pytest.mark.parametrize("kw, bad", [
-    (dict(steps=(0, 5, 5)), "5"),
-    (dict(steps=(0, 9, 5)), "5"),
-    (dict(save_steps=(0, 7)), "7"),
-    (dict(save_steps=(0, 0)), "duplicates"),
-    (dict(layers=("up1.attn0",)), "up1.attn0"),
-    (dict(layers=("up5.res0",)), "up5.res0"),
-    (dict(layers=("up0.blk0",)), "up0.blk0"),
-    (dict(eta_window=(250, 10)), "250"),
-    (dict(encode="median"), "median"),
-    (dict(steps=(-1, 0)), "-1"),
-])
+@pytest.mark.parametrize(
+    "kw, bad",
+    [
+        (dict(steps=(0, 5, 5)), "5"),
+        (dict(steps=(0, 9, 5)), "5"),
+        (dict(save_steps=(0, 7)), "7"),
+        (dict(save_steps=(0, 0)), "duplicates"),
+        (dict(layers=("up1.attn0",)), "up1.attn0"),
+        (dict(layers=("up5.res0",)), "up5.res0"),
+        (dict(layers=("up0.blk0",)), "up0.blk0"),
+        (dict(eta_window=(250, 10)), "250"),
+        (dict(encode="median"), "median"),
+        (dict(steps=(-1, 0)), "-1"),
+    ],
+)
 def test_validation_names_bad_value(kw, bad):
     base = dict(steps=(0, 1, 2), save_steps=(2, 0), layers=("up1.res0",))
     with pytest.raises(DiffsegError, match=bad):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffseg.errors import DiffsegError
+from diffseg.core.errors import DiffsegError
 from diffseg.pipeline.config import preset, resolve
 from diffseg.pipeline.encode import encode
 from diffseg.pipeline.extractor import FeatureExtractor
@@ -39,8 +39,16 @@ def test_layer_specs_tiny_128(models):
     ex = FeatureExtractor(models, resolve("lite", kinds=("res", "blk", "xattn")), uncond_prompt="classes")
     specs = ex.layer_specs((128, 128))
     assert {n: s.stride for n, s in specs.items() if n.endswith("2")} == {
-        "up1.res2": 32, "up2.res2": 16, "up3.res2": 8, "up1.blk2": 32, "up2.blk2": 16, "up3.blk2": 8,
-        "up1.xattn2": 32, "up2.xattn2": 16, "up3.xattn2": 8}
+        "up1.res2": 32,
+        "up2.res2": 16,
+        "up3.res2": 8,
+        "up1.blk2": 32,
+        "up2.blk2": 16,
+        "up3.blk2": 8,
+        "up1.xattn2": 32,
+        "up2.xattn2": 16,
+        "up3.xattn2": 8,
+    }
     assert specs["up1.res2"].size == (4, 4) and specs["up3.xattn2"].channels == 19
     assert ex.layer_specs((192, 64))["up3.res2"].size == (8, 24)
     img = np.zeros((128, 128, 3), np.uint8)
@@ -65,8 +73,7 @@ def test_deterministic_and_seeded_by_sample_id(models, sample):
 
 def test_cond_batches_uncond_plus_present_classes(models, sample):
     img, lab = sample
-    ex = FeatureExtractor(models, resolve("lite", kinds=("res", "xattn")), classes=(0, 1, 10),
-                          uncond_prompt="classes")
+    ex = FeatureExtractor(models, resolve("lite", kinds=("res", "xattn")), classes=(0, 1, 10), uncond_prompt="classes")
     sizes, h = _count_unet_calls(models.unet)
     out = ex.cond(img, lab, "s")
     h.remove()
@@ -125,8 +132,7 @@ def test_uncond_batch_matches_single(models, sample):
     for b, sid in enumerate(["p", "q"]):
         single = ex.uncond(imgs[b], sid)
         for name in single:
-            np.testing.assert_allclose(batch[name][b].astype(np.float32), single[name].astype(np.float32),
-                                       atol=2e-3)
+            np.testing.assert_allclose(batch[name][b].astype(np.float32), single[name].astype(np.float32), atol=2e-3)
 
 
 def test_online_tensor_path_is_not_inference(models, sample):
@@ -165,7 +171,10 @@ def test_encode_mean_and_seeded_sample(models, sample):
         px = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 127.5 - 1
         ref = vae.encode(px).latent_dist.mean * 0.18215
         assert torch.allclose(z, ref, atol=1e-6) and z.shape == (1, 4, 8, 8)
-        g = lambda s: [torch.Generator().manual_seed(s)]
+
+        def g(s):
+            return [torch.Generator().manual_seed(s)]
+
         s1, s2, s3 = (encode(vae, img[None], "sample", g(s)) for s in (1, 1, 2))
     assert torch.equal(s1, s2) and not torch.equal(s1, s3) and not torch.equal(s1, z)
 

@@ -1,5 +1,6 @@
 """Inversion step, v->eps, eta window and MultiDiffusion average on hand-computed cases."""
 
+import itertools
 import math
 
 import numpy as np
@@ -7,15 +8,21 @@ import pytest
 import torch
 from diffusers import DDIMInverseScheduler
 
-from diffseg.errors import DiffsegError
+from diffseg.core.errors import DiffsegError
 from diffseg.pipeline.inversion import eta_at, inversion_step, model_eps, v_to_eps
 from diffseg.pipeline.multidiffusion import class_masks, masked_average, present_classes
 
 
 # a = 0.64 (sqrt 0.8, sqrt(1-a) 0.6), a' = 0.36 (sqrt 0.6), x_t = 1, eps = 0.5 -> x0 = 0.7 / 0.8 = 0.875
 def _step(eta, z):
-    return inversion_step(torch.tensor([1.0], dtype=torch.float64), torch.tensor([0.5], dtype=torch.float64),
-                          0.64, 0.36, eta, None if z is None else torch.tensor([z], dtype=torch.float64)).item()
+    return inversion_step(
+        torch.tensor([1.0], dtype=torch.float64),
+        torch.tensor([0.5], dtype=torch.float64),
+        0.64,
+        0.36,
+        eta,
+        None if z is None else torch.tensor([z], dtype=torch.float64),
+    ).item()
 
 
 def test_inversion_step_eta0_hand_case():
@@ -54,9 +61,16 @@ def test_eta_window_is_open_interval():
 
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
 def test_eta0_matches_diffusers_ddim_inverse(prediction_type):
-    sched = DDIMInverseScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                                 clip_sample=False, set_alpha_to_one=False, steps_offset=0,
-                                 prediction_type=prediction_type, timestep_spacing="leading")
+    sched = DDIMInverseScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=0,
+        prediction_type=prediction_type,
+        timestep_spacing="leading",
+    )
     sched.set_timesteps(10)  # uniform: 0, 100, ..., 900
     ts = sched.timesteps.tolist()
     assert ts[:3] == [0, 100, 200]
@@ -64,7 +78,7 @@ def test_eta0_matches_diffusers_ddim_inverse(prediction_type):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(1, 4, 3, 3, generator=g, dtype=torch.float64)
     x_ref = x.clone()
-    for t, t_next in zip(ts[1:5], ts[2:6]):  # 100 -> 200, ..., 400 -> 500
+    for t, t_next in itertools.pairwise(ts[1:6]):  # 100 -> 200, ..., 400 -> 500
         out = torch.randn(1, 4, 3, 3, generator=g, dtype=torch.float64)
         eps = model_eps(out, x, ab[t].item(), prediction_type)
         x = inversion_step(x, eps, ab[t].item(), ab[t_next].item(), eta_at(t, 0.0, (10, 250)), None)
@@ -74,12 +88,8 @@ def test_eta0_matches_diffusers_ddim_inverse(prediction_type):
 
 def test_masked_average_2x2_hand_case():
     # K = 3 copies: global (ones), class a (left column), class b (top-left pixel)
-    x_KCHW = torch.tensor([[[[1.0, 1.0], [1.0, 1.0]]],
-                           [[[4.0, 4.0], [4.0, 4.0]]],
-                           [[[7.0, 7.0], [7.0, 7.0]]]])
-    m_K1HW = torch.tensor([[[[1.0, 1.0], [1.0, 1.0]]],
-                           [[[1.0, 0.0], [1.0, 0.0]]],
-                           [[[1.0, 0.0], [0.0, 0.0]]]])
+    x_KCHW = torch.tensor([[[[1.0, 1.0], [1.0, 1.0]]], [[[4.0, 4.0], [4.0, 4.0]]], [[[7.0, 7.0], [7.0, 7.0]]]])
+    m_K1HW = torch.tensor([[[[1.0, 1.0], [1.0, 1.0]]], [[[1.0, 0.0], [1.0, 0.0]]], [[[1.0, 0.0], [0.0, 0.0]]]])
     # top-left (1 + 4 + 7) / 3 = 4; bottom-left (1 + 4) / 2 = 2.5; right column 1
     expected = torch.tensor([[[4.0, 1.0], [2.5, 1.0]]])
     assert torch.equal(masked_average(x_KCHW, m_K1HW), expected)
@@ -100,7 +110,7 @@ def test_class_masks_nearest_resize():
     assert present_classes(lab, (0, 1, 2)) == (0, 2)
     m = class_masks(lab, (0, 2), (2, 2))
     assert m.shape == (3, 1, 2, 2)
-    assert torch.equal(m[:, 0], torch.tensor([[[1.0, 1.0], [1.0, 1.0]],
-                                              [[0.0, 0.0], [1.0, 1.0]],
-                                              [[1.0, 0.0], [0.0, 0.0]]]))
+    assert torch.equal(
+        m[:, 0], torch.tensor([[[1.0, 1.0], [1.0, 1.0]], [[0.0, 0.0], [1.0, 1.0]], [[1.0, 0.0], [0.0, 0.0]]])
+    )
     assert class_masks(lab, (), (2, 2)).shape == (1, 1, 2, 2)

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from diffseg.errors import DiffsegError
+from diffseg.core.errors import DiffsegError
 from diffseg.pipeline import prompts
 from diffseg.pipeline.seeding import derive_seed, randn
 
@@ -12,8 +12,9 @@ from diffseg.pipeline.seeding import derive_seed, randn
 def test_prompts_text():
     assert len(prompts.DEFAULT_DESCRIPTIONS) == 19
     assert tuple(prompts.DEFAULT_DESCRIPTIONS) == prompts.CLASS_NAMES
-    assert prompts.class_prompt(1) == ("A high quality photo; europe city; sidewalk, "
-                                       "paths for pedestrian use beside the road")
+    assert prompts.class_prompt(1) == (
+        "A high quality photo; europe city; sidewalk, paths for pedestrian use beside the road"
+    )
     assert prompts.class_list_prompt((0, 1, 2)) == "A high quality photo; europe city; road, sidewalk, building"
     assert prompts.uncond_prompt("empty", (0, 1)) == ""
     with pytest.raises(DiffsegError, match="'none'"):

@@ -36,16 +36,19 @@ def _run(unet, x, emb):
 def test_taps_equal_manual_hooks_and_leave_output_unchanged(models, inputs):
     unet, (x, emb) = models.unet, inputs
     manual, handles = {}, []
-    for name, mod in [("up1.res0", unet.up_blocks[1].resnets[0].conv2),
-                      ("up2.blk1", unet.up_blocks[2].attentions[1].transformer_blocks[0])]:
+    for name, mod in [
+        ("up1.res0", unet.up_blocks[1].resnets[0].conv2),
+        ("up2.blk1", unet.up_blocks[2].attentions[1].transformer_blocks[0]),
+    ]:
         handles.append(mod.register_forward_hook(lambda _m, _i, o, name=name: manual.__setitem__(name, o)))
     ref = _run(unet, x, emb)
     for h in handles:
         h.remove()
     procs_before = [m.processor for m in unet.modules() if hasattr(m, "set_processor")]
     with FeatureTaps(unet, LAYERS) as taps:
-        n_capture = sum(isinstance(m.processor, XattnCaptureProcessor)
-                        for m in unet.modules() if hasattr(m, "set_processor"))
+        n_capture = sum(
+            isinstance(m.processor, XattnCaptureProcessor) for m in unet.modules() if hasattr(m, "set_processor")
+        )
         assert n_capture == 2  # only the selected attn2 modules
         out = _run(unet, x, emb)
         feats = taps.read()
@@ -66,8 +69,9 @@ def test_xattn_equals_explicit_softmax(models, inputs):
     attn = unet.up_blocks[3].attentions[0].transformer_blocks[0].attn2
     seen = {}
     h = attn.register_forward_pre_hook(
-        lambda _m, args, kw: seen.update(hs=args[0] if args else kw["hidden_states"],
-                                         ctx=kw["encoder_hidden_states"]), with_kwargs=True)
+        lambda _m, args, kw: seen.update(hs=args[0] if args else kw["hidden_states"], ctx=kw["encoder_hidden_states"]),
+        with_kwargs=True,
+    )
     with FeatureTaps(unet, ("up3.xattn0",)) as taps:
         _run(unet, x, emb)
         p_BTHW = taps.read()["up3.xattn0"]
@@ -76,7 +80,7 @@ def test_xattn_equals_explicit_softmax(models, inputs):
     q = attn.to_q(seen["hs"]).view(B, N, attn.heads, -1).transpose(1, 2)  # [B, heads, N, d]
     k = attn.to_k(seen["ctx"]).view(B, 77, attn.heads, -1).transpose(1, 2)
     d = q.shape[-1]
-    probs = torch.softmax(q @ k.transpose(-1, -2) / d ** 0.5, dim=-1).mean(1)  # [B, N, T]
+    probs = torch.softmax(q @ k.transpose(-1, -2) / d**0.5, dim=-1).mean(1)  # [B, N, T]
     expected = probs.transpose(1, 2).reshape(B, 77, 16, 16)
     assert p_BTHW.shape == (2, 77, 16, 16)
     torch.testing.assert_close(p_BTHW, expected, atol=1e-5, rtol=1e-4)
@@ -112,8 +116,7 @@ def test_hooks_removed_on_error(models):
     conv = unet.up_blocks[1].resnets[0].conv2
     attn2 = unet.up_blocks[1].attentions[0].transformer_blocks[0].attn2
     proc = attn2.processor
-    with pytest.raises(RuntimeError, match="boom"):
-        with FeatureTaps(unet, ("up1.res0", "up1.xattn0")):
-            assert len(conv._forward_hooks) == 1 and attn2.processor is not proc
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), FeatureTaps(unet, ("up1.res0", "up1.xattn0")):
+        assert len(conv._forward_hooks) == 1 and attn2.processor is not proc
+        raise RuntimeError("boom")
     assert len(conv._forward_hooks) == 0 and attn2.processor is proc

@@ -1,16 +1,16 @@
-"""diffseg.viz: palette masks keep train ids; composite pictures have the documented sizes."""
+"""diffseg.stages.viz: palette masks keep train ids; composite pictures have the documented sizes."""
 
 import numpy as np
 from PIL import Image
 
-from diffseg import viz
-from diffseg.data.classes import PALETTE
+from diffseg.core.classes import PALETTE
+from diffseg.stages import viz
 
 
 def _label(h, w, ids=(0, 2, 10, 13)):
     lab = np.zeros((h, w), np.uint8)
     for k, c in enumerate(ids):
-        lab[:, k * w // len(ids):] = c
+        lab[:, k * w // len(ids) :] = c
     lab[0, 0] = 255
     return lab
 
@@ -62,7 +62,8 @@ def test_prediction_grid_has_one_block_per_target():
 
 def test_ablation_chart_writes_png_with_nan_cells(tmp_path):
     miou = np.array([[40.0, 30.0], [np.nan, np.nan]])
-    viz.ablation_chart(tmp_path / "c.png", ["baseline", "kinds-res+blk+xattn"], ["t1", "t2"], miou,
-                       reference={"baseline": 49.72})
+    viz.ablation_chart(
+        tmp_path / "c.png", ["baseline", "kinds-res+blk+xattn"], ["t1", "t2"], miou, reference={"baseline": 49.72}
+    )
     img = Image.open(tmp_path / "c.png")
     assert img.size[0] == 900 and img.size[1] > 100

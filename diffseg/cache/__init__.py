@@ -1,8 +1,8 @@
 """The feature store (DESIGN.md "The feature cache"): the only package that imports zarr.
 
-    CacheWriter.create(path, attrs, ids, arrays, orig_label_max=None) -> writer (or resume)
-    CacheReader(path).read(i, names)                                   -> numpy arrays
-    FeatureDataset(path, branches, layers, step_indices, in_memory)    -> torch Dataset
+CacheWriter.create(path, attrs, ids, arrays, orig_label_max=None) -> writer (or resume)
+CacheReader(path).read(i, names)                                   -> numpy arrays
+FeatureDataset(path, branches, layers, step_indices, in_memory)    -> torch Dataset
 """
 
 from diffseg.cache.dataset import FeatureDataset
@@ -11,6 +11,13 @@ from diffseg.cache.schema import COMPLETE, FORMAT_VERSION, PENDING, SKIPPED, Lay
 from diffseg.cache.writer import CacheWriter
 
 __all__ = [
-    "CacheReader", "CacheWriter", "FeatureDataset", "LayerSpec", "feature_name",
-    "FORMAT_VERSION", "PENDING", "COMPLETE", "SKIPPED",
+    "COMPLETE",
+    "FORMAT_VERSION",
+    "PENDING",
+    "SKIPPED",
+    "CacheReader",
+    "CacheWriter",
+    "FeatureDataset",
+    "LayerSpec",
+    "feature_name",
 ]

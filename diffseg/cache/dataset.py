@@ -16,8 +16,8 @@ main process before creating the DataLoader, so forked workers share the pages).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 
 from diffseg.cache import schema
 from diffseg.cache.reader import CacheReader
-from diffseg.errors import DiffsegError
+from diffseg.core.errors import DiffsegError
 
 
 class FeatureDataset(Dataset):

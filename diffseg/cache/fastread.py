@@ -25,16 +25,15 @@ from __future__ import annotations
 
 import ctypes
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import zarr
 from numcodecs import Zstd
 
 from diffseg.cache.store import plain_bytes, zstd_bytes
-from diffseg.errors import DiffsegError
-
+from diffseg.core.errors import DiffsegError
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (malloc.h)
 _TUNED = False

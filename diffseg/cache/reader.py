@@ -8,15 +8,15 @@ the path and open a reader in each worker process.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 import zarr
 
 from diffseg.cache import schema, status, store
 from diffseg.cache.fastread import ChunkSource, keep_freed_memory
-from diffseg.errors import DiffsegError
+from diffseg.core.errors import DiffsegError
 
 
 class CacheReader:
@@ -68,8 +68,10 @@ class CacheReader:
         """Every "<branch>/<layer>" array the cache holds, in attrs order."""
         return [
             schema.feature_name(b, layer)
-            for b in self.branches if b in self.group.group_keys()
-            for layer in self.attrs["layers"] if layer in self.group[b].array_keys()
+            for b in self.branches
+            if b in self.group.group_keys()
+            for layer in self.attrs["layers"]
+            if layer in self.group[b].array_keys()
         ]
 
     def layer_arrays(self) -> dict[str, schema.LayerSpec]:
@@ -112,7 +114,10 @@ class CacheReader:
             raise DiffsegError(f"sample {self.ids[i]} (index {i}) of {self.path} is {what}")
 
     def read(
-        self, i: int, names: Iterable[str], steps: Sequence[int] | None = None,
+        self,
+        i: int,
+        names: Iterable[str],
+        steps: Sequence[int] | None = None,
         out: dict[str, np.ndarray] | None = None,
     ) -> dict[str, np.ndarray]:
         """{name: array of sample i}; `steps` (indices into save_steps) applies to feature

@@ -53,7 +53,7 @@ class LayerSpec:
         return {"kind": self.kind, "stride": self.stride, "channels": self.channels, "size": list(self.size)}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "LayerSpec":
+    def from_dict(cls, d: dict) -> LayerSpec:
         return cls(kind=d["kind"], stride=int(d["stride"]), channels=int(d["channels"]), size=tuple(d["size"]))
 
 
@@ -63,7 +63,7 @@ def feature_name(branch: str, layer: str) -> str:
 
 
 def split_name(name: str) -> tuple[str, str]:
-    """"cond/up2.blk0" -> ("cond", "up2.blk0")."""
+    """ "cond/up2.blk0" -> ("cond", "up2.blk0")."""
     branch, _, layer = name.partition("/")
     assert layer, f"not a feature array name: {name!r}"
     return branch, layer

@@ -61,23 +61,38 @@ def open_group(path: str | Path, mode: str = "r") -> zarr.Group:
 
 def create_feature_array(group: zarr.Group, name: str, n: int, per_sample_shape: tuple[int, ...], dtype) -> None:
     group.create_array(
-        name, shape=(n, *per_sample_shape), chunks=(1, *per_sample_shape), dtype=dtype,
-        compressors=FEATURE_COMPRESSORS, fill_value=0, overwrite=True,
+        name,
+        shape=(n, *per_sample_shape),
+        chunks=(1, *per_sample_shape),
+        dtype=dtype,
+        compressors=FEATURE_COMPRESSORS,
+        fill_value=0,
+        overwrite=True,
     )
 
 
 def create_label_array(group: zarr.Group, name: str, n: int, size_hw: tuple[int, int]) -> None:
     group.create_array(
-        name, shape=(n, *size_hw), chunks=(1, *size_hw), dtype="uint8",
-        compressors=LABEL_COMPRESSORS, fill_value=255, overwrite=True,
+        name,
+        shape=(n, *size_hw),
+        chunks=(1, *size_hw),
+        dtype="uint8",
+        compressors=LABEL_COMPRESSORS,
+        fill_value=255,
+        overwrite=True,
     )
 
 
 def create_small_array(group: zarr.Group, name: str, n: int, per_sample_shape: tuple[int, ...], dtype) -> None:
     """One tiny uncompressed chunk per sample (status, orig_sizes): writers never share one."""
     group.create_array(
-        name, shape=(n, *per_sample_shape), chunks=(1, *per_sample_shape), dtype=dtype,
-        compressors=None, fill_value=0, overwrite=True,
+        name,
+        shape=(n, *per_sample_shape),
+        chunks=(1, *per_sample_shape),
+        dtype=dtype,
+        compressors=None,
+        fill_value=0,
+        overwrite=True,
     )
 
 
@@ -85,7 +100,8 @@ def plain_bytes(array: zarr.Array) -> bool:
     """True when a chunk file is exactly the little-endian C-order array bytes."""
     codecs = array.metadata.codecs
     return (
-        len(codecs) == 1 and isinstance(codecs[0], BytesCodec)
+        len(codecs) == 1
+        and isinstance(codecs[0], BytesCodec)
         and (codecs[0].endian is None or codecs[0].endian.value == "little")
     )
 
@@ -94,6 +110,8 @@ def zstd_bytes(array: zarr.Array) -> bool:
     """True when a chunk file is zstd over the little-endian C-order array bytes."""
     codecs = array.metadata.codecs
     return (
-        len(codecs) == 2 and isinstance(codecs[0], BytesCodec) and isinstance(codecs[1], ZstdCodec)
+        len(codecs) == 2
+        and isinstance(codecs[0], BytesCodec)
+        and isinstance(codecs[1], ZstdCodec)
         and (codecs[0].endian is None or codecs[0].endian.value == "little")
     )

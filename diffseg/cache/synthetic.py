@@ -33,14 +33,23 @@ def layer_set(model: str, resolution: tuple[int, int], xattn_classes: int = 0) -
 
 
 def synthetic_attrs(
-    layers: dict[str, schema.LayerSpec], save_steps: list[int], branches: list[str],
-    resolution: tuple[int, int], kind: str = "train", seed: int = 0,
+    layers: dict[str, schema.LayerSpec],
+    save_steps: list[int],
+    branches: list[str],
+    resolution: tuple[int, int],
+    kind: str = "train",
+    seed: int = 0,
 ) -> dict:
     return {
         "model": {"name": "synthetic", "fingerprint": "5e" * 8, "prediction_type": "v_prediction"},
         "dataset": {"name": "demo", "split": "train" if kind == "train" else "val", "info": {}},
-        "extract": {"save_steps": list(save_steps), "layers": list(layers), "branches": list(branches),
-                    "resolution": list(resolution), "seed": seed},
+        "extract": {
+            "save_steps": list(save_steps),
+            "layers": list(layers),
+            "branches": list(branches),
+            "resolution": list(resolution),
+            "seed": seed,
+        },
         "layers": {k: v.to_dict() for k, v in layers.items()},
         "save_steps": list(save_steps),
         "branches": list(branches),
@@ -65,7 +74,10 @@ def sample_label(rng: np.random.Generator, size_hw: tuple[int, int]) -> np.ndarr
 
 
 def sample_arrays(
-    rng: np.random.Generator, layers: dict[str, schema.LayerSpec], n_steps: int, branches: list[str],
+    rng: np.random.Generator,
+    layers: dict[str, schema.LayerSpec],
+    n_steps: int,
+    branches: list[str],
     label_HW: np.ndarray,
 ) -> dict[str, np.ndarray]:
     """Features that depend on the label (a per-class direction plus noise), so pictures of
@@ -81,16 +93,24 @@ def sample_arrays(
                 x = 0.6 * onehot[None] + 0.1 * rng.random((n_steps, spec.channels, h, w))
             else:
                 base_Chw = emb_KC[small_hw].transpose(2, 0, 1)
-                x = base_Chw[None] + (0.3 + 0.3 * np.arange(n_steps)[:, None, None, None]) * \
-                    rng.standard_normal((n_steps, spec.channels, h, w))
+                x = base_Chw[None] + (0.3 + 0.3 * np.arange(n_steps)[:, None, None, None]) * rng.standard_normal(
+                    (n_steps, spec.channels, h, w)
+                )
             out[schema.feature_name(b, name)] = x.astype(np.float16)
     return out
 
 
 def make_cache(
-    path: str | Path, n: int, model: str = "tiny", resolution: tuple[int, int] = (64, 64),
-    save_steps: tuple[int, ...] = (60, 20, 1), branches: tuple[str, ...] = ("uncond", "cond"),
-    xattn_classes: int = 0, kind: str = "train", write: int | None = None, seed: int = 0,
+    path: str | Path,
+    n: int,
+    model: str = "tiny",
+    resolution: tuple[int, int] = (64, 64),
+    save_steps: tuple[int, ...] = (60, 20, 1),
+    branches: tuple[str, ...] = ("uncond", "cond"),
+    xattn_classes: int = 0,
+    kind: str = "train",
+    write: int | None = None,
+    seed: int = 0,
 ) -> CacheWriter:
     """A cache of n samples, the first `write` (default all) of them written; eval caches
     get original labels of varying size (up to 1.5x the resolution)."""
@@ -98,7 +118,8 @@ def make_cache(
     attrs = synthetic_attrs(layers, list(save_steps), list(branches), resolution, kind, seed)
     arrays = {
         schema.feature_name(b, k): ((len(save_steps), s.channels, *s.size), np.float16)
-        for b in branches for k, s in layers.items()
+        for b in branches
+        for k, s in layers.items()
     }
     W, H = resolution
     orig_max = (H * 3 // 2, W * 3 // 2) if kind == "eval" else None

@@ -20,7 +20,7 @@ import zarr
 
 import diffseg
 from diffseg.cache import schema, status, store
-from diffseg.errors import CacheMismatch, DiffsegError
+from diffseg.core.errors import CacheMismatch, DiffsegError
 
 
 class CacheWriter:
@@ -52,7 +52,7 @@ class CacheWriter:
         ids: list[str],
         arrays: dict[str, tuple[tuple[int, ...], Any]],
         orig_label_max: tuple[int, int] | None = None,
-    ) -> "CacheWriter":
+    ) -> CacheWriter:
         """Create the cache at `path`, or open an existing one with the same config for resume.
 
         attrs: at least schema.REQUIRED_ATTRS; format_version, diffseg_version, codec,
@@ -73,12 +73,12 @@ class CacheWriter:
         return cls(path)
 
     @classmethod
-    def open(cls, path: str | Path) -> "CacheWriter":
+    def open(cls, path: str | Path) -> CacheWriter:
         """Open an existing cache for writing (worker processes); no config check."""
         return cls(path)
 
     @classmethod
-    def _resume(cls, path, full: dict, ids: list[str], arrays: dict) -> "CacheWriter":
+    def _resume(cls, path, full: dict, ids: list[str], arrays: dict) -> CacheWriter:
         old = dict(store.open_group(path, "r").attrs)
         if old.get("format_version") is None:
             raise DiffsegError(
@@ -169,9 +169,7 @@ class CacheWriter:
         self._check_index(i)
         who = f"sample {self.ids[i]} (index {i})"
         if set(arrays) != set(self.feature_names):
-            raise DiffsegError(
-                f"{who}: arrays {sorted(arrays)} do not match the cache's {self.feature_names}"
-            )
+            raise DiffsegError(f"{who}: arrays {sorted(arrays)} do not match the cache's {self.feature_names}")
         for name in self.feature_names:
             a, arr = arrays[name], self._array(name)
             if a.shape != arr.shape[1:] or a.dtype != arr.dtype:
@@ -182,7 +180,9 @@ class CacheWriter:
             if bad:
                 raise DiffsegError(f"{who}: {name} holds {bad} NaN/inf values of {a.size}")
         if label.shape != self.label_shape or label.dtype != np.uint8:
-            raise DiffsegError(f"{who}: label is {label.dtype}{list(label.shape)}, expected uint8{list(self.label_shape)}")
+            raise DiffsegError(
+                f"{who}: label is {label.dtype}{list(label.shape)}, expected uint8{list(self.label_shape)}"
+            )
         if self.eval_cache:
             hmax, wmax = self._array(schema.ORIG_LABELS).shape[1:]
             if orig_label is None or orig_label.dtype != np.uint8 or orig_label.ndim != 2:

@@ -1,21 +1,21 @@
 """Datasets in the 19-class Cityscapes label space: adapters, label tables, the demo set.
 
-    ds = open_dataset("gtav")            # root: $DIFFSEG_DATA/gta or data/gta
-    s = ds.load(0)                       # Sample(id, image uint8 [H, W, 3], label uint8 [H, W])
+ds = open_dataset("gtav")            # root: $DIFFSEG_DATA/gta or data/gta
+s = ds.load(0)                       # Sample(id, image uint8 [H, W, 3], label uint8 [H, W])
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from diffseg.core.classes import CLASS_NAMES, IGNORE, NUM_CLASSES, PALETTE, SYNTHIA13, SYNTHIA16
+from diffseg.core.errors import DiffsegError
 from diffseg.data import acdc, bdd100k, cityscapes, darkzurich, gtav, mapillary, synthia
 from diffseg.data.base import FileDataset, Sample
-from diffseg.data.classes import CLASS_NAMES, IGNORE, NUM_CLASSES, PALETTE, SYNTHIA13, SYNTHIA16
 from diffseg.data.demo import DEMO_SPLITS, DemoDataset
 from diffseg.data.options import DatasetOptions
 from diffseg.data.roots import default_root, resolve_root
 from diffseg.data.splits import restrict
-from diffseg.errors import DiffsegError
 
 _ADAPTERS = {
     "gtav": gtav.list_entries,
@@ -66,6 +66,18 @@ def open_dataset(
 
 
 __all__ = [
-    "CLASS_NAMES", "DATASET_NAMES", "DEMO_SPLITS", "IGNORE", "NUM_CLASSES", "PALETTE", "SYNTHIA13", "SYNTHIA16",
-    "Dataset", "DemoDataset", "FileDataset", "Sample", "default_root", "open_dataset",
+    "CLASS_NAMES",
+    "DATASET_NAMES",
+    "DEMO_SPLITS",
+    "IGNORE",
+    "NUM_CLASSES",
+    "PALETTE",
+    "SYNTHIA13",
+    "SYNTHIA16",
+    "Dataset",
+    "DemoDataset",
+    "FileDataset",
+    "Sample",
+    "default_root",
+    "open_dataset",
 ]

@@ -10,12 +10,12 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
+from diffseg.core.errors import DiffsegError
 from diffseg.data.base import Entry, list_files, rel_id
 from diffseg.data.options import DatasetOptions
 from diffseg.data.readers import read_id_label, read_train_id_label
 from diffseg.data.splits import check_split
 from diffseg.data.tables import CITYSCAPES_TABLE
-from diffseg.errors import DiffsegError
 
 CONDITIONS = ("fog", "night", "rain", "snow")
 _IMG = "_rgb_anon.png"

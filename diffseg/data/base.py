@@ -6,14 +6,14 @@ Listing only walks folders (no decoding), so `len(ds)` is cheap on 25k-frame dat
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
+from diffseg.core.errors import DataError, DiffsegError
 from diffseg.data.readers import file_size, read_rgb
-from diffseg.errors import DataError, DiffsegError
 
 LabelReader = Callable[[Path], np.ndarray]  # path -> train ids uint8 [H, W]
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from diffseg.core.errors import DiffsegError
 from diffseg.data.base import Entry, list_files
 from diffseg.data.options import DatasetOptions
 from diffseg.data.readers import read_train_id_label
 from diffseg.data.splits import check_split
-from diffseg.errors import DiffsegError
 
 
 def list_entries(root: Path, split: str, opts: DatasetOptions) -> tuple[list[Entry], dict]:

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from diffseg.core.errors import DiffsegError
 from diffseg.data.acdc import paired_entries
 from diffseg.data.base import Entry, require_dir
 from diffseg.data.options import DatasetOptions
-from diffseg.errors import DiffsegError
 
 
 def list_entries(root: Path, split: str, opts: DatasetOptions) -> tuple[list[Entry], dict]:

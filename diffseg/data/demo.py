@@ -21,7 +21,9 @@ DEMO_COUNTS = {"train": 48, "val": 16, "val-night": 16, "val-fog": 16}
 _STYLE = {"train": "source", "val": "source", "val-night": "night", "val-fog": "fog"}
 
 
-def render_sample(seed: int, split: str, index: int, size: tuple[int, int] = (128, 128)) -> tuple[np.ndarray, np.ndarray]:
+def render_sample(
+    seed: int, split: str, index: int, size: tuple[int, int] = (128, 128)
+) -> tuple[np.ndarray, np.ndarray]:
     """(image uint8 [H, W, 3], label uint8 [H, W]) of one demo sample; `size` is (W, H)."""
     w, h = size
     rng = np.random.default_rng((seed, DEMO_SPLITS.index(split), index))
@@ -32,8 +34,14 @@ def render_sample(seed: int, split: str, index: int, size: tuple[int, int] = (12
 class DemoDataset:
     """Same interface as FileDataset; `root` is None."""
 
-    def __init__(self, split: str = "train", size: tuple[int, int] = (128, 128), count: int | None = None,
-                 seed: int = 0, split_file: Path | str | None = None):
+    def __init__(
+        self,
+        split: str = "train",
+        size: tuple[int, int] = (128, 128),
+        count: int | None = None,
+        seed: int = 0,
+        split_file: Path | str | None = None,
+    ):
         check_split("demo", split, DEMO_SPLITS)
         w, h = size
         assert w > 0 and h > 0, size

@@ -23,7 +23,7 @@ class Canvas:
     lights: list = field(default_factory=list)  # (x, y, radius px, (r, g, b)) glows at night
 
     @classmethod
-    def blank(cls, h: int, w: int) -> "Canvas":
+    def blank(cls, h: int, w: int) -> Canvas:
         return cls(
             label=np.full((h, w), 10, np.uint8),
             color=np.zeros((h, w, 3), np.float32),

@@ -127,8 +127,13 @@ class Scene:
         walk = 1 + self.walk[0 if sign < 0 else 1]
         d_max = outer / (self.k * walk)
         # height in camera heights above the foot line; the box spans only what can be painted
-        r = {"building": rng.uniform(1.5, 5.0), "trees": rng.uniform(1.2, 3.0), "wall": rng.uniform(0.3, 0.9),
-             "fence": rng.uniform(0.4, 0.8), "open": 0.0}[kind]
+        r = {
+            "building": rng.uniform(1.5, 5.0),
+            "trees": rng.uniform(1.2, 3.0),
+            "wall": rng.uniform(0.3, 0.9),
+            "fence": rng.uniform(0.4, 0.8),
+            "open": 0.0,
+        }[kind]
         b = cv.box(x0, x1, self.yh - max(r, 1.5) * 1.3 * d_max - 1, self.yh + d_max + 1)
         if b is None or kind == "open":
             return
@@ -208,7 +213,15 @@ class Scene:
         if b is not None:  # rear window: dark glass, still car
             cv.color[b[0]] = (0.12, 0.14, 0.18)
         for s in (-1, 1):
-            cv.rect(cx + s * 0.65 * m - 0.18 * m, cx + s * 0.65 * m + 0.18 * m, foot - 0.3 * m, foot, CAR, (0.05, 0.05, 0.05), z)
+            cv.rect(
+                cx + s * 0.65 * m - 0.18 * m,
+                cx + s * 0.65 * m + 0.18 * m,
+                foot - 0.3 * m,
+                foot,
+                CAR,
+                (0.05, 0.05, 0.05),
+                z,
+            )
             cv.lights.append((cx + s * 0.7 * m, foot - 0.7 * m, max(0.25 * m, 1.0), (1.0, 0.2, 0.1)))
 
     def draw_truck(self, d: float) -> None:
@@ -236,7 +249,9 @@ class Scene:
         col = _color(rng, PERSON)
         if legs:
             for s in (-1, 1):
-                cv.rect(cx + s * 0.1 * m - 0.07 * m, cx + s * 0.1 * m + 0.07 * m, feet - 0.85 * m, feet, cls, col * 0.6, z)
+                cv.rect(
+                    cx + s * 0.1 * m - 0.07 * m, cx + s * 0.1 * m + 0.07 * m, feet - 0.85 * m, feet, cls, col * 0.6, z
+                )
         cv.rect(cx - 0.22 * m, cx + 0.22 * m, feet - 1.5 * m, feet - 0.8 * m, cls, col, z)
         cv.ellipse(cx, feet - 1.62 * m, 0.12 * m, 0.14 * m, cls, _SKIN, z)
 
@@ -291,4 +306,4 @@ def draw_scene(rng: np.random.Generator, h: int, w: int) -> Canvas:
     return Scene(rng, h, w).draw()
 
 
-__all__ = ["draw_scene", "SKY_DEPTH"]
+__all__ = ["SKY_DEPTH", "draw_scene"]

@@ -8,12 +8,12 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
+from diffseg.core.errors import DiffsegError
 from diffseg.data.base import Entry, list_files, require_dir
 from diffseg.data.options import DatasetOptions
 from diffseg.data.readers import read_id_label
 from diffseg.data.splits import check_split
 from diffseg.data.tables import CITYSCAPES_TABLE
-from diffseg.errors import DiffsegError
 
 
 def require_split_file(name: str, split: str, opts: DatasetOptions) -> None:
@@ -28,7 +28,6 @@ def list_entries(root: Path, split: str, opts: DatasetOptions) -> tuple[list[Ent
     images = require_dir(root / "images", "gtav", split, "images/NNNNN.png and labels/NNNNN.png")
     reader = partial(read_id_label, table=CITYSCAPES_TABLE)
     entries = [
-        Entry(id=p.stem, image=p, labels=((root / "labels" / p.name, reader),))
-        for p in list_files(images, ".png")
+        Entry(id=p.stem, image=p, labels=((root / "labels" / p.name, reader),)) for p in list_files(images, ".png")
     ]
     return entries, {}

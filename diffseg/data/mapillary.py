@@ -9,12 +9,12 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
+from diffseg.core.errors import DiffsegError
 from diffseg.data.base import Entry, list_files, require_dir
 from diffseg.data.options import DatasetOptions
 from diffseg.data.readers import read_id_label
 from diffseg.data.splits import check_split
 from diffseg.data.tables import MAPILLARY_TABLES
-from diffseg.errors import DiffsegError
 
 FOLDERS = {"train": "training", "val": "validation"}
 
@@ -33,7 +33,6 @@ def list_entries(root: Path, split: str, opts: DatasetOptions) -> tuple[list[Ent
         )
     reader = partial(read_id_label, table=MAPILLARY_TABLES[opts.mapillary_map])
     entries = [
-        Entry(id=p.stem, image=p, labels=((labels / f"{p.stem}.png", reader),))
-        for p in list_files(images, ".jpg")
+        Entry(id=p.stem, image=p, labels=((labels / f"{p.stem}.png", reader),)) for p in list_files(images, ".jpg")
     ]
     return entries, {"mapillary_map": opts.mapillary_map}

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from diffseg.data.classes import IGNORE, NUM_CLASSES
-from diffseg.errors import DataError
+from diffseg.core.classes import IGNORE, NUM_CLASSES
+from diffseg.core.errors import DataError
 
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, UnidentifiedImageError)
 _VALID_TRAIN_IDS = np.zeros(256, bool)

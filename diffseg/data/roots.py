@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from diffseg.errors import DiffsegError
+from diffseg.core.errors import DiffsegError
 
 FOLDERS = {
     "gtav": "gta",

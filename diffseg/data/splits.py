@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from diffseg.errors import DiffsegError
+from diffseg.core.errors import DiffsegError
 
 SPLITS = ("train", "val")
 _EXTS = (".png", ".jpg", ".jpeg")

@@ -9,7 +9,21 @@ from diffseg.nn.metrics import ConfusionMatrix, iou_per_class, markdown_table, m
 from diffseg.nn.segmentor import Segmentor
 
 __all__ = [
-    "ConfusionMatrix", "DAFormerHead", "DiffFusion", "FusionConfig", "LossConfig", "SeededDropout2d",
-    "Segmentor", "consistency_loss", "fusion_preset", "iou_per_class", "ipkl_loss", "markdown_table",
-    "miou", "miou_from_confusion", "scores", "seeded_dropout2d", "segmentation_ce",
+    "ConfusionMatrix",
+    "DAFormerHead",
+    "DiffFusion",
+    "FusionConfig",
+    "LossConfig",
+    "SeededDropout2d",
+    "Segmentor",
+    "consistency_loss",
+    "fusion_preset",
+    "iou_per_class",
+    "ipkl_loss",
+    "markdown_table",
+    "miou",
+    "miou_from_confusion",
+    "scores",
+    "seeded_dropout2d",
+    "segmentation_ce",
 ]

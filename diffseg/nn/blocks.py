@@ -16,8 +16,9 @@ from torch.nn import functional as F
 
 def conv_gn(c_in: int, c_out: int, k: int, groups: int, stride: int = 1) -> nn.Sequential:
     """Conv (no bias: the norm has one) + GroupNorm."""
-    return nn.Sequential(nn.Conv2d(c_in, c_out, k, stride=stride, padding=k // 2, bias=False),
-                         nn.GroupNorm(groups, c_out))
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, k, stride=stride, padding=k // 2, bias=False), nn.GroupNorm(groups, c_out)
+    )
 
 
 class Bottleneck(nn.Module):

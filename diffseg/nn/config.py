@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from diffseg.configs import from_record
-from diffseg.errors import DiffsegError
+from diffseg.core.errors import DiffsegError
+from diffseg.core.records import from_record
 
 STRIDES = (8, 16, 32)  # strides the fusion block consumes, fine to coarse
 
@@ -32,7 +32,8 @@ class FusionConfig:
             if w % self.decoder_groups or b % self.reduce_groups or w % self.reduce_groups:
                 raise DiffsegError(
                     f"fusion widths {self.widths}/bottlenecks {self.bottlenecks} must be multiples of "
-                    f"the GroupNorm groups ({self.reduce_groups}, {self.decoder_groups})")
+                    f"the GroupNorm groups ({self.reduce_groups}, {self.decoder_groups})"
+                )
         if self.width_x4 % self.decoder_groups:
             raise DiffsegError(f"width_x4 {self.width_x4} is not a multiple of {self.decoder_groups} groups")
         if not 0.0 <= self.dropout < 1.0:
@@ -48,16 +49,18 @@ class FusionConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "FusionConfig":
+    def from_dict(cls, d: dict) -> FusionConfig:
         return from_record(cls, d, tuples=("widths", "bottlenecks"))
 
 
 def fusion_preset(name: str) -> FusionConfig:
     """`reference` (paper widths, ~300 M parameters with the SD 2.1 reference layers) or `light`."""
     if name == "reference":
-        return FusionConfig(name="reference", widths=(512, 1024, 2048), bottlenecks=(128, 256, 512),
-                            width_x4=256, head_channels=256)
+        return FusionConfig(
+            name="reference", widths=(512, 1024, 2048), bottlenecks=(128, 256, 512), width_x4=256, head_channels=256
+        )
     if name == "light":
-        return FusionConfig(name="light", widths=(64, 128, 256), bottlenecks=(16, 32, 64),
-                            width_x4=32, head_channels=64)
+        return FusionConfig(
+            name="light", widths=(64, 128, 256), bottlenecks=(16, 32, 64), width_x4=32, head_channels=64
+        )
     raise DiffsegError(f"unknown fusion setting {name!r}: expected 'reference' or 'light'")

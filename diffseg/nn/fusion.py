@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn import init
 
-from diffseg.errors import DiffsegError
+from diffseg.core.errors import DiffsegError
 from diffseg.nn.blocks import Bottleneck, StridedDown, UpFuse
 from diffseg.nn.config import STRIDES, FusionConfig
 from diffseg.nn.specs import channels_per_stride, spec_field
@@ -49,13 +49,18 @@ class DiffFusion(nn.Module):
             elif finer is not None:
                 self.derive[str(s)] = StridedDown(cfg.width(finer), cfg.width(s), cfg.reduce_groups)
                 finer = s
-        self.norm = nn.ModuleDict({  # only levels that exist before the decoder: no unused parameters
-            k: nn.GroupNorm(cfg.decoder_groups, cfg.width(int(k))) for k in (*self.reduce, *self.derive)})
-        self.up = nn.ModuleDict({  # "32" upsamples 1/32 -> 1/16, ..., "8": 1/8 -> 1/4
-            "32": UpFuse(cfg.width(32), cfg.width(16), cfg.decoder_groups),
-            "16": UpFuse(cfg.width(16), cfg.width(8), cfg.decoder_groups),
-            "8": UpFuse(cfg.width(8), cfg.width_x4, cfg.decoder_groups),
-        })
+        self.norm = nn.ModuleDict(
+            {  # only levels that exist before the decoder: no unused parameters
+                k: nn.GroupNorm(cfg.decoder_groups, cfg.width(int(k))) for k in (*self.reduce, *self.derive)
+            }
+        )
+        self.up = nn.ModuleDict(
+            {  # "32" upsamples 1/32 -> 1/16, ..., "8": 1/8 -> 1/4
+                "32": UpFuse(cfg.width(32), cfg.width(16), cfg.decoder_groups),
+                "16": UpFuse(cfg.width(16), cfg.width(8), cfg.decoder_groups),
+                "8": UpFuse(cfg.width(8), cfg.width_x4, cfg.decoder_groups),
+            }
+        )
         self.out_channels = (cfg.width_x4, cfg.width(8), cfg.width(16), cfg.width(32))
         self.apply(_init_weights)
 
@@ -86,12 +91,14 @@ class DiffFusion(nn.Module):
             for layer in layers:
                 f = feats[layer]
                 if f.dim() != 5 or f.shape[1] != self.n_steps or f.shape[2] != self.channels[layer]:
-                    raise DiffsegError(f"layer {layer!r}: expected [B, {self.n_steps}, "
-                                       f"{self.channels[layer]}, h, w], got {list(f.shape)}")
+                    raise DiffsegError(
+                        f"layer {layer!r}: expected [B, {self.n_steps}, "
+                        f"{self.channels[layer]}, h, w], got {list(f.shape)}"
+                    )
                 sizes.add((f.shape[3] * s, f.shape[4] * s))
         if len(sizes) != 1:
             raise DiffsegError(f"layers imply different image sizes (h*stride, w*stride): {sorted(sizes)}")
-        (H, W), = sizes
+        ((H, W),) = sizes
         if H % 32 or W % 32:
             raise DiffsegError(f"image size {H}x{W} implied by the features is not a multiple of 32")
 

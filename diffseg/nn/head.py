@@ -19,8 +19,11 @@ from diffseg.nn.dropout import SeededDropout2d
 
 def conv_bn_relu(c_in: int, c_out: int, k: int = 1, dilation: int = 1, groups: int = 1) -> nn.Sequential:
     pad = dilation * (k // 2)
-    return nn.Sequential(nn.Conv2d(c_in, c_out, k, padding=pad, dilation=dilation, groups=groups, bias=False),
-                         nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, k, padding=pad, dilation=dilation, groups=groups, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    )
 
 
 class SeparableASPP(nn.Module):
@@ -29,9 +32,11 @@ class SeparableASPP(nn.Module):
     def __init__(self, c_in: int, c_out: int, dilations: tuple[int, ...] = (1, 6, 12, 18)):
         super().__init__()
         self.branches = nn.ModuleList(
-            conv_bn_relu(c_in, c_out, 1) if d == 1 else
-            nn.Sequential(conv_bn_relu(c_in, c_in, 3, dilation=d, groups=c_in), conv_bn_relu(c_in, c_out, 1))
-            for d in dilations)
+            conv_bn_relu(c_in, c_out, 1)
+            if d == 1
+            else nn.Sequential(conv_bn_relu(c_in, c_in, 3, dilation=d, groups=c_in), conv_bn_relu(c_in, c_out, 1))
+            for d in dilations
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([branch(x) for branch in self.branches], dim=1)
@@ -40,8 +45,14 @@ class SeparableASPP(nn.Module):
 class DAFormerHead(nn.Module):
     """pyramid [x4, x8, x16, x32] -> logits [B, num_classes, h4, w4]."""
 
-    def __init__(self, in_channels: tuple[int, ...], channels: int = 256, num_classes: int = 19,
-                 dropout: float = 0.1, dilations: tuple[int, ...] = (1, 6, 12, 18)):
+    def __init__(
+        self,
+        in_channels: tuple[int, ...],
+        channels: int = 256,
+        num_classes: int = 19,
+        dropout: float = 0.1,
+        dilations: tuple[int, ...] = (1, 6, 12, 18),
+    ):
         super().__init__()
         self.embed = nn.ModuleList(nn.Conv2d(c, channels, 1) for c in in_channels)
         self.aspp = SeparableASPP(len(in_channels) * channels, channels, dilations)
@@ -54,8 +65,10 @@ class DAFormerHead(nn.Module):
     def forward(self, pyramid: list[torch.Tensor], dropout_seeds: torch.Tensor | None = None) -> torch.Tensor:
         # 1. embed every level and bring it to the 1/4 grid
         size = pyramid[0].shape[-2:]
-        embedded = [F.interpolate(e(x), size=size, mode="bilinear", align_corners=False)
-                    if x.shape[-2:] != size else e(x) for e, x in zip(self.embed, pyramid)]
+        embedded = [
+            F.interpolate(e(x), size=size, mode="bilinear", align_corners=False) if x.shape[-2:] != size else e(x)
+            for e, x in zip(self.embed, pyramid)
+        ]
         # 2. separable ASPP over the concatenation, 3x3 fuse
         x = self.fuse(self.aspp(torch.cat(embedded, dim=1)))
         # 3. dropout and classifier

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 from torch.nn import functional as F
 
-from diffseg.errors import DiffsegError
+from diffseg.core.errors import DiffsegError
 
 IGNORE = 255
 CONSISTENCY = ("l2", "kl", "none")
@@ -45,7 +45,7 @@ class LossConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "LossConfig":
+    def from_dict(cls, d: dict) -> LossConfig:
         unknown = set(d) - {f.name for f in fields(cls)}
         if unknown:
             raise DiffsegError(f"unknown LossConfig fields {sorted(unknown)}")
@@ -62,8 +62,9 @@ def segmentation_ce(logits_BKhw: torch.Tensor, labels_BHW: torch.Tensor) -> torc
     return F.cross_entropy(logits_BKhw, labels_BHW, ignore_index=IGNORE)
 
 
-def consistency_loss(logits_cond: torch.Tensor, logits_uncond: torch.Tensor, kind: str,
-                     detach_teacher: bool = False) -> torch.Tensor:
+def consistency_loss(
+    logits_cond: torch.Tensor, logits_uncond: torch.Tensor, kind: str, detach_teacher: bool = False
+) -> torch.Tensor:
     """l2: mean squared difference of logits; kl: mean over pixels of KL(p_cond || p_uncond)."""
     if detach_teacher:
         logits_cond = logits_cond.detach()
@@ -77,8 +78,9 @@ def consistency_loss(logits_cond: torch.Tensor, logits_uncond: torch.Tensor, kin
     raise DiffsegError(f"consistency {kind!r} has no loss (expected 'l2' or 'kl')")
 
 
-def ipkl_loss(logits_cond: torch.Tensor | None, logits_uncond: torch.Tensor | None,
-              labels: torch.Tensor, cfg: LossConfig) -> tuple[torch.Tensor, dict[str, float]]:
+def ipkl_loss(
+    logits_cond: torch.Tensor | None, logits_uncond: torch.Tensor | None, labels: torch.Tensor, cfg: LossConfig
+) -> tuple[torch.Tensor, dict[str, float]]:
     """-> (total loss, {"ce_cond", "ce_uncond", "cons" (those computed), "total"} as floats).
 
     Raises DiffsegError naming the term when a term or the total is NaN/inf."""

@@ -14,8 +14,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
-from diffseg.data.classes import CLASS_NAMES, IGNORE, NUM_CLASSES, SYNTHIA13, SYNTHIA16
-from diffseg.errors import DiffsegError
+from diffseg.core.classes import CLASS_NAMES, IGNORE, NUM_CLASSES, SYNTHIA13, SYNTHIA16
+from diffseg.core.errors import DiffsegError
 
 SUBSETS: dict[str, tuple[int, ...]] = {"miou16": SYNTHIA16, "miou13": SYNTHIA13}
 
@@ -38,12 +38,14 @@ class ConfusionMatrix:
         pred_N, label_N = pred_N[keep], label_N[keep]
         K = self.num_classes
         if label_N.numel() and (label_N.min() < 0 or label_N.max() >= K):
-            raise DiffsegError(f"label holds values outside 0..{K - 1} and {IGNORE}: "
-                               f"{sorted(set(label_N.unique().tolist()) - set(range(K)))}")
+            raise DiffsegError(
+                f"label holds values outside 0..{K - 1} and {IGNORE}: "
+                f"{sorted(set(label_N.unique().tolist()) - set(range(K)))}"
+            )
         assert pred_N.numel() == 0 or (pred_N.min() >= 0 and pred_N.max() < K), "prediction out of range"
         self.mat += torch.bincount(label_N * K + pred_N, minlength=K * K).reshape(K, K)
 
-    def merge(self, other: "ConfusionMatrix") -> "ConfusionMatrix":
+    def merge(self, other: ConfusionMatrix) -> ConfusionMatrix:
         assert other.num_classes == self.num_classes
         self.mat += other.mat
         return self
@@ -82,8 +84,10 @@ miou_from_confusion = miou  # name used in contracts.md
 def scores(conf, synthia: bool = False, class_names: Sequence[str] = CLASS_NAMES) -> dict:
     """JSON-ready: {"miou", "per_class_iou": {name: IoU | None}} (+ "miou16", "miou13" if synthia)."""
     iou = iou_per_class(conf)
-    out = {"miou": _none_if_nan(miou(conf)),
-           "per_class_iou": {name: _none_if_nan(v) for name, v in zip(class_names, iou)}}
+    out = {
+        "miou": _none_if_nan(miou(conf)),
+        "per_class_iou": {name: _none_if_nan(v) for name, v in zip(class_names, iou)},
+    }
     if synthia:
         out.update({key: _none_if_nan(miou(conf, subset)) for key, subset in SUBSETS.items()})
     return out
@@ -93,13 +97,13 @@ def _none_if_nan(v: float) -> float | None:
     return None if math.isnan(v) else float(v)
 
 
-def markdown_table(results: Mapping[str, np.ndarray], class_names: Sequence[str] = CLASS_NAMES,
-                   subsets: bool = False) -> str:
+def markdown_table(
+    results: Mapping[str, np.ndarray], class_names: Sequence[str] = CLASS_NAMES, subsets: bool = False
+) -> str:
     """Per-class IoU table: classes as rows, one column per target (IoU arrays or confusion
     matrices) plus their mean; then an mIoU row (and mIoU16/13 rows when `subsets`). Values in %,
     "-" where undefined. The mean column averages the targets that define the value."""
-    ious = {t: iou_per_class(r) if _is_confusion(r) else np.asarray(r, dtype=np.float64)
-            for t, r in results.items()}
+    ious = {t: iou_per_class(r) if _is_confusion(r) else np.asarray(r, dtype=np.float64) for t, r in results.items()}
     targets = list(ious)
     header = "| class | " + " | ".join(targets) + " | mean |"
     lines = [header, "|---|" + "---:|" * (len(targets) + 1)]

@@ -23,16 +23,16 @@ from diffseg.nn.head import DAFormerHead
 class Segmentor(nn.Module):
     """feats {layer: [B, S, C, h, w]} -> logits [B, num_classes, H/4, W/4] (H = h * stride)."""
 
-    def __init__(self, layer_specs: Mapping, n_steps: int, fusion: str | FusionConfig = "reference",
-                 num_classes: int = 19):
+    def __init__(
+        self, layer_specs: Mapping, n_steps: int, fusion: str | FusionConfig = "reference", num_classes: int = 19
+    ):
         super().__init__()
         self.cfg = fusion if isinstance(fusion, FusionConfig) else fusion_preset(fusion)
         self.num_classes = num_classes
         self.fusion = DiffFusion(layer_specs, n_steps, self.cfg)
         self.head = DAFormerHead(self.fusion.out_channels, self.cfg.head_channels, num_classes, self.cfg.dropout)
 
-    def forward(self, feats: Mapping[str, torch.Tensor],
-                dropout_seeds: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, feats: Mapping[str, torch.Tensor], dropout_seeds: torch.Tensor | None = None) -> torch.Tensor:
         return self.head(self.fusion(feats), dropout_seeds)
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:

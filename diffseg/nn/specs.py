@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from diffseg.errors import DiffsegError
+from diffseg.core.errors import DiffsegError
 
 
 def spec_field(layer: str, spec, key: str) -> int:
@@ -25,8 +25,10 @@ def channels_per_stride(layer_specs: Mapping, n_steps: int) -> dict[int, list[st
     for layer, spec in layer_specs.items():
         stride = spec_field(layer, spec, "stride")
         if stride == 64:
-            raise DiffsegError(f"layer {layer!r} has stride 64 (up block 0): the fusion block does not "
-                               "use up block 0; select layers of up blocks 1-3 (strides 32, 16, 8)")
+            raise DiffsegError(
+                f"layer {layer!r} has stride 64 (up block 0): the fusion block does not "
+                "use up block 0; select layers of up blocks 1-3 (strides 32, 16, 8)"
+            )
         if stride not in (8, 16, 32):
             raise DiffsegError(f"layer {layer!r} has stride {stride}: the fusion block takes 8, 16 or 32")
         if spec_field(layer, spec, "channels") < 1:

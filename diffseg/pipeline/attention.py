@@ -16,7 +16,7 @@ import torch
 XFORMERS, SDPA = "xformers", "sdpa"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _xformers_check(device: str) -> tuple[bool, str]:
     dev = torch.device(device)
     if dev.type != "cuda":
@@ -32,7 +32,10 @@ def _xformers_check(device: str) -> tuple[bool, str]:
     except (RuntimeError, NotImplementedError, ValueError) as err:
         # NotImplementedError: no kernel for this GPU/dtype; RuntimeError: a kernel that fails to launch.
         why = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        return False, f"xformers {xformers.__version__} kernels do not run on {torch.cuda.get_device_name(dev)}: {why}; PyTorch SDPA in use"
+        return (
+            False,
+            f"xformers {xformers.__version__} kernels do not run on {torch.cuda.get_device_name(dev)}: {why}; PyTorch SDPA in use",
+        )
     assert out.shape == q_BMHK.shape
     return True, f"xformers {xformers.__version__} kernels run on {torch.cuda.get_device_name(dev)}"
 

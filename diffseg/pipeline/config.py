@@ -13,8 +13,8 @@ import dataclasses
 import re
 from dataclasses import dataclass
 
-from diffseg.configs import from_record
-from diffseg.errors import DiffsegError
+from diffseg.core.errors import DiffsegError
+from diffseg.core.records import from_record
 
 KINDS = ("res", "blk", "xattn")
 N_UP_BLOCKS = 4  # SD 2.1 and tiny: up_blocks 0..3, up_blocks[0] without attention
@@ -143,23 +143,22 @@ def preset(name: str) -> TrajectoryConfig:
     """The named presets of METHOD.md §3."""
     full = layers_at(_ALL_POS, ("res", "blk"))
     if name == "reference":
-        return TrajectoryConfig(steps=_REFERENCE_STEPS, save_steps=(91, 52, 30, 22, 18, 14, 11, 7, 3),
-                                layers=full)
+        return TrajectoryConfig(steps=_REFERENCE_STEPS, save_steps=(91, 52, 30, 22, 18, 14, 11, 7, 3), layers=full)
     if name == "5step":
         return TrajectoryConfig(steps=_FIVE_STEPS, save_steps=_FIVE_STEPS, layers=full)
     if name == "1step":
         return TrajectoryConfig(steps=(0,), save_steps=(0,), layers=full)
     if name == "lite":
-        return TrajectoryConfig(steps=_FIVE_STEPS, save_steps=(60, 20, 1),
-                                layers=layers_at(((1, 2), (2, 2), (3, 2)), ("res",)))
+        return TrajectoryConfig(
+            steps=_FIVE_STEPS, save_steps=(60, 20, 1), layers=layers_at(((1, 2), (2, 2), (3, 2)), ("res",))
+        )
     raise DiffsegError(f"unknown preset {name!r} (expected {', '.join(PRESETS)})")
 
 
 PRESETS = ("reference", "5step", "1step", "lite")
 
 
-def resolve(name: str, steps=None, save_steps=None, layers=None, kinds=None,
-            **overrides) -> TrajectoryConfig:
+def resolve(name: str, steps=None, save_steps=None, layers=None, kinds=None, **overrides) -> TrajectoryConfig:
     """A preset with CLI overrides applied (`--steps`, `--save-steps`, `--layers`, `--kinds`;
     other fields such as eta, seed, guidance by keyword).
 

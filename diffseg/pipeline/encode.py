@@ -6,13 +6,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from diffseg.errors import DiffsegError
+from diffseg.core.errors import DiffsegError
 
 
 def to_pixels(images_BHW3, device, dtype) -> torch.Tensor:
     """uint8 [B, H, W, 3] (numpy or tensor) -> [B, 3, H, W] in [-1, 1]."""
-    x = torch.as_tensor(np.ascontiguousarray(images_BHW3) if isinstance(images_BHW3, np.ndarray)
-                        else images_BHW3)
+    x = torch.as_tensor(np.ascontiguousarray(images_BHW3) if isinstance(images_BHW3, np.ndarray) else images_BHW3)
     if x.dtype != torch.uint8 or x.dim() != 4 or x.shape[-1] != 3:
         raise DiffsegError(f"expected uint8 images [B, H, W, 3], got {tuple(x.shape)} {x.dtype}")
     H, W = x.shape[1:3]
@@ -30,8 +29,9 @@ def encode(vae, images_BHW3, mode: str = "mean", generators=None) -> torch.Tenso
         z = dist.mean
     elif mode == "sample":
         assert generators is not None and len(generators) == px.shape[0]
-        noise = torch.stack([torch.randn(dist.mean.shape[1:], generator=g, dtype=torch.float32)
-                             for g in generators]).to(dist.mean.device)
+        noise = torch.stack(
+            [torch.randn(dist.mean.shape[1:], generator=g, dtype=torch.float32) for g in generators]
+        ).to(dist.mean.device)
         z = dist.mean.float() + dist.std.float() * noise
     else:
         raise DiffsegError(f"unknown encode mode {mode!r} (expected mean or sample)")

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from diffseg.data.classes import CLASS_NAMES, NUM_CLASSES
-from diffseg.errors import DiffsegError
+from diffseg.core.classes import CLASS_NAMES, NUM_CLASSES
+from diffseg.core.errors import DiffsegError
 from diffseg.pipeline import prompts, seeding
 from diffseg.pipeline.attention import configure_attention
 from diffseg.pipeline.config import TrajectoryConfig, parse_layer
@@ -54,8 +54,14 @@ def _grad_context(grad_mode: str):
 
 
 class FeatureExtractor:
-    def __init__(self, models, cfg: TrajectoryConfig, classes=tuple(range(NUM_CLASSES)),
-                 descriptions: dict | None = None, uncond_prompt: str = "empty"):
+    def __init__(
+        self,
+        models,
+        cfg: TrajectoryConfig,
+        classes=tuple(range(NUM_CLASSES)),
+        descriptions: dict | None = None,
+        uncond_prompt: str = "empty",
+    ):
         self.models, self.cfg = models, cfg
         self.classes = tuple(int(c) for c in classes)
         for c in self.classes:
@@ -67,8 +73,10 @@ class FeatureExtractor:
         self.descriptions = prompts.check_descriptions(descriptions or {})
         self._check_model()
         if "xattn" in cfg.kinds and uncond_prompt != "classes":
-            raise DiffsegError("xattn layers need --uncond-prompt classes: with the empty prompt the "
-                               "unconditional branch names no classes, so it has no cross-attention maps")
+            raise DiffsegError(
+                "xattn layers need --uncond-prompt classes: with the empty prompt the "
+                "unconditional branch names no classes, so it has no cross-attention maps"
+            )
         # SDPA/xformers first; FeatureTaps later swaps only the capturing attn2 processors.
         configure_attention(models.unet, models.device)
         self.alphas_cumprod = models.scheduler.alphas_cumprod.double().tolist()
@@ -76,10 +84,10 @@ class FeatureExtractor:
         self.text = prompts.TextEmbeddings(tok, models.text_encoder, models.device, models.dtype)
         self.uncond_text = prompts.uncond_prompt(uncond_prompt, self.classes)
         self.class_text = {c: prompts.class_prompt(c, self.descriptions) for c in self.classes}
-        self.class_pos = {c: prompts.name_positions_in_class_prompt(tok, self.class_text[c], c)
-                          for c in self.classes}
-        self.uncond_pos = (prompts.class_token_positions(tok, self.uncond_text, self.classes)
-                           if uncond_prompt == "classes" else {})
+        self.class_pos = {c: prompts.name_positions_in_class_prompt(tok, self.class_text[c], c) for c in self.classes}
+        self.uncond_pos = (
+            prompts.class_token_positions(tok, self.uncond_text, self.classes) if uncond_prompt == "classes" else {}
+        )
 
     def _check_model(self):
         n_t = len(self.models.scheduler.alphas_cumprod)
@@ -99,7 +107,7 @@ class FeatureExtractor:
         for name in self.cfg.layers:
             i, kind, j = parse_layer(name)
             ups_after = sum(1 for b in unet.up_blocks[i:] if getattr(b, "upsamplers", None))
-            stride = vae_factor * 2 ** ups_after
+            stride = vae_factor * 2**ups_after
             if kind == "res":
                 ch = unet.up_blocks[i].resnets[j].conv2.out_channels
             elif kind == "blk":
@@ -111,10 +119,13 @@ class FeatureExtractor:
 
     def prompt_record(self) -> dict:
         """The text side, for cache attributes."""
-        return {"template": prompts.TEMPLATE, "uncond_prompt": self.uncond_mode,
-                "uncond_text": self.uncond_text,
-                "classes": [CLASS_NAMES[c] for c in self.classes],
-                "class_prompts": {CLASS_NAMES[c]: self.class_text[c] for c in self.classes}}
+        return {
+            "template": prompts.TEMPLATE,
+            "uncond_prompt": self.uncond_mode,
+            "uncond_text": self.uncond_text,
+            "classes": [CLASS_NAMES[c] for c in self.classes],
+            "class_prompts": {CLASS_NAMES[c]: self.class_text[c] for c in self.classes},
+        }
 
     # -- public numpy API (inference mode) -----------------------------------------------------
     def uncond(self, image: np.ndarray, sample_id: str) -> dict[str, np.ndarray]:
@@ -129,13 +140,13 @@ class FeatureExtractor:
 
     def cond(self, image: np.ndarray, label: np.ndarray, sample_id: str) -> dict[str, np.ndarray]:
         """image uint8 [H, W, 3], label uint8 [H, W] train ids -> {layer: float16 [S, C, h, w]}."""
-        out = self.extract_tensors("cond", image[None], [sample_id], labels=label[None],
-                                   grad_mode="inference")
+        out = self.extract_tensors("cond", image[None], [sample_id], labels=label[None], grad_mode="inference")
         return {k: _np16(v[0]) for k, v in out.items()}
 
     # -- tensor API (also for online use under no_grad) ------------------------------------------
-    def extract_tensors(self, branch: str, images, sample_ids, labels=None,
-                        grad_mode: str = "no_grad") -> dict[str, torch.Tensor]:
+    def extract_tensors(
+        self, branch: str, images, sample_ids, labels=None, grad_mode: str = "no_grad"
+    ) -> dict[str, torch.Tensor]:
         """images uint8 [B, H, W, 3] -> {layer: float32 [B, S, C, h, w]} on the model device.
         grad_mode "no_grad" returns ordinary tensors (usable later in autograd graphs),
         "inference" runs under torch.inference_mode."""
@@ -147,14 +158,17 @@ class FeatureExtractor:
             if branch == "cond":
                 if labels is None or len(labels) != len(images):
                     raise DiffsegError("the cond branch needs one label per image")
-                per = [self._cond(images[b:b + 1], labels[b], sample_ids[b]) for b in range(len(images))]
+                per = [self._cond(images[b : b + 1], labels[b], sample_ids[b]) for b in range(len(images))]
                 return {k: torch.stack([p[k] for p in per]) for k in per[0]}
             raise DiffsegError(f"unknown branch {branch!r} (expected uncond or cond)")
 
     # -- the two trajectories --------------------------------------------------------------------
     def _encode(self, images, sample_ids) -> torch.Tensor:
-        gens = ([seeding.generator(self.cfg.seed, sid, "encode") for sid in sample_ids]
-                if self.cfg.encode == "sample" else None)
+        gens = (
+            [seeding.generator(self.cfg.seed, sid, "encode") for sid in sample_ids]
+            if self.cfg.encode == "sample"
+            else None
+        )
         return encode(self.models.vae, images, self.cfg.encode, gens)  # [B, 4, H/8, W/8] fp32
 
     def _unet(self, x_BCHW, t, emb_BTD) -> torch.Tensor:
@@ -191,8 +205,9 @@ class FeatureExtractor:
                 eps = model_eps(out, x, a, m.prediction_type, cfg.raw_eps)
                 noise = None
                 if eta > 0:
-                    noise = torch.stack([seeding.randn(x.shape[1:], cfg.seed, sid, "uncond", t, "uncond")
-                                         for sid in sample_ids]).to(x.device)
+                    noise = torch.stack(
+                        [seeding.randn(x.shape[1:], cfg.seed, sid, "uncond", t, "uncond") for sid in sample_ids]
+                    ).to(x.device)
                 x = inversion_step(x, eps, a, a_next, eta, noise)
         return {name: torch.stack(v, 1) for name, v in saved.items()}  # [B, S, C, h, w]
 
@@ -200,8 +215,9 @@ class FeatureExtractor:
         cfg, m = self.cfg, self.models
         label_HW = np.asarray(label_HW)
         if label_HW.shape != tuple(image_1HW3.shape[1:3]):
-            raise DiffsegError(f"sample {sample_id}: label {label_HW.shape} and image "
-                               f"{tuple(image_1HW3.shape[1:3])} sizes differ")
+            raise DiffsegError(
+                f"sample {sample_id}: label {label_HW.shape} and image {tuple(image_1HW3.shape[1:3])} sizes differ"
+            )
         present = present_classes(label_HW, self.classes)
         x = self._encode(image_1HW3, [sample_id])  # [1, 4, H, W]
         K = 1 + len(present)
@@ -235,8 +251,9 @@ class FeatureExtractor:
                 eps_K = torch.cat([eps_u, eps_u + cfg.guidance * (eps_K[1:] - eps_u)])
                 noise = None
                 if eta > 0:
-                    noise = torch.stack([seeding.randn(x.shape[1:], cfg.seed, sample_id, "cond", t, c)
-                                         for c in copies]).to(x.device)
+                    noise = torch.stack(
+                        [seeding.randn(x.shape[1:], cfg.seed, sample_id, "cond", t, c) for c in copies]
+                    ).to(x.device)
                 x_next_K = inversion_step(x_K, eps_K, a, a_next, eta, noise)
                 x = masked_average(x_next_K, masks_K1HW)[None]
         return {name: torch.stack(v) for name, v in saved.items()}  # [S, C, h, w]

@@ -25,21 +25,33 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
 
 import torch
 
 COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 _VOLATILE = {
-    "_diffusers_version", "_name_or_path", "_commit_hash", "transformers_version", "dtype",
-    "torch_dtype", "_attn_implementation_autoset", "_use_default_values", "_class_name",
-    "architectures", "output_hidden_states", "output_attentions", "return_dict", "use_cache",
+    "_diffusers_version",
+    "_name_or_path",
+    "_commit_hash",
+    "transformers_version",
+    "dtype",
+    "torch_dtype",
+    "_attn_implementation_autoset",
+    "_use_default_values",
+    "_class_name",
+    "architectures",
+    "output_hidden_states",
+    "output_attentions",
+    "return_dict",
+    "use_cache",
 }
 
 
 def clean_config(config: Mapping) -> dict:
     """A config without volatile keys, recursively, with tuples as lists (JSON-stable)."""
+
     def clean(v):
         if isinstance(v, Mapping):
             return {str(k): clean(x) for k, x in v.items() if k not in _VOLATILE}
@@ -117,7 +129,7 @@ def _file_entries(path: Path) -> list[tuple[str, list[int], str]]:
 
     def compute():
         with safe_open(str(real), framework="pt") as f:
-            return [_entry(name, f.get_tensor(name)) for name in f.keys()]
+            return [_entry(name, f.get_tensor(name)) for name in f.keys()]  # noqa: SIM118 (safe_open is not iterable)
 
     key = {"kind": "safetensors", "path": str(real), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
     return [tuple(e) for e in memo(key, compute, slot=str(real))]
@@ -138,9 +150,18 @@ def builtin_digest(name: str, seed: int, config: Mapping, module: torch.nn.Modul
 
     if sum(p.numel() for p in module.parameters()) < _MEMO_MIN_PARAMS:
         return state_dict_digest(module)
-    key = {"kind": "builtin", "name": name, "seed": seed, "config": clean_config(config),
-           "versions": [torch.__version__, diffusers.__version__, transformers.__version__,
-                        torch.backends.cpu.get_cpu_capability()]}
+    key = {
+        "kind": "builtin",
+        "name": name,
+        "seed": seed,
+        "config": clean_config(config),
+        "versions": [
+            torch.__version__,
+            diffusers.__version__,
+            transformers.__version__,
+            torch.backends.cpu.get_cpu_capability(),
+        ],
+    }
     return memo(key, lambda: state_dict_digest(module))
 
 

@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from diffseg.errors import DiffsegError
+from diffseg.core.errors import DiffsegError
 
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 
@@ -20,13 +20,13 @@ def v_to_eps(v: torch.Tensor, x_t: torch.Tensor, alpha_bar: float) -> torch.Tens
     return math.sqrt(alpha_bar) * v + math.sqrt(1.0 - alpha_bar) * x_t
 
 
-def model_eps(output: torch.Tensor, x_t: torch.Tensor, alpha_bar: float,
-              prediction_type: str, raw: bool = False) -> torch.Tensor:
+def model_eps(
+    output: torch.Tensor, x_t: torch.Tensor, alpha_bar: float, prediction_type: str, raw: bool = False
+) -> torch.Tensor:
     """Epsilon from the U-Net output. raw=True reproduces the reference code, which treats
     the output as epsilon whatever the model predicts."""
     if prediction_type not in PREDICTION_TYPES:
-        raise DiffsegError(f"unsupported prediction type {prediction_type!r} "
-                           f"(expected {', '.join(PREDICTION_TYPES)})")
+        raise DiffsegError(f"unsupported prediction type {prediction_type!r} (expected {', '.join(PREDICTION_TYPES)})")
     if raw or prediction_type == "epsilon":
         return output
     return v_to_eps(output, x_t, alpha_bar)
@@ -38,8 +38,14 @@ def eta_at(t: int, eta: float, window: tuple[int, int]) -> float:
     return float(eta) if lo < t < hi else 0.0
 
 
-def inversion_step(x_t: torch.Tensor, eps: torch.Tensor, alpha_bar_t: float,
-                   alpha_bar_next: float, eta: float, noise: torch.Tensor | None) -> torch.Tensor:
+def inversion_step(
+    x_t: torch.Tensor,
+    eps: torch.Tensor,
+    alpha_bar_t: float,
+    alpha_bar_next: float,
+    eta: float,
+    noise: torch.Tensor | None,
+) -> torch.Tensor:
     """One DDIM step in the inversion direction (clean -> noisy), a' = alpha_bar_next < a.
 
     x0 = (x_t - sqrt(1-a) eps) / sqrt(a); c1 = eta sqrt((1 - a'/a)(1 - a') / (1 - a));

@@ -19,13 +19,17 @@ from pathlib import Path
 
 import torch
 
-from diffseg.errors import DiffsegError
+from diffseg.core.errors import DiffsegError
 from diffseg.pipeline import fingerprint as fp
 from diffseg.pipeline.builtin import BUILTIN_NAMES, BUILTIN_SEED, build_builtin
 
 _WEIGHTED = ("unet", "vae", "text_encoder")
-_CONFIG_FILE = {"unet": "config.json", "vae": "config.json", "text_encoder": "config.json",
-                "scheduler": "scheduler_config.json"}
+_CONFIG_FILE = {
+    "unet": "config.json",
+    "vae": "config.json",
+    "text_encoder": "config.json",
+    "scheduler": "scheduler_config.json",
+}
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -44,7 +48,7 @@ class FrozenModels:
 
     @property
     def prediction_type(self) -> str:
-        """"epsilon" or "v_prediction" (SD 2.1-768), from the scheduler config."""
+        """ "epsilon" or "v_prediction" (SD 2.1-768), from the scheduler config."""
         return self.scheduler.config.prediction_type
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
@@ -71,8 +75,9 @@ def load_models(spec: str, device: str | torch.device = "cpu", dtype: torch.dtyp
     with quiet_hf():
         if spec in BUILTIN_NAMES:
             parts = build_builtin(spec, seed=BUILTIN_SEED)
-            digests = {k: fp.builtin_digest(f"{spec}/{k}", BUILTIN_SEED, _config_of(parts[k]), parts[k])
-                       for k in _WEIGHTED}
+            digests = {
+                k: fp.builtin_digest(f"{spec}/{k}", BUILTIN_SEED, _config_of(parts[k]), parts[k]) for k in _WEIGHTED
+            }
         else:
             parts, digests = _load_directory(_resolve_directory(spec), dtype)
         configs = {k: _config_of(parts[k]) for k in (*_WEIGHTED, "scheduler")}
@@ -131,12 +136,16 @@ def _resolve_directory(spec: str) -> Path:
     path = Path(spec).expanduser()
     if path.exists():
         if not path.is_dir():
-            raise DiffsegError(f"model path {path} is a file; --model takes a diffusers directory "
-                               "(unet/ vae/ text_encoder/ tokenizer/ scheduler/), tiny or sd21-random")
+            raise DiffsegError(
+                f"model path {path} is a file; --model takes a diffusers directory "
+                "(unet/ vae/ text_encoder/ tokenizer/ scheduler/), tiny or sd21-random"
+            )
         return path
     if spec.startswith((".", "/", "~")) or spec.count("/") != 1:
-        raise DiffsegError(f"model directory {path} does not exist; pass --model tiny, --model sd21-random "
-                           "or --model /path/to/diffusers_dir")
+        raise DiffsegError(
+            f"model directory {path} does not exist; pass --model tiny, --model sd21-random "
+            "or --model /path/to/diffusers_dir"
+        )
     return _from_hf_cache(spec)
 
 
@@ -182,13 +191,17 @@ def _weight_files(directory: Path, component: str) -> tuple[list[Path], str | No
 def _check_layout(directory: Path) -> None:
     missing = [c for c in (*_CONFIG_FILE, "tokenizer") if not (directory / c).is_dir()]
     if missing:
-        raise DiffsegError(f"{directory}: not a diffusers model directory, missing {', '.join(m + '/' for m in missing)}"
-                           " (needs unet/ vae/ text_encoder/ tokenizer/ scheduler/)")
+        raise DiffsegError(
+            f"{directory}: not a diffusers model directory, missing {', '.join(m + '/' for m in missing)}"
+            " (needs unet/ vae/ text_encoder/ tokenizer/ scheduler/)"
+        )
     for comp, name in _CONFIG_FILE.items():
         if not (directory / comp / name).is_file():
             raise DiffsegError(f"{directory / comp}: missing {name}")
     tok = directory / "tokenizer"
-    if not (tok / "tokenizer.json").is_file() and not ((tok / "vocab.json").is_file() and (tok / "merges.txt").is_file()):
+    if not (tok / "tokenizer.json").is_file() and not (
+        (tok / "vocab.json").is_file() and (tok / "merges.txt").is_file()
+    ):
         raise DiffsegError(f"{tok}: missing vocab.json + merges.txt (or tokenizer.json)")
 
 
@@ -203,14 +216,27 @@ def _load_directory(directory: Path, dtype: torch.dtype) -> tuple[dict, dict]:
     variant = {c: files[c][1] for c in _WEIGHTED}
     loaders = {
         "unet": lambda: UNet2DConditionModel.from_pretrained(
-            directory, subfolder="unet", use_safetensors=True, low_cpu_mem_usage=False, variant=variant["unet"],
-            torch_dtype=dtype),
+            directory,
+            subfolder="unet",
+            use_safetensors=True,
+            low_cpu_mem_usage=False,
+            variant=variant["unet"],
+            torch_dtype=dtype,
+        ),
         "vae": lambda: AutoencoderKL.from_pretrained(
-            directory, subfolder="vae", use_safetensors=True, low_cpu_mem_usage=False, variant=variant["vae"],
-            torch_dtype=dtype),
+            directory,
+            subfolder="vae",
+            use_safetensors=True,
+            low_cpu_mem_usage=False,
+            variant=variant["vae"],
+            torch_dtype=dtype,
+        ),
         "text_encoder": lambda: CLIPTextModel.from_pretrained(
-            directory / "text_encoder", use_safetensors=True, dtype=dtype,
-            **({"variant": variant["text_encoder"]} if variant["text_encoder"] else {})),
+            directory / "text_encoder",
+            use_safetensors=True,
+            dtype=dtype,
+            **({"variant": variant["text_encoder"]} if variant["text_encoder"] else {}),
+        ),
         "tokenizer": lambda: CLIPTokenizer.from_pretrained(directory / "tokenizer"),
         "scheduler": lambda: DDIMScheduler.from_pretrained(directory, subfolder="scheduler"),
     }

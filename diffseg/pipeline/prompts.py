@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
-from diffseg.data.classes import CLASS_NAMES
-from diffseg.errors import DiffsegError
+from diffseg.core.classes import CLASS_NAMES
+from diffseg.core.errors import DiffsegError
 
 PREFIX = "A high quality photo; europe city;"
 TEMPLATE = PREFIX + " {name}, {description}"
@@ -60,7 +60,7 @@ def check_descriptions(d: dict, where: str = "descriptions") -> dict[str, str]:
 
 
 def class_prompt(train_id: int, descriptions: dict[str, str] | None = None) -> str:
-    """"A high quality photo; europe city; <class>, <description>"."""
+    """ "A high quality photo; europe city; <class>, <description>"."""
     name = CLASS_NAMES[train_id]
     desc = (descriptions or DEFAULT_DESCRIPTIONS)[name]
     return TEMPLATE.format(name=name, description=desc)
@@ -81,23 +81,26 @@ def uncond_prompt(mode: str, class_ids) -> str:
 
 def _ids(tokenizer, text: str, special: bool) -> list[int]:
     if special:
-        return list(tokenizer(text, padding="max_length", max_length=tokenizer.model_max_length,
-                              truncation=True).input_ids)
+        return list(
+            tokenizer(text, padding="max_length", max_length=tokenizer.model_max_length, truncation=True).input_ids
+        )
     return list(tokenizer(text, add_special_tokens=False).input_ids)
 
 
 def token_positions(tokenizer, prompt: str, name: str, start_char: int) -> tuple[int, ...]:
     """Indices (in the padded token sequence fed to the text encoder) of the tokens of `name`,
     which starts at character `start_char` of `prompt`."""
-    assert prompt[start_char:start_char + len(name)] == name, (prompt, name, start_char)
+    assert prompt[start_char : start_char + len(name)] == name, (prompt, name, start_char)
     full = _ids(tokenizer, prompt, special=True)
     want = _ids(tokenizer, name, special=False)
     first = len(_ids(tokenizer, prompt[:start_char], special=False))  # >= true offset - n_bos
     for s in range(first, len(full) - len(want) + 1):
-        if full[s:s + len(want)] == want:
+        if full[s : s + len(want)] == want:
             return tuple(range(s, s + len(want)))
-    raise DiffsegError(f"class name {name!r} not found among the tokens of prompt {prompt!r} "
-                       f"(truncated at {tokenizer.model_max_length} tokens?)")
+    raise DiffsegError(
+        f"class name {name!r} not found among the tokens of prompt {prompt!r} "
+        f"(truncated at {tokenizer.model_max_length} tokens?)"
+    )
 
 
 def class_token_positions(tokenizer, prompt: str, class_ids) -> dict[int, tuple[int, ...]]:
@@ -131,8 +134,7 @@ class TextEmbeddings:
 
     def get(self, prompt: str) -> torch.Tensor:
         if prompt not in self._cache:
-            ids = torch.tensor([_ids(self.tokenizer, prompt, special=True)],
-                               device=self.text_encoder.device)
+            ids = torch.tensor([_ids(self.tokenizer, prompt, special=True)], device=self.text_encoder.device)
             # a normal tensor even when first asked for under inference_mode: the cache also
             # serves no_grad (online) callers
             with torch.inference_mode(False), torch.no_grad():

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from diffseg.errors import DiffsegError
+from diffseg.core.errors import DiffsegError
 from diffseg.pipeline.config import parse_layer
 
 
@@ -24,8 +24,9 @@ class XattnCaptureProcessor:
     def __init__(self):
         self.probs_BNT: torch.Tensor | None = None
 
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None,
-                 temb=None, *args, **kwargs):
+    def __call__(
+        self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs
+    ):
         assert attn.spatial_norm is None and attn.group_norm is None
         assert hidden_states.ndim == 3, "transformer blocks feed tokens [B, N, C]"
         residual = hidden_states
@@ -87,8 +88,7 @@ class FeatureTaps:
                     continue
                 tr = self._transformer(i, j, name)
                 if (i, j) not in self._hw:
-                    self._handles.append(tr.register_forward_pre_hook(
-                        self._size_hook((i, j)), with_kwargs=True))
+                    self._handles.append(tr.register_forward_pre_hook(self._size_hook((i, j)), with_kwargs=True))
                     self._hw[(i, j)] = None
                 if kind == "blk":
                     self._hook(tr.transformer_blocks[0], name)
@@ -115,12 +115,14 @@ class FeatureTaps:
     def _hook(self, module, name):
         def hook(_mod, _inp, out):
             self._buf[name] = out
+
         self._handles.append(module.register_forward_hook(hook))
 
     def _size_hook(self, key):
         def hook(_mod, args, kwargs):
             x = args[0] if args else kwargs["hidden_states"]
             self._hw[key] = tuple(x.shape[-2:])
+
         return hook
 
     # -- read --------------------------------------------------------------------------------

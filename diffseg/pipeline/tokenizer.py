@@ -11,6 +11,7 @@ byte. Padding uses "!" (id 0), as SD 2.1's OpenCLIP tokenizer does.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 from pathlib import Path
 
@@ -86,7 +87,7 @@ def _symbols(word: str) -> list[str]:
 def _apply_bpe(symbols: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
     """Standard BPE: repeatedly merge the adjacent pair of lowest rank."""
     while len(symbols) > 1:
-        pairs = [(ranks.get((a, b)), i) for i, (a, b) in enumerate(zip(symbols, symbols[1:]))]
+        pairs = [(ranks.get((a, b)), i) for i, (a, b) in enumerate(itertools.pairwise(symbols))]
         ranked = [(r, i) for r, i in pairs if r is not None]
         if not ranked:
             break

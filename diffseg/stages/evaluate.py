@@ -13,22 +13,26 @@ import json
 import sys
 from pathlib import Path
 
-from diffseg.stages.distributed import DistEnv, pick_device
-from diffseg.stages.run_dir import write_json
-from diffseg.stages.run_load import load_segmentor, read_run, train_extract
-from diffseg.stages.run_model import eval_targets
-from diffseg.stages.scoring import score_targets
-from diffseg.stages.train_step import autocast_dtype
+from diffseg.stages.device import autocast_dtype, resolve_device
+from diffseg.stages.runs.files import write_json
+from diffseg.stages.runs.model import eval_targets
+from diffseg.stages.runs.record import load_segmentor, read_run, train_extract
+from diffseg.stages.runs.scoring import score_targets
 
 
 def main(run: Path, caches: list[Path], as_json: bool = False, device: str = "auto") -> dict:
     record = read_run(run)
     cfg = record.cfg
-    targets = eval_targets([str(c) for c in caches], fingerprint=record.train_cache["model_fingerprint"],
-                           train_cache=cfg.cache, train_extract=train_extract(record), layers=cfg.layers,
-                           layer_specs=record.layer_specs,
-                           save_steps=cfg.save_steps)
-    dev = pick_device(device, DistEnv())
+    targets = eval_targets(
+        [str(c) for c in caches],
+        fingerprint=record.train_cache["model_fingerprint"],
+        train_cache=cfg.cache,
+        train_extract=train_extract(record),
+        layers=cfg.layers,
+        layer_specs=record.layer_specs,
+        save_steps=cfg.save_steps,
+    )
+    dev = resolve_device(device)
     model, which = load_segmentor(record, dev)
     synthia = record.train_cache.get("dataset") == "synthia"
     report, table = score_targets(model, targets, dev, synthia=synthia, autocast_dtype=autocast_dtype(dev))

@@ -1,0 +1,215 @@
+"""`diffseg ablate`: the paper's Table IV (and the feature-selection axis) from one training cache.
+
+Every cell (planned in ablate_cells.py) is a normal training run of the real trainer under
+`<out>/cells/<name>/`, reading a subset of the same cache, scored on every target cache at the
+end. Then `<out>/ablation.md`, `.csv` and `.png` are written (ablate_report.py).
+
+Rerunning is cheap and safe:
+- a finished cell (final weights and its scores on every target present) is not retrained;
+  a finished cell missing a target's score (a new --eval-cache) is only scored;
+- an interrupted cell (config.json without final weights) resumes from its last checkpoint;
+- a finished cell trained with other settings (iterations, fusion...) is refused with the
+  first difference, rather than mixed into the table.
+
+The Table IV rows need a training cache with both branches: a cache without the conditional
+branch is refused before anything runs (exit 1, the line names the cache and
+`--branches uncond,cond`), because three of the five rows cannot be computed from it.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from diffseg.cache import CacheReader
+from diffseg.core.errors import DiffsegError
+from diffseg.stages.ablate.cells import CacheLayout, Cell, plan_cells
+from diffseg.stages.ablate.report import write_reports
+from diffseg.stages.device import resolve_device
+from diffseg.stages.runs.files import CONFIG, read_json, write_json
+from diffseg.stages.runs.model import held_layers
+from diffseg.stages.runs.record import per_target_miou, read_run, score_run
+from diffseg.stages.runs.scoring import target_names
+from diffseg.stages.train import job as train_stage
+from diffseg.stages.train.checkpoint import FINAL
+from diffseg.stages.train.config import TrainConfig, recorded_part
+
+SCORES = "ablation_scores.json"  # per cell: {"targets": {name: {"cache", "miou"}}, "seconds"}
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def cache_layout(cache: Path) -> CacheLayout:
+    """The cache's layers per branch; refuses a cache without the cond branch."""
+    reader = CacheReader(cache)
+    held = held_layers(reader)
+    if not held.get("cond"):
+        raise DiffsegError(
+            f"{cache} holds only the {', '.join(b for b in held if held[b])} branch; the Table IV cells "
+            f"ipkl-nocons/-kl/-l2 train on the conditional branch: extract the training cache with "
+            f"--branches uncond,cond"
+        )
+    return CacheLayout(
+        layers=reader.attrs["layers"], branch_layers=held, save_steps=tuple(int(t) for t in reader.attrs["save_steps"])
+    )
+
+
+def train_options(
+    cell: Cell,
+    *,
+    cache: Path,
+    eval_caches: list[Path],
+    iters: int,
+    batch_size: int,
+    fusion: str,
+    warmup: int,
+    device: str,
+    seed: int,
+    workers: int,
+    lr: float = 6e-5,
+) -> dict:
+    """Keywords of `train.main` for one cell (scored once, at the end)."""
+    return dict(
+        cache=Path(cache),
+        eval_caches=[str(p) for p in eval_caches],
+        layers=cell.layers,
+        save_steps=cell.save_steps,
+        kinds=None,
+        branches=cell.branches,
+        fusion=fusion,
+        consistency=cell.consistency,
+        w_cond=cell.w_cond,
+        w_uncond=cell.w_uncond,
+        w_cons=cell.w_cons,
+        iters=iters,
+        batch_size=batch_size,
+        lr=lr,
+        warmup=warmup,
+        eval_every=0,
+        ckpt_every=max(1, min(2000, iters)),
+        workers=workers,
+        device=device,
+        seed=seed,
+    )
+
+
+def check_recorded(cell_dir: Path, options: dict) -> None:
+    """A cell folder trained with other settings is refused, naming the first difference."""
+    recorded = read_json(cell_dir / CONFIG)["config"]
+    wanted, _ = train_stage.resolve_config(**options, detach_teacher=False, in_memory=False, stop_at=None)
+    want = recorded_part(wanted)
+    have = recorded_part(TrainConfig.from_dict(recorded))
+    for key in want:
+        if want[key] != have.get(key):
+            raise DiffsegError(
+                f"{cell_dir} was trained with {key}={have.get(key)!r}; this ablation asks "
+                f"{key}={want[key]!r}: use another --out or remove that folder"
+            )
+
+
+def read_scores(cell_dir: Path) -> dict:
+    path = cell_dir / SCORES
+    return read_json(path) if path.is_file() else {"targets": {}, "seconds": 0.0}
+
+
+def missing_targets(cell_dir: Path, eval_caches: list[Path], names: list[str]) -> list[tuple[Path, str]]:
+    have = read_scores(cell_dir)["targets"]
+    return [
+        (p, n)
+        for p, n in zip(eval_caches, names)
+        if n not in have or Path(have[n]["cache"]).resolve() != Path(p).resolve()
+    ]
+
+
+def run_cell(cell: Cell, cell_dir: Path, options: dict, eval_caches: list[Path], names: list[str]) -> str:
+    """Train/resume/score one cell as needed; returns what was done ("done earlier", "trained", ...).
+
+    The trainer scores every target at the end (eval.json); only a target it has not scored (a
+    new --eval-cache, or an interruption between the final weights and eval.json) is scored here."""
+    started = time.perf_counter()
+    did = "done earlier"
+    if (cell_dir / CONFIG).is_file():
+        check_recorded(cell_dir, options)
+    if not (cell_dir / FINAL).is_file():
+        resume = (cell_dir / CONFIG).is_file()
+        (cell_dir / SCORES).unlink(missing_ok=True)  # scores of earlier weights
+        train_stage.main(out=cell_dir, resume=resume, **options)
+        did = "resumed" if resume else "trained"
+    missing = missing_targets(cell_dir, eval_caches, names)
+    if missing:
+        found = per_target_miou(read_json(cell_dir / "eval.json")) if (cell_dir / "eval.json").is_file() else {}
+        lacking = [p for p, _ in missing if str(Path(p).resolve()) not in found]
+        if lacking:
+            found.update(per_target_miou(score_run(read_run(cell_dir), lacking, options["device"])))
+            did = did if did != "done earlier" else "scored"
+        record = read_scores(cell_dir)
+        for path, name in missing:
+            record["targets"][name] = {"cache": str(Path(path).resolve()), "miou": found[str(Path(path).resolve())]}
+        record["seconds"] = record.get("seconds", 0.0) + time.perf_counter() - started
+        write_json(cell_dir / SCORES, record)
+    return did
+
+
+def main(
+    *,
+    cache: Path,
+    eval_caches: list[Path],
+    out: Path,
+    iters: int = 4000,
+    batch_size: int = 1,
+    fusion: str = "reference",
+    warmup: int = 150,
+    features: bool = True,
+    device: str = "auto",
+    seed: int = 0,
+    workers: int = 2,
+    lr: float = 6e-5,
+) -> Path:
+    """Run every missing cell, then write ablation.md/.csv/.png under `out`; returns `out`."""
+    if not eval_caches:
+        raise DiffsegError("ablate needs at least one --eval-cache (the targets the cells are scored on)")
+    device = resolve_device(device).type
+    layout = cache_layout(Path(cache))
+    cells = plan_cells(layout, features=features)
+    names = target_names([str(p) for p in eval_caches])
+    out = Path(out)
+    (out / "cells").mkdir(parents=True, exist_ok=True)
+    todo = [c for c in cells if c.runs]
+    skipped = [c for c in cells if not c.runs]
+    log(
+        f"ablate: {len(todo)} cells to train on {cache} ({len(skipped)} listed without a run of their own: "
+        f"same config as another cell or not applicable), targets {', '.join(names)}"
+    )
+    results: dict[str, dict[str, float]] = {}
+    for k, cell in enumerate(todo, start=1):
+        cell_dir = out / "cells" / cell.name
+        options = train_options(
+            cell,
+            cache=cache,
+            eval_caches=eval_caches,
+            iters=iters,
+            batch_size=batch_size,
+            fusion=fusion,
+            warmup=warmup,
+            device=device,
+            seed=seed,
+            workers=workers,
+            lr=lr,
+        )
+        t0 = time.perf_counter()
+        did = run_cell(cell, cell_dir, options, eval_caches, names)
+        scores = read_scores(cell_dir)["targets"]
+        results[cell.name] = {n: scores[n]["miou"] for n in names}
+        shown = ", ".join(f"{n} {100 * v:.2f}" if v is not None else f"{n} n/a" for n, v in results[cell.name].items())
+        log(f"[{k}/{len(todo)}] {cell.name}: {did} in {time.perf_counter() - t0:.1f} s; mIoU {shown}")
+    header = (
+        f"# diffseg ablate\n\nTraining cache: `{cache}`; {iters} iterations per cell, batch {batch_size}, "
+        f"fusion `{fusion}`, lr {lr}, warm-up {warmup}, seed {seed}. Cells: `{out / 'cells'}/<cell>/` "
+        f"(normal run directories)."
+    )
+    write_reports(out, cells, names, results, header)
+    log(f"ablate: wrote {out / 'ablation.md'}, {out / 'ablation.csv'}, {out / 'ablation.png'}")
+    return out

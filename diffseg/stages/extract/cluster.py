@@ -1,0 +1,130 @@
+"""Stage one on dask.distributed (DESIGN.md "Distributed extraction").
+
+`--workers N` starts a local cluster of worker processes (CPU: one dask thread each, torch
+threads = cores // N, so N workers never oversubscribe the cores; CUDA: one worker per GPU,
+pinned by its own CUDA_VISIBLE_DEVICES in a SpecCluster). `--scheduler ADDRESS` joins an
+existing cluster. Tasks are contiguous blocks of pending samples (every sample owns its
+chunks, so any block is chunk-aligned); each worker builds the model once, writes its
+samples itself and returns `Outcome`s; failed tasks are retried twice.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from contextlib import contextmanager
+
+from diffseg.core.errors import DiffsegError
+from diffseg.stages.extract.plan import ExtractPlan
+from diffseg.stages.extract.worker import run_block, warm_up
+
+BLOCKS_PER_WORKER = 4  # several blocks each: balances load and bounds what a lost worker redoes
+
+
+def blocks(pending: list[int], n_workers: int) -> list[list[int]]:
+    """Split sorted pending indices into contiguous runs of at most ceil(len / (workers * 4))."""
+    if not pending:
+        return []
+    size = max(1, -(-len(pending) // (max(1, n_workers) * BLOCKS_PER_WORKER)))
+    out, cur = [], [pending[0]]
+    for i in pending[1:]:
+        if i == cur[-1] + 1 and len(cur) < size:
+            cur.append(i)
+        else:
+            out.append(cur)
+            cur = [i]
+    out.append(cur)
+    return out
+
+
+def _cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _local_cluster(plan: ExtractPlan, n: int):
+    """A LocalCluster (CPU) or a SpecCluster of one pinned worker per GPU (CUDA)."""
+    from distributed import LocalCluster, Nanny, Scheduler, SpecCluster
+
+    if plan.device == "cuda":
+        import torch
+
+        gpus = torch.cuda.device_count()
+        if n > gpus:
+            raise DiffsegError(f"--workers {n} on CUDA needs {n} GPUs; {gpus} visible")
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        devices = visible.split(",") if visible else [str(g) for g in range(gpus)]
+        workers = {
+            f"gpu{g}": {"cls": Nanny, "options": {"nthreads": 1, "env": {"CUDA_VISIBLE_DEVICES": devices[g]}}}
+            for g in range(n)
+        }
+        return SpecCluster(
+            workers=workers, scheduler={"cls": Scheduler, "options": {"dashboard_address": None}}, silence_logs=40
+        ), 1
+    threads = max(1, _cpu_count() // n)
+    cluster = LocalCluster(
+        n_workers=n,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        silence_logs=40,
+        env={"OMP_NUM_THREADS": str(threads)},
+    )
+    return cluster, threads
+
+
+@contextmanager
+def client_for(plan: ExtractPlan):
+    """-> (client, torch threads per worker or None, cluster start-up seconds); closes what it
+    started (a joined cluster is left running)."""
+    from distributed import Client
+
+    t0 = time.perf_counter()
+    if plan.scheduler:
+        try:
+            client = Client(plan.scheduler, timeout="20s")
+        except (OSError, TimeoutError) as err:
+            raise DiffsegError(f"cannot reach the dask scheduler at {plan.scheduler}: {err}") from err
+        n = len(client.scheduler_info()["workers"])
+        if n == 0:
+            client.close()
+            raise DiffsegError(f"the dask scheduler at {plan.scheduler} has no workers")
+        try:  # the cluster's workers keep their own torch thread settings
+            yield client, None, time.perf_counter() - t0
+        finally:
+            client.close()
+        return
+    cluster, threads = _local_cluster(plan, plan.workers)
+    client = Client(cluster)
+    try:
+        client.wait_for_workers(plan.workers)
+        yield client, threads, time.perf_counter() - t0
+    finally:
+        client.close()
+        cluster.close()
+
+
+def n_workers(client) -> int:
+    return len(client.scheduler_info()["workers"])
+
+
+def warm_workers(client, plan: ExtractPlan, threads: int | None) -> float:
+    """Build the model on every worker (start-up, timed apart from extraction); -> wall seconds."""
+    t0 = time.perf_counter()
+    client.run(warm_up, plan, threads)
+    return time.perf_counter() - t0
+
+
+def run_blocks(client, plan: ExtractPlan, pending: list[int], threads: int | None):
+    """Yield the list of Outcomes of each block as it completes (retried twice on failure)."""
+    from distributed import as_completed
+
+    jobs = blocks(pending, n_workers(client))
+    plan_f = client.scatter(plan, broadcast=True)
+    futures = [client.submit(run_block, plan_f, job, threads, retries=2, pure=False) for job in jobs]
+    try:
+        for fut in as_completed(futures):
+            yield fut.result()
+    finally:
+        for fut in futures:
+            if not fut.done():
+                fut.cancel()

@@ -1,0 +1,299 @@
+"""Stage one, `diffseg extract`: run the frozen U-Net trajectory once per sample and write the
+Zarr feature cache (DESIGN.md "The feature cache", "Distributed extraction").
+
+    1. plan      CLI options -> ExtractPlan (defaults, validation)       extract_plan.py
+    2. size      bytes per sample from the U-Net config, free disk       extract_sizes.py
+    3. start     model build (in-process) or cluster + per-worker build  extract_worker/_dask.py
+    4. create    cache created, or an existing one checked and resumed   diffseg.cache
+    5. extract   pending samples; bad ones skipped, recorded, counted    extract_worker.py
+    6. record    skipped samples, timings and host into the attributes
+
+Progress and warnings go to stderr; the report (sizes, start-up, summary) to stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import socket
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from diffseg.core.errors import DataError, DiffsegError
+from diffseg.stages.extract import sizes
+from diffseg.stages.extract.plan import ExtractPlan, build_plan, extract_attrs, sample_ids
+from diffseg.stages.extract.worker import Outcome, open_plan_dataset
+
+
+def main(*, dry_run: bool = False, **options) -> dict | None:
+    """Entry point of `diffseg extract` (keywords as in cli.py)."""
+    plan = build_plan(**options)
+    if dry_run:
+        return dry_run_report(plan)
+    return run(plan)
+
+
+# 1-2. plan the samples and their size ------------------------------------------------------
+class Samples:
+    """The planned samples: ids, original label maximum (eval), what the store already holds."""
+
+    def __init__(self, plan: ExtractPlan):
+        self.dataset = open_plan_dataset(plan)
+        n_images = len(self.dataset) if plan.limit is None else min(plan.limit, len(self.dataset))
+        if n_images == 0:
+            raise DiffsegError(f"{plan.dataset} {plan.split}: no samples found (root {self.dataset.root})")
+        self.image_ids = list(self.dataset.ids[:n_images])
+        self.ids = sample_ids(self.image_ids, plan.views)
+        self.orig_max = orig_label_max(self.dataset, n_images) if plan.kind == "eval" else None
+        self.done = existing_status(Path(plan.out), len(self.ids))
+
+    @property
+    def remaining(self) -> int:
+        return len(self.ids) - self.done
+
+
+def orig_label_max(dataset, n_images: int) -> tuple[int, int]:
+    """(Hmax, Wmax) over the label file headers; unreadable ones are reported when loaded."""
+    hmax = wmax = 0
+    for i in range(n_images):
+        try:
+            h, w = dataset.label_size(i)
+        except DataError:  # the sample is skipped (or stops --strict) when ds.load(i) raises
+            continue
+        hmax, wmax = max(hmax, h), max(wmax, w)
+    return (max(hmax, 1), max(wmax, 1))
+
+
+def existing_status(out: Path, n: int) -> int:
+    """Samples already done (complete or skipped) in an existing cache at `out`, else 0."""
+    if not (out / "zarr.json").is_file():
+        return 0
+    from diffseg.cache import PENDING, CacheReader
+
+    status = CacheReader(out).status
+    return int((status != PENDING).sum()) if len(status) == n else 0
+
+
+def unet_config(model: str) -> dict:
+    """The U-Net config of a model spec without loading weights (clear error when absent)."""
+    from diffseg.pipeline.builtin import SD21_UNET, TINY_UNET
+
+    builtin = {"tiny": TINY_UNET, "sd21-random": SD21_UNET}
+    if model in builtin:
+        return dict(builtin[model])
+    from diffseg.pipeline.models import _resolve_directory
+
+    path = _resolve_directory(model) / "unet" / "config.json"
+    if not path.is_file():
+        raise DiffsegError(f"{path} not found: --model needs a diffusers directory with unet/config.json")
+    return json.loads(path.read_text())
+
+
+def planned_specs(plan: ExtractPlan) -> dict[str, dict]:
+    return sizes.specs_from_unet_config(
+        unet_config(plan.model), plan.trajectory.layers, plan.resolution, len(plan.classes)
+    )
+
+
+def dry_run_report(plan: ExtractPlan) -> dict:
+    """Print bytes per sample (per branch and layer), the total and the free disk; write nothing."""
+    samples = Samples(plan)
+    specs = planned_specs(plan)
+    per = sizes.sample_bytes(plan, specs, samples.orig_max)
+    free = sizes.free_bytes(Path(plan.out))
+    for line in sizes.report_lines(plan, specs, per, len(samples.ids), samples.remaining, free):
+        print(line)
+    fits = per["total"] * samples.remaining <= free
+    print("dry run: nothing written" + ("" if fits else "; the disk is too small for this extraction"))
+    return {
+        "bytes_per_sample": per["total"],
+        "total": per["total"] * len(samples.ids),
+        "remaining": per["total"] * samples.remaining,
+        "free": free,
+        "samples": len(samples.ids),
+    }
+
+
+# 3-6. the run --------------------------------------------------------------------------------
+def run(plan: ExtractPlan, models=None, progress: bool = True) -> dict:
+    """Extract every pending sample of `plan`; -> summary dict. `models`: preloaded (benchmarks)."""
+    t_begin = time.perf_counter()
+    samples = Samples(plan)
+    per = sizes.sample_bytes(plan, planned_specs(plan), samples.orig_max)
+    sizes.check_disk(Path(plan.out), per["total"], samples.remaining)  # before any write
+    print(
+        f"cache {plan.out}: {len(samples.ids)} samples, {sizes.human(per['total'])} per sample, "
+        f"{samples.remaining} to extract ({sizes.human(per['total'] * samples.remaining)})"
+    )
+    if plan.workers is None and plan.scheduler is None:
+        summary = _run_local(plan, samples, models, progress)
+    else:
+        summary = _run_dask(plan, samples, progress)
+    summary["seconds_total"] = time.perf_counter() - t_begin
+    return summary
+
+
+def _model_info(models, extractor, plan: ExtractPlan) -> dict:
+    """attrs["model"] and attrs["layers"] from the loaded model (the authority on shapes)."""
+    specs = extractor.layer_specs(resolution=plan.resolution)
+    layers = {n: specs[n].to_dict() for n in plan.trajectory.layers}
+    model = {"name": models.name, "fingerprint": models.fingerprint, "prediction_type": models.prediction_type}
+    return {"model": model, "layers": layers}
+
+
+def create_cache(plan: ExtractPlan, samples: Samples, info: dict):
+    """Create the store (or check and reopen it for resume): the run's first write."""
+    from diffseg.cache import CacheWriter
+
+    ds = samples.dataset
+    attrs = {
+        "model": info["model"],
+        "dataset": {
+            "name": plan.dataset,
+            "split": plan.split,
+            "label_space": "cityscapes19",
+            "info": dict(getattr(ds, "info", {}) or {}),
+        },
+        "extract": extract_attrs(plan, samples.image_ids),
+        "layers": info["layers"],
+        "save_steps": list(plan.trajectory.save_steps),
+        "branches": list(plan.branches),
+        "kind": plan.kind,
+        "resolution": list(plan.resolution),
+    }
+    S = len(plan.trajectory.save_steps)
+    arrays = {}
+    for branch, layer in plan.array_names():
+        sp = info["layers"][layer]
+        arrays[f"{branch}/{layer}"] = ((S, sp["channels"], *sp["size"]), "float16")
+    return CacheWriter.create(plan.out, attrs, samples.ids, arrays, orig_label_max=samples.orig_max)
+
+
+def _host(plan: ExtractPlan, workers: int | None) -> dict:
+    import torch
+
+    return {
+        "hostname": socket.gethostname(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "device": plan.device,
+        "workers": workers,
+        "scheduler": plan.scheduler,
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+class Recorder:
+    """Coordinator side: progress bar, warnings, skip records in the attributes, counts."""
+
+    def __init__(self, plan: ExtractPlan, writer, samples: Samples, progress: bool):
+        from tqdm import tqdm
+
+        self.plan, self.writer = plan, writer
+        self.skipped = list(writer.attrs.get("skipped", []))
+        self.written = self.bad = 0
+        self.bar = tqdm(
+            total=len(samples.ids),
+            initial=len(samples.ids) - len(writer.pending()),
+            unit="sample",
+            desc="extract",
+            file=sys.stderr,
+            disable=not progress,
+            dynamic_ncols=True,
+            smoothing=0.1,
+        )
+        self.t0 = time.perf_counter()
+
+    def add(self, outcomes: list[Outcome]) -> None:
+        new_skips = []
+        for out in outcomes:
+            if out.written:
+                self.written += 1
+                continue
+            if self.plan.strict:
+                self.bar.close()
+                raise DiffsegError(f"bad sample {out.id}: {out.reason} (--strict stops at the first)")
+            self.bad += 1
+            self.bar.write(f"warning: skipped sample {out.id}: {out.reason}", file=sys.stderr)
+            new_skips.append({"id": out.id, "reason": out.reason})
+        if new_skips:
+            known = {s["id"] for s in self.skipped}
+            self.skipped += [s for s in new_skips if s["id"] not in known]
+            self.writer.update_attrs(skipped=self.skipped)
+        self.bar.update(len(outcomes))
+
+    def finish(self, startup: dict, workers: int | None) -> dict:
+        self.bar.close()
+        seconds = time.perf_counter() - self.t0
+        rate = self.written / seconds if seconds > 0 else 0.0
+        timings = {
+            **startup,
+            "extract_s": round(seconds, 3),
+            "samples_per_s": round(rate, 4),
+            "samples_written": self.written,
+        }
+        self.writer.update_attrs(timings=timings, host=_host(self.plan, workers), skipped=self.skipped)
+        nbytes = sum(f.stat().st_size for f in Path(self.plan.out).rglob("*") if f.is_file())
+        print(
+            f"done: {self.written} samples written, {self.bad} skipped this run "
+            f"({len(self.skipped)} skipped in the cache), {seconds:.1f} s, {rate:.3f} samples/s; "
+            f"{self.plan.out}: {nbytes} bytes ({sizes.human(nbytes)})"
+        )
+        return {
+            "written": self.written,
+            "skipped": self.bad,
+            "skipped_total": len(self.skipped),
+            "extract_s": seconds,
+            "samples_per_s": rate,
+            "bytes": nbytes,
+            "path": self.plan.out,
+            **startup,
+        }
+
+
+def _run_local(plan: ExtractPlan, samples: Samples, models, progress: bool) -> dict:
+    """No cluster: build the model here and loop over pending samples."""
+    from diffseg.stages.extract.worker import SampleRunner, make_extractor, models_for
+
+    t0 = time.perf_counter()
+    models = models if models is not None else models_for(plan)
+    extractor = make_extractor(plan, models)
+    startup = {"model_s": round(time.perf_counter() - t0, 3)}
+    print(f"start-up: model {startup['model_s']:.1f} s (excluded from samples/s)")
+    writer = create_cache(plan, samples, _model_info(models, extractor, plan))
+    runner = SampleRunner(plan, models, writer, dataset=samples.dataset, extractor=extractor)
+    rec = Recorder(plan, writer, samples, progress)
+    for i in writer.pending():
+        rec.add([runner.run(i)])
+    return rec.finish(startup, None)
+
+
+def _run_dask(plan: ExtractPlan, samples: Samples, progress: bool) -> dict:
+    """Local cluster or an existing scheduler: blocks of samples, written by the workers."""
+    from diffseg.stages.extract import cluster as xd
+
+    with xd.client_for(plan) as (client, threads, cluster_s):
+        n = xd.n_workers(client)
+        models_s = xd.warm_workers(client, plan, threads)
+        info = client.submit(worker_model_info, plan, pure=False).result()
+        startup = {"cluster_s": round(cluster_s, 3), "model_s": round(models_s, 3)}
+        print(
+            f"start-up: cluster {cluster_s:.1f} s ({n} workers, {threads or 'default'} torch threads each), "
+            f"model on every worker {models_s:.1f} s (excluded from samples/s)"
+        )
+        writer = create_cache(plan, samples, info)
+        rec = Recorder(plan, writer, samples, progress)
+        for outcomes in xd.run_blocks(client, plan, writer.pending(), threads):
+            rec.add(outcomes)
+        return rec.finish(startup, n)
+
+
+def worker_model_info(plan: ExtractPlan) -> dict:
+    """Model attributes and layer specs, computed on a worker (the coordinator loads no model)."""
+    from diffseg.stages.extract.worker import runner_for
+
+    runner = runner_for(plan)
+    return _model_info(runner.models, runner.extractor, plan)

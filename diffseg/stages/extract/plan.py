@@ -1,0 +1,291 @@
+"""Stage one planning: the CLI options resolved into one frozen `ExtractPlan` (DESIGN.md
+"Command line" defaults), plus the attributes that record it in the cache.
+
+Everything a worker needs to redo any sample is in the plan, so a plan is the only thing
+sent to dask workers besides sample indices. Pure: no model, no dataset, no zarr.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from diffseg.core.errors import DiffsegError
+from diffseg.pipeline.config import TrajectoryConfig, resolve
+
+# Size fed to the VAE for evaluation caches (whole image resized to it), (W, H).
+EVAL_RESOLUTION = {
+    "cityscapes": (1024, 512),
+    "bdd100k": (1280, 704),
+    "mapillary": (1024, 768),
+    "acdc": (1024, 576),
+    "darkzurich": (1024, 576),
+    # GTAV/Synthia "val" exists only with a split file: their aspect at 1280 px wide.
+    "gtav": (1280, 704),
+    "synthia": (1280, 768),
+}
+# Training caches: the image is first fitted inside this size, then cropped, (W, H).
+TRAIN_SCALE = {"gtav": (1280, 720), "synthia": (1280, 760), "cityscapes": (1024, 512)}
+OTHER_SCALE = (1280, 720)
+TRAIN_CROP = (512, 512)
+DEMO_SIZE = (128, 128)
+DEFAULT_MODEL = "stabilityai/stable-diffusion-2-1"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExtractPlan:
+    """A fully resolved `diffseg extract` run; sizes are (W, H)."""
+
+    dataset: str  # adapter name
+    root: str | None  # as given (None: the adapter's default root)
+    split: str
+    split_file: str | None
+    mapillary_map: str
+    conditions: tuple[str, ...] | None
+    kind: str  # "train" (split train: seeded crops, cond possible) | "eval" (whole image)
+    out: str  # cache directory (absolute)
+    model: str  # tiny | sd21-random | dir | hub id
+    device: str  # resolved: "cpu" | "cuda"
+    compute_dtype: str  # "float32" (CPU) | "float16" (CUDA)
+    preset: str
+    trajectory: TrajectoryConfig
+    resolution: tuple[int, int]  # VAE input: crop size (train) or resize target (eval)
+    scale: tuple[int, int] | None  # train: image fitted inside before cropping; eval: None
+    views: int  # seeded crops per training image
+    branches: tuple[str, ...]
+    uncond_prompt: str  # "empty" | "classes"
+    classes: tuple[int, ...]  # active train ids
+    descriptions: dict[str, str] | None  # class descriptions replacing the defaults (content)
+    limit: int | None
+    strict: bool
+    workers: int | None
+    scheduler: str | None
+
+    def branch_layers(self, branch: str) -> tuple[str, ...]:
+        """Layers this branch stores: every branch stores every layer (the branches share the
+        head, so they must feed it the same inputs)."""
+        return self.trajectory.layers
+
+    def array_names(self) -> list[tuple[str, str]]:
+        """(branch, layer) of every feature array, branch-major."""
+        return [(b, n) for b in self.branches for n in self.branch_layers(b)]
+
+
+def stable_seed(*parts) -> int:
+    """A 63-bit seed from any printable parts, equal on every machine and Python run."""
+    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def _check_size(name: str, size: tuple[int, int]) -> tuple[int, int]:
+    w, h = size
+    if w % 64 or h % 64:
+        raise DiffsegError(
+            f"--{name} {w}x{h}: width and height must be multiples of 64 (the U-Net downsamples the 1/8 latent 3 times)"
+        )
+    return (int(w), int(h))
+
+
+def default_out(dataset: str, split: str) -> Path:
+    return Path("cache") / (dataset if split == "train" else f"{dataset}-{split}")
+
+
+def resolve_sizes(dataset: str, kind: str, resolution, scale) -> tuple[tuple[int, int], tuple[int, int] | None]:
+    """(resolution, scale) with DESIGN.md's defaults; resolution validated as multiples of 64."""
+    if dataset == "demo":
+        res = _check_size("resolution", resolution or DEMO_SIZE)
+        return res, ((scale or res) if kind == "train" else None)
+    if kind == "eval":
+        if scale is not None:
+            raise DiffsegError(
+                "--scale applies to training caches only (split train); evaluation "
+                "caches resize the whole image to --resolution"
+            )
+        if resolution is None and dataset not in EVAL_RESOLUTION:
+            raise DiffsegError(f"no default evaluation resolution for {dataset}: pass --resolution WxH")
+        return _check_size("resolution", resolution or EVAL_RESOLUTION[dataset]), None
+    res = _check_size("resolution", resolution or TRAIN_CROP)
+    sc = tuple(scale or TRAIN_SCALE.get(dataset, OTHER_SCALE))
+    if sc[0] < res[0] or sc[1] < res[1]:
+        raise DiffsegError(f"--scale {sc[0]}x{sc[1]} is smaller than the crop --resolution {res[0]}x{res[1]}")
+    return res, sc
+
+
+def resolve_branches(kind: str, branches) -> tuple[str, ...]:
+    out = tuple(branches) if branches else (("uncond", "cond") if kind == "train" else ("uncond",))
+    for b in out:
+        if b not in ("uncond", "cond"):
+            raise DiffsegError(f"--branches: unknown branch {b!r} (expected uncond, cond)")
+    if len(set(out)) != len(out):
+        raise DiffsegError(f"--branches has duplicates: {','.join(out)}")
+    if "cond" in out and kind != "train":
+        raise DiffsegError(
+            "--branches cond needs labels of a training split (split train); evaluation "
+            "caches hold the uncond branch only"
+        )
+    return out
+
+
+def resolve_classes(classes) -> tuple[int, ...]:
+    """Names or train ids -> sorted unique train ids (default: all 19)."""
+    from diffseg.core.classes import CLASS_NAMES
+
+    if not classes:
+        return tuple(range(len(CLASS_NAMES)))
+    ids = set()
+    for c in classes:
+        if c.isdigit() and int(c) < len(CLASS_NAMES):
+            ids.add(int(c))
+        elif c.replace("_", " ") in CLASS_NAMES:
+            ids.add(CLASS_NAMES.index(c.replace("_", " ")))
+        else:
+            raise DiffsegError(f"--classes: unknown class {c!r} (names such as 'traffic light' or train ids 0-18)")
+    return tuple(sorted(ids))
+
+
+def build_plan(
+    *,
+    dataset,
+    root=None,
+    split="train",
+    out=None,
+    model=DEFAULT_MODEL,
+    preset="lite",
+    steps=None,
+    save_steps=None,
+    layers=None,
+    kinds=None,
+    resolution=None,
+    scale=None,
+    views=1,
+    branches=None,
+    uncond_prompt="empty",
+    limit=None,
+    split_file=None,
+    mapillary_map="A",
+    conditions=None,
+    workers=None,
+    scheduler=None,
+    device="auto",
+    seed=0,
+    encode="mean",
+    raw_eps=False,
+    blk_sum=False,
+    classes=None,
+    descriptions=None,
+    strict=False,
+    **unused,
+) -> ExtractPlan:
+    """The CLI keywords of `extract` (cli.py) resolved into a plan; raises DiffsegError on bad values."""
+    from diffseg.pipeline.prompts import load_descriptions
+    from diffseg.stages.device import resolve_device
+
+    assert not (set(unused) - {"dry_run"}), f"unknown extract options {sorted(unused)}"
+    kind = "train" if split == "train" else "eval"
+    if views > 1 and kind != "train":
+        raise DiffsegError(f"--views {views}: several views exist only for training caches (split train)")
+    res, sc = resolve_sizes(dataset, kind, resolution, scale)
+    dev = resolve_device(device).type
+    traj = resolve(
+        preset,
+        steps=steps,
+        save_steps=save_steps,
+        layers=layers,
+        kinds=kinds,
+        seed=seed,
+        encode=encode,
+        raw_eps=raw_eps,
+        blk_sum=blk_sum,
+    )
+    plan = ExtractPlan(
+        dataset=dataset,
+        root=None if root is None else str(root),
+        split=split,
+        split_file=None if split_file is None else str(Path(split_file).resolve()),
+        mapillary_map=mapillary_map,
+        conditions=None if conditions is None else tuple(conditions),
+        kind=kind,
+        out=str(Path(out or default_out(dataset, split)).absolute()),
+        model=model,
+        device=dev,
+        compute_dtype="float16" if dev == "cuda" else "float32",
+        preset=preset,
+        trajectory=traj,
+        resolution=res,
+        scale=sc,
+        views=int(views),
+        branches=resolve_branches(kind, branches),
+        uncond_prompt=uncond_prompt,
+        classes=resolve_classes(classes),
+        descriptions=None if descriptions is None else load_descriptions(descriptions),
+        limit=limit,
+        strict=strict,
+        workers=workers,
+        scheduler=scheduler,
+    )
+    if "xattn" in traj.kinds and uncond_prompt != "classes":
+        raise DiffsegError(
+            "xattn layers need --uncond-prompt classes: with the empty prompt the "
+            "unconditional branch names no classes, so it has no cross-attention maps"
+        )
+    return plan
+
+
+def sample_ids(image_ids: list[str], views: int) -> list[str]:
+    """Cache ids: one per image and view, "<id>#v<k>" when there are several views."""
+    if views == 1:
+        return list(image_ids)
+    return [f"{i}#v{k}" for i in image_ids for k in range(views)]
+
+
+def extract_attrs(plan: ExtractPlan, image_ids: list[str]) -> dict:
+    """attrs["extract"]: the full config that decides every array (compared on resume)."""
+    from diffseg.cache.store import CODEC_ATTRS
+    from diffseg.core.classes import CLASS_NAMES
+    from diffseg.pipeline.prompts import DEFAULT_DESCRIPTIONS, TEMPLATE, class_prompt, uncond_prompt
+
+    descs = plan.descriptions or DEFAULT_DESCRIPTIONS
+    traj = plan.trajectory
+    return {
+        "preset": plan.preset,
+        "trajectory": traj.to_dict(),
+        "steps": list(traj.steps),
+        "save_steps": list(traj.save_steps),
+        "layers": list(traj.layers),
+        "kinds": list(traj.kinds),
+        "eta_window": list(traj.eta_window),
+        "seed": traj.seed,
+        "resolution": list(plan.resolution),
+        "scale": None if plan.scale is None else list(plan.scale),
+        "views": plan.views,
+        "branches": list(plan.branches),
+        "uncond_prompt": plan.uncond_prompt,
+        "uncond_prompt_text": uncond_prompt(plan.uncond_prompt, plan.classes),
+        "prompt_template": TEMPLATE,
+        "classes": list(plan.classes),
+        "class_names": [CLASS_NAMES[c] for c in plan.classes],
+        "class_prompts": {CLASS_NAMES[c]: class_prompt(c, descs) for c in plan.classes},
+        "compute_dtype": plan.compute_dtype,
+        "dtype": "float16",
+        "codec": dict(CODEC_ATTRS),
+        "views_rule": (
+            "image fitted inside scale (bilinear, antialiased; label nearest), seeded crop "
+            "redrawn up to 10 times while one class covers >= 0.75 of its labelled pixels "
+            "(mmseg cat_max_ratio 0.75; last draw kept), and seeded horizontal flip"
+            if plan.kind == "train"
+            else "whole image resized to resolution (bilinear, antialiased; label nearest)"
+        ),
+        "limit": plan.limit,
+        "images": len(image_ids),
+        "ids_sha256": hashlib.sha256("\n".join(image_ids).encode()).hexdigest(),
+    }
+
+
+def plan_to_json(plan: ExtractPlan) -> str:
+    """A stable string key of a plan (worker-local caches are keyed by it)."""
+    d = dataclasses.asdict(plan)
+    d["trajectory"] = plan.trajectory.to_dict()
+    return json.dumps(d, sort_keys=True, default=str)

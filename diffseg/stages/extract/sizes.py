@@ -1,0 +1,121 @@
+"""Bytes per sample, the dry-run report and the free-disk check of stage one (DESIGN.md:
+"--dry-run prints bytes per sample, the total, and the free disk space, and extraction
+refuses to start when the disk cannot hold it").
+
+Layer geometry comes either from the feature extractor (a loaded model) or, for the dry run,
+from the U-Net config alone (`specs_from_unet_config`), so a dry run of SD 2.1 needs no weights:
+up block i has channels reversed(block_out_channels)[i] and stride vae_stride * 2**(n-1-i).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from diffseg.core.errors import DiffsegError
+from diffseg.pipeline.config import parse_layer
+
+VAE_STRIDE = 8  # SD's VAE (and tiny's): 3 downsamplings
+
+
+def specs_from_unet_config(unet_config: dict, layers, resolution_wh, n_classes: int) -> dict[str, dict]:
+    """{layer: {kind, stride, channels, size: [h, w]}} from a UNet2DConditionModel config."""
+    chans = tuple(unet_config["block_out_channels"])[::-1]
+    up_types = tuple(unet_config["up_block_types"])
+    n = len(chans)
+    out = {}
+    for name in layers:
+        i, kind, j = parse_layer(name)
+        if i >= n or j > unet_config["layers_per_block"]:
+            raise DiffsegError(
+                f"layer {name} does not exist in this U-Net ({n} up blocks, "
+                f"{unet_config['layers_per_block'] + 1} layers each)"
+            )
+        if kind != "res" and not up_types[i].startswith("CrossAttn"):
+            raise DiffsegError(f"layer {name}: up_blocks[{i}] ({up_types[i]}) has no attention")
+        stride = VAE_STRIDE * 2 ** (n - 1 - i)
+        channels = n_classes if kind == "xattn" else chans[i]
+        out[name] = {
+            "kind": kind,
+            "stride": stride,
+            "channels": channels,
+            "size": [resolution_wh[1] // stride, resolution_wh[0] // stride],
+        }
+    return out
+
+
+def feature_bytes(spec: dict, n_steps: int) -> int:
+    """float16 bytes of one sample of one layer: S * C * h * w * 2."""
+    h, w = spec["size"]
+    return n_steps * spec["channels"] * h * w * 2
+
+
+def sample_bytes(plan, specs: dict[str, dict], orig_max_hw=None) -> dict:
+    """Bytes of one sample, uncompressed: per branch and layer, labels, total."""
+    n_steps = len(plan.trajectory.save_steps)
+    per = {b: {n: feature_bytes(specs[n], n_steps) for n in plan.branch_layers(b)} for b in plan.branches}
+    labels = plan.resolution[0] * plan.resolution[1]
+    orig = 0 if orig_max_hw is None else orig_max_hw[0] * orig_max_hw[1] + 8
+    total = sum(sum(d.values()) for d in per.values()) + labels + orig + 1  # + status byte
+    return {"branches": per, "labels": labels, "orig_labels": orig, "total": total}
+
+
+def human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1024
+    raise AssertionError
+
+
+def existing_parent(path: Path) -> Path:
+    """The nearest folder that exists (where the cache will be created)."""
+    p = Path(path).absolute()
+    while not p.exists():
+        p = p.parent
+    return p
+
+
+def free_bytes(path: Path) -> int:
+    return shutil.disk_usage(existing_parent(path)).free
+
+
+def check_disk(out: Path, per_sample: int, n_remaining: int) -> None:
+    """Refuse to start when the free disk at `out` cannot hold the remaining samples."""
+    need = per_sample * n_remaining
+    free = free_bytes(out)
+    if need > free:
+        raise DiffsegError(
+            f"not enough disk for {out}: {n_remaining} samples x {per_sample} bytes = {need} bytes "
+            f"({human(need)}) needed, {free} bytes ({human(free)}) free at {existing_parent(out)}"
+        )
+
+
+def report_lines(plan, specs: dict[str, dict], sizes: dict, n_samples: int, n_remaining: int, free: int) -> list[str]:
+    """The dry-run / start report: per branch and layer, per sample, total, free disk."""
+    S = len(plan.trajectory.save_steps)
+    lines = [
+        f"cache {plan.out}: {n_samples} samples ({plan.kind}, {plan.resolution[0]}x{plan.resolution[1]}, "
+        f"{S} saved steps, branches {','.join(plan.branches)})"
+    ]
+    for b, layers in sizes["branches"].items():
+        lines.append(f"  {b}: {human(sum(layers.values()))} per sample")
+        for name, nbytes in layers.items():
+            sp = specs[name]
+            lines.append(
+                f"    {name:<12} [{S}, {sp['channels']}, {sp['size'][0]}, {sp['size'][1]}] "
+                f"stride {sp['stride']:>2}  {human(nbytes)}"
+            )
+    lines.append(
+        f"  labels: {human(sizes['labels'])} per sample"
+        + (f", orig_labels: {human(sizes['orig_labels'])}" if sizes["orig_labels"] else "")
+    )
+    total = sizes["total"] * n_samples
+    lines.append(f"bytes per sample: {sizes['total']} ({human(sizes['total'])})")
+    lines.append(
+        f"total: {total} bytes ({human(total)}) for {n_samples} samples; remaining "
+        f"{n_remaining} samples: {sizes['total'] * n_remaining} bytes "
+        f"({human(sizes['total'] * n_remaining)})"
+    )
+    lines.append(f"free disk at {existing_parent(Path(plan.out))}: {free} bytes ({human(free)})")
+    return lines

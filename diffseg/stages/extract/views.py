@@ -1,0 +1,117 @@
+"""What stage one feeds the VAE for one sample (METHOD.md §8 "A cache freezes augmentation").
+
+- training view: the image fitted inside `scale` (image bilinear, antialiased; label
+  nearest), then one seeded crop of `resolution` and a seeded horizontal flip; the crop is
+  redrawn (up to CAT_REDRAWS times, mmseg's `cat_max_ratio`) while one class covers
+  CAT_MAX_RATIO or more of its labelled pixels (METHOD.md §8);
+- evaluation view: the whole image resized to `resolution` (label nearest at that size);
+  the label at its original size is kept separately by the caller.
+
+Pure functions on uint8 arrays; the crop randomness is a torch.Generator passed in, seeded
+by the caller from (seed, sample id, view) so a view never depends on run order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+
+from diffseg.core.classes import IGNORE
+from diffseg.core.errors import DataError
+
+CAT_MAX_RATIO = 0.75  # largest single-class share of a training crop's labelled pixels (below it)
+CAT_REDRAWS = 10  # redraws at most; the last draw is kept when none passes
+
+
+def fit_inside(size_wh: tuple[int, int], box_wh: tuple[int, int]) -> tuple[int, int]:
+    """The largest size with the aspect of `size_wh` that fits inside `box_wh` (rounded)."""
+    w, h = size_wh
+    f = min(box_wh[0] / w, box_wh[1] / h)
+    return (max(1, round(w * f)), max(1, round(h * f)))
+
+
+def resize_pair(image_HW3: np.ndarray, label_HW: np.ndarray, size_wh: tuple[int, int]):
+    """Image bilinear (Pillow antialiases when shrinking), label nearest; same size -> unchanged."""
+    if image_HW3.shape[1::-1] == tuple(size_wh):
+        return image_HW3, label_HW
+    image = np.array(Image.fromarray(image_HW3).resize(size_wh, Image.BILINEAR))  # writable copy
+    label = np.array(Image.fromarray(label_HW).resize(size_wh, Image.NEAREST))
+    return image, label
+
+
+def crop_box(
+    size_wh: tuple[int, int],
+    crop_wh: tuple[int, int],
+    gen: torch.Generator,
+    label_HW: np.ndarray | None = None,
+    cat_max_ratio: float = CAT_MAX_RATIO,
+):
+    """(x, y, flip) drawn from `gen`: offsets uniform over valid positions, then the flip.
+
+    With `label_HW` (the label at `size_wh`) and cat_max_ratio < 1, mmseg's RandomCrop rule:
+    while the crop's labels (255 ignored) are a single class, or its largest class covers
+    `cat_max_ratio` or more of them, draw (x, y) again, at most CAT_REDRAWS times; the last
+    draw is kept even if it fails. A first draw that passes consumes the same numbers as
+    without the rule (x, y, flip)."""
+    x, y = _offsets(size_wh, crop_wh, gen)
+    if label_HW is not None and cat_max_ratio < 1:
+        for _ in range(CAT_REDRAWS):
+            if _mixed(label_HW[y : y + crop_wh[1], x : x + crop_wh[0]], cat_max_ratio):
+                break
+            x, y = _offsets(size_wh, crop_wh, gen)
+    flip = bool(torch.randint(0, 2, (1,), generator=gen))
+    return x, y, flip
+
+
+def _offsets(size_wh, crop_wh, gen: torch.Generator) -> tuple[int, int]:
+    x = int(torch.randint(0, size_wh[0] - crop_wh[0] + 1, (1,), generator=gen))
+    y = int(torch.randint(0, size_wh[1] - crop_wh[1] + 1, (1,), generator=gen))
+    return x, y
+
+
+def _mixed(label_hw: np.ndarray, cat_max_ratio: float) -> bool:
+    """mmseg: more than one labelled class and the largest one's share below `cat_max_ratio`."""
+    counts = np.bincount(label_hw[label_hw != IGNORE].ravel(), minlength=1)
+    counts = counts[counts > 0]
+    return len(counts) > 1 and counts.max() / counts.sum() < cat_max_ratio
+
+
+def train_view(
+    sample_id: str, image_HW3: np.ndarray, label_HW: np.ndarray, scale_wh, crop_wh, gen: torch.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """One seeded crop (and flip) of the image fitted inside `scale_wh` -> ([h, w, 3], [h, w])."""
+    _check_pair(sample_id, image_HW3, label_HW)
+    fitted = fit_inside(image_HW3.shape[1::-1], scale_wh)
+    if fitted[0] < crop_wh[0] or fitted[1] < crop_wh[1]:
+        raise DataError(
+            sample_id,
+            f"image {image_HW3.shape[1]}x{image_HW3.shape[0]} fitted inside "
+            f"{scale_wh[0]}x{scale_wh[1]} is {fitted[0]}x{fitted[1]}, smaller "
+            f"than the crop {crop_wh[0]}x{crop_wh[1]}",
+        )
+    image, label = resize_pair(image_HW3, label_HW, fitted)
+    x, y, flip = crop_box(fitted, crop_wh, gen, label)
+    image = image[y : y + crop_wh[1], x : x + crop_wh[0]]
+    label = label[y : y + crop_wh[1], x : x + crop_wh[0]]
+    if flip:
+        image, label = image[:, ::-1], label[:, ::-1]
+    return np.ascontiguousarray(image), np.ascontiguousarray(label)
+
+
+def eval_view(sample_id: str, image_HW3: np.ndarray, label_HW: np.ndarray, resolution_wh):
+    """The whole image (and its label, nearest) at `resolution_wh`."""
+    _check_pair(sample_id, image_HW3, label_HW)
+    image, label = resize_pair(image_HW3, label_HW, tuple(resolution_wh))
+    return np.ascontiguousarray(image), np.ascontiguousarray(label)
+
+
+def _check_pair(sample_id: str, image_HW3: np.ndarray, label_HW: np.ndarray) -> None:
+    if image_HW3.ndim != 3 or image_HW3.shape[2] != 3 or image_HW3.dtype != np.uint8:
+        raise DataError(sample_id, f"image is not uint8 RGB (shape {image_HW3.shape}, {image_HW3.dtype})")
+    if image_HW3.shape[:2] != label_HW.shape:
+        raise DataError(
+            sample_id,
+            f"label size {label_HW.shape[1]}x{label_HW.shape[0]} differs from "
+            f"image size {image_HW3.shape[1]}x{image_HW3.shape[0]}",
+        )

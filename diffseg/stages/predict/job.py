@@ -1,0 +1,149 @@
+"""`diffseg predict`: segment images with a trained run (METHOD.md §8, prediction).
+
+Per image: resize to the U-Net resolution (default 1024x512, WxH, multiples of 64; bilinear as
+the evaluation caches do), run the unconditional trajectory online with the training cache's
+trajectory config restricted to the run's layers and saved steps (same model, same prompt),
+round the features to float16 as the cache stores them, apply the run's fusion + head, upsample
+the logits (bilinear) to the input size, argmax. Writes `<name>.png` (palette PNG, indices = train
+ids) and `<name>_vis.png` (image | prediction | ground truth with --labels; legend of the
+classes shown). With labels, the mIoU over the labelled images is printed at the end.
+
+Model: the run's (recorded name); its fingerprint must equal the one the run was trained with
+(error otherwise). An explicit --model with another fingerprint is allowed with a warning naming
+both fingerprints (e.g. the same weights in another layout, or a deliberate experiment).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from diffseg.core.errors import CacheMismatch, DiffsegError
+from diffseg.nn.metrics import ConfusionMatrix, miou
+from diffseg.pipeline.config import TrajectoryConfig
+from diffseg.stages.device import resolve_device
+from diffseg.stages.predict.inputs import InputImage, find_label, gather_inputs, read_image, read_label, warn
+from diffseg.stages.runs.record import RunRecord, extract_config, load_segmentor, read_run
+from diffseg.stages.viz import save_mask, side_by_side
+
+DEFAULT_RESOLUTION = (1024, 512)  # (W, H): Cityscapes' evaluation size
+
+
+def check_resolution(size: tuple[int, int] | None) -> tuple[int, int]:
+    w, h = size or DEFAULT_RESOLUTION
+    if w % 64 or h % 64:
+        raise DiffsegError(
+            f"--resolution {w}x{h}: width and height must be multiples of 64 (the U-Net "
+            "downsamples the 1/8 latent 3 times)"
+        )
+    return int(w), int(h)
+
+
+def load_frozen(record: RunRecord, model: str | None, device: str):
+    """The frozen models for the online trajectory, fingerprint-checked against the run."""
+    from diffseg.pipeline.models import load_models
+
+    name = model or record.train_cache["model"]
+    dtype = torch.float16 if device == "cuda" else torch.float32
+    models = load_models(name, device=device, dtype=dtype)
+    want = record.train_cache["model_fingerprint"]
+    if models.fingerprint != want:
+        msg = (
+            f"model {name} has fingerprint {models.fingerprint}; {record.path} was trained on features "
+            f"of {record.train_cache['model']} with fingerprint {want}"
+        )
+        if model is None:
+            raise CacheMismatch(msg + " (pass --model explicitly to predict with it anyway)")
+        warn(msg + ": predicting with it anyway (--model given)")
+    return models
+
+
+def build_extractor(record: RunRecord, extract: dict, models):
+    """FeatureExtractor repeating the training cache's uncond trajectory (`extract`: its
+    attrs["extract"]) for the run's layers and saved steps."""
+    from diffseg.pipeline.extractor import FeatureExtractor
+
+    traj = TrajectoryConfig.from_dict(extract["trajectory"])
+    cfg = record.cfg
+    traj = dataclasses.replace(traj, layers=tuple(cfg.layers), save_steps=tuple(int(t) for t in cfg.save_steps))
+    return FeatureExtractor(
+        models,
+        traj,
+        classes=tuple(extract.get("classes", range(19))),
+        uncond_prompt=extract.get("uncond_prompt", "empty"),
+    )
+
+
+@torch.no_grad()
+def predict_image(
+    extractor, segmentor, image_HW3: np.ndarray, resolution: tuple[int, int], sample_id: str, device
+) -> np.ndarray:
+    """uint8 train ids [H, W] at the input size."""
+    h, w = image_HW3.shape[:2]
+    resized = np.array(Image.fromarray(image_HW3).resize(resolution, Image.BILINEAR))  # writable copy
+    feats = extractor.uncond(resized, sample_id)  # {layer: float16 [S, C, h', w']}, as cached
+    feats_1SChw = {k: torch.from_numpy(v)[None].to(device).float() for k, v in feats.items()}
+    logits_1Khw = segmentor(feats_1SChw).float()
+    if not bool(torch.isfinite(logits_1Khw).all()):
+        raise DiffsegError(f"{sample_id}: non-finite logits (NaN/inf in the online features?)")
+    up_1KHW = F.interpolate(logits_1Khw, size=(h, w), mode="bilinear", align_corners=False)
+    return up_1KHW.argmax(1)[0].to(torch.uint8).cpu().numpy()
+
+
+def write_outputs(out: Path, item: InputImage, image: np.ndarray, pred: np.ndarray, gt: np.ndarray | None) -> None:
+    mask_path = out / f"{item.name}.png"
+    mask_path.parent.mkdir(parents=True, exist_ok=True)
+    save_mask(mask_path, pred)
+    side_by_side(image, pred, gt).save(out / f"{item.name}_vis.png")
+
+
+def main(
+    *,
+    run: Path,
+    inputs: list[Path],
+    out: Path,
+    model: str | None = None,
+    resolution: tuple[int, int] | None = None,
+    labels: Path | None = None,
+    device: str = "auto",
+) -> Path:
+    # 1. cheap checks first (before any model loads): resolution, inputs, run, its training cache
+    size = check_resolution(resolution)
+    items = gather_inputs(list(inputs))
+    record = read_run(Path(run))
+    extract = extract_config(record)
+    # 2. models: frozen diffusion model + the run's fusion and head
+    dev = resolve_device(device).type
+    models = load_frozen(record, model, dev)
+    extractor = build_extractor(record, extract, models)
+    segmentor, which = load_segmentor(record, dev)
+    if which != "final":
+        warn(f"{run} has no final weights: using its {which}")
+    # 3. images
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cm, labelled = ConfusionMatrix(), 0
+    for item in tqdm(items, desc="predict", unit="image", file=sys.stderr, dynamic_ncols=True):
+        image = read_image(item.path)
+        pred = predict_image(extractor, segmentor, image, size, item.name, dev)
+        gt = None
+        if labels is not None:
+            label_path = find_label(labels, item)
+            gt = read_label(label_path, pred.shape) if label_path else None
+            if gt is not None:
+                cm.update(pred, gt)
+                labelled += 1
+        write_outputs(out, item, image, pred, gt)
+    print(f"predict: {len(items)} images -> {out} (<name>.png masks, <name>_vis.png pictures)", file=sys.stderr)
+    if labels is not None:
+        score = miou(cm)
+        shown = "n/a" if np.isnan(score) else f"{100 * score:.2f}"
+        print(f"predict: mIoU {shown} over {labelled} labelled images of {len(items)}", file=sys.stderr)
+    return out

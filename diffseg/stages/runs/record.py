@@ -1,0 +1,121 @@
+"""Open a finished run directory for inference: its recorded config, the trained Segmentor,
+and the extraction config of the cache it was trained on (what an online trajectory must repeat).
+
+The run records (run_dir.py) its TrainConfig and layer specs (config.json) and the training
+cache's fingerprint (caches.json: model name and fingerprint, a hash of attrs["extract"], and
+the full attrs["extract"]: trajectory, prompts), so a run is self-contained. Runs written
+before caches.json held "extract" read it from the recorded training cache instead, checked
+against the recorded hash.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from diffseg.cache import CacheReader
+from diffseg.core.errors import DiffsegError
+from diffseg.nn import Segmentor
+from diffseg.stages.runs.files import CACHES, CONFIG, digest, read_json
+from diffseg.stages.runs.model import build_segmentor
+from diffseg.stages.train import checkpoint
+from diffseg.stages.train.config import TrainConfig
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunRecord:
+    path: Path
+    cfg: TrainConfig
+    layer_specs: dict  # {layer: {"kind", "stride", "channels", "size"}} of the selected layers
+    train_cache: dict  # caches.json "train": model, model_fingerprint, extract_hash, ...
+
+
+def read_run(run: Path) -> RunRecord:
+    run = Path(run)
+    if not (run / CONFIG).is_file():
+        raise DiffsegError(f"{run} is not a run directory (no {CONFIG}; made by `diffseg train`)")
+    record = read_json(run / CONFIG)
+    return RunRecord(
+        path=run,
+        cfg=TrainConfig.from_dict(record["config"]),
+        layer_specs=record["layer_specs"],
+        train_cache=read_json(run / CACHES)["train"],
+    )
+
+
+def load_segmentor(record: RunRecord, device: torch.device | str) -> tuple[Segmentor, str]:
+    """(the run's Segmentor with its final weights, or its newest checkpoint's, in eval mode; which)."""
+    cfg = record.cfg
+    model = build_segmentor(record.layer_specs, len(cfg.save_steps), cfg.fusion, cfg.seed)
+    path, which = checkpoint.latest_weights(record.path)
+    model.load_state_dict(checkpoint.load_weights(path))
+    return model.to(device).eval(), which
+
+
+def train_extract(record: RunRecord) -> dict:
+    """attrs["extract"] of the training cache: as recorded in the run (caches.json), else (runs
+    written before it was recorded there) read from the training cache; either way checked
+    against the run's recorded hash."""
+    cache = record.cfg.cache
+    recorded = record.train_cache.get("extract_hash")
+    if "extract" in record.train_cache:
+        extract, source = record.train_cache["extract"], f"{record.path / CACHES} (train.extract)"
+    else:
+        try:
+            attrs = CacheReader(cache).attrs
+        except DiffsegError as err:
+            raise DiffsegError(
+                f"{record.path} was trained on {cache}, whose extraction config (trajectory, "
+                f"prompt) it does not record (a run written before runs recorded it) and "
+                f"which cannot be read: {err}"
+            ) from err
+        extract, source = attrs.get("extract", {}), str(cache)
+    if recorded is not None and digest(extract) != recorded:
+        raise DiffsegError(
+            f"{source} changed since {record.path} was trained: extract config hash "
+            f"{digest(extract)}, the run recorded {recorded}"
+        )
+    return extract
+
+
+def extract_config(record: RunRecord) -> dict:
+    """train_extract(record), which must hold the trajectory an online prediction repeats."""
+    cache = record.cfg.cache
+    extract = train_extract(record)
+    if "trajectory" not in extract:
+        raise DiffsegError(
+            f"{cache} records no trajectory config (attrs['extract']['trajectory']): "
+            "it was not written by `diffseg extract`, so its features cannot be recomputed"
+        )
+    return extract
+
+
+def score_run(record: RunRecord, caches: list[Path], device: torch.device | str) -> dict:
+    """Score the run's weights on evaluation caches (checked against the run): the JSON report of
+    scoring.score_targets (one target: its dict; several: {"targets": [...], "mean_miou"})."""
+    from diffseg.stages.device import autocast_dtype
+    from diffseg.stages.runs.model import eval_targets
+    from diffseg.stages.runs.scoring import score_targets
+
+    cfg, dev = record.cfg, torch.device(device)
+    targets = eval_targets(
+        [str(p) for p in caches],
+        fingerprint=record.train_cache["model_fingerprint"],
+        train_cache=cfg.cache,
+        train_extract=train_extract(record),
+        layers=cfg.layers,
+        layer_specs=record.layer_specs,
+        save_steps=cfg.save_steps,
+    )
+    model, _ = load_segmentor(record, dev)
+    synthia = record.train_cache.get("dataset") == "synthia"
+    report, _ = score_targets(model, targets, dev, synthia=synthia, autocast_dtype=autocast_dtype(dev))
+    return report
+
+
+def per_target_miou(report: dict) -> dict[str, float | None]:
+    """{resolved cache path: mIoU} from a scoring report (one target or {"targets": [...]})."""
+    rows = report.get("targets", [report])
+    return {str(Path(r["cache"]).resolve()): r["miou"] for r in rows}

@@ -1,0 +1,135 @@
+"""Scoring a Segmentor on evaluation caches (METHOD.md §8, DATASETS.md evaluation protocol).
+
+One implementation for `diffseg eval` and the trainer's periodic evaluation:
+unconditional branch only; logits upsampled (bilinear) to each label's original
+resolution (`orig_labels`; a training cache falls back to its `labels`); argmax; one
+dataset-wide ConfusionMatrix per target; per-class IoU, mIoU over classes with a
+non-empty union, mIoU16/13 for Synthia-trained runs; several targets: their mean.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from diffseg.cache import FeatureDataset
+from diffseg.core.errors import DiffsegError
+from diffseg.nn.metrics import ConfusionMatrix, markdown_table, scores
+
+
+@dataclass(frozen=True, kw_only=True)
+class Target:
+    """One evaluation cache as the run reads it."""
+
+    path: str
+    name: str  # column name in the table (the cache folder name)
+    dataset: str  # attrs["dataset"]["name"]
+    layers: tuple[str, ...]
+    step_indices: tuple[int, ...]  # on this cache's S axis, in the run's step order
+
+
+class _WithOrigLabel(Dataset):
+    """FeatureDataset items (uncond only) plus the label at its original resolution."""
+
+    def __init__(self, target: Target):
+        self.base = FeatureDataset(target.path, ("uncond",), target.layers, target.step_indices)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, pos: int) -> dict:
+        item = self.base[pos]
+        reader = self.base.reader
+        orig = torch.from_numpy(reader.orig_label(item["index"])) if reader.is_eval else item["label"]
+        return {"index": item["index"], "feats": item["feats"]["uncond"], "orig": orig}
+
+
+def _collate(items: list[dict]) -> dict:
+    assert len(items) == 1, "evaluation reads one sample at a time (original sizes vary)"
+    item = items[0]
+    return {"index": item["index"], "orig": item["orig"], "feats": {k: v[None] for k, v in item["feats"].items()}}
+
+
+@torch.no_grad()
+def confusion_on(
+    model: torch.nn.Module,
+    target: Target,
+    device: torch.device,
+    *,
+    workers: int = 0,
+    autocast_dtype: torch.dtype | None = None,
+) -> tuple[ConfusionMatrix, int]:
+    """(dataset-wide confusion matrix, samples scored) of `model` on one target."""
+    data = _WithOrigLabel(target)
+    if len(data) == 0:
+        raise DiffsegError(f"{target.path} has no complete sample to evaluate")
+    loader = DataLoader(data, batch_size=1, num_workers=workers, collate_fn=_collate, pin_memory=device.type == "cuda")
+    was_training = model.training
+    model.eval()
+    cm = ConfusionMatrix(model.num_classes)
+    amp = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else nullcontext()
+    try:
+        for batch in loader:
+            feats = {k: v.to(device, non_blocking=True).float() for k, v in batch["feats"].items()}
+            with amp:
+                logits_1Khw = model(feats)
+            if not bool(torch.isfinite(logits_1Khw).all()):
+                sid = data.base.reader.ids[batch["index"]]
+                raise DiffsegError(f"{target.path}: non-finite logits on sample {sid} (NaN/inf in its features?)")
+            orig_HW = batch["orig"]
+            up_1KHW = F.interpolate(
+                logits_1Khw.float(), size=tuple(orig_HW.shape), mode="bilinear", align_corners=False
+            )
+            cm.update(up_1KHW.argmax(1)[0], orig_HW)
+    finally:
+        model.train(was_training)
+    return cm, len(data)
+
+
+def score_targets(
+    model: torch.nn.Module,
+    targets: list[Target],
+    device: torch.device,
+    *,
+    synthia: bool,
+    workers: int = 0,
+    autocast_dtype: torch.dtype | None = None,
+) -> tuple[dict, str]:
+    """-> (JSON report per DESIGN.md, Markdown per-class IoU table)."""
+    per_target, confusions = [], {}
+    for t in targets:
+        cm, n = confusion_on(model, t, device, workers=workers, autocast_dtype=autocast_dtype)
+        confusions[t.name] = cm.numpy()
+        per_target.append(
+            {**scores(cm, synthia=synthia), "samples": n, "dataset": t.dataset, "target": t.name, "cache": t.path}
+        )
+    table = markdown_table(confusions, subsets=synthia)
+    if len(per_target) == 1:
+        return per_target[0], table
+    report = {"targets": per_target, "mean_miou": _mean([r["miou"] for r in per_target])}
+    if synthia:
+        report.update({f"mean_{k}": _mean([r[k] for r in per_target]) for k in ("miou16", "miou13")})
+    return report, table
+
+
+def _mean(values: list[float | None]) -> float | None:
+    defined = [v for v in values if v is not None and not math.isnan(v)]
+    return sum(defined) / len(defined) if defined else None
+
+
+def target_names(paths: list[str]) -> list[str]:
+    """Folder names, made unique with a suffix when two caches share one."""
+    names: list[str] = []
+    for p in paths:
+        base = Path(p).resolve().name
+        name, k = base, 2
+        while name in names:
+            name, k = f"{base}#{k}", k + 1
+        names.append(name)
+    return names

@@ -1,0 +1,168 @@
+"""`diffseg cache info | verify | show`: what a cache holds, whether every sample reads
+back, and pictures of its features (DESIGN.md "Command line")."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from diffseg.cache import CacheReader, schema
+
+MAX_LISTED = 20  # problems printed one per line before "... and N more"
+
+
+def describe(r: CacheReader) -> dict:
+    """The cache's description as `info --json` prints it."""
+    complete = int((r.status == schema.COMPLETE).sum())
+    skipped = int((r.status == schema.SKIPPED).sum())
+    layers = {}
+    for name, spec in r.layer_specs.items():
+        held = [b for b in r.branches if schema.feature_name(b, name) in r.feature_names()]
+        shape = r.array_shape(schema.feature_name(held[0], name)) if held else ()
+        layers[name] = {
+            **spec.to_dict(),
+            "branches": held,
+            "shape": list(shape),
+            "bytes": int(np.prod(shape)) * 2 if held else 0,
+        }
+    bps = r.bytes_per_sample()
+    return {
+        "path": str(r.path),
+        "format_version": r.attrs["format_version"],
+        "diffseg_version": r.attrs.get("diffseg_version"),
+        "kind": r.attrs.get("kind"),
+        "model": r.attrs.get("model"),
+        "dataset": r.attrs.get("dataset"),
+        "resolution": r.attrs.get("resolution"),
+        "save_steps": r.save_steps,
+        "branches": r.branches,
+        "layers": layers,
+        "bytes_per_sample": bps,
+        "bytes_complete": bps * complete,
+        "samples": r.n,
+        "complete": complete,
+        "pending": r.n - complete - skipped,
+        "skipped": skipped,
+        "skipped_samples": r.attrs.get("skipped", []),
+        "codec": r.attrs.get("codec"),
+        "extract": r.attrs.get("extract"),
+        "timings": r.attrs.get("timings", {}),
+    }
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError
+
+
+def _extract_lines(extract: dict) -> list[str]:
+    """The extraction config, one `key: value` per line (long values shortened)."""
+    lines = []
+    for key, value in extract.items():
+        text = value if isinstance(value, str) else json.dumps(value)
+        lines.append(f"  {key}: {text if len(text) <= 100 else text[:97] + '...'}")
+    return lines
+
+
+def info(cache: Path, as_json: bool) -> int:
+    d = describe(CacheReader(cache))
+    if as_json:
+        print(json.dumps(d))
+        return 0
+    m, ds = d["model"] or {}, d["dataset"] or {}
+    W, H = d["resolution"]
+    out = [
+        f"cache      {d['path']}  ({d['kind']} cache, format {d['format_version']}, diffseg {d['diffseg_version']})",
+        f"model      {m.get('name')}  fingerprint {m.get('fingerprint')}  ({m.get('prediction_type')})",
+        f"dataset    {ds.get('name')} / {ds.get('split')}  ({ds.get('label_space')}) {json.dumps(ds.get('info', {}))}",
+        f"resolution {W}x{H}   branches {', '.join(d['branches'])}   saved steps {d['save_steps']}",
+        f"codec      {json.dumps(d['codec'])}",
+        "config",
+        *_extract_lines(d["extract"] or {}),
+        "",
+        f"  {'layer':12s} {'kind':5s} {'stride':>6s} {'channels':>8s} {'size':>7s} {'bytes/branch':>13s}  branches",
+    ]
+    for name, L in d["layers"].items():
+        size = f"{L['size'][0]}x{L['size'][1]}"
+        out.append(
+            f"  {name:12s} {L['kind']:5s} {L['stride']:6d} {L['channels']:8d} {size:>7s} "
+            f"{_size(L['bytes']):>13s}  {','.join(L['branches']) or '-'}"
+        )
+    out += [
+        "",
+        f"bytes per sample {_size(d['bytes_per_sample'])} ({d['bytes_per_sample']} B, all branches and labels)",
+        f"samples {d['samples']} planned: {d['complete']} complete, {d['pending']} pending, {d['skipped']} skipped"
+        f"  ({_size(d['bytes_complete'])} written)",
+    ]
+    for s in d["skipped_samples"][:MAX_LISTED]:
+        out.append(f"  skipped {s.get('id')}: {s.get('reason')}")
+    print("\n".join(out))
+    return 0
+
+
+def sample_problems(r: CacheReader, i: int) -> list[str]:
+    """What is wrong with complete sample i: unreadable, wrong shape, non-finite, bad label."""
+    who = f"sample {r.ids[i]} (index {i})"
+    names = r.feature_names() + [schema.LABELS]
+    try:
+        arrays = r.read(i, names)
+        orig = r.orig_label(i) if r.is_eval else None
+    except (OSError, ValueError, RuntimeError) as err:  # reported with the sample id, not raised
+        return [f"{who}: unreadable: {err}"]
+    problems = []
+    for name, a in arrays.items():
+        if a.shape != r.array_shape(name):
+            problems.append(f"{who}: {name} has shape {list(a.shape)}, expected {list(r.array_shape(name))}")
+        elif a.dtype.kind == "f" and not np.isfinite(a).all():
+            problems.append(f"{who}: {name} holds {int(a.size - np.isfinite(a).sum())} NaN/inf values")
+    bad = np.setdiff1d(np.unique(arrays[schema.LABELS]), np.r_[np.arange(19), schema.IGNORE])
+    if bad.size:
+        problems.append(f"{who}: labels hold values {bad.tolist()} outside 0..18 and 255")
+    if orig is not None and min(orig.shape) == 0:
+        problems.append(f"{who}: original label has empty size {list(orig.shape)}")
+    return problems
+
+
+def verify(cache: Path, as_json: bool) -> int:
+    from tqdm import tqdm
+
+    r = CacheReader(cache)
+    problems = [
+        f"sample {r.ids[i]} (index {i}): pending (never completed)" for i in np.flatnonzero(r.status == schema.PENDING)
+    ]
+    complete = r.complete_indices()
+    for i in tqdm(complete, desc=f"verify {cache}", unit="sample", disable=None):
+        problems += sample_problems(r, i)
+    result = {
+        "path": str(cache),
+        "samples": r.n,
+        "complete": len(complete),
+        "skipped": int((r.status == schema.SKIPPED).sum()),
+        "problems": problems,
+    }
+    if as_json:
+        print(json.dumps(result))
+    else:
+        print(
+            f"{cache}: {r.n} samples, {len(complete)} complete and read back, "
+            f"{result['skipped']} skipped, {len(problems)} problems"
+        )
+        for p in problems[:MAX_LISTED]:
+            print(f"  {p}")
+        if len(problems) > MAX_LISTED:
+            print(f"  ... and {len(problems) - MAX_LISTED} more")
+    return 1 if problems else 0
+
+
+def show(cache: Path, out: Path, sample: int) -> int:
+    from diffseg.stages.tools import cacheshow
+
+    paths = cacheshow.write_pictures(CacheReader(cache), Path(out), sample)
+    for p in paths:
+        print(p)
+    return 0

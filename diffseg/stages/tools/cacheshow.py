@@ -1,0 +1,163 @@
+"""`diffseg cache show`: pictures a person can read of one cached sample.
+
+- `<branch>_features.png`: one row per res/blk layer, one column per saved step, after
+  the label. Each cell maps the features to RGB with a PCA: per-channel robust
+  normalisation (median, interquartile range), the 3 principal components over
+  channels fitted on all steps of that layer together (so a colour means the same
+  feature direction across a row), each component stretched between its 1st and 99th
+  percentile, upscaled (nearest) to the label size.
+- `<branch>_<layer>_t<step>.png` for xattn layers: the paper's Fig. 3 view, one heat map
+  per class with its name (one colour scale for all classes of the picture), next to
+  the label.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.patches import Patch
+
+from diffseg.cache import CacheReader, schema
+from diffseg.core.classes import CLASS_NAMES, PALETTE, colorize
+
+CELL_IN = 2.2  # inches per picture
+DPI = 90
+
+
+def robust_normalise(x_NC: np.ndarray) -> np.ndarray:
+    """Per channel: subtract the median, divide by the interquartile range (floored)."""
+    med = np.median(x_NC, axis=0)
+    q1, q3 = np.percentile(x_NC, [25, 75], axis=0)
+    return (x_NC - med) / np.maximum(q3 - q1, 1e-3)
+
+
+def pca_rgb(feats_SChw: np.ndarray) -> np.ndarray:
+    """[S, C, h, w] features -> [S, h, w, 3] float in [0, 1] (3 principal components)."""
+    S, C, h, w = feats_SChw.shape
+    x_NC = robust_normalise(feats_SChw.astype(np.float32).transpose(0, 2, 3, 1).reshape(-1, C))
+    x_NC -= x_NC.mean(axis=0)
+    _, vecs = np.linalg.eigh(x_NC.T @ x_NC)  # ascending eigenvalues
+    comps_C3 = vecs[:, ::-1][:, :3]
+    if comps_C3.shape[1] < 3:  # fewer than 3 channels: pad with zeros
+        comps_C3 = np.pad(comps_C3, ((0, 0), (0, 3 - comps_C3.shape[1])))
+    y_N3 = x_NC @ comps_C3
+    y_N3 *= np.where(np.mean(y_N3**3, axis=0) < 0, -1, 1)  # a fixed sign: positive skew
+    lo, hi = np.percentile(y_N3, [1, 99], axis=0)
+    y_N3 = np.clip((y_N3 - lo) / np.maximum(hi - lo, 1e-6), 0, 1)
+    return y_N3.reshape(S, h, w, 3)
+
+
+def upscale(img_hw_: np.ndarray, size_HW: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour upscaling of [h, w, ...] to [H, W, ...]."""
+    H, W = size_HW
+    rows = np.arange(H) * img_hw_.shape[0] // H
+    cols = np.arange(W) * img_hw_.shape[1] // W
+    return img_hw_[rows][:, cols]
+
+
+def legend_handles(label_HW: np.ndarray) -> list[Patch]:
+    present = [c for c in np.unique(label_HW) if c < len(CLASS_NAMES)]
+    return [Patch(color=PALETTE[c] / 255, label=CLASS_NAMES[c]) for c in present]
+
+
+def label_panel(ax, label_HW: np.ndarray, title: str) -> None:
+    ax.imshow(colorize(label_HW), interpolation="nearest")
+    ax.set_title(title, fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def feature_grid(r: CacheReader, i: int, branch: str, layers: list[str], label_HW, out: Path) -> Path:
+    steps = r.save_steps
+    rows, cols = len(layers), len(steps) + 1
+    handles = legend_handles(label_HW)
+    ncol = max(1, int(CELL_IN * cols / 1.4))
+    top, bottom = 0.8, 0.3 + 0.25 * -(-len(handles) // ncol)  # inches for the title and the legend
+    fig, axes = plt.subplots(rows, cols, figsize=(CELL_IN * cols, CELL_IN * rows + top + bottom), squeeze=False)
+    specs = r.layer_specs
+    for row, layer in enumerate(layers):
+        feats = r.read(i, [schema.feature_name(branch, layer)])[schema.feature_name(branch, layer)]
+        rgb = pca_rgb(feats)
+        spec = specs[layer]
+        label_panel(axes[row, 0], label_HW, "label (train ids)")
+        axes[row, 0].set_ylabel(
+            f"{layer}\n{spec.kind}, {spec.channels} ch\n{spec.size[0]}x{spec.size[1]} (1/{spec.stride})", fontsize=9
+        )
+        for col, t in enumerate(steps, start=1):
+            ax = axes[row, col]
+            ax.imshow(upscale(rgb[col - 1], label_HW.shape), interpolation="nearest")
+            ax.set_title(f"{layer}  t={t}", fontsize=9)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.suptitle(
+        f"{branch} branch, sample {r.ids[i]} (index {i})\nfeatures as RGB: 3 principal "
+        "components per layer, fitted over its steps",
+        fontsize=10,
+    )
+    fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
+    height = fig.get_figheight()
+    fig.tight_layout(rect=(0, bottom / height, 1, 1 - top / height))
+    path = out / f"{branch}_features.png"
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def class_names_of(r: CacheReader, n: int) -> list[str]:
+    """Names of the xattn channels: the cache's active classes."""
+    names = (r.attrs.get("extract") or {}).get("class_names")
+    if names and len(names) == n:
+        return list(names)
+    return list(CLASS_NAMES) if n == len(CLASS_NAMES) else [f"class {k}" for k in range(n)]
+
+
+def xattn_grid(r: CacheReader, i: int, branch: str, layer: str, step: int, label_HW, out: Path) -> Path:
+    maps_SKhw = r.read(i, [schema.feature_name(branch, layer)])[schema.feature_name(branch, layer)]
+    maps_Khw = maps_SKhw[step].astype(np.float32)
+    names = class_names_of(r, maps_Khw.shape[0])
+    n = len(names) + 1
+    cols = min(5, n)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(CELL_IN * cols + 0.8, CELL_IN * rows + 0.8), squeeze=False)
+    label_panel(axes[0, 0], label_HW, "label")
+    vmax = max(float(maps_Khw.max()), 1e-6)  # one scale for all classes: attention is comparable
+    for k, name in enumerate(names, start=1):
+        ax = axes.flat[k]
+        peak = float(maps_Khw[k - 1].max())
+        im = ax.imshow(
+            upscale(maps_Khw[k - 1], label_HW.shape), cmap="inferno", vmin=0, vmax=vmax, interpolation="nearest"
+        )
+        ax.set_title(f"{name} (max {peak:.2f})", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.6, label="cross-attention (mean over heads and class tokens)")
+    t = r.save_steps[step]
+    fig.suptitle(f"{branch} {layer} cross-attention per class, t={t}, sample {r.ids[i]} (index {i})", fontsize=11)
+    path = out / f"{branch}_{layer}_t{t}.png"
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def write_pictures(r: CacheReader, out: Path, i: int) -> list[Path]:
+    """All pictures of sample i of the cache into `out`; -> the files written."""
+    r.check_complete(i)
+    out.mkdir(parents=True, exist_ok=True)
+    label_HW = r.read(i, [schema.LABELS])[schema.LABELS]
+    specs, held = r.layer_specs, r.feature_names()
+    paths = []
+    for branch in r.branches:
+        layers = [k for k in specs if schema.feature_name(branch, k) in held]
+        plain = [k for k in layers if specs[k].kind != "xattn"]
+        if plain:
+            paths.append(feature_grid(r, i, branch, plain, label_HW, out))
+        for layer in (k for k in layers if specs[k].kind == "xattn"):
+            paths += [xattn_grid(r, i, branch, layer, s, label_HW, out) for s in range(len(r.save_steps))]
+    return paths

@@ -1,0 +1,73 @@
+"""The resolved configuration of one training run (stage two), as recorded in config.json.
+
+Everything that decides the final weights is here: the cache and the feature selection
+it resolved to, the loss weights actually in force, the optimisation schedule, the seed
+and the world/accumulation split of a global batch. `device` and `workers` change speed,
+never the result, and `stop_at` only simulates an interruption (tests); neither is
+compared when a run is resumed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from diffseg.core.errors import DiffsegError
+from diffseg.core.records import from_record
+
+# Fields that may differ between the recorded config and a resumed invocation.
+RUNTIME_FIELDS = ("device", "workers", "in_memory", "stop_at", "eval_caches")
+_TUPLES = ("eval_caches", "layers", "save_steps", "branches")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    cache: str  # training cache path
+    eval_caches: tuple[str, ...] = ()  # scored every eval_every iterations and at the end
+    layers: tuple[str, ...]  # selected layers, cache order
+    save_steps: tuple[int, ...]  # selected saved timesteps, cache order
+    branches: tuple[str, ...]  # branches read: ("uncond",), ("cond",) or ("uncond", "cond")
+    fusion: str = "reference"  # fusion widths preset
+    consistency: str = "l2"  # l2 | kl | none (in force: "none" when one branch only)
+    w_cond: float = 1.0  # weights in force (0 for a branch not read)
+    w_uncond: float = 1.0
+    w_cons: float = 1.0
+    detach_teacher: bool = False
+    iters: int = 40000
+    batch_size: int = 1  # samples per micro-batch per process
+    accum: int = 1  # micro-batches accumulated per iteration per process
+    lr: float = 6e-5
+    head_lr_mult: float = 10.0  # DAFormer: decode head lr x10
+    weight_decay: float = 0.01
+    warmup: int = 1500  # linear warm-up iterations
+    warmup_ratio: float = 1e-6  # lr factor at iteration 0 (mmcv's linear warm-up)
+    clip_norm: float = 5.0
+    eval_every: int = 4000  # 0: at the end only
+    ckpt_every: int = 2000
+    log_every: int = 10  # metrics.jsonl line every N iterations
+    seed: int = 0
+    workers: int = 2
+    in_memory: bool = False
+    device: str = "cpu"
+    stop_at: int | None = None  # stop (after checkpointing) at this iteration: simulated interruption
+
+    def __post_init__(self):
+        if not self.branches:
+            raise DiffsegError("no branch selected for training")
+        if self.iters < 1 or self.batch_size < 1 or self.accum < 1:
+            raise DiffsegError(f"iters/batch_size/accum must be >= 1, got {self.iters}/{self.batch_size}/{self.accum}")
+
+    def global_batch(self, world: int) -> int:
+        """Samples per iteration over all processes."""
+        return self.batch_size * self.accum * world
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        return from_record(cls, d, tuples=_TUPLES)
+
+
+def recorded_part(cfg: TrainConfig) -> dict:
+    """The fields that decide the result (what a resume must agree with)."""
+    return {k: v for k, v in cfg.to_dict().items() if k not in RUNTIME_FIELDS}

@@ -1,0 +1,225 @@
+"""Pictures shared by the stages: palette masks, image | prediction | ground truth panels with a
+legend, prediction grids per target domain, and the ablation bar chart.
+
+Labels are train-id maps `[H, W] uint8` (0..18, 255 = ignore); images are RGB `[H, W, 3] uint8`.
+Masks are saved as palette PNGs (mode "P"): the pixel values stay the train ids, the palette
+makes them readable (ignore is black). Composite pictures are drawn with Pillow; only the bar
+chart uses matplotlib (Agg backend, imported inside the function).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from diffseg.core.classes import CLASS_NAMES, IGNORE, NUM_CLASSES, PALETTE, colorize
+
+# Layout of the composite pictures, in pixels.
+GAP = 4  # between panels
+TITLE_H = 22  # title strip above each panel
+SWATCH = 14  # legend colour square
+LEGEND_ROW_H = 20
+MIN_PANEL_H = 256  # small images (tests, demo) are enlarged so text stays readable
+MAX_PANEL_W = 1024  # large images (Cityscapes 2048x1024) are shrunk
+BACKGROUND = (255, 255, 255)
+TEXT = (20, 20, 20)
+
+
+def palette_bytes() -> list[int]:
+    """The 256-entry Cityscapes palette as Pillow wants it (768 ints; unused entries black)."""
+    lut = np.zeros((256, 3), np.uint8)
+    lut[:NUM_CLASSES] = PALETTE
+    return lut.reshape(-1).tolist()
+
+
+def palette_image(label_HW: np.ndarray) -> Image.Image:
+    """Train-id map -> mode "P" image whose indices are the train ids (255 shows black)."""
+    label_HW = np.asarray(label_HW)
+    assert label_HW.ndim == 2 and label_HW.dtype == np.uint8, (label_HW.shape, label_HW.dtype)
+    h, w = label_HW.shape
+    img = Image.frombytes("P", (w, h), np.ascontiguousarray(label_HW).tobytes())
+    img.putpalette(palette_bytes())
+    return img
+
+
+def save_mask(path: Path, label_HW: np.ndarray) -> None:
+    """Write a palette PNG whose pixel values are the train ids."""
+    palette_image(label_HW).save(Path(path), format="PNG")
+
+
+def font(size: int = 14) -> ImageFont.ImageFont:
+    return ImageFont.load_default(size=size)
+
+
+def panel_size(h: int, w: int) -> tuple[int, int]:
+    """(H', W') of one panel: at least MIN_PANEL_H tall, at most MAX_PANEL_W wide, aspect kept."""
+    scale = max(1.0, MIN_PANEL_H / h)
+    scale = min(scale, MAX_PANEL_W / w) if w * scale > MAX_PANEL_W else scale
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+def legend_rows(class_ids, width: int, fnt=None) -> list[list[int]]:
+    """Greedy line wrapping of legend entries (swatch + name) into rows of at most `width` px."""
+    fnt = fnt or font()
+    rows: list[list[int]] = [[]]
+    x = GAP
+    for c in class_ids:
+        w = SWATCH + 4 + int(fnt.getlength(CLASS_NAMES[c])) + 12
+        if rows[-1] and x + w > width:
+            rows.append([])
+            x = GAP
+        rows[-1].append(c)
+        x += w
+    return [r for r in rows if r]
+
+
+def draw_legend(draw: ImageDraw.ImageDraw, class_ids, top: int, width: int, fnt=None) -> None:
+    fnt = fnt or font()
+    for r, row in enumerate(legend_rows(class_ids, width, fnt)):
+        x, y = GAP, top + r * LEGEND_ROW_H + 3
+        for c in row:
+            draw.rectangle([x, y, x + SWATCH, y + SWATCH], fill=tuple(int(v) for v in PALETTE[c]), outline=TEXT)
+            draw.text((x + SWATCH + 4, y - 1), CLASS_NAMES[c], fill=TEXT, font=fnt)
+            x += SWATCH + 4 + int(fnt.getlength(CLASS_NAMES[c])) + 12
+
+
+def present_classes(*labels) -> list[int]:
+    """Sorted train ids (ignore excluded) that occur in any of the given label maps."""
+    seen: set[int] = set()
+    for lab in labels:
+        if lab is not None:
+            seen.update(int(v) for v in np.unique(lab) if v != IGNORE and v < NUM_CLASSES)
+    return sorted(seen)
+
+
+def side_by_side(
+    image_HW3: np.ndarray,
+    pred_HW: np.ndarray,
+    gt_HW: np.ndarray | None = None,
+    titles: tuple[str, ...] = ("image", "prediction", "ground truth"),
+) -> Image.Image:
+    """image | prediction (| ground truth) with titles and a legend of the classes present.
+
+    Size: width = n * W' + (n - 1) * GAP, height = TITLE_H + H' + legend rows * LEGEND_ROW_H,
+    with (H', W') = panel_size(H, W); labels are resized with nearest neighbour.
+    """
+    h, w = image_HW3.shape[:2]
+    for lab in (pred_HW, gt_HW):
+        assert lab is None or lab.shape == (h, w), (lab.shape, (h, w))
+    ph, pw = panel_size(h, w)
+    panels = [Image.fromarray(image_HW3).resize((pw, ph), Image.BILINEAR)]
+    panels += [
+        Image.fromarray(colorize(lab)).resize((pw, ph), Image.NEAREST) for lab in (pred_HW, gt_HW) if lab is not None
+    ]
+    width = len(panels) * pw + (len(panels) - 1) * GAP
+    fnt = font()
+    classes = present_classes(pred_HW, gt_HW)
+    n_rows = len(legend_rows(classes, width, fnt))
+    canvas = Image.new("RGB", (width, TITLE_H + ph + n_rows * LEGEND_ROW_H), BACKGROUND)
+    draw = ImageDraw.Draw(canvas)
+    for k, panel in enumerate(panels):
+        x = k * (pw + GAP)
+        canvas.paste(panel, (x, TITLE_H))
+        draw.text((x + 4, 3), titles[k], fill=TEXT, font=fnt)
+    draw_legend(draw, classes, TITLE_H + ph, width, fnt)
+    return canvas
+
+
+def prediction_grid(
+    rows: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]], cell_h: int = 128
+) -> Image.Image:
+    """One row per target domain: (image over prediction over ground truth) per sample.
+
+    rows: {target name: [(image_HW3, pred_HW, gt_HW | None), ...]}. Each sample is a column of
+    cell_h-tall tiles (width by its aspect); the target's name heads its row; one legend of every
+    class shown closes the picture.
+    """
+    assert rows and all(rows.values()), "prediction_grid needs at least one sample per row"
+    fnt = font()
+    blocks = []  # per target: a picture of its samples
+    all_labels = []
+    for name, samples in rows.items():
+        tiles_w = [max(1, round(img.shape[1] * cell_h / img.shape[0])) for img, _, _ in samples]
+        n_tiles = max(2 + (gt is not None) for _, _, gt in samples)
+        block = Image.new(
+            "RGB", (sum(tiles_w) + GAP * (len(samples) - 1), TITLE_H + n_tiles * (cell_h + GAP)), BACKGROUND
+        )
+        ImageDraw.Draw(block).text((4, 3), name, fill=TEXT, font=fnt)
+        x = 0
+        for (img, pred, gt), tw in zip(samples, tiles_w):
+            pics = [Image.fromarray(img).resize((tw, cell_h), Image.BILINEAR)]
+            pics += [
+                Image.fromarray(colorize(lab)).resize((tw, cell_h), Image.NEAREST)
+                for lab in (pred, gt)
+                if lab is not None
+            ]
+            for k, pic in enumerate(pics):
+                block.paste(pic, (x, TITLE_H + k * (cell_h + GAP)))
+            x += tw + GAP
+            all_labels += [pred, gt]
+        blocks.append(block)
+    width = max(b.width for b in blocks)
+    classes = present_classes(*all_labels)
+    n_rows = len(legend_rows(classes, width, fnt))
+    canvas = Image.new("RGB", (width, sum(b.height for b in blocks) + n_rows * LEGEND_ROW_H), BACKGROUND)
+    y = 0
+    for b in blocks:
+        canvas.paste(b, (0, y))
+        y += b.height
+    draw_legend(ImageDraw.Draw(canvas), classes, y, width, fnt)
+    return canvas
+
+
+def ablation_chart(
+    path: Path,
+    cells: list[str],
+    targets: list[str],
+    miou: np.ndarray,
+    reference: dict[str, float] | None = None,
+    title: str = "Ablation (mIoU %)",
+    split_after: int | None = None,
+) -> None:
+    """Horizontal grouped bars: one group per cell (top to bottom in the given order), one bar per
+    target; NaN cells (not applicable / failed) are marked "n/a". Paper reference values (%)
+    are drawn as black diamonds; a dashed line follows the first `split_after` cells (Table IV).
+    miou: [n_cells, n_targets] in percent."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    miou = np.asarray(miou, dtype=float).reshape(len(cells), len(targets))
+    n_t = len(targets)
+    bar_h = 0.8 / n_t
+    fig_h = 1.2 + 0.28 * len(cells) * max(1.5, n_t * 0.7)
+    fig, ax = plt.subplots(figsize=(9, fig_h), dpi=100)
+    y0 = np.arange(len(cells))[::-1].astype(float)
+    for k, target in enumerate(targets):
+        ys = y0 + 0.4 - bar_h * (k + 0.5)
+        vals = np.nan_to_num(miou[:, k], nan=0.0)
+        bars = ax.barh(ys, vals, height=bar_h * 0.95, label=target)
+        for y, v, _bar in zip(ys, miou[:, k], bars):
+            ax.text(
+                (0 if math.isnan(v) else v) + 0.5, y, "n/a" if math.isnan(v) else f"{v:.1f}", va="center", fontsize=7
+            )
+    if reference:
+        ref_y = [y for y, c in zip(y0, cells) if c in reference]
+        ref_v = [reference[c] for c in cells if c in reference]
+        ax.scatter(ref_v, ref_y, marker="D", color="black", zorder=3, s=18, label="paper (GTAV->CS)")
+    if split_after and split_after < len(cells):
+        ax.axhline(y0[split_after - 1] - 0.5, color="grey", linestyle="--", linewidth=0.8)
+    ax.set_yticks(y0)
+    ax.set_yticklabels(cells, fontsize=9)
+    finite = miou[np.isfinite(miou)]
+    top = max([1.0, *finite.tolist(), *(reference or {}).values()])
+    ax.set_xlim(0, min(100.0, top * 1.15 + 2))
+    ax.set_xlabel("mIoU (%)")
+    ax.set_title(title)
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    fig.savefig(Path(path))
+    plt.close(fig)
