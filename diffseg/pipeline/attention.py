@@ -10,8 +10,12 @@ replaces every processor, custom ones included.
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:  # from its module: mypy reads `diffusers.UNet2DConditionModel` as the no-torch dummy
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 
 XFORMERS, SDPA = "xformers", "sdpa"
 
@@ -48,7 +52,7 @@ def xformers_status(device: str | torch.device) -> tuple[bool, str]:
     return _xformers_check(str(dev))
 
 
-def configure_attention(unet: torch.nn.Module, device: str | torch.device) -> str:
+def configure_attention(unet: UNet2DConditionModel, device: str | torch.device) -> str:
     """Install xformers or SDPA processors on every attention of `unet`; return the backend name."""
     from diffusers.models.attention_processor import AttnProcessor2_0
 

@@ -186,7 +186,7 @@ class FeatureExtractor:
         x = self._encode(images, sample_ids)
         B = x.shape[0]
         emb = self.text.get(self.uncond_text).expand(B, -1, -1)
-        saved = {name: [None] * len(cfg.save_steps) for name in cfg.layers}
+        saved: dict[str, list] = {name: [None] * len(cfg.save_steps) for name in cfg.layers}  # every slot filled below
         sel = [[(b, self.uncond_pos.get(c)) for c in self.classes] for b in range(B)]  # xattn only
         with FeatureTaps(m.unet, cfg.layers) as taps:
             for idx in range(cfg.last_index + 1):
@@ -221,11 +221,11 @@ class FeatureExtractor:
         present = present_classes(label_HW, self.classes)
         x = self._encode(image_1HW3, [sample_id])  # [1, 4, H, W]
         K = 1 + len(present)
-        masks_K1HW = class_masks(label_HW, present, tuple(x.shape[-2:])).to(x.device)
+        masks_K1HW = class_masks(label_HW, present, (x.shape[-2], x.shape[-1])).to(x.device)
         emb_KTD = self.text.batch([self.uncond_text] + [self.class_text[c] for c in present])
         copies = ["uncond"] + [f"class{c}" for c in present]
         sel = [(1 + present.index(c), self.class_pos[c]) if c in present else None for c in self.classes]
-        saved = {name: [None] * len(cfg.save_steps) for name in cfg.layers}
+        saved: dict[str, list] = {name: [None] * len(cfg.save_steps) for name in cfg.layers}  # every slot filled below
         with FeatureTaps(m.unet, cfg.layers) as taps:
             for idx in range(cfg.last_index + 1):
                 t = cfg.steps[idx]

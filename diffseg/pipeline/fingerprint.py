@@ -27,6 +27,7 @@ import json
 import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -88,14 +89,15 @@ def state_dict_digest(module: torch.nn.Module) -> str:
 
 
 def _cache_dir() -> Path:
-    root = os.environ.get("DIFFSEG_CACHE_DIR")
+    root: str | Path | None = os.environ.get("DIFFSEG_CACHE_DIR")
     if root is None:
         root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "diffseg"
     return Path(root) / "fingerprints"
 
 
-def memo(key: dict, compute: Callable[[], object], slot: str | None = None) -> object:
-    """`compute()`, remembered in a JSON sidecar for exactly this `key`.
+def memo(key: dict, compute: Callable[[], Any], slot: str | None = None) -> Any:
+    """`compute()`, remembered in a JSON sidecar for exactly this `key` (so a remembered value
+    comes back as JSON decodes it: tuples as lists).
 
     The sidecar is named after `slot` (default: the key), so a new key for the same slot
     (a rewritten file) replaces the old record instead of piling up beside it.

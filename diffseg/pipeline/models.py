@@ -16,12 +16,20 @@ import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from diffseg.core.errors import DiffsegError
 from diffseg.pipeline import fingerprint as fp
 from diffseg.pipeline.builtin import BUILTIN_NAMES, BUILTIN_SEED, build_builtin
+
+if TYPE_CHECKING:  # imported lazily at run time (load_models): `diffseg --help` stays instant
+    # from their modules: mypy reads `from diffusers import X` as diffusers' no-torch dummy classes
+    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
+    from diffusers.schedulers.scheduling_ddim import DDIMScheduler
+    from transformers import CLIPTextModel, CLIPTokenizer
 
 _WEIGHTED = ("unet", "vae", "text_encoder")
 _CONFIG_FILE = {
@@ -36,11 +44,11 @@ _CONFIG_FILE = {
 class FrozenModels:
     """The frozen components of one Stable Diffusion model, on one device and dtype."""
 
-    unet: torch.nn.Module  # UNet2DConditionModel
-    vae: torch.nn.Module  # AutoencoderKL
-    text_encoder: torch.nn.Module  # CLIPTextModel
-    tokenizer: object  # CLIPTokenizer
-    scheduler: object  # DDIMScheduler
+    unet: UNet2DConditionModel
+    vae: AutoencoderKL
+    text_encoder: CLIPTextModel
+    tokenizer: CLIPTokenizer
+    scheduler: DDIMScheduler
     name: str  # the spec it was loaded from ("tiny", a path, a hub id)
     fingerprint: str  # hex sha256 of configs + stored weights (diffseg.pipeline.fingerprint)
     device: torch.device
@@ -49,7 +57,7 @@ class FrozenModels:
     @property
     def prediction_type(self) -> str:
         """ "epsilon" or "v_prediction" (SD 2.1-768), from the scheduler config."""
-        return self.scheduler.config.prediction_type
+        return self.scheduler.config["prediction_type"]
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Write the diffusers layout (safetensors weights, vocab.json + merges.txt).
@@ -214,6 +222,7 @@ def _load_directory(directory: Path, dtype: torch.dtype) -> tuple[dict, dict]:
     _check_layout(directory)
     files = {c: _weight_files(directory, c) for c in _WEIGHTED}
     variant = {c: files[c][1] for c in _WEIGHTED}
+    text_variant: dict[str, Any] = {"variant": variant["text_encoder"]} if variant["text_encoder"] else {}
     loaders = {
         "unet": lambda: UNet2DConditionModel.from_pretrained(
             directory,
@@ -235,7 +244,7 @@ def _load_directory(directory: Path, dtype: torch.dtype) -> tuple[dict, dict]:
             directory / "text_encoder",
             use_safetensors=True,
             dtype=dtype,
-            **({"variant": variant["text_encoder"]} if variant["text_encoder"] else {}),
+            **text_variant,
         ),
         "tokenizer": lambda: CLIPTokenizer.from_pretrained(directory / "tokenizer"),
         "scheduler": lambda: DDIMScheduler.from_pretrained(directory, subfolder="scheduler"),

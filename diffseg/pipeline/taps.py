@@ -141,6 +141,7 @@ class FeatureTaps:
             else:
                 proc = self._procs[name]
                 p_BNT, proc.probs_BNT = proc.probs_BNT, None
+                assert p_BNT is not None, f"no attention captured for {name}: read() before a U-Net call"
                 out[name] = p_BNT.transpose(1, 2).reshape(p_BNT.shape[0], -1, h, w)
         return out
 
