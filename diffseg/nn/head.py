@@ -60,6 +60,7 @@ class DAFormerHead(nn.Module):
         self.dropout = SeededDropout2d(dropout)
         self.classifier = nn.Conv2d(channels, num_classes, 1)
         nn.init.normal_(self.classifier.weight, std=0.01)  # mmseg's conv_seg init
+        assert self.classifier.bias is not None  # Conv2d's default bias=True
         nn.init.zeros_(self.classifier.bias)
 
     def forward(self, pyramid: list[torch.Tensor], dropout_seeds: torch.Tensor | None = None) -> torch.Tensor:

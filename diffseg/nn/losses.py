@@ -96,6 +96,7 @@ def ipkl_loss(
         terms["cons"] = consistency_loss(logits_cond, logits_uncond, cfg.consistency, cfg.detach_teacher)
         weights["cons"] = cfg.w_cons
     total = sum(weights[k] * v for k, v in terms.items())
+    assert isinstance(total, torch.Tensor)  # at least one CE term (checked above): not sum()'s start value 0
     terms["total"] = total
     values = {k: float(v.detach()) for k, v in terms.items()}
     for name, value in values.items():
