@@ -20,7 +20,7 @@ from numcodecs import Blosc, Zstd
 
 def smooth_noise(rng: np.random.Generator, shape_CHW: tuple[int, int, int], passes: int = 2) -> np.ndarray:
     """Box-blurred Gaussian noise: neighbouring pixels are correlated, like conv features."""
-    x = rng.standard_normal(shape_CHW).astype(np.float32)
+    x: np.ndarray = rng.standard_normal(shape_CHW).astype(np.float32)  # numpy's stubs type x / 3 as float64
     for _ in range(passes):
         x = (x + np.roll(x, 1, 1) + np.roll(x, -1, 1)) / 3
         x = (x + np.roll(x, 1, 2) + np.roll(x, -1, 2)) / 3

@@ -34,6 +34,7 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -58,7 +59,9 @@ def layer_specs(model: str, resolution: tuple[int, int], js: tuple[int, ...]) ->
 def build(path: Path, n: int, specs: dict[str, LayerSpec], steps: int, resolution) -> tuple[float, float]:
     """Write n samples; -> (CacheWriter MB/s, numpy tofile MB/s) for the same bytes."""
     attrs = synthetic_attrs(specs, list(range(steps)), ["uncond"], resolution)
-    arrays = {feature_name("uncond", k): ((steps, s.channels, *s.size), np.float16) for k, s in specs.items()}
+    arrays: dict[str, tuple[tuple[int, ...], Any]] = {
+        feature_name("uncond", k): ((steps, s.channels, *s.size), np.float16) for k, s in specs.items()
+    }
     w = CacheWriter.create(path, attrs, [f"img{i:05d}" for i in range(n)], arrays)
     rng = np.random.default_rng(0)
     feats = {k: rng.standard_normal(shape, dtype=np.float32).astype(np.float16) for k, (shape, _) in arrays.items()}

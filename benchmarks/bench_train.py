@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -171,7 +172,7 @@ def run(
             specs = {k: v for k, v in specs.items() if k in cfg.layers}
             cache = write_shaped_cache(Path(tmp) / name / "cache", specs, cfg.save_steps, size, cache_samples)
             cached = time_cached(cache, Path(tmp) / name / "run", iters, workers)
-            row = {"layers": len(cfg.layers), "saved_steps": len(cfg.save_steps), "cached": cached}
+            row: dict[str, Any] = {"layers": len(cfg.layers), "saved_steps": len(cfg.save_steps), "cached": cached}
             if online:
                 if cfg.layers not in measured:
                     measured[cfg.layers] = time_online_extraction(models, cfg, size, cond_classes)

@@ -10,6 +10,7 @@ chart uses matplotlib (Agg backend, imported inside the function).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +51,7 @@ def save_mask(path: Path, label_HW: np.ndarray) -> None:
     palette_image(label_HW).save(Path(path), format="PNG")
 
 
-def font(size: int = 14) -> ImageFont.ImageFont:
+def font(size: int = 14) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     return ImageFont.load_default(size=size)
 
 
@@ -110,9 +111,11 @@ def side_by_side(
     for lab in (pred_HW, gt_HW):
         assert lab is None or lab.shape == (h, w), (lab.shape, (h, w))
     ph, pw = panel_size(h, w)
-    panels = [Image.fromarray(image_HW3).resize((pw, ph), Image.BILINEAR)]
+    panels = [Image.fromarray(image_HW3).resize((pw, ph), Image.Resampling.BILINEAR)]
     panels += [
-        Image.fromarray(colorize(lab)).resize((pw, ph), Image.NEAREST) for lab in (pred_HW, gt_HW) if lab is not None
+        Image.fromarray(colorize(lab)).resize((pw, ph), Image.Resampling.NEAREST)
+        for lab in (pred_HW, gt_HW)
+        if lab is not None
     ]
     width = len(panels) * pw + (len(panels) - 1) * GAP
     fnt = font()
@@ -129,7 +132,7 @@ def side_by_side(
 
 
 def prediction_grid(
-    rows: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]], cell_h: int = 128
+    rows: Mapping[str, Sequence[tuple[np.ndarray, np.ndarray, np.ndarray | None]]], cell_h: int = 128
 ) -> Image.Image:
     """One row per target domain: (image over prediction over ground truth) per sample.
 
@@ -150,9 +153,9 @@ def prediction_grid(
         ImageDraw.Draw(block).text((4, 3), name, fill=TEXT, font=fnt)
         x = 0
         for (img, pred, gt), tw in zip(samples, tiles_w):
-            pics = [Image.fromarray(img).resize((tw, cell_h), Image.BILINEAR)]
+            pics = [Image.fromarray(img).resize((tw, cell_h), Image.Resampling.BILINEAR)]
             pics += [
-                Image.fromarray(colorize(lab)).resize((tw, cell_h), Image.NEAREST)
+                Image.fromarray(colorize(lab)).resize((tw, cell_h), Image.Resampling.NEAREST)
                 for lab in (pred, gt)
                 if lab is not None
             ]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from diffseg.pipeline.config import parse_layer
 
@@ -105,7 +106,7 @@ def baseline_layers(layout: CacheLayout) -> tuple[str, ...]:
 def table4_cells(layout: CacheLayout) -> list[Cell]:
     steps, shared = layout.save_steps, layout.shared
     base = baseline_layers(layout)
-    uncond_only = dict(branches=("uncond",), consistency="none", w_cond=0.0, w_cons=0.0)
+    uncond_only: dict[str, Any] = dict(branches=("uncond",), consistency="none", w_cond=0.0, w_cons=0.0)
     return [
         Cell(
             name="baseline",

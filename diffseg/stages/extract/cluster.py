@@ -93,6 +93,7 @@ def client_for(plan: ExtractPlan):
         finally:
             client.close()
         return
+    assert plan.workers is not None  # job.py runs dask only with a scheduler or --workers
     cluster, threads = _local_cluster(plan, plan.workers)
     client = Client(cluster)
     try:

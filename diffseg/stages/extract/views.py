@@ -35,8 +35,8 @@ def resize_pair(image_HW3: np.ndarray, label_HW: np.ndarray, size_wh: tuple[int,
     """Image bilinear (Pillow antialiases when shrinking), label nearest; same size -> unchanged."""
     if image_HW3.shape[1::-1] == tuple(size_wh):
         return image_HW3, label_HW
-    image = np.array(Image.fromarray(image_HW3).resize(size_wh, Image.BILINEAR))  # writable copy
-    label = np.array(Image.fromarray(label_HW).resize(size_wh, Image.NEAREST))
+    image = np.array(Image.fromarray(image_HW3).resize(size_wh, Image.Resampling.BILINEAR))  # writable copy
+    label = np.array(Image.fromarray(label_HW).resize(size_wh, Image.Resampling.NEAREST))
     return image, label
 
 

@@ -87,7 +87,7 @@ def predict_image(
 ) -> np.ndarray:
     """uint8 train ids [H, W] at the input size."""
     h, w = image_HW3.shape[:2]
-    resized = np.array(Image.fromarray(image_HW3).resize(resolution, Image.BILINEAR))  # writable copy
+    resized = np.array(Image.fromarray(image_HW3).resize(resolution, Image.Resampling.BILINEAR))  # writable copy
     feats = extractor.uncond(resized, sample_id)  # {layer: float16 [S, C, h', w']}, as cached
     feats_1SChw = {k: torch.from_numpy(v)[None].to(device).float() for k, v in feats.items()}
     logits_1Khw = segmentor(feats_1SChw).float()

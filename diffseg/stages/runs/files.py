@@ -82,7 +82,7 @@ def digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def cache_fingerprint(path: Path, attrs: dict, ids: list[str]) -> dict:
+def cache_fingerprint(path: str | Path, attrs: dict, ids: list[str]) -> dict:
     """What identifies a cache's content for this run's record."""
     return {
         "path": str(Path(path).resolve()),

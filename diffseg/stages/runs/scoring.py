@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from diffseg.cache import FeatureDataset
 from diffseg.core.errors import DiffsegError
 from diffseg.nn.metrics import ConfusionMatrix, markdown_table, scores
+from diffseg.nn.segmentor import Segmentor
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,7 +59,7 @@ def _collate(items: list[dict]) -> dict:
 
 @torch.no_grad()
 def confusion_on(
-    model: torch.nn.Module,
+    model: Segmentor,
     target: Target,
     device: torch.device,
     *,
@@ -93,7 +94,7 @@ def confusion_on(
 
 
 def score_targets(
-    model: torch.nn.Module,
+    model: Segmentor,
     targets: list[Target],
     device: torch.device,
     *,

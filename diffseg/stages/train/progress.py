@@ -66,7 +66,7 @@ class Progress:
         )
 
     def update(self, iteration: int, rec: dict | None) -> None:
-        if not self.enabled:
+        if self.bar is None:  # not enabled (rank > 0)
             return
         if self.tty:
             self.bar.update(1)
@@ -79,7 +79,7 @@ class Progress:
             print(f"iter {iteration}/{self.total} {_postfix(rec)} eta {_hms(eta)}", file=sys.stderr, flush=True)
 
     def note(self, line: str) -> None:
-        if self.enabled:
+        if self.bar is not None:  # enabled (rank 0)
             (self.bar.write(line, file=sys.stderr) if self.tty else print(line, file=sys.stderr, flush=True))
 
     def close(self) -> None:

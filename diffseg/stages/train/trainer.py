@@ -56,7 +56,7 @@ class Trainer:
             raise DiffsegError(f"{cfg.cache} has no complete sample to train on")
         # 2. model, loss, optimizer
         self.model = build_segmentor(layer_specs, len(cfg.save_steps), cfg.fusion, cfg.seed).to(device)
-        self.forward = BranchForward(self.model)
+        self.forward: BranchForward | DistributedDataParallel = BranchForward(self.model)
         if env.active:
             self.forward = DistributedDataParallel(
                 self.forward, device_ids=[device.index] if device.type == "cuda" else None
@@ -205,7 +205,7 @@ class Trainer:
                 rec = None
                 if done % cfg.log_every == 0 or done == stop:
                     rec = window.record(done, [g["lr"] for g in self.optimizer.param_groups])
-                    if main:
+                    if log is not None:  # rank 0
                         log.write(rec)
                     window.reset()
                 progress.update(done, rec)
@@ -225,7 +225,8 @@ class Trainer:
         cfg = self.cfg
         set_lr(self.optimizer, self.base_lrs, lr_factor(k, iters=cfg.iters, warmup=cfg.warmup, ratio=cfg.warmup_ratio))
         self.optimizer.zero_grad(set_to_none=True)
-        wait, sums = 0.0, {}
+        wait = 0.0
+        sums: dict[str, float] = {}
         for a in range(cfg.accum):
             t0 = time.perf_counter()
             batch = next(batches)
@@ -254,8 +255,8 @@ class Trainer:
             raise_nonfinite(bad, ids, self.cfg.cache)
         labels_BHW = batch["label"].to(self.device, non_blocking=True)
         seeds = {b: dropout_seeds(positions, seed=self.cfg.seed, branch=BRANCH_CODE[b]) for b in feats}
-        no_sync = self.env.active and not sync
-        with self.forward.no_sync() if no_sync else nullcontext():
+        ddp = self.forward if isinstance(self.forward, DistributedDataParallel) else None  # wrapped iff env.active
+        with ddp.no_sync() if ddp is not None and not sync else nullcontext():
             with autocast(self.device, self.amp_dtype):
                 logits = self.forward(feats, seeds)
             logits = {b: x.float() for b, x in logits.items()}
@@ -275,6 +276,7 @@ class Trainer:
     def _evaluate(self, iteration: int, log: MetricsLog | None, progress: Progress, final: bool) -> None:
         if not (self.env.main and self.targets):
             return
+        assert log is not None  # rank 0 holds the metrics log (fit)
         report, table = score_targets(
             self.model, self.targets, self.device, synthia=self.synthia, autocast_dtype=self.amp_dtype
         )
