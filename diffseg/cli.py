@@ -18,6 +18,10 @@ import typer
 
 from diffseg.core.errors import DiffsegError
 
+# Light (a dataclass, no torch): --help shows TrainConfig's defaults instead of restating them.
+from diffseg.stages.train.config import ABLATION_CELL
+from diffseg.stages.train.config import default as train_default
+
 app = typer.Typer(
     help=(
         "Domain-generalised semantic segmentation from frozen Stable Diffusion features.\n\n"
@@ -316,6 +320,18 @@ def cache_show(
 
 
 # Stage two --------------------------------------------------------------------------------
+# Training options default to None ("not given"): the job takes TrainConfig's default (or, on
+# --resume, the recorded value). `_shown` puts TrainConfig's defaults into --help; never a literal.
+def _shown(name: str, table: dict | None = None) -> str:
+    value = (table or {}).get(name, train_default(name))
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _given(**options) -> dict:
+    """Keywords for a stage: the options the user gave (enums as their values), None ones left out."""
+    return {k: getattr(v, "value", v) for k, v in options.items() if v is not None}
+
+
 @app.command()
 @user_errors
 def train(
@@ -331,54 +347,97 @@ def train(
     save_steps: Annotated[str | None, typer.Option(help="Subset of the cache's saved timesteps.")] = None,
     kinds: Annotated[str | None, typer.Option(help="Subset of the cache's kinds: res,blk,xattn.")] = None,
     branches: Annotated[str | None, typer.Option(help="Branches to train on (default: all the cache holds).")] = None,
-    fusion: Annotated[Fusion, typer.Option(help="Fusion widths: reference (paper) or light.")] = Fusion.reference,
+    fusion: Annotated[
+        Fusion | None, typer.Option(help="Fusion widths: reference (paper) or light.", show_default=_shown("fusion"))
+    ] = None,
     consistency: Annotated[
-        Consistency, typer.Option(help="IPKL consistency: l2 (MSE on logits), kl, none.")
-    ] = Consistency.l2,
-    w_cond: Annotated[float, typer.Option(help="Weight of the conditional CE.")] = 1.0,
-    w_uncond: Annotated[float, typer.Option(help="Weight of the unconditional CE.")] = 1.0,
-    w_cons: Annotated[float, typer.Option(help="Weight of the consistency term.")] = 1.0,
-    detach_teacher: Annotated[bool, typer.Option(help="Detach the conditional side in the consistency term.")] = False,
-    iters: Annotated[int, typer.Option(min=1, help="Training iterations.")] = 40000,
-    batch_size: Annotated[int, typer.Option(min=1, help="Samples per iteration (per process under torchrun).")] = 1,
-    lr: Annotated[float, typer.Option(help="AdamW learning rate (head x10).")] = 6e-5,
-    warmup: Annotated[int, typer.Option(min=0, help="Linear warm-up iterations.")] = 1500,
-    eval_every: Annotated[int, typer.Option(min=0, help="Evaluate every N iterations (0: only at the end).")] = 4000,
-    ckpt_every: Annotated[int, typer.Option(min=1, help="Checkpoint every N iterations.")] = 2000,
-    workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes.")] = 2,
-    in_memory: Annotated[bool, typer.Option(help="Load the selected features into RAM first.")] = False,
-    device: Annotated[Device, typer.Option(help="auto picks cuda when available.")] = Device.auto,
-    seed: Annotated[int, typer.Option(help="Seed for init, sampling order and dropout.")] = 0,
+        Consistency | None,
+        typer.Option(help="IPKL consistency: l2 (MSE on logits), kl, none.", show_default=_shown("consistency")),
+    ] = None,
+    w_cond: Annotated[
+        float | None, typer.Option(help="Weight of the conditional CE.", show_default=_shown("w_cond"))
+    ] = None,
+    w_uncond: Annotated[
+        float | None, typer.Option(help="Weight of the unconditional CE.", show_default=_shown("w_uncond"))
+    ] = None,
+    w_cons: Annotated[
+        float | None, typer.Option(help="Weight of the consistency term.", show_default=_shown("w_cons"))
+    ] = None,
+    detach_teacher: Annotated[
+        bool | None,
+        typer.Option(
+            help="Detach the conditional side in the consistency term.", show_default=_shown("detach_teacher")
+        ),
+    ] = None,
+    iters: Annotated[int | None, typer.Option(min=1, help="Training iterations.", show_default=_shown("iters"))] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Samples per iteration (per process under torchrun).", show_default=_shown("batch_size")
+        ),
+    ] = None,
+    lr: Annotated[float | None, typer.Option(help="AdamW learning rate (head x10).", show_default=_shown("lr"))] = None,
+    warmup: Annotated[
+        int | None, typer.Option(min=0, help="Linear warm-up iterations.", show_default=_shown("warmup"))
+    ] = None,
+    eval_every: Annotated[
+        int | None,
+        typer.Option(
+            min=0, help="Evaluate every N iterations (0: only at the end).", show_default=_shown("eval_every")
+        ),
+    ] = None,
+    ckpt_every: Annotated[
+        int | None, typer.Option(min=1, help="Checkpoint every N iterations.", show_default=_shown("ckpt_every"))
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=0, help="DataLoader worker processes.", show_default=_shown("workers"))
+    ] = None,
+    in_memory: Annotated[
+        bool | None,
+        typer.Option(help="Load the selected features into RAM first.", show_default=_shown("in_memory")),
+    ] = None,
+    device: Annotated[
+        Device | None, typer.Option(help="auto picks cuda when available.", show_default=_shown("device"))
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(help="Seed for init, sampling order and dropout.", show_default=_shown("seed")),
+    ] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out (or the latest run of this cache).")] = False,
 ) -> None:
-    """Stage two: fit the DIFF fusion block and DAFormer head from a cache (never loads the U-Net)."""
+    """Stage two: fit the DIFF fusion block and DAFormer head from a cache (never loads the U-Net).
+
+    --resume keeps the run's recorded value of every option not given; a given one that would change the result is refused.
+    """
     from diffseg.stages.train import job as stage
 
     stage.main(
         cache=cache,
         out=out,
-        eval_caches=list(eval_cache or []),
-        layers=_csv(layers),
-        save_steps=_ints(save_steps),
-        kinds=_csv(kinds),
-        branches=_csv(branches),
-        fusion=fusion.value,
-        consistency=consistency.value,
-        w_cond=w_cond,
-        w_uncond=w_uncond,
-        w_cons=w_cons,
-        detach_teacher=detach_teacher,
-        iters=iters,
-        batch_size=batch_size,
-        lr=lr,
-        warmup=warmup,
-        eval_every=eval_every,
-        ckpt_every=ckpt_every,
-        workers=workers,
-        in_memory=in_memory,
-        device=device.value,
-        seed=seed,
         resume=resume,
+        **_given(
+            eval_caches=eval_cache or None,
+            layers=_csv(layers),
+            save_steps=_ints(save_steps),
+            kinds=_csv(kinds),
+            branches=_csv(branches),
+            fusion=fusion,
+            consistency=consistency,
+            w_cond=w_cond,
+            w_uncond=w_uncond,
+            w_cons=w_cons,
+            detach_teacher=detach_teacher,
+            iters=iters,
+            batch_size=batch_size,
+            lr=lr,
+            warmup=warmup,
+            eval_every=eval_every,
+            ckpt_every=ckpt_every,
+            workers=workers,
+            in_memory=in_memory,
+            device=device,
+            seed=seed,
+        ),
     )
 
 
@@ -404,15 +463,36 @@ def ablate(
     cache: Annotated[Path, typer.Option(exists=True, file_okay=False, help="Training cache (with both branches).")],
     eval_cache: Annotated[list[Path], typer.Option(exists=True, file_okay=False, help="Target cache (repeatable).")],
     out: Annotated[Path, typer.Option(help="Folder of the ablation runs and tables.")],
-    iters: Annotated[int, typer.Option(min=1, help="Iterations per cell.")] = 4000,
-    batch_size: Annotated[int, typer.Option(min=1)] = 1,
-    fusion: Annotated[Fusion, typer.Option(help="Fusion widths for every cell.")] = Fusion.reference,
-    lr: Annotated[float, typer.Option(help="AdamW learning rate of every cell (head x10).")] = 6e-5,
-    warmup: Annotated[int, typer.Option(min=0, help="Linear warm-up iterations of every cell.")] = 150,
-    workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes per cell.")] = 0,
+    iters: Annotated[
+        int | None, typer.Option(min=1, help="Iterations per cell.", show_default=_shown("iters", ABLATION_CELL))
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, show_default=_shown("batch_size", ABLATION_CELL))] = None,
+    fusion: Annotated[
+        Fusion | None,
+        typer.Option(help="Fusion widths for every cell.", show_default=_shown("fusion", ABLATION_CELL)),
+    ] = None,
+    lr: Annotated[
+        float | None,
+        typer.Option(help="AdamW learning rate of every cell (head x10).", show_default=_shown("lr", ABLATION_CELL)),
+    ] = None,
+    warmup: Annotated[
+        int | None,
+        typer.Option(
+            min=0, help="Linear warm-up iterations of every cell.", show_default=_shown("warmup", ABLATION_CELL)
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=0, help="DataLoader worker processes per cell.", show_default=_shown("workers", ABLATION_CELL)
+        ),
+    ] = None,
     features: Annotated[bool, typer.Option(help="Also run the feature-selection axis (steps, layers, kinds).")] = True,
-    device: Annotated[Device, typer.Option(help="auto picks cuda when available.")] = Device.auto,
-    seed: Annotated[int, typer.Option()] = 0,
+    device: Annotated[
+        Device | None,
+        typer.Option(help="auto picks cuda when available.", show_default=_shown("device", ABLATION_CELL)),
+    ] = None,
+    seed: Annotated[int | None, typer.Option(show_default=_shown("seed", ABLATION_CELL))] = None,
 ) -> None:
     """The paper's Table IV (and feature-selection cells) from one cache; finished cells are kept."""
     from diffseg.stages.ablate import job as stage
@@ -421,15 +501,17 @@ def ablate(
         cache=cache,
         eval_caches=list(eval_cache),
         out=out,
-        iters=iters,
-        batch_size=batch_size,
-        fusion=fusion.value,
-        lr=lr,
-        warmup=warmup,
-        workers=workers,
         features=features,
-        device=device.value,
-        seed=seed,
+        **_given(
+            iters=iters,
+            batch_size=batch_size,
+            fusion=fusion,
+            lr=lr,
+            warmup=warmup,
+            workers=workers,
+            device=device,
+            seed=seed,
+        ),
     )
 
 

@@ -9,8 +9,7 @@ from cachegen import FAST_TRAIN, SMALL, make_cache
 from typer.testing import CliRunner
 
 from diffseg.cli import app
-from diffseg.stages.runs.model import eval_targets
-from diffseg.stages.runs.record import load_segmentor, read_run
+from diffseg.stages.runs.record import load_segmentor, read_run, run_targets
 from diffseg.stages.runs.scoring import confusion_on
 from diffseg.stages.train import job as train
 
@@ -63,15 +62,7 @@ def test_scores_at_the_original_label_size(setup):
     record = read_run(run)
     model, which = load_segmentor(record, "cpu")
     assert which == "final"
-    [target] = eval_targets(
-        [str(bdd)],
-        fingerprint=record.train_cache["model_fingerprint"],
-        train_cache=record.cfg.cache,
-        train_extract=record.train_cache["extract"],
-        layers=record.cfg.layers,
-        layer_specs=record.layer_specs,
-        save_steps=record.cfg.save_steps,
-    )
+    [target] = run_targets(record, [bdd])
     cm, n = confusion_on(model, target, torch.device("cpu"))
     assert n == 2 and int(cm.mat.sum()) == 2 * 96 * 96  # labels at 3x the 32x32 extraction size
 

@@ -3,11 +3,13 @@
 CacheWriter.create(path, attrs, ids, arrays, orig_label_max=None) -> writer (or resume)
 CacheReader(path).read(i, names)                                   -> numpy arrays
 FeatureDataset(path, branches, layers, step_indices, in_memory)    -> torch Dataset
+is_cache(path)                                                     -> whether a cache exists there
 """
 
 from diffseg.cache.dataset import FeatureDataset
 from diffseg.cache.reader import CacheReader
 from diffseg.cache.schema import COMPLETE, FORMAT_VERSION, PENDING, SKIPPED, LayerSpec, feature_name
+from diffseg.cache.store import is_cache
 from diffseg.cache.writer import CacheWriter
 
 __all__ = [
@@ -20,4 +22,5 @@ __all__ = [
     "FeatureDataset",
     "LayerSpec",
     "feature_name",
+    "is_cache",
 ]

@@ -59,6 +59,17 @@ def open_group(path: str | Path, mode: str = "r") -> zarr.Group:
     return zarr.open_group(store_for(path, read_only=(mode == "r")), mode=mode, zarr_format=3)
 
 
+def is_cache(path: str | Path) -> bool:
+    """Whether a Zarr group (a cache, or the start of one) exists at `path`."""
+    if is_local(path):
+        return (local_path(path) / "zarr.json").is_file()
+    try:
+        open_group(path, "r")
+        return True
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+        return False
+
+
 def create_feature_array(group: zarr.Group, name: str, n: int, per_sample_shape: tuple[int, ...], dtype) -> None:
     group.create_array(
         name,

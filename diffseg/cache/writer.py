@@ -63,7 +63,7 @@ class CacheWriter:
         missing = [k for k in schema.REQUIRED_ATTRS if k not in attrs]
         assert not missing, f"cache attrs lack {missing}"
         full = schema.jsonable(_complete_attrs(attrs, len(ids)))
-        if _is_group(path):
+        if store.is_cache(path):
             return cls._resume(path, full, ids, arrays)
         if store.is_local(path):
             p = store.local_path(path)
@@ -202,16 +202,6 @@ def _array_names(group: zarr.Group) -> list[str]:
         if isinstance(node, zarr.Array):
             names.append(key)
     return names
-
-
-def _is_group(path) -> bool:
-    if store.is_local(path):
-        return (store.local_path(path) / "zarr.json").is_file()
-    try:
-        store.open_group(path, "r")
-        return True
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
-        return False
 
 
 def _complete_attrs(attrs: dict, n: int) -> dict:

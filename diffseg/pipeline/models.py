@@ -13,6 +13,7 @@ DDIMScheduler (the inversion is DDIM); its config comes from the model.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ import torch
 
 from diffseg.core.errors import DiffsegError
 from diffseg.pipeline import fingerprint as fp
-from diffseg.pipeline.builtin import BUILTIN_NAMES, BUILTIN_SEED, build_builtin
+from diffseg.pipeline.builtin import BUILTIN_NAMES, BUILTIN_SEED, SD21_UNET, TINY_UNET, build_builtin
 
 if TYPE_CHECKING:  # imported lazily at run time (load_models): `diffseg --help` stays instant
     # from their modules: mypy reads `from diffusers import X` as diffusers' no-torch dummy classes
@@ -137,6 +138,17 @@ def _freeze(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -
 def _config_of(component) -> dict:
     config = component.config
     return config.to_dict() if hasattr(config, "to_dict") else dict(config)
+
+
+def unet_config(spec: str) -> dict:
+    """The U-Net config of a model spec without loading any weights (a dry run's layer sizes)."""
+    builtin = {"tiny": TINY_UNET, "sd21-random": SD21_UNET}
+    if spec in builtin:
+        return dict(builtin[spec])
+    path = _resolve_directory(spec) / "unet" / "config.json"
+    if not path.is_file():
+        raise DiffsegError(f"{path} not found: --model needs a diffusers directory with unet/config.json")
+    return json.loads(path.read_text())
 
 
 def _resolve_directory(spec: str) -> Path:

@@ -3,7 +3,7 @@
 Loads the run's recorded config and its final weights (else the newest checkpoint),
 checks every cache against the run (same model fingerprint as the training cache, the
 layers and saved steps the run uses), and scores the unconditional branch with the
-trainer's own scoring (scoring.py). Prints the per-class IoU table in Markdown (or one
+trainer's own scoring (runs/record.py score_run, scoring.py). Prints the per-class IoU table in Markdown (or one
 JSON object with --json) and writes both into <run>/eval/<targets>.{json,md}.
 """
 
@@ -13,39 +13,24 @@ import json
 import sys
 from pathlib import Path
 
-from diffseg.stages.device import autocast_dtype, resolve_device
+from diffseg.stages.device import resolve_device
 from diffseg.stages.runs.files import write_json
-from diffseg.stages.runs.model import eval_targets
-from diffseg.stages.runs.record import load_segmentor, read_run, train_extract
-from diffseg.stages.runs.scoring import score_targets
+from diffseg.stages.runs.record import read_run, score_run
 
 
 def main(run: Path, caches: list[Path], as_json: bool = False, device: str = "auto") -> dict:
-    record = read_run(run)
-    cfg = record.cfg
-    targets = eval_targets(
-        [str(c) for c in caches],
-        fingerprint=record.train_cache["model_fingerprint"],
-        train_cache=cfg.cache,
-        train_extract=train_extract(record),
-        layers=cfg.layers,
-        layer_specs=record.layer_specs,
-        save_steps=cfg.save_steps,
-    )
-    dev = resolve_device(device)
-    model, which = load_segmentor(record, dev)
-    synthia = record.train_cache.get("dataset") == "synthia"
-    report, table = score_targets(model, targets, dev, synthia=synthia, autocast_dtype=autocast_dtype(dev))
+    report, table, which = score_run(read_run(run), caches, resolve_device(device))
     report = {**report, "run": str(run), "weights": which}
+    rows = report.get("targets", [report])
     folder = Path(run) / "eval"
     folder.mkdir(exist_ok=True)
-    stem = "+".join(t.name for t in targets)
+    stem = "+".join(r["target"] for r in rows)
     write_json(folder / f"{stem}.json", report)
     (folder / f"{stem}.md").write_text(table)
     if as_json:
         print(json.dumps(report))
     else:
-        print(f"{run} ({which} weights) on {', '.join(t.path for t in targets)}:\n")
+        print(f"{run} ({which} weights) on {', '.join(r['cache'] for r in rows)}:\n")
         print(table, end="")
         print(f"\nwritten: {folder / stem}.json, .md", file=sys.stderr)
     return report

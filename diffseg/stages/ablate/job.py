@@ -33,7 +33,7 @@ from diffseg.stages.runs.record import per_target_miou, read_run, score_run
 from diffseg.stages.runs.scoring import target_names
 from diffseg.stages.train import job as train_stage
 from diffseg.stages.train.checkpoint import FINAL
-from diffseg.stages.train.config import TrainConfig, recorded_part
+from diffseg.stages.train.config import ABLATION_CELL, TrainConfig, default, given, recorded_part
 
 SCORES = "ablation_scores.json"  # per cell: {"targets": {name: {"cache", "miou"}}, "seconds"}
 
@@ -57,49 +57,30 @@ def cache_layout(cache: Path) -> CacheLayout:
     )
 
 
-def train_options(
-    cell: Cell,
-    *,
-    cache: Path,
-    eval_caches: list[Path],
-    iters: int,
-    batch_size: int,
-    fusion: str,
-    warmup: int,
-    device: str,
-    seed: int,
-    workers: int,
-    lr: float = 6e-5,
-) -> dict:
-    """Keywords of `train.main` for one cell (scored once, at the end)."""
+def cell_options(cell: Cell, *, cache: Path, eval_caches: list[Path], options: dict) -> dict:
+    """Keywords of `train.main` for one cell: TrainConfig's defaults replaced by ABLATION_CELL, then by
+    the options given to `ablate`, then by the cell's selection and loss; scored once, at the end."""
+    opts = {**ABLATION_CELL, **options}
     return dict(
         cache=Path(cache),
         eval_caches=[str(p) for p in eval_caches],
         layers=cell.layers,
         save_steps=cell.save_steps,
-        kinds=None,
         branches=cell.branches,
-        fusion=fusion,
         consistency=cell.consistency,
         w_cond=cell.w_cond,
         w_uncond=cell.w_uncond,
         w_cons=cell.w_cons,
-        iters=iters,
-        batch_size=batch_size,
-        lr=lr,
-        warmup=warmup,
+        **opts,
         eval_every=0,
-        ckpt_every=max(1, min(2000, iters)),
-        workers=workers,
-        device=device,
-        seed=seed,
+        ckpt_every=min(default("ckpt_every"), opts["iters"]),
     )
 
 
 def check_recorded(cell_dir: Path, options: dict) -> None:
     """A cell folder trained with other settings is refused, naming the first difference."""
     recorded = read_json(cell_dir / CONFIG)["config"]
-    wanted, _ = train_stage.resolve_config(**options, detach_teacher=False, in_memory=False, stop_at=None)
+    wanted, _ = train_stage.resolve_config(**options)
     want = recorded_part(wanted)
     have = recorded_part(TrainConfig.from_dict(recorded))
     for key in want:
@@ -143,7 +124,7 @@ def run_cell(cell: Cell, cell_dir: Path, options: dict, eval_caches: list[Path],
         found = per_target_miou(read_json(cell_dir / "eval.json")) if (cell_dir / "eval.json").is_file() else {}
         lacking = [p for p, _ in missing if str(Path(p).resolve()) not in found]
         if lacking:
-            found.update(per_target_miou(score_run(read_run(cell_dir), lacking, options["device"])))
+            found.update(per_target_miou(score_run(read_run(cell_dir), lacking, options["device"])[0]))
             did = did if did != "done earlier" else "scored"
         record = read_scores(cell_dir)
         for path, name in missing:
@@ -153,25 +134,15 @@ def run_cell(cell: Cell, cell_dir: Path, options: dict, eval_caches: list[Path],
     return did
 
 
-def main(
-    *,
-    cache: Path,
-    eval_caches: list[Path],
-    out: Path,
-    iters: int = 4000,
-    batch_size: int = 1,
-    fusion: str = "reference",
-    warmup: int = 150,
-    features: bool = True,
-    device: str = "auto",
-    seed: int = 0,
-    workers: int = 2,
-    lr: float = 6e-5,
-) -> Path:
-    """Run every missing cell, then write ablation.md/.csv/.png under `out`; returns `out`."""
+def main(*, cache: Path, eval_caches: list[Path], out: Path, features: bool = True, **options) -> Path:
+    """Run every missing cell, then write ablation.md/.csv/.png under `out`; returns `out`.
+
+    `options`: TrainConfig fields given for every cell (None or absent: not given, ABLATION_CELL's
+    or TrainConfig's default)."""
     if not eval_caches:
         raise DiffsegError("ablate needs at least one --eval-cache (the targets the cells are scored on)")
-    device = resolve_device(device).type
+    options = given(**options)
+    options["device"] = resolve_device(options.get("device", default("device"))).type
     layout = cache_layout(Path(cache))
     cells = plan_cells(layout, features=features)
     names = target_names([str(p) for p in eval_caches])
@@ -186,28 +157,18 @@ def main(
     results: dict[str, dict[str, float]] = {}
     for k, cell in enumerate(todo, start=1):
         cell_dir = out / "cells" / cell.name
-        options = train_options(
-            cell,
-            cache=cache,
-            eval_caches=eval_caches,
-            iters=iters,
-            batch_size=batch_size,
-            fusion=fusion,
-            warmup=warmup,
-            device=device,
-            seed=seed,
-            workers=workers,
-            lr=lr,
-        )
+        opts = cell_options(cell, cache=cache, eval_caches=eval_caches, options=options)
         t0 = time.perf_counter()
-        did = run_cell(cell, cell_dir, options, eval_caches, names)
+        did = run_cell(cell, cell_dir, opts, eval_caches, names)
         scores = read_scores(cell_dir)["targets"]
         results[cell.name] = {n: scores[n]["miou"] for n in names}
         shown = ", ".join(f"{n} {100 * v:.2f}" if v is not None else f"{n} n/a" for n, v in results[cell.name].items())
         log(f"[{k}/{len(todo)}] {cell.name}: {did} in {time.perf_counter() - t0:.1f} s; mIoU {shown}")
+    in_header = ("iters", "batch_size", "fusion", "lr", "warmup", "seed")
+    o = {**{name: default(name) for name in in_header}, **ABLATION_CELL, **options}
     header = (
-        f"# diffseg ablate\n\nTraining cache: `{cache}`; {iters} iterations per cell, batch {batch_size}, "
-        f"fusion `{fusion}`, lr {lr}, warm-up {warmup}, seed {seed}. Cells: `{out / 'cells'}/<cell>/` "
+        f"# diffseg ablate\n\nTraining cache: `{cache}`; {o['iters']} iterations per cell, batch {o['batch_size']}, "
+        f"fusion `{o['fusion']}`, lr {o['lr']}, warm-up {o['warmup']}, seed {o['seed']}. Cells: `{out / 'cells'}/<cell>/` "
         f"(normal run directories)."
     )
     write_reports(out, cells, names, results, header)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from diffseg.stages.demo.job import TARGETS
+from diffseg.stages.demo.config import TARGETS
 
 
 @torch.no_grad()
@@ -32,20 +32,10 @@ def predict_cached(run: Path, cache: Path, n: int, device: str) -> list[tuple[np
     from diffseg.cache import CacheReader, FeatureDataset
     from diffseg.data import open_dataset
     from diffseg.stages.device import resolve_device
-    from diffseg.stages.runs.model import eval_targets
-    from diffseg.stages.runs.record import load_segmentor, read_run, train_extract
+    from diffseg.stages.runs.record import load_segmentor, read_run, run_targets
 
     record = read_run(run)
-    cfg = record.cfg
-    (target,) = eval_targets(
-        [str(cache)],
-        fingerprint=record.train_cache["model_fingerprint"],
-        train_cache=cfg.cache,
-        train_extract=train_extract(record),
-        layers=cfg.layers,
-        layer_specs=record.layer_specs,
-        save_steps=cfg.save_steps,
-    )
+    (target,) = run_targets(record, [cache])
     dev = resolve_device(device)
     model, _ = load_segmentor(record, dev)
     reader = CacheReader(cache)

@@ -13,7 +13,6 @@ Progress and warnings go to stderr; the report (sizes, start-up, summary) to std
 
 from __future__ import annotations
 
-import json
 import platform
 import socket
 import sys
@@ -68,30 +67,18 @@ def orig_label_max(dataset, n_images: int) -> tuple[int, int]:
 
 def existing_status(out: Path, n: int) -> int:
     """Samples already done (complete or skipped) in an existing cache at `out`, else 0."""
-    if not (out / "zarr.json").is_file():
+    from diffseg.cache import PENDING, CacheReader, is_cache
+
+    if not is_cache(out):
         return 0
-    from diffseg.cache import PENDING, CacheReader
 
     status = CacheReader(out).status
     return int((status != PENDING).sum()) if len(status) == n else 0
 
 
-def unet_config(model: str) -> dict:
-    """The U-Net config of a model spec without loading weights (clear error when absent)."""
-    from diffseg.pipeline.builtin import SD21_UNET, TINY_UNET
-
-    builtin = {"tiny": TINY_UNET, "sd21-random": SD21_UNET}
-    if model in builtin:
-        return dict(builtin[model])
-    from diffseg.pipeline.models import _resolve_directory
-
-    path = _resolve_directory(model) / "unet" / "config.json"
-    if not path.is_file():
-        raise DiffsegError(f"{path} not found: --model needs a diffusers directory with unet/config.json")
-    return json.loads(path.read_text())
-
-
 def planned_specs(plan: ExtractPlan) -> dict[str, dict]:
+    from diffseg.pipeline.models import unet_config
+
     return sizes.specs_from_unet_config(
         unet_config(plan.model), plan.trajectory.layers, plan.resolution, len(plan.classes)
     )

@@ -10,6 +10,7 @@ against the recorded hash.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,10 +19,13 @@ import torch
 from diffseg.cache import CacheReader
 from diffseg.core.errors import DiffsegError
 from diffseg.nn import Segmentor
+from diffseg.stages.device import autocast_dtype
 from diffseg.stages.runs.files import CACHES, CONFIG, digest, read_json
-from diffseg.stages.runs.model import build_segmentor
+from diffseg.stages.runs.model import build_segmentor, held_layers
+from diffseg.stages.runs.scoring import Target, score_targets, target_names
 from diffseg.stages.train import checkpoint
 from diffseg.stages.train.config import TrainConfig
+from diffseg.stages.train.selection import match_eval_cache
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,27 +96,48 @@ def extract_config(record: RunRecord) -> dict:
     return extract
 
 
-def score_run(record: RunRecord, caches: list[Path], device: torch.device | str) -> dict:
-    """Score the run's weights on evaluation caches (checked against the run): the JSON report of
-    scoring.score_targets (one target: its dict; several: {"targets": [...], "mean_miou"})."""
-    from diffseg.stages.device import autocast_dtype
-    from diffseg.stages.runs.model import eval_targets
-    from diffseg.stages.runs.scoring import score_targets
+def run_targets(record: RunRecord, caches: Sequence[str | Path]) -> list[Target]:
+    """Open every evaluation cache and check it against the run (model fingerprint, trajectory and
+    prompt, layers, saved steps; CacheMismatch names both values): the one way train, eval, ablate
+    and the demo get the targets a run is scored on."""
+    cfg = record.cfg
+    extract = train_extract(record)
+    names = target_names([str(p) for p in caches])
+    targets = []
+    for path, name in zip(caches, names):
+        reader = CacheReader(path)
+        idx = match_eval_cache(
+            str(path),
+            reader.attrs,
+            held_layers(reader).get("uncond", []),
+            fingerprint=record.train_cache["model_fingerprint"],
+            train_cache=cfg.cache,
+            train_extract=extract,
+            layers=cfg.layers,
+            layer_specs=record.layer_specs,
+            save_steps=cfg.save_steps,
+        )
+        dataset = reader.attrs["dataset"]["name"]
+        targets.append(Target(path=str(path), name=name, dataset=dataset, layers=cfg.layers, step_indices=idx))
+    return targets
 
-    cfg, dev = record.cfg, torch.device(device)
-    targets = eval_targets(
-        [str(p) for p in caches],
-        fingerprint=record.train_cache["model_fingerprint"],
-        train_cache=cfg.cache,
-        train_extract=train_extract(record),
-        layers=cfg.layers,
-        layer_specs=record.layer_specs,
-        save_steps=cfg.save_steps,
-    )
-    model, _ = load_segmentor(record, dev)
+
+def score(record: RunRecord, model: Segmentor, targets: list[Target], device: torch.device) -> tuple[dict, str]:
+    """Score `model` (the run's weights, in memory) on the run's targets: scoring.score_targets's
+    (JSON report, Markdown table), with mIoU16/13 for a Synthia-trained run."""
     synthia = record.train_cache.get("dataset") == "synthia"
-    report, _ = score_targets(model, targets, dev, synthia=synthia, autocast_dtype=autocast_dtype(dev))
-    return report
+    return score_targets(model, targets, device, synthia=synthia, autocast_dtype=autocast_dtype(device))
+
+
+def score_run(record: RunRecord, caches: Sequence[str | Path], device: torch.device | str) -> tuple[dict, str, str]:
+    """Score the run's saved weights (final, else the newest checkpoint) on evaluation caches checked
+    against the run: (JSON report: one target its dict, several {"targets": [...], "mean_miou"};
+    Markdown table; which weights)."""
+    dev = torch.device(device)
+    targets = run_targets(record, caches)  # checked before the weights are loaded
+    model, which = load_segmentor(record, dev)
+    report, table = score(record, model, targets, dev)
+    return report, table, which
 
 
 def per_target_miou(report: dict) -> dict[str, float | None]:

@@ -1,15 +1,20 @@
-"""The resolved configuration of one training run (stage two), as recorded in config.json.
+"""The resolved configuration of one training run (stage two), as recorded in config.json,
+and the one place where the training options' defaults live.
 
 Everything that decides the final weights is here: the cache and the feature selection
 it resolved to, the loss weights actually in force, the optimisation schedule, the seed
 and the world/accumulation split of a global batch. `device` and `workers` change speed,
 never the result, and `stop_at` only simulates an interruption (tests); neither is
 compared when a run is resumed.
+
+The command line (`train`, `ablate`) and the jobs take every option as "not given" (None)
+unless the user gave it, and build a config with `replace(defaults or recorded, **given)`:
+a default written anywhere else would be a second, diverging truth (a test checks).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
 
 from diffseg.core.errors import DiffsegError
 from diffseg.core.records import from_record
@@ -47,7 +52,7 @@ class TrainConfig:
     seed: int = 0
     workers: int = 2
     in_memory: bool = False
-    device: str = "cpu"
+    device: str = "auto"  # auto | cpu | cuda[:N]; the record holds the resolved device
     stop_at: int | None = None  # stop (after checkpointing) at this iteration: simulated interruption
 
     def __post_init__(self):
@@ -66,6 +71,24 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
         return from_record(cls, d, tuples=_TUPLES)
+
+
+def default(name: str):
+    """TrainConfig's default of one field (for help texts and the jobs' "not given")."""
+    (field,) = [f for f in fields(TrainConfig) if f.name == name]
+    assert field.default is not MISSING, f"TrainConfig.{name} has no default"
+    return field.default
+
+
+def given(**options) -> dict:
+    """The options that were given: None means "not given" (take the default or the record)."""
+    return {k: v for k, v in options.items() if v is not None}
+
+
+# An ablation cell is a short run (`diffseg ablate`'s defaults, replacing TrainConfig's for every
+# cell; options given to `ablate` replace these in turn). Workers 0: many short runs, where starting
+# DataLoader processes per cell costs more than it saves.
+ABLATION_CELL = {"iters": 4000, "warmup": 150, "workers": 0}
 
 
 def recorded_part(cfg: TrainConfig) -> dict:

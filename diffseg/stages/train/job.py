@@ -7,7 +7,7 @@ decides the run directory and writes every file.
 
 from __future__ import annotations
 
-import inspect
+from dataclasses import fields, replace
 from pathlib import Path
 
 import torch
@@ -18,152 +18,75 @@ from diffseg.stages.device import resolve_device
 from diffseg.stages.runs.files import CONFIG, read_json, resolve_run_dir
 from diffseg.stages.runs.model import held_layers
 from diffseg.stages.train import distributed
-from diffseg.stages.train.config import TrainConfig
+from diffseg.stages.train.config import RUNTIME_FIELDS, TrainConfig, default, given
 from diffseg.stages.train.selection import select
 
+# Options that pick the features: resolved against the cache (selection.py) into TrainConfig's
+# layers/save_steps/branches; `kinds` is not a TrainConfig field at all.
+SELECTION = ("layers", "save_steps", "kinds", "branches")
 
-def resolve_config(
-    *,
-    cache: Path,
-    eval_caches,
-    layers,
-    save_steps,
-    kinds,
-    branches,
-    fusion,
-    consistency,
-    w_cond,
-    w_uncond,
-    w_cons,
-    detach_teacher,
-    **rest,
-) -> tuple[TrainConfig, dict]:
-    """The TrainConfig and layer specs a fresh run uses, from the CLI options and the cache."""
+
+def resolve_config(*, cache: Path, **options) -> tuple[TrainConfig, dict]:
+    """The TrainConfig and layer specs a fresh run uses: TrainConfig's defaults replaced by the given
+    options (None or absent: not given), the feature selection resolved against the cache, and the
+    loss weights put in force for the branches read."""
+    opts = given(**options)
+    pick = {k: opts.pop(k, None) for k in SELECTION}
+    consistency = opts.pop("consistency", default("consistency"))
+    w_cond = opts.pop("w_cond", default("w_cond"))
+    w_uncond = opts.pop("w_uncond", default("w_uncond"))
+    w_cons = opts.pop("w_cons", default("w_cons"))
     reader = CacheReader(cache)
     held = held_layers(reader)
-    sel = select(
-        str(cache),
-        reader.attrs,
-        held,
-        branches=branches,
-        layers=layers,
-        save_steps=save_steps,
-        kinds=kinds,
-        w_cond=w_cond,
-        w_uncond=w_uncond,
-    )
+    sel = select(str(cache), reader.attrs, held, **pick, w_cond=w_cond, w_uncond=w_uncond)
     both = len(sel.branches) == 2
     if w_uncond == 0 and consistency != "none" and w_cons > 0 and "cond" in sel.branches:
         raise DiffsegError(
             f"--w-uncond 0 trains on the cond branch alone: the consistency term needs both "
             f"branches; pass --consistency none (got --consistency {consistency})"
         )
+    if "eval_caches" in opts:
+        opts["eval_caches"] = tuple(str(p) for p in opts["eval_caches"])
     cfg = TrainConfig(
         cache=str(cache),
-        eval_caches=tuple(str(p) for p in eval_caches),
         layers=sel.layers,
         save_steps=sel.save_steps,
         branches=sel.branches,
-        fusion=fusion,
         consistency=consistency if both else "none",
         w_cond=w_cond if "cond" in sel.branches else 0.0,
         w_uncond=w_uncond if "uncond" in sel.branches else 0.0,
         w_cons=w_cons if both and consistency != "none" else 0.0,
-        detach_teacher=detach_teacher,
-        **rest,
+        **opts,
     )
     return cfg, sel.layer_specs
 
 
-def main(
-    *,
-    cache: Path,
-    out: Path | None = None,
-    eval_caches=(),
-    layers=None,
-    save_steps=None,
-    kinds=None,
-    branches=None,
-    fusion: str = "reference",
-    consistency: str = "l2",
-    w_cond: float = 1.0,
-    w_uncond: float = 1.0,
-    w_cons: float = 1.0,
-    detach_teacher: bool = False,
-    iters: int = 40000,
-    batch_size: int = 1,
-    lr: float = 6e-5,
-    warmup: int = 1500,
-    eval_every: int = 4000,
-    ckpt_every: int = 2000,
-    workers: int = 2,
-    in_memory: bool = False,
-    device: str = "auto",
-    seed: int = 0,
-    resume: bool = False,
-    accum: int = 1,
-    log_every: int = 10,
-    stop_at: int | None = None,
-) -> Path:
-    """Train (or resume) a run; returns its directory. Extra keywords beyond the CLI's
-    (`accum`, `log_every`, `stop_at`) are internal options for tests and the ablation runner."""
+def main(*, cache: Path, out: Path | None = None, resume: bool = False, **options) -> Path:
+    """Train (or resume) a run; returns its directory.
+
+    `options`: TrainConfig fields and the selection options (`layers`, `save_steps`, `kinds`,
+    `branches`), each None (or absent) when not given. A fresh run takes TrainConfig's default for
+    an option not given; a resumed run takes the recorded value, and refuses a given result-deciding
+    option that differs from the record. The runtime options (device, workers, in_memory, stop_at)
+    are never taken from the record: not given, they are TrainConfig's defaults."""
     from diffseg.stages.train.trainer import Trainer  # torch-heavy; after the cheap checks
 
+    opts = given(**options)
+    known = {f.name for f in fields(TrainConfig)} - {"cache"} | set(SELECTION)
+    assert set(opts) <= known, f"unknown train options {sorted(set(opts) - known)}"
     env = distributed.from_env()
-    dev = resolve_device(device, env.local_rank)
+    dev = resolve_device(opts.pop("device", default("device")), env.local_rank)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     distributed.init(env, dev)
     try:
         run = distributed.broadcast(env, resolve_run_dir(cache, out, resume) if env.main else None)
-        runtime = dict(workers=workers, in_memory=in_memory, device=str(dev), stop_at=stop_at)
+        runtime = {k: opts.pop(k, default(k)) for k in ("workers", "in_memory", "stop_at")}
+        runtime["device"] = str(dev)
         if resume:
-            asked = dict(
-                iters=iters,
-                batch_size=batch_size,
-                lr=lr,
-                warmup=warmup,
-                eval_every=eval_every,
-                ckpt_every=ckpt_every,
-                seed=seed,
-                fusion=fusion,
-                consistency=consistency,
-                w_cond=w_cond,
-                w_uncond=w_uncond,
-                w_cons=w_cons,
-                detach_teacher=detach_teacher,
-                layers=layers,
-                save_steps=save_steps,
-                kinds=kinds,
-                branches=branches,
-                eval_caches=eval_caches,
-            )
-            cfg, layer_specs = _recorded(run, cache, runtime, asked)
+            cfg, layer_specs = _recorded(Path(run), cache, runtime, opts)
         else:
-            cfg, layer_specs = resolve_config(
-                cache=cache,
-                eval_caches=eval_caches,
-                layers=layers,
-                save_steps=save_steps,
-                kinds=kinds,
-                branches=branches,
-                fusion=fusion,
-                consistency=consistency,
-                w_cond=w_cond,
-                w_uncond=w_uncond,
-                w_cons=w_cons,
-                detach_teacher=detach_teacher,
-                iters=iters,
-                batch_size=batch_size,
-                accum=accum,
-                lr=lr,
-                warmup=warmup,
-                eval_every=eval_every,
-                ckpt_every=ckpt_every,
-                log_every=log_every,
-                seed=seed,
-                **runtime,
-            )
+            cfg, layer_specs = resolve_config(cache=cache, **opts, **runtime)
         Trainer(cfg, layer_specs, Path(run), env, dev, fresh=not resume).fit()
     finally:
         distributed.shutdown(env)
@@ -171,25 +94,22 @@ def main(
 
 
 def _recorded(run: Path, cache: Path, runtime: dict, asked: dict) -> tuple[TrainConfig, dict]:
-    """A resumed run keeps its recorded config (the schedule depends on it); runtime options may change.
-
-    `asked` holds the result-deciding options of this call (RESUME_CHECKED); one that differs from
-    the recorded run is refused (DiffsegError naming the option). An option equal to `main`'s
-    default (the CLI's default) counts as not given: it is not compared, so a plain `--resume`
-    never conflicts, and asking explicitly for the default value cannot be told apart from
-    leaving it out."""
-    record = read_json(Path(run) / CONFIG)
-    recorded = record["config"]
-    if Path(recorded["cache"]).resolve() != Path(cache).resolve():
-        raise DiffsegError(f"--resume: {run} was trained on {recorded['cache']}, not {cache}")
-    _check_asked(Path(run), cache, TrainConfig.from_dict(recorded), record["layer_specs"], asked)
+    """A resumed run keeps its recorded config (the schedule depends on it), replaced by the runtime
+    options and the given evaluation targets; `asked` holds the other given options, each of which
+    must resolve to the recorded value (else DiffsegError naming the option)."""
+    record = read_json(run / CONFIG)
+    have = TrainConfig.from_dict(record["config"])
+    if Path(have.cache).resolve() != Path(cache).resolve():
+        raise DiffsegError(f"--resume: {run} was trained on {have.cache}, not {cache}")
+    asked = dict(asked)
     # Evaluation targets change what is scored, never the weights: given ones replace the record's.
-    evals = tuple(str(p) for p in asked["eval_caches"]) if asked["eval_caches"] else recorded["eval_caches"]
-    cfg = TrainConfig.from_dict({**recorded, **runtime, "eval_caches": evals})
+    evals = asked.pop("eval_caches", None)
+    _check_asked(run, cache, have, record["layer_specs"], asked)
+    cfg = replace(have, **runtime, eval_caches=tuple(str(p) for p in evals) if evals else have.eval_caches)
     return cfg, record["layer_specs"]
 
 
-# Options of `main` that decide the result, compared on --resume (in this order).
+# Options compared on --resume first, in this order (any other given TrainConfig field after them).
 RESUME_CHECKED = (
     "iters",
     "batch_size",
@@ -209,14 +129,6 @@ RESUME_CHECKED = (
     "kinds",
     "branches",
 )
-_DEFAULTS = {name: p.default for name, p in inspect.signature(main).parameters.items()}
-
-
-def _is_default(name: str, value) -> bool:
-    default = _DEFAULTS[name]
-    if default is None or default == ():
-        return value is None or len(value) == 0
-    return value == default
 
 
 def _shown(value) -> str:
@@ -232,33 +144,20 @@ def _check_asked(run: Path, cache: Path, have: TrainConfig, layer_specs: dict, a
     fresh run (`resolve_config`: feature selection, loss weights in force), so e.g. `--w-cond 2` on a
     run that never read the cond branch is no difference. `--kinds` is compared via the layers it
     resolves to."""
-    given = {k: asked[k] for k in RESUME_CHECKED if not _is_default(k, asked[k])}
-    if not given:
+    if not asked:
         return
-    base = dict(
-        layers=None if "kinds" in given and "layers" not in given else have.layers,
-        save_steps=have.save_steps,
-        kinds=None,
-        branches=have.branches,
-        fusion=have.fusion,
-        consistency=have.consistency,
+    base = {
+        **{k: v for k, v in have.to_dict().items() if k not in RUNTIME_FIELDS and k != "cache"},
+        "layers": None if "kinds" in asked and "layers" not in asked else have.layers,
         # a branch the run never read has weight 0 in the record: the default stands in for it
-        w_cond=have.w_cond if "cond" in have.branches else _DEFAULTS["w_cond"],
-        w_uncond=have.w_uncond if "uncond" in have.branches else _DEFAULTS["w_uncond"],
-        w_cons=have.w_cons if have.consistency != "none" else _DEFAULTS["w_cons"],
-        detach_teacher=have.detach_teacher,
-        eval_caches=have.eval_caches,
-        iters=have.iters,
-        batch_size=have.batch_size,
-        lr=have.lr,
-        warmup=have.warmup,
-        eval_every=have.eval_every,
-        ckpt_every=have.ckpt_every,
-        seed=have.seed,
-    )
-    merged = {**base, **given}
-    want, _ = resolve_config(cache=cache, **{**merged, "eval_caches": tuple(merged["eval_caches"])})
-    for opt, value in given.items():
+        "w_cond": have.w_cond if "cond" in have.branches else default("w_cond"),
+        "w_uncond": have.w_uncond if "uncond" in have.branches else default("w_uncond"),
+        "w_cons": have.w_cons if have.consistency != "none" else default("w_cons"),
+    }
+    want, _ = resolve_config(cache=cache, **{**base, **asked})
+    order = [k for k in RESUME_CHECKED if k in asked] + [k for k in asked if k not in RESUME_CHECKED]
+    for opt in order:
+        value = asked[opt]
         if opt == "kinds":
             differs = want.layers != have.layers
             kinds = ",".join(sorted({layer_specs[l]["kind"] for l in have.layers}))

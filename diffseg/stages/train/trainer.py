@@ -27,8 +27,8 @@ from diffseg.core.errors import DiffsegError
 from diffseg.nn import LossConfig, ipkl_loss
 from diffseg.stages.device import autocast_dtype
 from diffseg.stages.runs.files import CACHES, CONFIG, METRICS, MetricsLog, cache_fingerprint, read_json, write_json
-from diffseg.stages.runs.model import build_segmentor, eval_targets
-from diffseg.stages.runs.scoring import score_targets
+from diffseg.stages.runs.model import build_segmentor
+from diffseg.stages.runs.record import RunRecord, run_targets, score
 from diffseg.stages.train import checkpoint
 from diffseg.stages.train.config import TrainConfig, recorded_part
 from diffseg.stages.train.distributed import DistEnv
@@ -80,16 +80,10 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         # 3. evaluation targets (checked now: a mismatch fails before any training)
         self.train_fp = cache_fingerprint(cfg.cache, self.attrs, self.ids)
-        self.targets = eval_targets(
-            cfg.eval_caches,
-            fingerprint=self.train_fp["model_fingerprint"],
-            train_cache=cfg.cache,
-            train_extract=self.attrs.get("extract", {}),
-            layers=cfg.layers,
-            layer_specs=layer_specs,
-            save_steps=cfg.save_steps,
-        )
-        self.synthia = self.attrs["dataset"].get("name") == "synthia"
+        # the full extract config too, so predict/eval need not reopen the training cache (runs/record.py)
+        train = {**self.train_fp, "extract": self.attrs.get("extract", {})}
+        self.record = RunRecord(path=self.run, cfg=cfg, layer_specs=layer_specs, train_cache=train)
+        self.targets = run_targets(self.record, cfg.eval_caches)
         # 4. run directory and starting point
         self.start = 0
         if fresh:
@@ -115,9 +109,7 @@ class Trainer:
             },
         )
         evals = [cache_fingerprint(t.path, CacheReader(t.path).attrs, CacheReader(t.path).ids) for t in self.targets]
-        # the full extract config too, so predict/eval need not reopen the training cache (run_load.py)
-        train = {**self.train_fp, "extract": self.attrs.get("extract", {})}
-        write_json(self.run / CACHES, {"train": train, "eval": evals})
+        write_json(self.run / CACHES, {"train": self.record.train_cache, "eval": evals})
 
     def _restore(self) -> None:
         recorded = read_json(self.run / CACHES)["train"]
@@ -277,9 +269,7 @@ class Trainer:
         if not (self.env.main and self.targets):
             return
         assert log is not None  # rank 0 holds the metrics log (fit)
-        report, table = score_targets(
-            self.model, self.targets, self.device, synthia=self.synthia, autocast_dtype=self.amp_dtype
-        )
+        report, table = score(self.record, self.model, self.targets, self.device)
         report = {"iteration": iteration, **report}
         folder = self.run / "eval"
         folder.mkdir(exist_ok=True)

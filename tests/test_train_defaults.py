@@ -1,0 +1,91 @@
+"""TrainConfig is the one place the training options' defaults live: the command line and the jobs
+pass only what was given, and --resume replaces only what was given."""
+
+import inspect
+import json
+from dataclasses import fields
+from unittest import mock
+
+import pytest
+import typer
+from cachegen import FAST_TRAIN, SMALL, make_cache
+from typer.testing import CliRunner
+
+from diffseg.cli import app
+from diffseg.stages.ablate import job as ablate
+from diffseg.stages.ablate.cells import Cell
+from diffseg.stages.train import job as train
+from diffseg.stages.train.config import ABLATION_CELL, TrainConfig, default
+
+FIELDS = {f.name for f in fields(TrainConfig)} | set(train.SELECTION)
+CLI_NAME = {"eval_cache": "eval_caches"}  # typer parameter -> TrainConfig field
+
+
+@pytest.mark.parametrize("command", ["train", "ablate"])
+def test_cli_training_options_default_to_not_given(command):
+    click_cmd = typer.main.get_command(app).commands[command]
+    options = {CLI_NAME.get(p.name, p.name): p for p in click_cmd.params}
+    training = {name: p for name, p in options.items() if name in FIELDS and name != "cache"}
+    assert {"iters", "lr", "warmup", "workers", "device", "seed", "batch_size", "fusion"} <= set(training)
+    literal = {name: p.default for name, p in training.items() if p.default is not None and not p.required}
+    assert literal == {}, f"`diffseg {command}` writes its own defaults for {sorted(literal)}: use TrainConfig's"
+
+
+@pytest.mark.parametrize("job", [train.main, ablate.main])
+def test_jobs_write_no_training_default(job):
+    literal = {
+        name: p.default
+        for name, p in inspect.signature(job).parameters.items()
+        if name in FIELDS and p.default not in (inspect.Parameter.empty, None)
+    }
+    assert literal == {}
+
+
+def test_cli_passes_only_the_given_options(tmp_path):
+    with mock.patch.object(train, "main") as main:
+        result = CliRunner().invoke(app, ["train", "--cache", str(tmp_path), "--resume", "--lr", "0.001"])
+        assert result.exit_code == 0, result.output
+        assert main.call_args.kwargs == {"cache": tmp_path, "out": None, "resume": True, "lr": 0.001}
+    with mock.patch.object(ablate, "main") as main:
+        args = ["ablate", "--cache", str(tmp_path), "--eval-cache", str(tmp_path), "--out", str(tmp_path / "a")]
+        assert CliRunner().invoke(app, [*args, "--no-features", "--workers", "2"]).exit_code == 0
+        assert main.call_args.kwargs == {
+            "cache": tmp_path,
+            "eval_caches": [tmp_path],
+            "out": tmp_path / "a",
+            "features": False,
+            "workers": 2,
+        }
+
+
+def test_defaults_in_force_are_trainconfigs(tmp_path):
+    cache = make_cache(tmp_path / "gtav", n=2, **SMALL)
+    cfg, _ = train.resolve_config(cache=cache)
+    for name in ("iters", "lr", "warmup", "workers", "batch_size", "fusion", "seed", "eval_every", "device"):
+        assert getattr(cfg, name) == default(name)
+    assert default("device") == "auto" and default("workers") == 2  # the CLI's values of today
+    # an ablation cell: ABLATION_CELL over TrainConfig, the given options over both
+    cell = Cell(name="x", group="table4", description="", layers=cfg.layers, save_steps=cfg.save_steps)
+    opts = ablate.cell_options(cell, cache=cache, eval_caches=[], options={"lr": 1e-3})
+    cell_cfg, _ = train.resolve_config(**opts)
+    assert (cell_cfg.iters, cell_cfg.warmup, cell_cfg.workers) == (4000, 150, 0) == tuple(ABLATION_CELL.values())
+    assert (cell_cfg.lr, cell_cfg.batch_size, cell_cfg.seed) == (1e-3, default("batch_size"), default("seed"))
+    assert (cell_cfg.eval_every, cell_cfg.ckpt_every) == (0, default("ckpt_every"))
+
+
+def test_resume_keeps_the_recorded_value_of_what_is_not_given(tmp_path):
+    cache = make_cache(tmp_path / "gtav", n=3, **SMALL)
+    run = train.main(cache=cache, out=tmp_path / "run", stop_at=1, **{**FAST_TRAIN, "iters": 3, "ckpt_every": 1})
+    base = ["train", "--cache", str(cache), "--out", str(run), "--resume", "--workers", "0", "--device", "cpu"]
+    # a given option equal to TrainConfig's default is still given: 40000 is not the recorded 3
+    refused = CliRunner().invoke(app, [*base, "--iters", str(default("iters"))])
+    assert refused.exit_code == 1 and "--iters 3" in refused.output and "Traceback" not in refused.output
+    refused = CliRunner().invoke(app, [*base, "--lr", "0.0005"])
+    assert refused.exit_code == 1 and "--lr 0.001" in refused.output
+    done = CliRunner().invoke(app, base)  # nothing result-deciding given: the record's 3 iterations
+    assert done.exit_code == 0, done.output
+    record = json.loads((run / "config.json").read_text())["config"]
+    assert record["iters"] == 3 and record["lr"] == 1e-3 and record["fusion"] == "light"
+    assert (run / "weights.safetensors").is_file()
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert max(line["iter"] for line in lines if "iter" in line) == 3
