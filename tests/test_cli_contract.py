@@ -35,7 +35,7 @@ def listed_commands(help_text: str) -> list[str]:
     """
     lines = help_text.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("╭─ Commands"))
-    names = []
+    names: list[str] = []
     for line in lines[start + 1 :]:
         if line.startswith("╰"):
             return names
