@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import zarr
 from typer.testing import CliRunner
 
 from diffseg.cache import CacheReader
@@ -89,3 +90,11 @@ def test_pca_rgb_of_two_regions_separates_them():
     assert rgb.shape == (1, 4, 4, 3) and rgb.min() >= 0 and rgb.max() <= 1
     left, right = rgb[0, :, :2, 0], rgb[0, :, 2:, 0]
     assert np.ptp(left) == 0 and np.ptp(right) == 0 and abs(left[0, 0] - right[0, 0]) > 0.9
+
+
+def test_damaged_cache_is_one_line(tmp_path):
+    group = zarr.open_group(tmp_path / "c", mode="w")
+    group.attrs["format_version"] = 1
+    res = runner.invoke(app, ["cache", "info", str(tmp_path / "c")])
+    assert res.exit_code == 1
+    assert "damaged cache" in res.output and "Traceback" not in res.output

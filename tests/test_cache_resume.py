@@ -7,7 +7,7 @@ import pickle
 import numpy as np
 import pytest
 
-from diffseg.cache import CacheReader, CacheWriter
+from diffseg.cache import CacheReader, CacheWriter, schema
 from diffseg.cache.synthetic import layer_set, make_cache, synthetic_attrs
 from diffseg.core.errors import CacheMismatch, DiffsegError
 
@@ -77,8 +77,10 @@ def test_a_folder_that_is_not_a_cache_is_refused(tmp_path):
 
 def test_writer_pickles_for_worker_processes_and_attrs_merge(tmp_path):
     w = make_cache(tmp_path / "c", 2, write=1)
-    w2 = pickle.loads(pickle.dumps(w))
-    assert w2._group is None and w2.pending() == [1]
+    w2 = pickle.loads(pickle.dumps(w))  # what a dask worker receives: it reopens the cache and writes
+    assert w2.pending() == [1]
+    w2.mark_skipped(1)
+    assert CacheReader(tmp_path / "c").status.tolist() == [schema.COMPLETE, schema.SKIPPED]
     w.update_attrs(timings={"extract_s": 1.5})
     w.update_attrs(skipped=[])
     attrs = CacheReader(tmp_path / "c").attrs

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import typer.main
 from typer.testing import CliRunner
 
 from diffseg.cli import app
@@ -23,11 +24,38 @@ def test_help_imports_nothing_heavy():
     assert out.stdout.strip() == "", f"importing the CLI pulled in {out.stdout.strip()}"
 
 
+SUBCOMMANDS = {"data": {"check"}, "cache": {"info", "verify", "show"}}
+
+
+def listed_commands(help_text: str) -> list[str]:
+    """The names in the "Commands" panel of typer's help, in order.
+
+    Only that panel counts: the app's description mentions `extract`, `train` and `demo` too, so
+    searching the whole text would pass with those commands missing.
+    """
+    lines = help_text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("╭─ Commands"))
+    names: list[str] = []
+    for line in lines[start + 1 :]:
+        if line.startswith("╰"):
+            return names
+        cell = line[2:]  # after "│ "; a wrapped description line starts with spaces
+        if cell[:1].strip():
+            names.append(cell.split()[0])
+    raise AssertionError(f"the Commands panel never closes:\n{help_text}")
+
+
 def test_help_lists_every_command():
+    group = typer.main.get_command(app)
+    assert list(group.commands) == COMMANDS
     res = RUNNER.invoke(app, ["--help"])
     assert res.exit_code == 0
-    for name in COMMANDS:
-        assert name in res.output
+    assert listed_commands(res.output) == COMMANDS
+    for name, expected in SUBCOMMANDS.items():
+        registered = list(group.commands[name].commands)
+        assert expected <= set(registered), (name, registered)
+        res = RUNNER.invoke(app, [name, "--help"])
+        assert res.exit_code == 0 and listed_commands(res.output) == registered, res.output
 
 
 @pytest.mark.parametrize(
@@ -36,6 +64,7 @@ def test_help_lists_every_command():
         ["extract", "--dataset", "nope"],
         ["train", "--cache", "/does/not/exist"],
         ["extract", "--dataset", "demo", "--resolution", "12"],
+        ["extract", "--dataset", "demo", "--encode", "median"],
     ],
 )
 def test_parser_errors_exit_2(argv):

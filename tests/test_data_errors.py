@@ -1,5 +1,7 @@
 """Bad input: every problem is a DataError/DiffsegError naming the file and the problem."""
 
+import pickle
+
 import numpy as np
 import pytest
 from datagen import make_bdd100k, make_cityscapes, make_gtav, make_mapillary, make_synthia, save_grey
@@ -160,3 +162,16 @@ def test_split_file_restricts_any_split(tmp_path):
     split_file.write_text("# two of them\naachen/aachen_000002_000019\naachen/aachen_000000_000019\n")
     ds = open_dataset("cityscapes", root=tmp_path, split="val", split_file=split_file)
     assert ds.ids == ["aachen/aachen_000000_000019", "aachen/aachen_000002_000019"]
+
+
+def test_gtav_rejects_unknown_split(tmp_path):
+    make_gtav(tmp_path, 2, (64, 32))
+    with pytest.raises(DiffsegError, match="unknown split 'test'"):
+        open_dataset("gtav", root=tmp_path, split="test")
+
+
+def test_data_error_survives_pickling():
+    err = pickle.loads(pickle.dumps(DataError("labels/00001.png", "truncated PNG")))
+    assert (
+        isinstance(err, DataError) and err.path == "labels/00001.png" and str(err) == "labels/00001.png: truncated PNG"
+    )

@@ -84,3 +84,14 @@ def test_mismatched_cache_exits_1_naming_both(setup):
     fewer = make_cache(tmp / "fewer", n=1, **{**EVAL, "layers": {"up1.res2": 4, "up2.res2": 4}})
     result = _eval("--run", run, "--cache", fewer)
     assert result.exit_code == 1 and "up3.res2" in result.output and "up1.res2, up2.res2" in result.output
+
+
+def test_corrupt_run_record_is_one_line(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{not json")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    res = _eval("--run", run, "--cache", cache)
+    assert res.exit_code == 1, res.output
+    assert "not valid JSON" in res.output

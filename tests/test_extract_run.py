@@ -170,8 +170,11 @@ def test_dry_run_prints_sizes_and_writes_nothing(tmp_path):
 
 def test_disk_too_small_refuses_before_writing(tmp_path, monkeypatch):
     import shutil
+    import types
 
-    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**6, 10**6 - 1000, 1000))
+    monkeypatch.setattr(
+        shutil, "disk_usage", lambda p: types.SimpleNamespace(total=10**6, used=10**6 - 1000, free=1000)
+    )
     out = tmp_path / "small"
     result = extract(out=out)
     assert result.exit_code == 1

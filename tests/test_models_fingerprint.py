@@ -88,10 +88,10 @@ def test_large_builtin_digest_is_memoised(tmp_path, monkeypatch):
 
 def test_weights_digest_hand_case():
     a = torch.tensor([1.0, 2.0])
-    entries = [fp._entry("b", a.half()), fp._entry("a", a)]
-    assert entries[0][2] == entries[1][2]  # stored fp16 and fp32 with equal values hash alike
+    assert fp.tensor_digest(a.half()) == fp.tensor_digest(a)  # stored fp16 and fp32 with equal values hash alike
+    entries = [("b", [2], fp.tensor_digest(a.half())), ("a", [2], fp.tensor_digest(a))]
     assert fp.weights_digest(entries) == fp.weights_digest(entries[::-1])
-    assert fp.weights_digest(entries) != fp.weights_digest([fp._entry("a", a), fp._entry("b", a + 1)])
+    assert fp.weights_digest(entries) != fp.weights_digest([entries[1], ("b", [2], fp.tensor_digest(a + 1))])
 
 
 def test_clean_config_drops_volatile_keys():

@@ -13,13 +13,15 @@ from diffseg.nn.losses import LossConfig, consistency_loss, ipkl_loss, segmentat
 # 2 classes, 2x2 pixels; label 255 at the bottom-right pixel.
 LOGITS = torch.tensor([[[[0.0, 1.0], [0.0, 5.0]], [[0.0, 0.0], [2.0, -3.0]]]])  # [1, 2, 2, 2]
 LABELS = torch.tensor([[[0, 0], [1, 255]]])  # [1, 2, 2]
-# per pixel: log 2, log(1 + e^-1), log(1 + e^-2); mean over the 3 labelled pixels
-CE_2X2 = (0.6931472 + 0.3132617 + 0.1269280) / 3  # = 0.3777790
+# -log softmax of the labelled class per pixel: logits (0, 0) label 0 -> log 2; (1, 0) label 0 -> log(1 + e^-1);
+# (0, 2) label 1 -> log(1 + e^-2); the 255 pixel is left out of the mean
+CE_2X2 = (math.log(2.0) + math.log1p(math.exp(-1.0)) + math.log1p(math.exp(-2.0))) / 3  # = 0.3777790
 
 
 def test_ce_2x2_with_ignore_pixel():
+    assert segmentation_ce(LOGITS, LABELS).item() == pytest.approx(CE_2X2, abs=1e-6)
+    # the printed value, so a slip in the formula above cannot hide
     assert segmentation_ce(LOGITS, LABELS).item() == pytest.approx(0.3777790, abs=1e-6)
-    assert pytest.approx(0.3777790, abs=1e-6) == CE_2X2
 
 
 def test_ce_upsamples_logits_to_label_size():
@@ -73,10 +75,10 @@ def test_loss_weights_combine_terms():
     # CE is shift invariant, so uncond = cond + 1 has the same CE and an l2 term of exactly 1
     cfg = LossConfig(w_cond=2.0, w_uncond=3.0, w_cons=5.0)
     total, terms = ipkl_loss(LOGITS, LOGITS + 1.0, LABELS, cfg)
-    assert terms["ce_cond"] == pytest.approx(0.3777790, abs=1e-6)
-    assert terms["ce_uncond"] == pytest.approx(0.3777790, abs=1e-6)
+    assert terms["ce_cond"] == pytest.approx(CE_2X2, abs=1e-6)
+    assert terms["ce_uncond"] == pytest.approx(CE_2X2, abs=1e-6)
     assert terms["cons"] == pytest.approx(1.0)
-    assert total.item() == pytest.approx(5 * 0.3777790 + 5.0, abs=1e-5)
+    assert total.item() == pytest.approx(2 * CE_2X2 + 3 * CE_2X2 + 5 * 1.0, abs=1e-5)
     assert terms["total"] == pytest.approx(total.item())
 
 
@@ -84,7 +86,7 @@ def test_single_branch_and_none_consistency():
     _, uncond_only = ipkl_loss(None, LOGITS, LABELS, LossConfig())
     assert set(uncond_only) == {"ce_uncond", "total"}
     total, cond_only = ipkl_loss(LOGITS, None, LABELS, LossConfig(w_cond=2.0))
-    assert set(cond_only) == {"ce_cond", "total"} and total.item() == pytest.approx(2 * 0.3777790, abs=1e-5)
+    assert set(cond_only) == {"ce_cond", "total"} and total.item() == pytest.approx(2 * CE_2X2, abs=1e-5)
     _, no_cons = ipkl_loss(LOGITS, LOGITS, LABELS, LossConfig(consistency="none"))
     assert "cons" not in no_cons
     with pytest.raises(DiffsegError, match="both are None"):

@@ -1,6 +1,10 @@
 """Feature taps on the tiny U-Net: res/blk hooks equal manual hooks, xattn capture equals an
 explicit softmax(Q K^T / sqrt(d_head)), processors are swapped only where asked and restored."""
 
+import contextlib
+import gc
+import weakref
+
 import pytest
 import torch
 
@@ -33,6 +37,22 @@ def _run(unet, x, emb):
         return unet(x, 50, encoder_hidden_states=emb).sample
 
 
+@contextlib.contextmanager
+def output_refs(module):
+    """Weak references to the module's outputs during the block: a dead one means nobody kept that output."""
+    refs: list[weakref.ref] = []
+    handle = module.register_forward_hook(lambda _m, _i, out: refs.append(weakref.ref(out)))
+    try:
+        yield refs
+    finally:
+        handle.remove()
+
+
+def is_held(ref: weakref.ref) -> bool:
+    gc.collect()
+    return ref() is not None
+
+
 def test_taps_equal_manual_hooks_and_leave_output_unchanged(models, inputs):
     unet, (x, emb) = models.unet, inputs
     manual, handles = {}, []
@@ -52,7 +72,6 @@ def test_taps_equal_manual_hooks_and_leave_output_unchanged(models, inputs):
         assert n_capture == 2  # only the selected attn2 modules
         out = _run(unet, x, emb)
         feats = taps.read()
-        assert taps._buf == {}  # buffers cleared by the read
     assert [m.processor for m in unet.modules() if hasattr(m, "set_processor")] == procs_before
     # xattn capture runs the plain (non-SDPA) path on two layers: equal up to float rounding
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
@@ -62,6 +81,23 @@ def test_taps_equal_manual_hooks_and_leave_output_unchanged(models, inputs):
     assert feats["up2.blk1"].shape == (2, tok.shape[2], 8, 8)
     assert torch.allclose(feats["up2.blk1"], tok.transpose(1, 2).reshape(2, -1, 8, 8), atol=1e-5)
     assert feats["up3.res2"].shape[-2:] == (16, 16) and feats["up1.res0"].shape[-2:] == (4, 4)
+
+
+def test_read_releases_the_features(models, inputs):
+    """After read() the taps keep no reference to the features: the caller's copy is the last one."""
+    unet, (x, emb) = models.unet, inputs
+    modules = {
+        "up1.res0": unet.up_blocks[1].resnets[0].conv2,
+        "up2.blk1": unet.up_blocks[2].attentions[1].transformer_blocks[0],
+    }
+    with FeatureTaps(unet, tuple(modules)) as taps, contextlib.ExitStack() as stack:
+        refs = {name: stack.enter_context(output_refs(m)) for name, m in modules.items()}
+        _run(unet, x, emb)
+        assert all(is_held(r[-1]) for r in refs.values())  # the taps hold them until read
+        feats = taps.read()
+        assert set(feats) == set(modules)
+        del feats
+        assert [name for name, r in refs.items() if is_held(r[-1])] == []
 
 
 def test_xattn_equals_explicit_softmax(models, inputs):
@@ -116,7 +152,14 @@ def test_hooks_removed_on_error(models):
     conv = unet.up_blocks[1].resnets[0].conv2
     attn2 = unet.up_blocks[1].attentions[0].transformer_blocks[0].attn2
     proc = attn2.processor
+    x, emb = torch.zeros(1, 4, 16, 16), torch.zeros(1, 77, models.text_encoder.config.hidden_size)
     with pytest.raises(RuntimeError, match="boom"), FeatureTaps(unet, ("up1.res0", "up1.xattn0")):
-        assert len(conv._forward_hooks) == 1 and attn2.processor is not proc
+        assert attn2.processor is not proc
+        with output_refs(conv) as refs:
+            _run(unet, x, emb)
+        assert is_held(refs[-1])  # the res hook is in place: the taps keep conv2's output
         raise RuntimeError("boom")
-    assert len(conv._forward_hooks) == 0 and attn2.processor is proc
+    assert attn2.processor is proc
+    with output_refs(conv) as refs:
+        _run(unet, x, emb)
+    assert not is_held(refs[-1])  # ... and gone: nothing captures it any more
