@@ -26,6 +26,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from diffseg.core.errors import CacheMismatch, DiffsegError
+from diffseg.core.geometry import check_unet_size
 from diffseg.nn.metrics import ConfusionMatrix, miou
 from diffseg.pipeline.config import TrajectoryConfig
 from diffseg.stages.device import resolve_device
@@ -37,13 +38,7 @@ DEFAULT_RESOLUTION = (1024, 512)  # (W, H): Cityscapes' evaluation size
 
 
 def check_resolution(size: tuple[int, int] | None) -> tuple[int, int]:
-    w, h = size or DEFAULT_RESOLUTION
-    if w % 64 or h % 64:
-        raise DiffsegError(
-            f"--resolution {w}x{h}: width and height must be multiples of 64 (the U-Net "
-            "downsamples the 1/8 latent 3 times)"
-        )
-    return int(w), int(h)
+    return check_unet_size(size or DEFAULT_RESOLUTION, "--resolution")
 
 
 def load_frozen(record: RunRecord, model: str | None, device: str):
