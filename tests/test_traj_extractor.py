@@ -159,7 +159,7 @@ def test_user_errors(models):
     with pytest.raises(DiffsegError, match="19"):
         FeatureExtractor(models, preset("1step"), classes=(0, 19))
     ex = FeatureExtractor(models, preset("1step"))
-    with pytest.raises(DiffsegError, match="multiple of 64"):
+    with pytest.raises(DiffsegError, match="100: width and height must be multiples of 64"):
         ex.uncond(np.zeros((100, 128, 3), np.uint8), "s")
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from diffseg.core.errors import DiffsegError
+from diffseg.core.geometry import check_unet_size
 
 
 def to_pixels(images_BHW3, device, dtype) -> torch.Tensor:
@@ -14,9 +15,7 @@ def to_pixels(images_BHW3, device, dtype) -> torch.Tensor:
     x = torch.as_tensor(np.ascontiguousarray(images_BHW3) if isinstance(images_BHW3, np.ndarray) else images_BHW3)
     if x.dtype != torch.uint8 or x.dim() != 4 or x.shape[-1] != 3:
         raise DiffsegError(f"expected uint8 images [B, H, W, 3], got {tuple(x.shape)} {x.dtype}")
-    H, W = x.shape[1:3]
-    if H % 64 or W % 64:
-        raise DiffsegError(f"image size {W}x{H} is not a multiple of 64")
+    check_unet_size((x.shape[2], x.shape[1]))
     x = x.to(device).permute(0, 3, 1, 2).to(torch.float32) / 127.5 - 1.0
     return x.to(dtype)
 

@@ -8,8 +8,10 @@ Two branches:
   inversion step from the same x_t with its own noise; the next latent is the MultiDiffusion
   masked average. res/blk come from the uncond copy (or the sum over copies with blk_sum),
   xattn of class k from copy k (zeros for classes absent from the label).
-Every random draw is seeded by (cfg.seed, sample_id, branch, t, copy). Only saved steps are kept,
-and the walk stops after the last step any saved feature needs.
+Both run the one loop `_walk`; a `_Rows` says what differs (the prompt copies per U-Net call,
+guidance, the masked average, which rows a feature comes from). Every random draw is seeded by
+(cfg.seed, sample_id, branch, t, copy). Only saved steps are kept, and the walk stops after the
+last step any saved feature needs.
 
 Suffixes: B images, K prompt copies, C channels, H/W latent, S saved steps, T tokens.
 """
@@ -159,10 +161,10 @@ class FeatureExtractor:
                 if labels is None or len(labels) != len(images):
                     raise DiffsegError("the cond branch needs one label per image")
                 per = [self._cond(images[b : b + 1], labels[b], sample_ids[b]) for b in range(len(images))]
-                return {k: torch.stack([p[k] for p in per]) for k in per[0]}
+                return {k: torch.cat([p[k] for p in per]) for k in per[0]}
             raise DiffsegError(f"unknown branch {branch!r} (expected uncond or cond)")
 
-    # -- the two trajectories --------------------------------------------------------------------
+    # -- the two trajectories, one loop --------------------------------------------------------
     def _encode(self, images, sample_ids) -> torch.Tensor:
         gens = (
             [seeding.generator(self.cfg.seed, sid, "encode") for sid in sample_ids]
@@ -182,37 +184,19 @@ class FeatureExtractor:
         return a, a_next, eta_at(t, self.cfg.eta, self.cfg.eta_window)
 
     def _uncond(self, images, sample_ids) -> dict[str, torch.Tensor]:
-        cfg, m = self.cfg, self.models
+        """B images, one row each -> {layer: [B, S, C, h, w]}."""
         x = self._encode(images, sample_ids)
         B = x.shape[0]
-        emb = self.text.get(self.uncond_text).expand(B, -1, -1)
-        saved: dict[str, list] = {name: [None] * len(cfg.save_steps) for name in cfg.layers}  # every slot filled below
-        sel = [[(b, self.uncond_pos.get(c)) for c in self.classes] for b in range(B)]  # xattn only
-        with FeatureTaps(m.unet, cfg.layers) as taps:
-            for idx in range(cfg.last_index + 1):
-                t = cfg.steps[idx]
-                out = self._unet(x, t, emb)
-                feats = taps.read()
-                if t in cfg.save_steps:
-                    s = cfg.save_steps.index(t)
-                    for name, f in feats.items():
-                        if parse_layer(name)[1] == "xattn":
-                            f = torch.stack([class_maps(f, sel[b]) for b in range(B)])
-                        saved[name][s] = f.float()
-                if idx == cfg.last_index:
-                    break
-                a, a_next, eta = self._step_params(idx, t)
-                eps = model_eps(out, x, a, m.prediction_type, cfg.raw_eps)
-                noise = None
-                if eta > 0:
-                    noise = torch.stack(
-                        [seeding.randn(x.shape[1:], cfg.seed, sid, "uncond", t, "uncond") for sid in sample_ids]
-                    ).to(x.device)
-                x = inversion_step(x, eps, a, a_next, eta, noise)
-        return {name: torch.stack(v, 1) for name, v in saved.items()}  # [B, S, C, h, w]
+        rows = _Rows(
+            n_images=B,
+            emb_KTD=self.text.get(self.uncond_text).expand(B, -1, -1),
+            noise_parts=tuple((sid, "uncond", "uncond") for sid in sample_ids),
+            xattn_sel=[[(b, self.uncond_pos.get(c)) for c in self.classes] for b in range(B)],
+        )
+        return self._walk(x, rows)
 
     def _cond(self, image_1HW3, label_HW, sample_id) -> dict[str, torch.Tensor]:
-        cfg, m = self.cfg, self.models
+        """One image, rows [uncond, class_1..class_n] -> {layer: [1, S, C, h, w]}."""
         label_HW = np.asarray(label_HW)
         if label_HW.shape != tuple(image_1HW3.shape[1:3]):
             raise DiffsegError(
@@ -220,43 +204,87 @@ class FeatureExtractor:
             )
         present = present_classes(label_HW, self.classes)
         x = self._encode(image_1HW3, [sample_id])  # [1, 4, H, W]
-        K = 1 + len(present)
         masks_K1HW = class_masks(label_HW, present, (x.shape[-2], x.shape[-1])).to(x.device)
         emb_KTD = self.text.batch([self.uncond_text] + [self.class_text[c] for c in present])
         copies = ["uncond"] + [f"class{c}" for c in present]
         sel = [(1 + present.index(c), self.class_pos[c]) if c in present else None for c in self.classes]
-        saved: dict[str, list] = {name: [None] * len(cfg.save_steps) for name in cfg.layers}  # every slot filled below
+        rows = _Rows(
+            n_images=1,
+            emb_KTD=emb_KTD,
+            noise_parts=tuple((sample_id, "cond", c) for c in copies),
+            xattn_sel=[sel],
+            blk_sum=self.cfg.blk_sum,
+            guidance=self.cfg.guidance,
+            masks_K1HW=masks_K1HW,
+        )
+        return self._walk(x, rows)
+
+    def _walk(self, x, rows: _Rows) -> dict[str, torch.Tensor]:
+        """The one trajectory loop: per evaluated step one U-Net call over the rows, the tap reads at
+        saved steps, then the inversion step of every row (merged back into one latent for cond);
+        stops after the last step a saved feature needs. -> {layer: [B, S, C, h, w]}."""
+        cfg, m = self.cfg, self.models
+        K = len(rows.noise_parts)
+        saved: dict[str, list] = {name: [None] * len(cfg.save_steps) for name in cfg.layers}
         with FeatureTaps(m.unet, cfg.layers) as taps:
             for idx in range(cfg.last_index + 1):
                 t = cfg.steps[idx]
                 x_K = x.expand(K, -1, -1, -1)
-                out_K = self._unet(x_K, t, emb_KTD)
+                out_K = self._unet(x_K, t, rows.emb_KTD)
                 feats = taps.read()
                 if t in cfg.save_steps:
                     s = cfg.save_steps.index(t)
                     for name, f in feats.items():
-                        kind = parse_layer(name)[1]
-                        if kind == "xattn":
-                            f = class_maps(f, sel)
-                        elif kind == "blk" and cfg.blk_sum:
-                            f = f.sum(0)
-                        else:
-                            f = f[0]
-                        saved[name][s] = f.float()
+                        saved[name][s] = rows.feature(parse_layer(name)[1], f).float()
                 if idx == cfg.last_index:
                     break
                 a, a_next, eta = self._step_params(idx, t)
-                eps_K = model_eps(out_K, x_K, a, m.prediction_type, cfg.raw_eps)
-                eps_u = eps_K[:1]
-                eps_K = torch.cat([eps_u, eps_u + cfg.guidance * (eps_K[1:] - eps_u)])
+                eps_K = rows.guide(model_eps(out_K, x_K, a, m.prediction_type, cfg.raw_eps))
                 noise = None
                 if eta > 0:
                     noise = torch.stack(
-                        [seeding.randn(x.shape[1:], cfg.seed, sample_id, "cond", t, c) for c in copies]
+                        [seeding.randn(x.shape[1:], cfg.seed, sid, br, t, copy) for sid, br, copy in rows.noise_parts]
                     ).to(x.device)
-                x_next_K = inversion_step(x_K, eps_K, a, a_next, eta, noise)
-                x = masked_average(x_next_K, masks_K1HW)[None]
-        return {name: torch.stack(v) for name, v in saved.items()}  # [S, C, h, w]
+                x = rows.merge(inversion_step(x_K, eps_K, a, a_next, eta, noise))
+        return {name: torch.stack(v, 1) for name, v in saved.items()}
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Rows:
+    """What one trajectory feeds the U-Net per step, and how its outputs come back.
+
+    Row b < n_images is image b's unconditional copy. The cond branch (one image) adds one row per
+    present class after it: their eps are guided against row 0, and their next latents are merged
+    back into one by the MultiDiffusion masks."""
+
+    n_images: int
+    emb_KTD: torch.Tensor  # prompt embedding per row
+    noise_parts: tuple[tuple[str, str, str], ...]  # per row: (sample id, branch, copy) seeding its eta noise
+    xattn_sel: list  # per image: class_maps selections (row, token positions) or None per active class
+    blk_sum: bool = False  # blk features summed over all rows instead of the uncond row
+    guidance: float = 0.0
+    masks_K1HW: torch.Tensor | None = None  # cond only
+
+    def feature(self, kind: str, f_K) -> torch.Tensor:
+        """A tap's output over the rows -> the saved feature per image [B, C, h, w]."""
+        if kind == "xattn":
+            return torch.stack([class_maps(f_K, sel) for sel in self.xattn_sel])
+        if kind == "blk" and self.blk_sum:
+            return f_K.sum(0, keepdim=True)
+        return f_K[: self.n_images]
+
+    def guide(self, eps_K: torch.Tensor) -> torch.Tensor:
+        """Class rows: eps_k = eps_u + guidance (eps_text_k - eps_u); uncond rows unchanged."""
+        if self.masks_K1HW is None:
+            return eps_K
+        eps_u = eps_K[:1]
+        return torch.cat([eps_u, eps_u + self.guidance * (eps_K[1:] - eps_u)])
+
+    def merge(self, x_next_K: torch.Tensor) -> torch.Tensor:
+        """The rows' next latents -> the next latent [B, 4, H, W] (MultiDiffusion average for cond)."""
+        if self.masks_K1HW is None:
+            return x_next_K
+        return masked_average(x_next_K, self.masks_K1HW)[None]
 
 
 def _np16(t: torch.Tensor) -> np.ndarray:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from diffseg.core.errors import DiffsegError
+from diffseg.core.geometry import check_unet_size
 from diffseg.pipeline.config import TrajectoryConfig, resolve
 
 # Size fed to the VAE for evaluation caches (whole image resized to it), (W, H).
@@ -80,15 +81,6 @@ def stable_seed(*parts) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
-def _check_size(name: str, size: tuple[int, int]) -> tuple[int, int]:
-    w, h = size
-    if w % 64 or h % 64:
-        raise DiffsegError(
-            f"--{name} {w}x{h}: width and height must be multiples of 64 (the U-Net downsamples the 1/8 latent 3 times)"
-        )
-    return (int(w), int(h))
-
-
 def default_out(dataset: str, split: str) -> Path:
     return Path("cache") / (dataset if split == "train" else f"{dataset}-{split}")
 
@@ -96,7 +88,7 @@ def default_out(dataset: str, split: str) -> Path:
 def resolve_sizes(dataset: str, kind: str, resolution, scale) -> tuple[tuple[int, int], tuple[int, int] | None]:
     """(resolution, scale) with DESIGN.md's defaults; resolution validated as multiples of 64."""
     if dataset == "demo":
-        res = _check_size("resolution", resolution or DEMO_SIZE)
+        res = check_unet_size(resolution or DEMO_SIZE, "--resolution")
         return res, ((scale or res) if kind == "train" else None)
     if kind == "eval":
         if scale is not None:
@@ -106,8 +98,8 @@ def resolve_sizes(dataset: str, kind: str, resolution, scale) -> tuple[tuple[int
             )
         if resolution is None and dataset not in EVAL_RESOLUTION:
             raise DiffsegError(f"no default evaluation resolution for {dataset}: pass --resolution WxH")
-        return _check_size("resolution", resolution or EVAL_RESOLUTION[dataset]), None
-    res = _check_size("resolution", resolution or TRAIN_CROP)
+        return check_unet_size(resolution or EVAL_RESOLUTION[dataset], "--resolution"), None
+    res = check_unet_size(resolution or TRAIN_CROP, "--resolution")
     sc = tuple(scale or TRAIN_SCALE.get(dataset, OTHER_SCALE))
     if sc[0] < res[0] or sc[1] < res[1]:
         raise DiffsegError(f"--scale {sc[0]}x{sc[1]} is smaller than the crop --resolution {res[0]}x{res[1]}")

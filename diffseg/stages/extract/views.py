@@ -5,7 +5,8 @@
   redrawn (up to CAT_REDRAWS times, mmseg's `cat_max_ratio`) while one class covers
   CAT_MAX_RATIO or more of its labelled pixels (METHOD.md §8);
 - evaluation view: the whole image resized to `resolution` (label nearest at that size);
-  the label at its original size is kept separately by the caller.
+  the label at its original size is kept separately by the caller. `eval_image` is its image
+  half, which `diffseg predict` feeds the VAE too (no train/inference skew).
 
 Pure functions on uint8 arrays; the crop randomness is a torch.Generator passed in, seeded
 by the caller from (seed, sample id, view) so a view never depends on run order.
@@ -31,13 +32,23 @@ def fit_inside(size_wh: tuple[int, int], box_wh: tuple[int, int]) -> tuple[int, 
     return (max(1, round(w * f)), max(1, round(h * f)))
 
 
-def resize_pair(image_HW3: np.ndarray, label_HW: np.ndarray, size_wh: tuple[int, int]):
-    """Image bilinear (Pillow antialiases when shrinking), label nearest; same size -> unchanged."""
+def resize_image(image_HW3: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
+    """Bilinear (Pillow antialiases when shrinking); same size -> unchanged."""
     if image_HW3.shape[1::-1] == tuple(size_wh):
-        return image_HW3, label_HW
-    image = np.array(Image.fromarray(image_HW3).resize(size_wh, Image.Resampling.BILINEAR))  # writable copy
-    label = np.array(Image.fromarray(label_HW).resize(size_wh, Image.Resampling.NEAREST))
-    return image, label
+        return image_HW3
+    return np.array(Image.fromarray(image_HW3).resize(size_wh, Image.Resampling.BILINEAR))  # writable copy
+
+
+def resize_label(label_HW: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
+    """Nearest (train ids stay train ids); same size -> unchanged."""
+    if label_HW.shape[::-1] == tuple(size_wh):
+        return label_HW
+    return np.array(Image.fromarray(label_HW).resize(size_wh, Image.Resampling.NEAREST))
+
+
+def resize_pair(image_HW3: np.ndarray, label_HW: np.ndarray, size_wh: tuple[int, int]):
+    """An image and its label (same size) resized together: image bilinear, label nearest."""
+    return resize_image(image_HW3, size_wh), resize_label(label_HW, size_wh)
 
 
 def crop_box(
@@ -99,11 +110,16 @@ def train_view(
     return np.ascontiguousarray(image), np.ascontiguousarray(label)
 
 
+def eval_image(image_HW3: np.ndarray, resolution_wh) -> np.ndarray:
+    """The whole image at `resolution_wh` as the VAE gets it: evaluation caches and `predict`."""
+    return np.ascontiguousarray(resize_image(image_HW3, tuple(resolution_wh)))
+
+
 def eval_view(sample_id: str, image_HW3: np.ndarray, label_HW: np.ndarray, resolution_wh):
-    """The whole image (and its label, nearest) at `resolution_wh`."""
+    """The whole image (`eval_image`) and its label (nearest) at `resolution_wh`."""
     _check_pair(sample_id, image_HW3, label_HW)
-    image, label = resize_pair(image_HW3, label_HW, tuple(resolution_wh))
-    return np.ascontiguousarray(image), np.ascontiguousarray(label)
+    label = resize_label(label_HW, tuple(resolution_wh))
+    return eval_image(image_HW3, resolution_wh), np.ascontiguousarray(label)
 
 
 def _check_pair(sample_id: str, image_HW3: np.ndarray, label_HW: np.ndarray) -> None:

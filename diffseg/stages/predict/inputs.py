@@ -81,7 +81,7 @@ def gather_inputs(inputs: list[Path]) -> list[InputImage]:
 def read_image(path: Path) -> np.ndarray:
     """RGB [H, W, 3] uint8 of any image Pillow reads."""
     with Image.open(path) as img:
-        return np.asarray(img.convert("RGB"))
+        return np.array(img.convert("RGB"))  # writable (torch warns on read-only arrays)
 
 
 def find_label(labels_dir: Path, item: InputImage) -> Path | None:

@@ -1,12 +1,13 @@
 """`diffseg predict`: segment images with a trained run (METHOD.md §8, prediction).
 
-Per image: resize to the U-Net resolution (default 1024x512, WxH, multiples of 64; bilinear as
-the evaluation caches do), run the unconditional trajectory online with the training cache's
-trajectory config restricted to the run's layers and saved steps (same model, same prompt),
-round the features to float16 as the cache stores them, apply the run's fusion + head, upsample
-the logits (bilinear) to the input size, argmax. Writes `<name>.png` (palette PNG, indices = train
-ids) and `<name>_vis.png` (image | prediction | ground truth with --labels; legend of the
-classes shown). With labels, the mIoU over the labelled images is printed at the end.
+Per image: resize to the U-Net resolution (default 1024x512, WxH, multiples of 64) with the
+evaluation caches' own function (`views.eval_image`: no train/inference skew), run the
+unconditional trajectory online with the training cache's trajectory config restricted to the
+run's layers and saved steps (same model, same prompt), round the features to float16 as the
+cache stores them, apply the run's fusion + head, upsample the logits (bilinear) to the input
+size, argmax. Writes `<name>.png` (palette PNG, indices = train ids) and `<name>_vis.png`
+(image | prediction | ground truth with --labels; legend of the classes shown). With labels,
+the mIoU over the labelled images is printed at the end.
 
 Model: the run's (recorded name); its fingerprint must equal the one the run was trained with
 (error otherwise). An explicit --model with another fingerprint is allowed with a warning naming
@@ -21,14 +22,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.nn import functional as F
 from tqdm import tqdm
 
 from diffseg.core.errors import CacheMismatch, DiffsegError
+from diffseg.core.geometry import check_unet_size
 from diffseg.nn.metrics import ConfusionMatrix, miou
 from diffseg.pipeline.config import TrajectoryConfig
 from diffseg.stages.device import resolve_device
+from diffseg.stages.extract.views import eval_image
 from diffseg.stages.predict.inputs import InputImage, find_label, gather_inputs, read_image, read_label, warn
 from diffseg.stages.runs.record import RunRecord, extract_config, load_segmentor, read_run
 from diffseg.stages.viz import save_mask, side_by_side
@@ -37,13 +39,7 @@ DEFAULT_RESOLUTION = (1024, 512)  # (W, H): Cityscapes' evaluation size
 
 
 def check_resolution(size: tuple[int, int] | None) -> tuple[int, int]:
-    w, h = size or DEFAULT_RESOLUTION
-    if w % 64 or h % 64:
-        raise DiffsegError(
-            f"--resolution {w}x{h}: width and height must be multiples of 64 (the U-Net "
-            "downsamples the 1/8 latent 3 times)"
-        )
-    return int(w), int(h)
+    return check_unet_size(size or DEFAULT_RESOLUTION, "--resolution")
 
 
 def load_frozen(record: RunRecord, model: str | None, device: str):
@@ -81,14 +77,18 @@ def build_extractor(record: RunRecord, extract: dict, models):
     )
 
 
+def network_input(image_HW3: np.ndarray, resolution: tuple[int, int]) -> np.ndarray:
+    """uint8 [H', W', 3] fed to the VAE: the image resized exactly as evaluation caches resize it."""
+    return eval_image(image_HW3, resolution)
+
+
 @torch.no_grad()
 def predict_image(
     extractor, segmentor, image_HW3: np.ndarray, resolution: tuple[int, int], sample_id: str, device
 ) -> np.ndarray:
     """uint8 train ids [H, W] at the input size."""
     h, w = image_HW3.shape[:2]
-    resized = np.array(Image.fromarray(image_HW3).resize(resolution, Image.Resampling.BILINEAR))  # writable copy
-    feats = extractor.uncond(resized, sample_id)  # {layer: float16 [S, C, h', w']}, as cached
+    feats = extractor.uncond(network_input(image_HW3, resolution), sample_id)  # {layer: float16 [S, C, h', w']}
     feats_1SChw = {k: torch.from_numpy(v)[None].to(device).float() for k, v in feats.items()}
     logits_1Khw = segmentor(feats_1SChw).float()
     if not bool(torch.isfinite(logits_1Khw).all()):
