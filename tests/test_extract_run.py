@@ -231,13 +231,24 @@ def test_views_store_seeded_crops_with_view_ids(tmp_path):
     assert a["labels"].shape == (64, 64) and not np.array_equal(a["uncond/up3.res0"], b["uncond/up3.res0"])
 
 
-def test_dry_run_shapes_from_the_unet_config_match_the_extractor():
+def test_geometry_from_the_unet_config_matches_the_modules():
+    """The one geometry function (dry run, extractor, synthetic caches) against the tiny U-Net's modules."""
+    from diffseg.core.layers import layer_specs, parse_layer
     from diffseg.pipeline.builtin import TINY_UNET
-    from diffseg.pipeline.config import TrajectoryConfig, layers_at
-    from diffseg.stages.extract.sizes import specs_from_unet_config
+    from diffseg.pipeline.config import layers_at
 
     layers = ("up0.res1",) + layers_at([(i, j) for i in (1, 2, 3) for j in (0, 2)], ("res", "blk", "xattn"))
-    cfg = TrajectoryConfig(steps=(0,), save_steps=(0,), layers=layers)
-    ex = FeatureExtractor(load_models("tiny"), cfg, classes=(0, 2, 10, 13, 18), uncond_prompt="classes")
-    want = {n: s.to_dict() for n, s in ex.layer_specs(resolution=(128, 64)).items()}
-    assert specs_from_unet_config(TINY_UNET, layers, (128, 64), 5) == want
+    models = load_models("tiny")
+    unet, vae_stride = models.unet, 2 ** (len(models.vae.config.block_out_channels) - 1)
+    specs = layer_specs(TINY_UNET, layers, (128, 64), 5)
+    assert specs == layer_specs(unet.config, layers, (128, 64), 5, vae_stride)
+    for name, s in specs.items():
+        i, kind, j = parse_layer(name)
+        if kind == "res":
+            channels = unet.up_blocks[i].resnets[j].conv2.out_channels
+        elif kind == "blk":
+            channels = unet.up_blocks[i].attentions[j].transformer_blocks[0].attn1.to_out[0].out_features
+        else:
+            channels = 5
+        stride = vae_stride * 2 ** sum(1 for b in unet.up_blocks[i:] if getattr(b, "upsamplers", None))
+        assert (s.kind, s.channels, s.stride, s.size) == (kind, channels, stride, (64 // stride, 128 // stride))

@@ -7,8 +7,9 @@ FeatureDataset(path, branches, layers, step_indices, in_memory)    -> torch Data
 
 from diffseg.cache.dataset import FeatureDataset
 from diffseg.cache.reader import CacheReader
-from diffseg.cache.schema import COMPLETE, FORMAT_VERSION, PENDING, SKIPPED, LayerSpec, feature_name
+from diffseg.cache.schema import COMPLETE, FORMAT_VERSION, PENDING, SKIPPED, feature_name, split_name
 from diffseg.cache.writer import CacheWriter
+from diffseg.core.layers import LayerSpec
 
 __all__ = [
     "COMPLETE",
@@ -20,4 +21,5 @@ __all__ = [
     "FeatureDataset",
     "LayerSpec",
     "feature_name",
+    "split_name",
 ]

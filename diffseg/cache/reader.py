@@ -17,6 +17,7 @@ import zarr
 from diffseg.cache import schema, status, store
 from diffseg.cache.fastread import ChunkSource, keep_freed_memory
 from diffseg.core.errors import DiffsegError
+from diffseg.core.layers import LayerSpec
 
 
 class CacheReader:
@@ -53,8 +54,8 @@ class CacheReader:
         return list(self.attrs["save_steps"])
 
     @property
-    def layer_specs(self) -> dict[str, schema.LayerSpec]:
-        return {name: schema.LayerSpec.from_dict(d) for name, d in self.attrs["layers"].items()}
+    def layer_specs(self) -> dict[str, LayerSpec]:
+        return {name: LayerSpec.from_dict(d) for name, d in self.attrs["layers"].items()}
 
     @property
     def is_eval(self) -> bool:
@@ -74,7 +75,7 @@ class CacheReader:
             if layer in self.group[b].array_keys()
         ]
 
-    def layer_arrays(self) -> dict[str, schema.LayerSpec]:
+    def layer_arrays(self) -> dict[str, LayerSpec]:
         """{"<branch>/<layer>": its LayerSpec} for every feature array."""
         specs = self.layer_specs
         return {name: specs[schema.split_name(name)[1]] for name in self.feature_names()}

@@ -21,15 +21,12 @@ existing cache may be resumed. It does not import zarr.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
 FORMAT_VERSION = 1
 PENDING, COMPLETE, SKIPPED = 0, 1, 2
 LABEL_SPACE = "cityscapes19"
-IGNORE = 255
 BRANCHES = ("uncond", "cond")
-KINDS = ("res", "blk", "xattn")
 
 # Root attributes CacheWriter.create needs from the caller (the rest it fills in).
 REQUIRED_ATTRS = ("model", "dataset", "extract", "layers", "save_steps", "branches", "kind", "resolution")
@@ -38,23 +35,6 @@ RESUME_KEYS = ("format_version", "model.fingerprint", "dataset.name", "dataset.s
 
 # Arrays that are not features.
 LABELS, STATUS, IDS, ORIG_LABELS, ORIG_SIZES = "labels", "status", "ids", "orig_labels", "orig_sizes"
-
-
-@dataclass(frozen=True, kw_only=True)
-class LayerSpec:
-    """One cached layer: what it is and its geometry at the extraction resolution."""
-
-    kind: str  # "res" | "blk" | "xattn"
-    stride: int  # image pixels per feature pixel
-    channels: int  # C (xattn: number of active classes)
-    size: tuple[int, int]  # (h, w) feature map size
-
-    def to_dict(self) -> dict:
-        return {"kind": self.kind, "stride": self.stride, "channels": self.channels, "size": list(self.size)}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> LayerSpec:
-        return cls(kind=d["kind"], stride=int(d["stride"]), channels=int(d["channels"]), size=tuple(d["size"]))
 
 
 def feature_name(branch: str, layer: str) -> str:

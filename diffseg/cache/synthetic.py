@@ -14,26 +14,28 @@ import numpy as np
 
 from diffseg.cache import schema
 from diffseg.cache.writer import CacheWriter
+from diffseg.core.classes import IGNORE
+from diffseg.core.layers import LayerSpec
 
 # channels of up blocks 1, 2, 3 (stride 32, 16, 8): SD 2.1 (METHOD.md §3) and the tiny model
 CHANNELS = {"sd21": (1280, 640, 320), "tiny": (64, 64, 32)}
 
 
-def layer_set(model: str, resolution: tuple[int, int], xattn_classes: int = 0) -> dict[str, schema.LayerSpec]:
+def layer_set(model: str, resolution: tuple[int, int], xattn_classes: int = 0) -> dict[str, LayerSpec]:
     """{layer: LayerSpec} for up blocks 1-3: res2 and blk1 (+ up3.xattn1 with K classes)."""
     W, H = resolution
     specs = {}
     for block, (channels, stride) in enumerate(zip(CHANNELS[model], (32, 16, 8)), start=1):
         size = (H // stride, W // stride)
         for kind, j in (("res", 2), ("blk", 1)):
-            specs[f"up{block}.{kind}{j}"] = schema.LayerSpec(kind=kind, stride=stride, channels=channels, size=size)
+            specs[f"up{block}.{kind}{j}"] = LayerSpec(kind=kind, stride=stride, channels=channels, size=size)
     if xattn_classes:
-        specs["up3.xattn1"] = schema.LayerSpec(kind="xattn", stride=8, channels=xattn_classes, size=(H // 8, W // 8))
+        specs["up3.xattn1"] = LayerSpec(kind="xattn", stride=8, channels=xattn_classes, size=(H // 8, W // 8))
     return specs
 
 
 def synthetic_attrs(
-    layers: dict[str, schema.LayerSpec],
+    layers: dict[str, LayerSpec],
     save_steps: list[int],
     branches: list[str],
     resolution: tuple[int, int],
@@ -69,13 +71,13 @@ def sample_label(rng: np.random.Generator, size_hw: tuple[int, int]) -> np.ndarr
         h, w = int(rng.integers(H // 10, H // 3)), int(rng.integers(W // 12, W // 4))
         y, x = int(rng.integers(H // 4, H - h)), int(rng.integers(0, W - w))
         label[y : y + h, x : x + w] = rng.choice([5, 8, 11, 13, 13, 18])
-    label[-2:, :] = schema.IGNORE  # ego-vehicle edge
+    label[-2:, :] = IGNORE  # ego-vehicle edge
     return label
 
 
 def sample_arrays(
     rng: np.random.Generator,
-    layers: dict[str, schema.LayerSpec],
+    layers: dict[str, LayerSpec],
     n_steps: int,
     branches: list[str],
     label_HW: np.ndarray,

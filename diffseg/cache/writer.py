@@ -20,6 +20,7 @@ import zarr
 
 import diffseg
 from diffseg.cache import schema, status, store
+from diffseg.core.classes import IGNORE
 from diffseg.core.errors import CacheMismatch, DiffsegError
 
 
@@ -143,7 +144,7 @@ class CacheWriter:
         self._array(schema.LABELS)[i] = label
         if self.eval_cache:
             h, w = orig_label.shape
-            padded = np.full(self._array(schema.ORIG_LABELS).shape[1:], schema.IGNORE, np.uint8)
+            padded = np.full(self._array(schema.ORIG_LABELS).shape[1:], IGNORE, np.uint8)
             padded[:h, :w] = orig_label
             self._array(schema.ORIG_LABELS)[i] = padded
             self._array(schema.ORIG_SIZES)[i] = np.array([h, w], np.int32)

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from diffseg.core.errors import DataError, DiffsegError
+from diffseg.core.layers import LayerSpec, layer_specs
 from diffseg.stages.extract import sizes
 from diffseg.stages.extract.plan import ExtractPlan, build_plan, extract_attrs, sample_ids
 from diffseg.stages.extract.worker import Outcome, open_plan_dataset
@@ -91,10 +92,8 @@ def unet_config(model: str) -> dict:
     return json.loads(path.read_text())
 
 
-def planned_specs(plan: ExtractPlan) -> dict[str, dict]:
-    return sizes.specs_from_unet_config(
-        unet_config(plan.model), plan.trajectory.layers, plan.resolution, len(plan.classes)
-    )
+def planned_specs(plan: ExtractPlan) -> dict[str, LayerSpec]:
+    return layer_specs(unet_config(plan.model), plan.trajectory.layers, plan.resolution, len(plan.classes))
 
 
 def dry_run_report(plan: ExtractPlan) -> dict:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from diffseg.cache import CacheReader, schema
+from diffseg.core.classes import IGNORE
 
 MAX_LISTED = 20  # problems printed one per line before "... and N more"
 
@@ -120,7 +121,7 @@ def sample_problems(r: CacheReader, i: int) -> list[str]:
             problems.append(f"{who}: {name} has shape {list(a.shape)}, expected {list(r.array_shape(name))}")
         elif a.dtype.kind == "f" and not np.isfinite(a).all():
             problems.append(f"{who}: {name} holds {int(a.size - np.isfinite(a).sum())} NaN/inf values")
-    bad = np.setdiff1d(np.unique(arrays[schema.LABELS]), np.r_[np.arange(19), schema.IGNORE])
+    bad = np.setdiff1d(np.unique(arrays[schema.LABELS]), np.r_[np.arange(19), IGNORE])
     if bad.size:
         problems.append(f"{who}: labels hold values {bad.tolist()} outside 0..18 and 255")
     if orig is not None and min(orig.shape) == 0:

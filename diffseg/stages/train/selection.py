@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from diffseg.core.errors import CacheMismatch, DiffsegError
+from diffseg.core.layers import layer_kind
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -133,7 +134,7 @@ def _extract_fields(extract: Mapping, layers: Sequence[str]) -> dict[str, object
     traj = extract.get("trajectory", {})
     fields = {f"extract.trajectory.{k}": traj.get(k, _ABSENT) for k in TRAJECTORY_KEYS}
     fields.update({f"extract.{k}": extract.get(k, _ABSENT) for k in PROMPT_KEYS})
-    if any(l.split(".")[1].startswith("xattn") for l in layers):
+    if any(layer_kind(l) == "xattn" for l in layers):
         fields["extract.classes"] = extract.get("classes", _ABSENT)
     return fields
 
