@@ -7,7 +7,7 @@ import json
 import numpy as np
 from typer.testing import CliRunner
 
-from diffseg.cache import CacheReader
+from diffseg.cache import CacheReader, CacheWriter
 from diffseg.cache.synthetic import make_cache
 from diffseg.cli import app
 
@@ -15,7 +15,7 @@ runner = CliRunner()
 
 
 def test_info_json_and_text(tmp_path):
-    w = make_cache(tmp_path / "c", 3, write=2, xattn_classes=4)
+    w = CacheWriter.open(make_cache(tmp_path / "c", 3, write=2, xattn_classes=4))
     w.mark_skipped(2)
     res = runner.invoke(app, ["cache", "info", str(tmp_path / "c"), "--json"])
     assert res.exit_code == 0, res.output

@@ -30,7 +30,7 @@ def test_data_error_survives_pickling():
 
 def test_damaged_cache_is_one_line(tmp_path):
     group = zarr.open_group(tmp_path / "c", mode="w")
-    group.attrs["format_version"] = 1
+    group.attrs["format_version"] = 2
     res = RUNNER.invoke(app, ["cache", "info", str(tmp_path / "c")])
     assert res.exit_code == 1
     assert "damaged cache" in res.output and "Traceback" not in res.output

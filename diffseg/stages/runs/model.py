@@ -41,14 +41,14 @@ def eval_targets(
     save_steps: Sequence[int],
 ) -> list[Target]:
     """Open and check every evaluation cache against the run (`train_extract`: the training cache's
-    attrs["extract"]); CacheMismatch names both values."""
+    extract config); CacheMismatch names both values."""
     names = target_names([str(p) for p in paths])
     targets = []
     for path, name in zip(paths, names):
         reader = CacheReader(path)
         idx = match_eval_cache(
             str(path),
-            reader.attrs,
+            reader.record,
             held_layers(reader).get("uncond", []),
             fingerprint=fingerprint,
             train_cache=train_cache,
@@ -61,7 +61,7 @@ def eval_targets(
             Target(
                 path=str(path),
                 name=name,
-                dataset=reader.attrs["dataset"]["name"],
+                dataset=reader.record.dataset.name,
                 layers=tuple(layers),
                 step_indices=idx,
             )

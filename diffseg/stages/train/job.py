@@ -43,7 +43,7 @@ def resolve_config(
     held = held_layers(reader)
     sel = select(
         str(cache),
-        reader.attrs,
+        reader.record,
         held,
         branches=branches,
         layers=layers,

@@ -48,7 +48,7 @@ class Trainer:
         self.layer_specs = layer_specs
         # 1. data
         reader = CacheReader(cfg.cache)
-        self.attrs, self.ids = reader.attrs, reader.ids
+        self.record, self.ids = reader.record, reader.ids
         steps = [int(t) for t in reader.save_steps]
         step_idx = [steps.index(t) for t in cfg.save_steps]
         self.data = FeatureDataset(cfg.cache, cfg.branches, cfg.layers, step_idx, in_memory=cfg.in_memory)
@@ -79,17 +79,17 @@ class Trainer:
         self.amp_dtype = autocast_dtype(device)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         # 3. evaluation targets (checked now: a mismatch fails before any training)
-        self.train_fp = cache_fingerprint(cfg.cache, self.attrs, self.ids)
+        self.train_fp = cache_fingerprint(cfg.cache, self.record, self.ids)
         self.targets = eval_targets(
             cfg.eval_caches,
             fingerprint=self.train_fp["model_fingerprint"],
             train_cache=cfg.cache,
-            train_extract=self.attrs.get("extract", {}),
+            train_extract=self.record.extract.to_dict(),
             layers=cfg.layers,
             layer_specs=layer_specs,
             save_steps=cfg.save_steps,
         )
-        self.synthia = self.attrs["dataset"].get("name") == "synthia"
+        self.synthia = self.record.dataset.name == "synthia"
         # 4. run directory and starting point
         self.start = 0
         if fresh:
@@ -114,9 +114,9 @@ class Trainer:
                 "torch_version": torch.__version__,
             },
         )
-        evals = [cache_fingerprint(t.path, CacheReader(t.path).attrs, CacheReader(t.path).ids) for t in self.targets]
+        evals = [cache_fingerprint(r.path, r.record, r.ids) for r in (CacheReader(t.path) for t in self.targets)]
         # the full extract config too, so predict/eval need not reopen the training cache (run_load.py)
-        train = {**self.train_fp, "extract": self.attrs.get("extract", {})}
+        train = {**self.train_fp, "extract": self.record.extract.to_dict()}
         write_json(self.run / CACHES, {"train": train, "eval": evals})
 
     def _restore(self) -> None:
