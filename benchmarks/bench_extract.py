@@ -33,14 +33,15 @@ import torch
 
 def preset_bytes(resolution=(512, 512), n_classes: int = 19) -> dict[str, int]:
     """Bytes of one branch of one sample for each preset (SD 2.1 U-Net shapes, float16)."""
+    from diffseg.core.layers import layer_specs
     from diffseg.pipeline.builtin import SD21_UNET
     from diffseg.pipeline.config import PRESETS, preset
-    from diffseg.stages.extract.sizes import feature_bytes, specs_from_unet_config
+    from diffseg.stages.extract.sizes import feature_bytes
 
     out = {}
     for name in PRESETS:
         cfg = preset(name)
-        specs = specs_from_unet_config(SD21_UNET, cfg.layers, resolution, n_classes)
+        specs = layer_specs(SD21_UNET, cfg.layers, resolution, n_classes)
         out[name] = sum(feature_bytes(s, len(cfg.save_steps)) for s in specs.values())
     return out
 

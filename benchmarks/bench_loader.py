@@ -34,38 +34,38 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from numcodecs import Zstd
 
-from diffseg.cache import CacheReader, CacheWriter, FeatureDataset, LayerSpec, feature_name
-from diffseg.cache.synthetic import CHANNELS, sample_label, synthetic_attrs
+from diffseg.cache import CacheReader, CacheWriter, FeatureDataset
+from diffseg.cache.synthetic import SD21, TINY, make_cache, street_label
+
+UNETS = {"sd21": SD21, "tiny": TINY}
 
 
-def layer_specs(model: str, resolution: tuple[int, int], js: tuple[int, ...]) -> dict[str, LayerSpec]:
-    W, H = resolution
-    specs = {}
-    for block, (c, stride) in enumerate(zip(CHANNELS[model], (32, 16, 8)), start=1):
-        for kind in ("res", "blk"):
-            for j in js:
-                specs[f"up{block}.{kind}{j}"] = LayerSpec(
-                    kind=kind, stride=stride, channels=c, size=(H // stride, W // stride)
-                )
-    return specs
+def layer_names(kinds: tuple[str, ...], js: tuple[int, ...]) -> list[str]:
+    return [f"up{block}.{kind}{j}" for block in (1, 2, 3) for kind in kinds for j in js]
 
 
-def build(path: Path, n: int, specs: dict[str, LayerSpec], steps: int, resolution) -> tuple[float, float]:
+def build(path: Path, n: int, model: str, layers: list[str], steps: int, resolution) -> tuple[float, float]:
     """Write n samples; -> (CacheWriter MB/s, numpy tofile MB/s) for the same bytes."""
-    attrs = synthetic_attrs(specs, list(range(steps)), ["uncond"], resolution)
-    arrays: dict[str, tuple[tuple[int, ...], Any]] = {
-        feature_name("uncond", k): ((steps, s.channels, *s.size), np.float16) for k, s in specs.items()
-    }
-    w = CacheWriter.create(path, attrs, [f"img{i:05d}" for i in range(n)], arrays)
+    make_cache(
+        path,
+        n,
+        unet=UNETS[model],
+        layers=layers,
+        resolution=resolution,
+        save_steps=range(steps),
+        branches=("uncond",),
+        write=0,
+    )
+    w = CacheWriter.open(path)
+    arrays = {k: (CacheReader(path).array_shape(k), np.float16) for k in w.feature_names}
     rng = np.random.default_rng(0)
     feats = {k: rng.standard_normal(shape, dtype=np.float32).astype(np.float16) for k, (shape, _) in arrays.items()}
-    label = sample_label(rng, (resolution[1], resolution[0]))
+    label = street_label(rng, (resolution[1], resolution[0]))
     nbytes = sum(a.nbytes for a in feats.values()) * n
     t0 = time.perf_counter()
     for i in range(n):
@@ -175,11 +175,9 @@ def main() -> None:
     ]
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         for k, (label, model, res, js, steps, n) in enumerate(configs):
-            specs = layer_specs(model, res, js)
-            if model == "tiny":
-                specs = {name: s for name, s in specs.items() if name.split(".")[1].startswith("res")}
+            layers = layer_names(("res",) if model == "tiny" else ("res", "blk"), js)
             path = Path(tmp) / f"cache{k}"
-            w_mbs, raw_mbs = build(path, n, specs, steps, res)
+            w_mbs, raw_mbs = build(path, n, model, layers, steps, res)
             print(
                 f"\n{label}: write {w_mbs:.0f} MB/s with CacheWriter vs {raw_mbs:.0f} MB/s numpy tofile "
                 f"(ratio {w_mbs / raw_mbs:.2f})"

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from diffseg.cache import CacheWriter
+from diffseg.cache.synthetic import make_cache
 from diffseg.pipeline.config import TrajectoryConfig, preset
 from diffseg.pipeline.extractor import FeatureExtractor
 from diffseg.pipeline.models import load_models
@@ -48,29 +48,6 @@ def synthetic_label(size: int, n_classes: int, seed: int = 0) -> np.ndarray:
     """uint8 [size, size] with vertical stripes of `n_classes` train ids (0, 1, ...)."""
     cols = np.arange(size) * n_classes // size
     return np.broadcast_to(cols[None, :], (size, size)).astype(np.uint8).copy()
-
-
-def write_shaped_cache(path: Path, specs: dict, save_steps, size: int, n: int, seed: int = 0) -> Path:
-    """A complete 2-branch training cache whose arrays have the given layer shapes (random values)."""
-    rng = np.random.default_rng(seed)
-    S = len(save_steps)
-    attrs = {
-        "model": {"name": "bench", "fingerprint": "bench", "prediction_type": "v_prediction"},
-        "dataset": {"name": "bench", "split": "train", "info": {}},
-        "extract": {"bench": True},
-        "layers": {k: v.to_dict() for k, v in specs.items()},
-        "save_steps": list(save_steps),
-        "branches": ["uncond", "cond"],
-        "kind": "train",
-        "resolution": [size, size],
-    }
-    arrays = {f"{b}/{k}": ((S, v.channels, *v.size), np.float16) for b in ("uncond", "cond") for k, v in specs.items()}
-    w = CacheWriter.create(path, attrs, [f"{i:05d}" for i in range(n)], arrays)
-    label = synthetic_label(size, 8)
-    for i in range(n):
-        feats = {k: rng.standard_normal(shape, dtype=np.float32).astype(np.float16) for k, (shape, _) in arrays.items()}
-        w.write_sample(i, feats, label)
-    return path
 
 
 def time_cached(cache: Path, out: Path, iters: int, workers: int) -> dict:
@@ -168,9 +145,17 @@ def run(
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         for name in presets:
             cfg = preset(name)
-            specs = FeatureExtractor(models, cfg).layer_specs(resolution=(size, size))
-            specs = {k: v for k, v in specs.items() if k in cfg.layers}
-            cache = write_shaped_cache(Path(tmp) / name / "cache", specs, cfg.save_steps, size, cache_samples)
+            cache = make_cache(
+                Path(tmp) / name / "cache",
+                cache_samples,
+                unet=models.unet.config,
+                layers=cfg.layers,
+                resolution=(size, size),
+                save_steps=cfg.save_steps,
+                labels="blocks",
+                block=size // 8,
+                features="label",
+            )  # random values of the preset's shapes
             cached = time_cached(cache, Path(tmp) / name / "run", iters, workers)
             row: dict[str, Any] = {"layers": len(cfg.layers), "saved_steps": len(cfg.save_steps), "cached": cached}
             if online:

@@ -319,6 +319,15 @@ def cache_show(
     raise typer.Exit(stage.show(cache=cache, out=out, sample=sample))
 
 
+@cache_app.command("migrate")
+@user_errors
+def cache_migrate(cache: CacheArg) -> None:
+    """Rewrite a format-1 cache's attributes as format 2, in place (arrays untouched, atomic)."""
+    from diffseg.stages.tools import cache as stage
+
+    raise typer.Exit(stage.migrate(cache=cache))
+
+
 # Stage two --------------------------------------------------------------------------------
 # Training options default to None ("not given"): the job takes TrainConfig's default (or, on
 # --resume, the recorded value). `_shown` puts TrainConfig's defaults into --help; never a literal.

@@ -1,4 +1,4 @@
-"""`diffseg ablate` end to end on small synthetic caches (tests/cachegen.py) with the real trainer."""
+"""`diffseg ablate` end to end on small synthetic caches (diffseg.cache.synthetic) with the real trainer."""
 
 import csv
 import math
@@ -9,20 +9,20 @@ import pytest
 from typer.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).parent))
-from cachegen import make_cache
-
+from diffseg.cache.synthetic import make_cache, unet_geometry
 from diffseg.cli import app
 from diffseg.stages.ablate import job as ablate
 from diffseg.stages.ablate.cells import TABLE4
 
-LAYERS = {"up3.res0": 4, "up3.res2": 4}  # one stride, two res layers: baseline differs from diff
+LAYERS = ("up3.res0", "up3.res2")  # one stride, two res layers: baseline differs from diff
+BLOCKS = dict(unet=unet_geometry((4, 4, 4, 4)), labels="blocks", features="label")  # 4 channels each
 KW = dict(iters=2, batch_size=1, fusion="light", warmup=1, features=True, device="cpu", seed=0, workers=0)
 
 
 @pytest.fixture(scope="module")
 def caches(tmp_path_factory):
     root = tmp_path_factory.mktemp("ablate")
-    common = dict(resolution=(32, 32), layers=LAYERS, save_steps=(1,), signal=2.0, block=8)
+    common = dict(resolution=(32, 32), layers=LAYERS, save_steps=(1,), signal=2.0, block=8, **BLOCKS)
     train = make_cache(root / "train", n=2, **common)
     target = make_cache(root / "cs", n=1, kind="eval", dataset="cityscapes", split="val", **common)
     return root, train, target
@@ -91,6 +91,7 @@ def test_new_target_is_scored_without_retraining(finished, tmp_path, monkeypatch
         signal=1.0,
         block=8,
         seed=5,
+        **BLOCKS,
     )
     calls = []
     monkeypatch.setattr(ablate.train_stage, "main", lambda **kw: calls.append(kw))
@@ -111,7 +112,14 @@ def test_changed_settings_are_refused_not_mixed(finished):
 def test_cache_without_cond_branch_exits_1_with_one_line(caches, tmp_path):
     root, _, target = caches
     uncond = make_cache(
-        tmp_path / "uncond", n=1, resolution=(32, 32), layers=LAYERS, save_steps=(1,), branches=("uncond",), block=8
+        tmp_path / "uncond",
+        n=1,
+        resolution=(32, 32),
+        layers=LAYERS,
+        save_steps=(1,),
+        branches=("uncond",),
+        block=8,
+        **BLOCKS,
     )
     res = CliRunner().invoke(
         app,

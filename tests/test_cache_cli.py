@@ -8,7 +8,7 @@ import numpy as np
 import zarr
 from typer.testing import CliRunner
 
-from diffseg.cache import CacheReader
+from diffseg.cache import CacheReader, CacheWriter
 from diffseg.cache.synthetic import make_cache
 from diffseg.cli import app
 
@@ -16,7 +16,7 @@ runner = CliRunner()
 
 
 def test_info_json_and_text(tmp_path):
-    w = make_cache(tmp_path / "c", 3, write=2, xattn_classes=4)
+    w = CacheWriter.open(make_cache(tmp_path / "c", 3, write=2, xattn_classes=4))
     w.mark_skipped(2)
     res = runner.invoke(app, ["cache", "info", str(tmp_path / "c"), "--json"])
     assert res.exit_code == 0, res.output
@@ -94,7 +94,7 @@ def test_pca_rgb_of_two_regions_separates_them():
 
 def test_damaged_cache_is_one_line(tmp_path):
     group = zarr.open_group(tmp_path / "c", mode="w")
-    group.attrs["format_version"] = 1
+    group.attrs["format_version"] = 2
     res = runner.invoke(app, ["cache", "info", str(tmp_path / "c")])
     assert res.exit_code == 1
     assert "damaged cache" in res.output and "Traceback" not in res.output

@@ -3,28 +3,30 @@
 from __future__ import annotations
 
 import pickle
+from dataclasses import replace
 
-import numpy as np
 import pytest
 
-from diffseg.cache import CacheReader, CacheWriter, schema
-from diffseg.cache.synthetic import layer_set, make_cache, synthetic_attrs
+from diffseg.cache import CacheReader, CacheWriter, ViewsRule, schema
+from diffseg.cache.synthetic import DEFAULT_LAYERS, TINY, make_cache, synthetic_record
 from diffseg.core.errors import CacheMismatch, DiffsegError
+from diffseg.core.layers import layer_specs
 
 
-def request(save_steps=(60, 20, 1), n=3, fingerprint=None, split="train"):
-    """(attrs, ids, arrays) as make_cache(n=3) asks for them."""
-    layers = layer_set("tiny", (64, 64))
-    attrs = synthetic_attrs(layers, list(save_steps), ["uncond", "cond"], (64, 64))
-    if fingerprint:
-        attrs["model"]["fingerprint"] = fingerprint
-    attrs["dataset"]["split"] = split
-    arrays = {
-        f"{b}/{k}": ((len(save_steps), s.channels, *s.size), np.float16)
-        for b in ("uncond", "cond")
-        for k, s in layers.items()
-    }
-    return attrs, [f"city/img_{k:05d}" for k in range(n)], arrays
+def request(save_steps=(60, 20, 1), n=3, fingerprint="5e" * 8, split="train", views_rule=None):
+    """(record, ids) as make_cache(n=3) asks for them."""
+    record = synthetic_record(
+        layer_specs(TINY, DEFAULT_LAYERS, (64, 64), 0),
+        n=n,
+        save_steps=save_steps,
+        branches=("uncond", "cond"),
+        resolution=(64, 64),
+        fingerprint=fingerprint,
+        split=split,
+    )
+    if views_rule is not None:
+        record = replace(record, extract=replace(record.extract, views_rule=views_rule))
+    return record, [f"city/img_{k:05d}" for k in range(n)]
 
 
 def test_same_config_opens_for_resume(tmp_path):
@@ -39,8 +41,8 @@ def test_different_save_steps_refused_naming_both_values(tmp_path):
     with pytest.raises(CacheMismatch) as err:
         CacheWriter.create(tmp_path / "gtav", *request(save_steps=(91, 52)))
     assert str(err.value) == (
-        f"{tmp_path / 'gtav'} was extracted with extract.save_steps=[60, 20, 1]; this run asks for "
-        "[91, 52]: use another --out or delete it"
+        f"{tmp_path / 'gtav'} was extracted with extract.trajectory.steps=[1, 20, 60]; this run asks for "
+        "[52, 91]: use another --out or delete it"
     )
 
 
@@ -49,7 +51,7 @@ def test_different_save_steps_refused_naming_both_values(tmp_path):
     [
         ({"fingerprint": "ab" * 8}, "model.fingerprint", "5e" * 8, "ab" * 8),
         ({"split": "val"}, "dataset.split", "train", "val"),
-        ({"n": 4}, "samples", "3", "4"),
+        ({"n": 4}, "extract.images", "3", "4"),
     ],
 )
 def test_other_differences_are_named(tmp_path, kw, key, old, new):
@@ -60,10 +62,10 @@ def test_other_differences_are_named(tmp_path, kw, key, old, new):
 
 def test_different_ids_are_named(tmp_path):
     make_cache(tmp_path / "c", 3, write=0)
-    attrs, ids, arrays = request()
+    record, ids = request()
     ids[1] = "city/other"
     with pytest.raises(CacheMismatch, match=r"ids\[1\]=city/img_00001; this run asks for city/other"):
-        CacheWriter.create(tmp_path / "c", attrs, ids, arrays)
+        CacheWriter.create(tmp_path / "c", record, ids)
 
 
 def test_a_folder_that_is_not_a_cache_is_refused(tmp_path):
@@ -75,15 +77,26 @@ def test_a_folder_that_is_not_a_cache_is_refused(tmp_path):
         CacheReader(tmp_path / "c")
 
 
-def test_writer_pickles_for_worker_processes_and_attrs_merge(tmp_path):
-    w = make_cache(tmp_path / "c", 2, write=1)
+def test_writer_pickles_for_worker_processes_and_record_updates_merge(tmp_path):
+    w = CacheWriter.open(make_cache(tmp_path / "c", 2, write=1))
     w2 = pickle.loads(pickle.dumps(w))  # what a dask worker receives: it reopens the cache and writes
     assert w2.pending() == [1]
     w2.mark_skipped(1)
     assert CacheReader(tmp_path / "c").status.tolist() == [schema.COMPLETE, schema.SKIPPED]
-    w.update_attrs(timings={"extract_s": 1.5})
-    w.update_attrs(skipped=[])
-    attrs = CacheReader(tmp_path / "c").attrs
-    assert attrs["timings"] == {"extract_s": 1.5} and attrs["skipped"] == []
-    assert attrs["format_version"] == 1 and attrs["samples"] == 2
-    assert attrs["codec"]["features"].startswith("bytes")
+    w.update_record(timings={"extract_s": 1.5})
+    w.update_record(skipped=())
+    record = CacheReader(tmp_path / "c").record
+    assert record.timings == {"extract_s": 1.5} and record.skipped == ()
+    assert record.format_version == 2 and record.samples == 2 and record.codecs["features"] == "raw"
+
+
+def test_rewording_the_views_description_cannot_break_resume(tmp_path, monkeypatch):
+    """The views rule is fields; its sentence is derived for people, never stored or compared."""
+    crop = ViewsRule(mode="crop", scale=(96, 64), cat_max_ratio=0.75, redraws=10, flip=True)
+    record, ids = request(views_rule=crop)
+    CacheWriter.create(tmp_path / "c", record, ids)
+    monkeypatch.setattr(ViewsRule, "describe", lambda self: "reworded: crops of the fitted image, see views.py")
+    assert CacheWriter.create(tmp_path / "c", *request(views_rule=crop)).pending() == [0, 1, 2]
+    assert "reworded" not in (tmp_path / "c" / "zarr.json").read_text()
+    with pytest.raises(CacheMismatch, match=r"extract.views_rule.cat_max_ratio=0.75; this run asks for 0.5"):
+        CacheWriter.create(tmp_path / "c", *request(views_rule=replace(crop, cat_max_ratio=0.5)))

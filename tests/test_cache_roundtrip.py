@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import zarr
 
-from diffseg.cache import CacheReader, CacheWriter, schema
-from diffseg.cache.synthetic import make_cache, sample_arrays, sample_label
+from diffseg.cache import CacheReader, CacheWriter, SkippedSample, schema
+from diffseg.cache.synthetic import make_cache, sample_arrays, street_label
 from diffseg.core.errors import DiffsegError
 
 
@@ -16,12 +16,12 @@ def expected(i: int, writer: CacheWriter, seed: int = 0):
     r = CacheReader(writer.path)
     rng = np.random.default_rng([seed, i])
     H, W = r.label_shape
-    label = sample_label(rng, (H, W))
-    return sample_arrays(rng, r.layer_specs, len(r.save_steps), r.branches, label), label
+    label = street_label(rng, (H, W))
+    return sample_arrays(rng, r.layer_specs, sorted(r.feature_names()), len(r.save_steps), label, "scene", 0.0), label
 
 
 def test_round_trip_is_byte_exact(tmp_path):
-    w = make_cache(tmp_path / "c", 3, xattn_classes=4)
+    w = CacheWriter.open(make_cache(tmp_path / "c", 3, xattn_classes=4))
     r = CacheReader(tmp_path / "c")
     assert r.ids == ["city/img_00000", "city/img_00001", "city/img_00002"]
     assert r.complete_indices() == [0, 1, 2]
@@ -59,7 +59,7 @@ def test_missing_chunk_reads_as_fill_value_like_zarr(tmp_path):
 
 
 def test_status_is_written_last_a_crash_leaves_the_sample_pending(tmp_path, monkeypatch):
-    w = make_cache(tmp_path / "c", 3, write=1)
+    w = CacheWriter.open(make_cache(tmp_path / "c", 3, write=1))
     feats, label = expected(1, w)
 
     class Crash(Exception):
@@ -95,7 +95,7 @@ def test_status_is_written_last_a_crash_leaves_the_sample_pending(tmp_path, monk
 
 
 def test_non_finite_and_wrong_shapes_are_refused_naming_the_sample(tmp_path):
-    w = make_cache(tmp_path / "c", 2, write=0)
+    w = CacheWriter.open(make_cache(tmp_path / "c", 2, write=0))
     feats, label = expected(0, w)
     name = sorted(feats)[0]
     bad = dict(feats, **{name: feats[name].copy()})
@@ -115,7 +115,7 @@ def test_non_finite_and_wrong_shapes_are_refused_naming_the_sample(tmp_path):
 
 
 def test_orig_labels_round_trip_with_varying_sizes(tmp_path):
-    w = make_cache(tmp_path / "c", 4, kind="eval", resolution=(64, 32), write=0)
+    w = CacheWriter.open(make_cache(tmp_path / "c", 4, kind="eval", resolution=(64, 32), write=0))
     sizes = [(32, 64), (48, 96), (33, 70), (40, 50)]
     rng = np.random.default_rng(1)
     origs = [rng.integers(0, 19, s, dtype=np.uint8) for s in sizes]
@@ -135,12 +135,12 @@ def test_orig_labels_round_trip_with_varying_sizes(tmp_path):
 
 
 def test_skipped_samples_are_refused_and_not_pending(tmp_path):
-    w = make_cache(tmp_path / "c", 3, write=1)
+    w = CacheWriter.open(make_cache(tmp_path / "c", 3, write=1))
     w.mark_skipped(2)
-    w.update_attrs(skipped=[{"id": w.ids[2], "reason": "corrupt label"}])
+    w.update_record(skipped=(SkippedSample(id=w.ids[2], reason="corrupt label"),))
     r = CacheReader(tmp_path / "c")
     assert r.status.tolist() == [1, 0, 2] and w.pending() == [1]
-    assert r.attrs["skipped"] == [{"id": "city/img_00002", "reason": "corrupt label"}]
+    assert r.record.skipped == (SkippedSample(id="city/img_00002", reason="corrupt label"),)
     with pytest.raises(DiffsegError, match="index 2.*is skipped"):
         r.read(2, ["labels"])
 
@@ -151,7 +151,7 @@ def test_plain_zarr_and_dask_read_the_cache(tmp_path):
     make_cache(tmp_path / "c", 2, xattn_classes=3)
     r = CacheReader(tmp_path / "c")
     g = zarr.open_group(str(tmp_path / "c"), mode="r")
-    assert g.attrs["format_version"] == 1 and g.attrs["layers"]["up3.xattn1"]["channels"] == 3
+    assert g.attrs["format_version"] == 2 and g.attrs["layers"]["up3.xattn1"]["channels"] == 3
     assert list(g["ids"][:]) == r.ids
     assert g["status"][:].tolist() == [1, 1]
     name = "cond/up2.res2"

@@ -52,13 +52,13 @@ def test_corrupt_image_is_skipped_recorded_and_counted(gta, tmp_path):
     assert "done: 2 samples written, 1 skipped" in result.output
     r = CacheReader(out)
     assert list(r.status) == [1, 2, 1]
-    (skip,) = r.attrs["skipped"]
-    assert skip["id"] == "00002" and "images/00002.png" in skip["reason"]
+    (skip,) = r.record.skipped
+    assert skip.id == "00002" and "images/00002.png" in skip.reason
     assert np.isfinite(r.read(2, ["uncond/up3.res2"])["uncond/up3.res2"]).all()
     # a rerun skips both the complete and the skipped samples, and keeps the record
     again = extract(gta, out)
     assert again.exit_code == 0 and "done: 0 samples written, 0 skipped" in again.output
-    assert CacheReader(out).attrs["skipped"] == r.attrs["skipped"]
+    assert CacheReader(out).record.skipped == r.record.skipped
 
 
 def test_strict_stops_at_the_first_bad_sample(gta, tmp_path):

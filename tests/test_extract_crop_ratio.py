@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from diffseg.stages.extract.plan import build_plan, extract_attrs
+from diffseg.stages.extract.plan import build_plan, views_rule
 from diffseg.stages.extract.views import CAT_MAX_RATIO, CAT_REDRAWS, _mixed, crop_box, train_view
 
 SKY, ROAD = 10, 0
@@ -77,8 +77,8 @@ def test_train_view_applies_the_rule():
 
 
 def test_the_cache_records_the_rule():
-    rule = extract_attrs(build_plan(dataset="demo", device="cpu"), ["a"])["views_rule"]
-    assert f"up to {CAT_REDRAWS} times" in rule and f"cat_max_ratio {CAT_MAX_RATIO}" in rule
-    assert (
-        "cat_max_ratio" not in extract_attrs(build_plan(dataset="demo", split="val", device="cpu"), ["a"])["views_rule"]
-    )
+    rule = views_rule(build_plan(dataset="demo", device="cpu"))
+    assert (rule.mode, rule.redraws, rule.cat_max_ratio, rule.flip) == ("crop", CAT_REDRAWS, CAT_MAX_RATIO, True)
+    assert f"up to {CAT_REDRAWS} times" in rule.describe() and f">= {CAT_MAX_RATIO} of" in rule.describe()
+    val = views_rule(build_plan(dataset="demo", split="val", device="cpu"))
+    assert (val.mode, val.cat_max_ratio, val.redraws) == ("resize", None, None)

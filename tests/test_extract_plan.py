@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from diffseg.core.errors import DataError, DiffsegError
+from diffseg.core.layers import LayerSpec, layer_specs
 from diffseg.pipeline.builtin import SD21_UNET
 from diffseg.pipeline.config import preset
 from diffseg.stages.extract.plan import build_plan, sample_ids, stable_seed
-from diffseg.stages.extract.sizes import feature_bytes, specs_from_unet_config
+from diffseg.stages.extract.sizes import feature_bytes
 from diffseg.stages.extract.views import eval_view, fit_inside, train_view
 
 
@@ -165,13 +166,13 @@ def test_bytes_per_sample_of_sd21_presets_at_512():
     }
     for name, values in expect.items():
         cfg = preset(name)
-        specs = specs_from_unet_config(SD21_UNET, cfg.layers, (512, 512), 19)
+        specs = layer_specs(SD21_UNET, cfg.layers, (512, 512), 19)
         assert sum(feature_bytes(s, len(cfg.save_steps)) for s in specs.values()) == 2 * values
     assert 2 * expect["lite"] == 13_762_560  # METHOD.md §3: 6.9 M values = 13 MiB
     assert round(2 * expect["reference"] / 2**20) == 236
-    specs = specs_from_unet_config(SD21_UNET, ("up2.xattn0", "up0.res1"), (1024, 512), 5)
-    assert specs["up2.xattn0"] == {"kind": "xattn", "stride": 16, "channels": 5, "size": [32, 64]}
-    assert specs["up0.res1"] == {"kind": "res", "stride": 64, "channels": 1280, "size": [8, 16]}
+    specs = layer_specs(SD21_UNET, ("up2.xattn0", "up0.res1"), (1024, 512), 5)
+    assert specs["up2.xattn0"] == LayerSpec(kind="xattn", stride=16, channels=5, size=(32, 64))
+    assert specs["up0.res1"] == LayerSpec(kind="res", stride=64, channels=1280, size=(8, 16))
 
 
 def test_blocks_are_contiguous_and_give_every_worker_several():

@@ -65,10 +65,10 @@ def base(tmp_path_factory):
 
 def test_train_cache_features_equal_direct_extraction(base):
     r = CacheReader(base)
-    assert r.attrs["kind"] == "train" and r.branches == ["uncond", "cond"]
+    assert r.record.kind == "train" and r.branches == ["uncond", "cond"]
     assert sorted(r.feature_names()) == sorted(f"{b}/up{i}.res2" for b in ("uncond", "cond") for i in (1, 2, 3))
-    assert r.attrs["model"]["name"] == "tiny" and r.attrs["extract"]["trajectory"] == preset("lite").to_dict()
-    assert r.attrs["layers"]["up3.res2"] == {"kind": "res", "stride": 8, "channels": 32, "size": [8, 8]}
+    assert r.record.model.name == "tiny" and r.record.extract.trajectory == preset("lite").to_dict()
+    assert r.record.layers["up3.res2"].to_dict() == {"kind": "res", "stride": 8, "channels": 32, "size": [8, 8]}
     assert "orig_labels" not in r.group and list(r.status) == [1, 1, 1]
     models = load_models("tiny")
     ex = FeatureExtractor(models, preset("lite"))
@@ -120,8 +120,8 @@ def test_two_workers_give_the_same_arrays(base, tmp_path):
     assert "start-up: cluster" in result.output and "done: 3 samples written" in result.output
     # 2 workers on 2 cores: 1 torch thread each, as this process (module fixture): byte-identical.
     assert_same_bytes(arrays(base), arrays(out))
-    attrs = CacheReader(out).attrs
-    assert attrs["host"]["workers"] == 2 and attrs["timings"]["cluster_s"] > 0
+    record = CacheReader(out).record
+    assert record.host["workers"] == 2 and record.timings["cluster_s"] > 0
 
 
 def test_eval_cache_keeps_labels_at_the_original_size(tmp_path):
@@ -149,7 +149,7 @@ def test_eval_cache_keeps_labels_at_the_original_size(tmp_path):
     )
     assert result.exit_code == 0, result.output
     r = CacheReader(out)
-    assert r.attrs["kind"] == "eval" and r.branches == ["uncond"] and r.feature_names()[0].startswith("uncond/")
+    assert r.record.kind == "eval" and r.branches == ["uncond"] and r.feature_names()[0].startswith("uncond/")
     assert r.zarr_array("orig_labels").shape == (2, 48, 96)
     for i, sid in enumerate(r.ids):
         assert np.array_equal(r.orig_label(i), expected[sid])
@@ -229,18 +229,29 @@ def test_views_store_seeded_crops_with_view_ids(tmp_path):
     )
     assert result.exit_code == 0, result.output
     r = CacheReader(out)
-    assert r.ids == ["train/0000#v0", "train/0000#v1"] and r.attrs["extract"]["views"] == 2
+    assert r.ids == ["train/0000#v0", "train/0000#v1"] and r.record.extract.views == 2
     a, b = (r.read(i, ["labels", "uncond/up3.res0"]) for i in (0, 1))
     assert a["labels"].shape == (64, 64) and not np.array_equal(a["uncond/up3.res0"], b["uncond/up3.res0"])
 
 
-def test_dry_run_shapes_from_the_unet_config_match_the_extractor():
+def test_geometry_from_the_unet_config_matches_the_modules():
+    """The one geometry function (dry run, extractor, synthetic caches) against the tiny U-Net's modules."""
+    from diffseg.core.layers import layer_specs, parse_layer
     from diffseg.pipeline.builtin import TINY_UNET
-    from diffseg.pipeline.config import TrajectoryConfig, layers_at
-    from diffseg.stages.extract.sizes import specs_from_unet_config
+    from diffseg.pipeline.config import layers_at
 
     layers = ("up0.res1",) + layers_at([(i, j) for i in (1, 2, 3) for j in (0, 2)], ("res", "blk", "xattn"))
-    cfg = TrajectoryConfig(steps=(0,), save_steps=(0,), layers=layers)
-    ex = FeatureExtractor(load_models("tiny"), cfg, classes=(0, 2, 10, 13, 18), uncond_prompt="classes")
-    want = {n: s.to_dict() for n, s in ex.layer_specs(resolution=(128, 64)).items()}
-    assert specs_from_unet_config(TINY_UNET, layers, (128, 64), 5) == want
+    models = load_models("tiny")
+    unet, vae_stride = models.unet, 2 ** (len(models.vae.config.block_out_channels) - 1)
+    specs = layer_specs(TINY_UNET, layers, (128, 64), 5)
+    assert specs == layer_specs(unet.config, layers, (128, 64), 5, vae_stride)
+    for name, s in specs.items():
+        i, kind, j = parse_layer(name)
+        if kind == "res":
+            channels = unet.up_blocks[i].resnets[j].conv2.out_channels
+        elif kind == "blk":
+            channels = unet.up_blocks[i].attentions[j].transformer_blocks[0].attn1.to_out[0].out_features
+        else:
+            channels = 5
+        stride = vae_stride * 2 ** sum(1 for b in unet.up_blocks[i:] if getattr(b, "upsamplers", None))
+        assert (s.kind, s.channels, s.stride, s.size) == (kind, channels, stride, (64 // stride, 128 // stride))

@@ -195,7 +195,7 @@ def test_run_is_self_contained(run_dir, images, tmp_path):
     """The run records the training cache's extract config: predict needs no training cache."""
     root, run = run_dir
     recorded = json.loads((run / "caches.json").read_text())["train"]["extract"]
-    assert recorded == CacheReader(root / "train").attrs["extract"]
+    assert recorded == CacheReader(root / "train").record.extract.to_dict()
     other = _copy_run(run, tmp_path / "run", tmp_path / "gone")
     res = _predict(other, str(images / "c.png"), "--out", str(tmp_path / "o"))
     assert res.exit_code == 0, res.output

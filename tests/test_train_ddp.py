@@ -5,9 +5,10 @@ import socket
 
 import torch
 import torch.multiprocessing as mp
-from cachegen import FAST_TRAIN, SMALL, make_cache
+from helpers import FAST_TRAIN, SMALL
 from safetensors.torch import load_file
 
+from diffseg.cache.synthetic import make_cache
 from diffseg.stages.train import job as train
 
 KW = {**FAST_TRAIN, "iters": 3, "batch_size": 1, "lr": 3e-3}

@@ -8,9 +8,10 @@ from unittest import mock
 
 import pytest
 import typer
-from cachegen import FAST_TRAIN, SMALL, make_cache
+from helpers import FAST_TRAIN, SMALL
 from typer.testing import CliRunner
 
+from diffseg.cache.synthetic import make_cache
 from diffseg.cli import app
 from diffseg.stages.ablate import job as ablate
 from diffseg.stages.ablate.cells import Cell

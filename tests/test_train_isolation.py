@@ -8,7 +8,9 @@ CODE = """
 import sys
 sys.path.insert(0, {tests!r})
 from pathlib import Path
-from cachegen import FAST_TRAIN, SMALL, make_cache
+from helpers import FAST_TRAIN, SMALL
+
+from diffseg.cache.synthetic import make_cache
 from diffseg.stages.train import job as train
 from diffseg.stages import evaluate
 tmp = Path({tmp!r})

@@ -3,9 +3,10 @@
 import json
 
 import numpy as np
-from cachegen import FAST_TRAIN, SMALL, make_cache
+from helpers import FAST_TRAIN, SMALL
 
 from diffseg.cache import CacheReader
+from diffseg.cache.synthetic import make_cache
 from diffseg.nn.metrics import ConfusionMatrix, miou
 from diffseg.stages.train import job as train
 

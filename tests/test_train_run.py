@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from cachegen import FAST_TRAIN, SMALL, make_cache, poison_sample
+from helpers import FAST_TRAIN, SMALL
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
+from diffseg.cache.synthetic import make_cache, poison_sample
 from diffseg.cli import app
 from diffseg.core.errors import DiffsegError
 from diffseg.stages.train import job as train
@@ -40,7 +41,7 @@ def test_run_directory_records(tmp_path):
     assert cfg.layers == ("up1.res2", "up2.res2", "up3.res2") and cfg.branches == ("uncond", "cond")
     assert cfg.consistency == "l2" and record["world_size"] == 1
     caches = json.loads((run / "caches.json").read_text())
-    assert caches["train"]["model_fingerprint"] == "f00d" * 4 and caches["train"]["samples"] == 4
+    assert caches["train"]["model_fingerprint"] == "5e" * 8 and caches["train"]["samples"] == 4
     assert {"extract_hash", "ids_hash", "path"} <= set(caches["train"]) and len(caches["eval"]) == 1
     lines = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
     assert {"iter", "total", "ce_cond", "ce_uncond", "cons", "lr", "samples_per_s", "data_wait_s"} <= set(lines[0])

@@ -1,6 +1,6 @@
 """The feature store (DESIGN.md "The feature cache"): the only package that imports zarr.
 
-CacheWriter.create(path, attrs, ids, arrays, orig_label_max=None) -> writer (or resume)
+CacheWriter.create(path, record, ids, arrays=None, orig_label_max=None) -> writer (or resume)
 CacheReader(path).read(i, names)                                   -> numpy arrays
 FeatureDataset(path, branches, layers, step_indices, in_memory)    -> torch Dataset
 is_cache(path)                                                     -> whether a cache exists there
@@ -8,9 +8,19 @@ is_cache(path)                                                     -> whether a 
 
 from diffseg.cache.dataset import FeatureDataset
 from diffseg.cache.reader import CacheReader
-from diffseg.cache.schema import COMPLETE, FORMAT_VERSION, PENDING, SKIPPED, LayerSpec, feature_name
+from diffseg.cache.record import (
+    FORMAT_VERSION,
+    CacheRecord,
+    DatasetRecord,
+    ExtractRecord,
+    ModelRecord,
+    SkippedSample,
+    ViewsRule,
+)
+from diffseg.cache.schema import COMPLETE, PENDING, SKIPPED, feature_name, split_name
 from diffseg.cache.store import is_cache
 from diffseg.cache.writer import CacheWriter
+from diffseg.core.layers import LayerSpec
 
 __all__ = [
     "COMPLETE",
@@ -18,9 +28,16 @@ __all__ = [
     "PENDING",
     "SKIPPED",
     "CacheReader",
+    "CacheRecord",
     "CacheWriter",
+    "DatasetRecord",
+    "ExtractRecord",
     "FeatureDataset",
     "LayerSpec",
+    "ModelRecord",
+    "SkippedSample",
+    "ViewsRule",
     "feature_name",
     "is_cache",
+    "split_name",
 ]

@@ -110,15 +110,14 @@ class ChunkSource:
         return out
 
     def _read_raw(self, i: int, steps: Sequence[int] | None, out: np.ndarray | None) -> np.ndarray:
-        whole = steps is None
-        steps = None if whole else list(steps)
-        shape = self.shape if whole else (len(steps), *self.shape[1:])
+        picked = None if steps is None else list(steps)
+        shape = self.shape if picked is None else (len(picked), *self.shape[1:])
         if out is None:
             out = np.empty(shape, self.dtype)
         assert out.shape == shape and out.dtype == self.dtype and out.flags.c_contiguous, "bad out array"
         try:
             with open(self._file(i), "rb", buffering=0) as f:
-                got, want = self._fill_from(f, out, None if whole else steps)
+                got, want = self._fill_from(f, out, picked)
         except FileNotFoundError:
             out.fill(self.fill)
             return out
@@ -130,15 +129,15 @@ class ChunkSource:
     def _fill_from(f, out: np.ndarray, steps: list[int] | None) -> tuple[int, int]:
         """readinto `out` the whole chunk, or the slabs of `steps` -> (bytes got, bytes wanted)."""
         if steps is None or not steps:
-            return f.readinto(memoryview(out).cast("B")), out.nbytes
+            return f.readinto(_bytes_of(out)), out.nbytes
         slab = out[0].nbytes
         if steps == list(range(steps[0], steps[0] + len(steps))):  # one contiguous read
             f.seek(steps[0] * slab)
-            return f.readinto(memoryview(out).cast("B")), out.nbytes
+            return f.readinto(_bytes_of(out)), out.nbytes
         got = 0
         for j, s in enumerate(steps):
             f.seek(s * slab)
-            got += f.readinto(memoryview(out[j]).cast("B"))
+            got += f.readinto(_bytes_of(out[j]))
         return got, slab * len(steps)
 
     def _read_zstd(self, i: int) -> np.ndarray:
@@ -149,5 +148,10 @@ class ChunkSource:
         except FileNotFoundError:
             out.fill(self.fill)
             return out
-        _ZSTD.decode(data, out=memoryview(out).cast("B"))
+        _ZSTD.decode(data, out=_bytes_of(out))
         return out
+
+
+def _bytes_of(arr: np.ndarray) -> memoryview:
+    """A writable byte view of a C-contiguous array (readinto and the zstd decoder fill it in place)."""
+    return arr.data.cast("B")

@@ -16,7 +16,9 @@ import zarr
 
 from diffseg.cache import schema, status, store
 from diffseg.cache.fastread import ChunkSource, keep_freed_memory
+from diffseg.cache.record import CacheRecord, read_record
 from diffseg.core.errors import DiffsegError
+from diffseg.core.layers import LayerSpec
 
 
 class CacheReader:
@@ -27,34 +29,29 @@ class CacheReader:
         if store.is_local(path) and not (store.local_path(path) / "zarr.json").is_file():
             raise DiffsegError(f"{path} is not a Zarr group (no zarr.json): not a diffseg cache")
         self.group = store.open_group(path, "r")
-        self.attrs: dict = dict(self.group.attrs)
-        version = self.attrs.get("format_version")
-        if version != schema.FORMAT_VERSION:
-            raise DiffsegError(
-                f"{path} has cache format version {version}; this diffseg reads version {schema.FORMAT_VERSION}"
-            )
+        self.record: CacheRecord = read_record(path, self.group.attrs)
         missing = [k for k in (schema.IDS, schema.STATUS) if k not in self.group]
         if missing:
             raise DiffsegError(f"{path} is a damaged cache: the {' and '.join(missing)} array is missing")
-        self.ids: list[str] = [str(s) for s in self.group[schema.IDS][:]]
+        self.ids: list[str] = [str(s) for s in np.asarray(store.array(self.group, schema.IDS)[:])]
         self.n = len(self.ids)
         self._root = store.local_path(path) if store.is_local(path) else None
         keep_freed_memory()  # see fastread.py: fresh sample buffers would page-fault every read
         self._sources: dict[str, ChunkSource] = {}
-        self.status: np.ndarray = status.read_all(self.group[schema.STATUS], self._root)  # uint8[N]
+        self.status: np.ndarray = status.read_all(store.array(self.group, schema.STATUS), self._root)  # uint8[N]
 
     # -- what is in it ------------------------------------------------------------------
     @property
     def branches(self) -> list[str]:
-        return list(self.attrs["branches"])
+        return list(self.record.branches)
 
     @property
     def save_steps(self) -> list[int]:
-        return list(self.attrs["save_steps"])
+        return list(self.record.save_steps)
 
     @property
-    def layer_specs(self) -> dict[str, schema.LayerSpec]:
-        return {name: schema.LayerSpec.from_dict(d) for name, d in self.attrs["layers"].items()}
+    def layer_specs(self) -> dict[str, LayerSpec]:
+        return dict(self.record.layers)
 
     @property
     def is_eval(self) -> bool:
@@ -62,40 +59,43 @@ class CacheReader:
 
     @property
     def label_shape(self) -> tuple[int, int]:
-        return tuple(self.group[schema.LABELS].shape[1:])
+        h, w = store.array(self.group, schema.LABELS).shape[1:]
+        return (h, w)
 
     def feature_names(self) -> list[str]:
-        """Every "<branch>/<layer>" array the cache holds, in attrs order."""
+        """Every "<branch>/<layer>" array the cache holds, in record order."""
         return [
             schema.feature_name(b, layer)
             for b in self.branches
             if b in self.group.group_keys()
-            for layer in self.attrs["layers"]
-            if layer in self.group[b].array_keys()
+            for layer in self.record.layers
+            if layer in store.subgroup(self.group, b).array_keys()
         ]
 
-    def layer_arrays(self) -> dict[str, schema.LayerSpec]:
+    def layer_arrays(self) -> dict[str, LayerSpec]:
         """{"<branch>/<layer>": its LayerSpec} for every feature array."""
         specs = self.layer_specs
         return {name: specs[schema.split_name(name)[1]] for name in self.feature_names()}
 
     def array_shape(self, name: str) -> tuple[int, ...]:
         """Per-sample shape of an array, e.g. (S, C, h, w)."""
-        return tuple(self.group[name].shape[1:])
+        return tuple(store.array(self.group, name).shape[1:])
 
     def bytes_per_sample(self) -> int:
         """Uncompressed bytes of one sample: features + labels (+ original labels)."""
         names = self.feature_names() + [schema.LABELS]
         if self.is_eval:
             names += [schema.ORIG_LABELS, schema.ORIG_SIZES]
-        return sum(int(np.prod(self.array_shape(k))) * np.dtype(self.group[k].dtype).itemsize for k in names)
+        return sum(
+            int(np.prod(self.array_shape(k))) * np.dtype(store.array(self.group, k).dtype).itemsize for k in names
+        )
 
     def complete_indices(self) -> list[int]:
         return [int(i) for i in np.flatnonzero(self.status == schema.COMPLETE)]
 
     def refresh_status(self) -> np.ndarray:
         """Re-read the markers (a cache still being written)."""
-        self.status = status.read_all(self.group[schema.STATUS], self._root)
+        self.status = status.read_all(store.array(self.group, schema.STATUS), self._root)
         return self.status
 
     # -- reading ------------------------------------------------------------------------
@@ -103,7 +103,7 @@ class CacheReader:
         if name not in self._sources:
             if name not in self.group:
                 raise DiffsegError(f"{self.path} has no array {name!r} (it holds {self.feature_names()})")
-            self._sources[name] = ChunkSource(self.group[name], self._root)
+            self._sources[name] = ChunkSource(store.array(self.group, name), self._root)
         return self._sources[name]
 
     def check_complete(self, i: int) -> None:
@@ -136,4 +136,4 @@ class CacheReader:
 
     def zarr_array(self, name: str) -> zarr.Array:
         """The plain zarr array (tests and tools; the slow, general path)."""
-        return self.group[name]
+        return store.array(self.group, name)

@@ -1,12 +1,14 @@
-"""The feature cache schema, format version 1 (DESIGN.md "The feature cache").
+"""The feature cache layout, format version 2 (DESIGN.md "The feature cache").
 
 One Zarr v3 group per dataset split:
 
-    attrs        format_version, diffseg_version, model {name, fingerprint, prediction_type},
-                 dataset {name, split, label_space, info}, extract {full config}, codec {...},
-                 layers {name: {kind, stride, channels, size: [h, w]}}, save_steps, branches,
-                 kind ("train" | "eval"), resolution [W, H], samples N, skipped [{id, reason}],
-                 timings {...}
+    attrs        the cache record (record.py, CacheRecord.to_dict()): format_version 2, diffseg_version,
+                 kind ("train" | "eval"), model {name, fingerprint, prediction_type},
+                 dataset {name, split, label_space, info}, extract {preset, trajectory (steps, save_steps,
+                 layers, ...), views, views_rule {mode, scale, cat_max_ratio, redraws, flip, ...}, prompts,
+                 classes, seeding, ...}, layers {name: {kind, stride, channels, size: [h, w]}},
+                 branches, resolution [W, H], samples N, codecs {array: codec}, sample_hash,
+                 skipped [{id, reason}], timings {...}, host {...}
     ids          [N] string, written at creation
     labels       [N, H, W] uint8, chunk (1, H, W), zstd
     <branch>/<layer>  [N, S, C, h, w] float16, chunk (1, S, C, h, w), no compressor
@@ -14,47 +16,21 @@ One Zarr v3 group per dataset split:
     orig_sizes   [N, 2] int32 (h, w of the original label)  (eval caches)
     status       [N] uint8, chunk (1,): PENDING, COMPLETE (written last), SKIPPED
 
-This module is pure: names, constants, and the comparison that decides whether an
-existing cache may be resumed. It does not import zarr.
+Format 1 (diffseg up to commit 64b7e8a) held the same arrays; its attributes repeated save_steps three
+times and described the views rule in a sentence. `diffseg cache migrate` rewrites them
+(migrate.py). This module is pure: array names, status values and value comparison; no zarr.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
-FORMAT_VERSION = 1
 PENDING, COMPLETE, SKIPPED = 0, 1, 2
-LABEL_SPACE = "cityscapes19"
-IGNORE = 255
 BRANCHES = ("uncond", "cond")
-KINDS = ("res", "blk", "xattn")
-
-# Root attributes CacheWriter.create needs from the caller (the rest it fills in).
-REQUIRED_ATTRS = ("model", "dataset", "extract", "layers", "save_steps", "branches", "kind", "resolution")
-# What must be equal for an existing cache to be resumed, as dotted keys into the attrs.
-RESUME_KEYS = ("format_version", "model.fingerprint", "dataset.name", "dataset.split", "dataset.info", "extract")
 
 # Arrays that are not features.
 LABELS, STATUS, IDS, ORIG_LABELS, ORIG_SIZES = "labels", "status", "ids", "orig_labels", "orig_sizes"
-
-
-@dataclass(frozen=True, kw_only=True)
-class LayerSpec:
-    """One cached layer: what it is and its geometry at the extraction resolution."""
-
-    kind: str  # "res" | "blk" | "xattn"
-    stride: int  # image pixels per feature pixel
-    channels: int  # C (xattn: number of active classes)
-    size: tuple[int, int]  # (h, w) feature map size
-
-    def to_dict(self) -> dict:
-        return {"kind": self.kind, "stride": self.stride, "channels": self.channels, "size": list(self.size)}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> LayerSpec:
-        return cls(kind=d["kind"], stride=int(d["stride"]), channels=int(d["channels"]), size=tuple(d["size"]))
 
 
 def feature_name(branch: str, layer: str) -> str:
@@ -69,21 +45,6 @@ def split_name(name: str) -> tuple[str, str]:
     return branch, layer
 
 
-def jsonable(value: Any) -> Any:
-    """The value as it reads back from the attributes (tuples become lists, keys strings)."""
-    return json.loads(json.dumps(value))
-
-
-def lookup(attrs: dict, dotted: str) -> Any:
-    """attrs["a"]["b"] for "a.b"; None where a key is missing."""
-    node: Any = attrs
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
 def first_difference(old: Any, new: Any, key: str) -> tuple[str, Any, Any] | None:
     """The first (dotted key, old value, new value) where two JSON values differ, or None."""
     if isinstance(old, dict) and isinstance(new, dict):
@@ -95,16 +56,6 @@ def first_difference(old: Any, new: Any, key: str) -> tuple[str, Any, Any] | Non
                 return diff
         return None
     return None if old == new else (key, old, new)
-
-
-def resume_difference(old_attrs: dict, new_attrs: dict) -> tuple[str, Any, Any] | None:
-    """Where a requested cache differs from an existing one in what decides resumability."""
-    new_attrs = jsonable(new_attrs)
-    for key in RESUME_KEYS:
-        diff = first_difference(lookup(old_attrs, key), lookup(new_attrs, key), key)
-        if diff:
-            return diff
-    return None
 
 
 def ids_difference(old_ids: list[str], new_ids: list[str]) -> tuple[str, Any, Any] | None:

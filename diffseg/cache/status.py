@@ -34,7 +34,7 @@ def read_all(array: zarr.Array, root: Path | None) -> np.ndarray:
 
 def read_one(array: zarr.Array, root: Path | None, i: int) -> int:
     if root is None or not plain_bytes(array):
-        return int(array[i])
+        return int(np.asarray(array[i]))
     try:
         data = (root / array.path / array.metadata.encode_chunk_key((i,))).read_bytes()
     except FileNotFoundError:

@@ -25,16 +25,18 @@ makes them ~100x smaller and decodes at > 5 GB/s.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import zarr
 from zarr.codecs import BytesCodec, ZstdCodec
+from zarr.core.array_spec import ArrayConfigParams
+from zarr.core.metadata import ArrayV3Metadata
 
 FEATURE_COMPRESSORS = None
 LABEL_COMPRESSORS = (ZstdCodec(level=3),)
-CODEC_ATTRS = {"features": "bytes (little endian, uncompressed)", "labels": "zstd level 3"}
 # Every chunk is written even when it equals the fill value: a complete sample then has
 # all its chunk files, and the fast reader never guesses.
-WRITE_CONFIG = {"write_empty_chunks": True}
+WRITE_CONFIG: ArrayConfigParams = {"write_empty_chunks": True}
 
 
 def is_local(path: str | Path) -> bool:
@@ -55,7 +57,7 @@ def store_for(path: str | Path, read_only: bool):
     return str(path)
 
 
-def open_group(path: str | Path, mode: str = "r") -> zarr.Group:
+def open_group(path: str | Path, mode: Literal["r", "r+"] = "r") -> zarr.Group:
     return zarr.open_group(store_for(path, read_only=(mode == "r")), mode=mode, zarr_format=3)
 
 
@@ -68,6 +70,19 @@ def is_cache(path: str | Path) -> bool:
         return True
     except (FileNotFoundError, zarr.errors.GroupNotFoundError):
         return False
+
+
+def array(group: zarr.Group, name: str) -> zarr.Array:
+    """The array `name` of a cache group (a DiffsegError-free invariant: callers checked it exists)."""
+    node = group[name]
+    assert isinstance(node, zarr.Array), f"{name} is not an array"
+    return node
+
+
+def subgroup(group: zarr.Group, name: str) -> zarr.Group:
+    node = group[name]
+    assert isinstance(node, zarr.Group), f"{name} is not a group"
+    return node
 
 
 def create_feature_array(group: zarr.Group, name: str, n: int, per_sample_shape: tuple[int, ...], dtype) -> None:
@@ -107,9 +122,16 @@ def create_small_array(group: zarr.Group, name: str, n: int, per_sample_shape: t
     )
 
 
+def _codecs(array: zarr.Array) -> tuple:
+    """The codec pipeline of a Zarr v3 array (caches are v3 only)."""
+    meta = array.metadata
+    assert isinstance(meta, ArrayV3Metadata), "diffseg caches are Zarr v3"
+    return tuple(meta.codecs)
+
+
 def plain_bytes(array: zarr.Array) -> bool:
     """True when a chunk file is exactly the little-endian C-order array bytes."""
-    codecs = array.metadata.codecs
+    codecs = _codecs(array)
     return (
         len(codecs) == 1
         and isinstance(codecs[0], BytesCodec)
@@ -119,7 +141,7 @@ def plain_bytes(array: zarr.Array) -> bool:
 
 def zstd_bytes(array: zarr.Array) -> bool:
     """True when a chunk file is zstd over the little-endian C-order array bytes."""
-    codecs = array.metadata.codecs
+    codecs = _codecs(array)
     return (
         len(codecs) == 2
         and isinstance(codecs[0], BytesCodec)

@@ -1,64 +1,107 @@
-"""Synthetic caches with real layer geometry, for tests and benchmarks (no model needed).
+"""Synthetic caches in the real format, for tests and benchmarks (no model needed).
 
-`layer_set("tiny" | "sd21", resolution)` gives LayerSpecs shaped like the tiny model's or
-SD 2.1's up blocks 1-3 (res2 and blk1 at each, plus xattn1 on up3 when asked);
-`make_cache` writes N seeded samples through CacheWriter, so everything downstream is
-exercised on the real format.
+One writer: `make_cache` builds a CacheRecord (`synthetic_record`) with the geometry of
+core/layers.py from a U-Net config (`unet_geometry`: the tiny model's by default) and writes
+the samples through CacheWriter, so everything downstream runs on the real format. Options:
+
+- labels="street": sky/building/road bands with seeded boxes (pictures look like a scene);
+  labels="blocks": `block`-px squares of `classes` (a task a small head can learn).
+- features="scene": a per-class direction plus noise, xattn maps peaking on their class;
+  features="label": unit noise + `signal` x the label's one-hot pooled to the layer's stride
+  (signal 0: pure noise, e.g. benchmarks that only need the shapes).
+- kind="eval" keeps original labels: `orig_scale` x the resolution (block labels: 2x by default),
+  or street labels of seeded sizes up to 1.5x;
+  `cond_only` layers exist in the cond branch only; `write` < n leaves samples pending.
+
+    make_cache(tmp_path / "c", 3, write=2, xattn_classes=4)
+    make_cache(tmp_path / "gtav", 8, unet=unet_geometry((8, 8, 4, 4)), labels="blocks", features="label", signal=4.0)
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from diffseg.cache import schema
-from diffseg.cache.writer import CacheWriter
-
-# channels of up blocks 1, 2, 3 (stride 32, 16, 8): SD 2.1 (METHOD.md §3) and the tiny model
-CHANNELS = {"sd21": (1280, 640, 320), "tiny": (64, 64, 32)}
-
-
-def layer_set(model: str, resolution: tuple[int, int], xattn_classes: int = 0) -> dict[str, schema.LayerSpec]:
-    """{layer: LayerSpec} for up blocks 1-3: res2 and blk1 (+ up3.xattn1 with K classes)."""
-    W, H = resolution
-    specs = {}
-    for block, (channels, stride) in enumerate(zip(CHANNELS[model], (32, 16, 8)), start=1):
-        size = (H // stride, W // stride)
-        for kind, j in (("res", 2), ("blk", 1)):
-            specs[f"up{block}.{kind}{j}"] = schema.LayerSpec(kind=kind, stride=stride, channels=channels, size=size)
-    if xattn_classes:
-        specs["up3.xattn1"] = schema.LayerSpec(kind="xattn", stride=8, channels=xattn_classes, size=(H // 8, W // 8))
-    return specs
+from diffseg.cache import schema, store
+from diffseg.cache.record import CacheRecord, DatasetRecord, ExtractRecord, ModelRecord, ViewsRule
+from diffseg.cache.writer import CacheWriter, feature_arrays
+from diffseg.core.classes import IGNORE, NUM_CLASSES
+from diffseg.core.layers import LayerSpec, layer_specs
 
 
-def synthetic_attrs(
-    layers: dict[str, schema.LayerSpec],
-    save_steps: list[int],
-    branches: list[str],
-    resolution: tuple[int, int],
-    kind: str = "train",
-    seed: int = 0,
-) -> dict:
+def unet_geometry(channels: tuple[int, int, int, int]) -> dict:
+    """The part of a UNet2DConditionModel config that decides layer geometry, with these channels
+    for up blocks 0..3 (up block 0 without attention, three layers per block, as SD 2.1)."""
     return {
-        "model": {"name": "synthetic", "fingerprint": "5e" * 8, "prediction_type": "v_prediction"},
-        "dataset": {"name": "demo", "split": "train" if kind == "train" else "val", "info": {}},
-        "extract": {
-            "save_steps": list(save_steps),
-            "layers": list(layers),
-            "branches": list(branches),
-            "resolution": list(resolution),
-            "seed": seed,
-        },
-        "layers": {k: v.to_dict() for k, v in layers.items()},
-        "save_steps": list(save_steps),
-        "branches": list(branches),
-        "kind": kind,
-        "resolution": list(resolution),
+        "block_out_channels": tuple(reversed(channels)),
+        "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+        "layers_per_block": 2,
     }
 
 
-def sample_label(rng: np.random.Generator, size_hw: tuple[int, int]) -> np.ndarray:
+TINY = unet_geometry((64, 64, 64, 32))  # pipeline/builtin.py TINY_UNET (a test checks they agree)
+SD21 = unet_geometry((1280, 1280, 640, 320))  # METHOD.md §3
+DEFAULT_LAYERS = ("up1.res2", "up2.res2", "up3.res2", "up1.blk1", "up2.blk1", "up3.blk1")
+
+
+def synthetic_record(
+    layers: Mapping[str, LayerSpec],
+    *,
+    n: int,
+    save_steps: Sequence[int],
+    branches: Sequence[str],
+    resolution: tuple[int, int],
+    kind: str = "train",
+    dataset: str = "demo",
+    split: str | None = None,
+    fingerprint: str = "5e" * 8,
+    seed: int = 0,
+    classes: Sequence[int] = tuple(range(NUM_CLASSES)),
+) -> CacheRecord:
+    """The record of a synthetic cache: a trajectory that evaluates exactly the saved steps, the
+    empty unconditional prompt, no prompts for the classes."""
+    trajectory = {
+        "steps": sorted(set(int(t) for t in save_steps)),
+        "save_steps": [int(t) for t in save_steps],
+        "layers": list(layers),
+        "eta": 1.0,
+        "eta_window": [10, 250],
+        "encode": "mean",
+        "raw_eps": False,
+        "guidance": 5.0,
+        "blk_sum": False,
+        "seed": seed,
+    }
+    extract = ExtractRecord(
+        preset="synthetic",
+        trajectory=trajectory,
+        views=1,
+        views_rule=ViewsRule(mode="resize"),
+        uncond_prompt="empty",
+        uncond_prompt_text="",
+        prompt_template="",
+        classes=tuple(classes),
+        class_prompts={},
+        compute_dtype="float32",
+        limit=None,
+        images=n,
+        ids_sha256="",
+    )
+    return CacheRecord(
+        kind=kind,
+        model=ModelRecord(name="synthetic", fingerprint=fingerprint, prediction_type="v_prediction"),
+        dataset=DatasetRecord(name=dataset, split=split or ("train" if kind == "train" else "val")),
+        extract=extract,
+        layers=dict(layers),
+        branches=tuple(branches),
+        resolution=resolution,
+        samples=n,
+    )
+
+
+def street_label(rng: np.random.Generator, size_hw: tuple[int, int]) -> np.ndarray:
     """[H, W] uint8 street-like train ids: sky, building, road bands with seeded boxes."""
     H, W = size_hw
     label = np.full((H, W), 2, np.uint8)  # building
@@ -69,68 +112,132 @@ def sample_label(rng: np.random.Generator, size_hw: tuple[int, int]) -> np.ndarr
         h, w = int(rng.integers(H // 10, H // 3)), int(rng.integers(W // 12, W // 4))
         y, x = int(rng.integers(H // 4, H - h)), int(rng.integers(0, W - w))
         label[y : y + h, x : x + w] = rng.choice([5, 8, 11, 13, 13, 18])
-    label[-2:, :] = schema.IGNORE  # ego-vehicle edge
+    label[-2:, :] = IGNORE  # ego-vehicle edge
     return label
 
 
+def block_label(rng: np.random.Generator, size_hw: tuple[int, int], classes, block: int) -> np.ndarray:
+    """[H, W] uint8: block x block squares, each a class drawn from `classes`."""
+    h, w = size_hw
+    grid = rng.choice(np.asarray(classes, np.uint8), size=(h // block, w // block))
+    return np.kron(grid, np.ones((block, block), np.uint8)).astype(np.uint8)
+
+
+def scene_features(rng, spec: LayerSpec, name: str, n_steps: int, label_HW: np.ndarray) -> np.ndarray:
+    """[S, C, h, w] float16 that shows the scene: a per-class direction plus noise growing with
+    the step; xattn maps peak on their class."""
+    h, w = spec.size
+    small_hw = label_HW[:: spec.stride, :: spec.stride][:h, :w].astype(np.int64) % NUM_CLASSES
+    if spec.kind == "xattn":
+        onehot = np.eye(spec.channels, dtype=np.float32)[small_hw % spec.channels].transpose(2, 0, 1)
+        x = 0.6 * onehot[None] + 0.1 * rng.random((n_steps, spec.channels, h, w))
+    else:
+        emb_KC = np.random.default_rng(len(name) * 131 + spec.channels).standard_normal((NUM_CLASSES, spec.channels))
+        base_Chw = emb_KC[small_hw].transpose(2, 0, 1)
+        noise = rng.standard_normal((n_steps, spec.channels, h, w))
+        x = base_Chw[None] + (0.3 + 0.3 * np.arange(n_steps)[:, None, None, None]) * noise
+    return x.astype(np.float16)
+
+
+def label_features(rng, spec: LayerSpec, n_steps: int, label_HW: np.ndarray, signal: float) -> np.ndarray:
+    """[S, C, h, w] float16: unit noise + signal * the label's one-hot average-pooled to the
+    layer's stride (channels beyond the 19 classes pure noise)."""
+    stride, C = spec.stride, spec.channels
+    h, w = label_HW.shape[0] // stride, label_HW.shape[1] // stride
+    feats = rng.standard_normal((n_steps, C, h, w)).astype(np.float32)
+    if signal:
+        onehot = np.zeros((C, *label_HW.shape), np.float32)
+        for c in range(min(C, NUM_CLASSES)):
+            onehot[c] = label_HW == c
+        feats += signal * onehot.reshape(C, h, stride, w, stride).mean(axis=(2, 4))[None]
+    return feats.astype(np.float16)
+
+
 def sample_arrays(
-    rng: np.random.Generator,
-    layers: dict[str, schema.LayerSpec],
-    n_steps: int,
-    branches: list[str],
-    label_HW: np.ndarray,
+    rng, specs: Mapping[str, LayerSpec], names: Sequence[str], n_steps: int, label_HW, features: str, signal: float
 ) -> dict[str, np.ndarray]:
-    """Features that depend on the label (a per-class direction plus noise), so pictures of
-    them show the scene; xattn maps peak on their class."""
+    """{"<branch>/<layer>": features of one sample} for the arrays `names`, drawn in that order."""
     out = {}
-    for name, spec in layers.items():
-        h, w = spec.size
-        small_hw = label_HW[:: spec.stride, :: spec.stride][:h, :w].astype(np.int64) % 19
-        emb_KC = np.random.default_rng(len(name) * 131 + spec.channels).standard_normal((19, spec.channels))
-        for b in branches:
-            if spec.kind == "xattn":
-                onehot = np.eye(spec.channels, dtype=np.float32)[small_hw % spec.channels].transpose(2, 0, 1)
-                x = 0.6 * onehot[None] + 0.1 * rng.random((n_steps, spec.channels, h, w))
-            else:
-                base_Chw = emb_KC[small_hw].transpose(2, 0, 1)
-                x = base_Chw[None] + (0.3 + 0.3 * np.arange(n_steps)[:, None, None, None]) * rng.standard_normal(
-                    (n_steps, spec.channels, h, w)
-                )
-            out[schema.feature_name(b, name)] = x.astype(np.float16)
+    for name in names:
+        layer = schema.split_name(name)[1]
+        if features == "scene":
+            out[name] = scene_features(rng, specs[layer], layer, n_steps, label_HW)
+        elif features == "label":
+            out[name] = label_features(rng, specs[layer], n_steps, label_HW, signal)
+        else:
+            raise ValueError(f"features must be scene or label: {features!r}")
     return out
 
 
 def make_cache(
     path: str | Path,
-    n: int,
-    model: str = "tiny",
-    resolution: tuple[int, int] = (64, 64),
-    save_steps: tuple[int, ...] = (60, 20, 1),
-    branches: tuple[str, ...] = ("uncond", "cond"),
+    n: int = 6,
+    *,
+    unet: Mapping = TINY,
+    layers: Sequence[str] = DEFAULT_LAYERS,
     xattn_classes: int = 0,
+    resolution: tuple[int, int] = (64, 64),
+    save_steps: Sequence[int] = (60, 20, 1),
+    branches: Sequence[str] = ("uncond", "cond"),
+    cond_only: Sequence[str] = (),
     kind: str = "train",
+    dataset: str = "demo",
+    split: str | None = None,
+    fingerprint: str = "5e" * 8,
+    labels: str = "street",
+    classes: Sequence[int] = tuple(range(8)),
+    block: int = 16,
+    features: str = "scene",
+    signal: float = 0.0,
+    orig_scale: int | None = None,
+    ids: list[str] | None = None,
     write: int | None = None,
     seed: int = 0,
-) -> CacheWriter:
-    """A cache of n samples, the first `write` (default all) of them written; eval caches
-    get original labels of varying size (up to 1.5x the resolution)."""
-    layers = layer_set(model, resolution, xattn_classes)
-    attrs = synthetic_attrs(layers, list(save_steps), list(branches), resolution, kind, seed)
+) -> Path:
+    """A synthetic cache of n samples at `path`, the first `write` (default all) written; -> path.
+    `xattn_classes` > 0 adds up3.xattn1 with that many channels."""
+    names = list(layers) + (["up3.xattn1"] if xattn_classes else [])
+    specs = layer_specs(unet, names, resolution, xattn_classes)
+    record = synthetic_record(
+        specs,
+        n=n,
+        save_steps=save_steps,
+        branches=branches,
+        resolution=resolution,
+        kind=kind,
+        dataset=dataset,
+        split=split,
+        fingerprint=fingerprint,
+        seed=seed,
+        classes=tuple(range(xattn_classes)) if xattn_classes else tuple(range(NUM_CLASSES)),
+    )
     arrays = {
-        schema.feature_name(b, k): ((len(save_steps), s.channels, *s.size), np.float16)
-        for b in branches
-        for k, s in layers.items()
+        name: shape
+        for name, shape in feature_arrays(record).items()
+        if schema.split_name(name)[0] == "cond" or schema.split_name(name)[1] not in cond_only
     }
+    scale = orig_scale if orig_scale is not None or labels != "blocks" else 2  # block labels scale exactly
     W, H = resolution
-    orig_max = (H * 3 // 2, W * 3 // 2) if kind == "eval" else None
-    ids = [f"city/img_{k:05d}" for k in range(n)]
-    writer = CacheWriter.create(path, attrs, ids, arrays, orig_label_max=orig_max)
+    orig_max = None
+    if kind == "eval":
+        orig_max = (H * 3 // 2, W * 3 // 2) if scale is None else (H * scale, W * scale)
+    ids = ids or [f"city/img_{k:05d}" for k in range(n)]
+    writer = CacheWriter.create(path, record, ids, arrays, orig_label_max=orig_max)
+    stream = np.random.default_rng(seed)  # labels="blocks": one stream for the whole cache
     for i in range(n if write is None else write):
-        rng = np.random.default_rng([seed, i])
-        label = sample_label(rng, (H, W))
-        feats = sample_arrays(rng, layers, len(save_steps), list(branches), label)
+        rng = stream if labels == "blocks" else np.random.default_rng([seed, i])
+        label = block_label(rng, (H, W), classes, block) if labels == "blocks" else street_label(rng, (H, W))
+        feats = sample_arrays(rng, specs, sorted(arrays), len(save_steps), label, features, signal)
         orig = None
-        if orig_max:
-            orig = sample_label(rng, (H + int(rng.integers(0, H // 2 + 1)), W + int(rng.integers(0, W // 2 + 1))))
+        if kind == "eval" and scale is not None:
+            orig = np.kron(label, np.ones((scale, scale), np.uint8))
+        elif kind == "eval":
+            orig = street_label(rng, (H + int(rng.integers(0, H // 2 + 1)), W + int(rng.integers(0, W // 2 + 1))))
         writer.write_sample(i, feats, label, orig)
-    return writer
+    return Path(path)
+
+
+def poison_sample(path: str | Path, name: str, i: int) -> None:
+    """Overwrite sample i of array `name` with NaN, bypassing the writer's finite check (tests)."""
+    arr = store.array(CacheWriter.open(path).group, name)
+    arr[i] = np.full(arr.shape[1:], np.nan, dtype=arr.dtype)

@@ -2,7 +2,7 @@
 
 Concurrency model (DESIGN.md "Distributed extraction"): one coordinating process calls
 `CacheWriter.create` (which creates the group, or checks an existing one and opens it
-for resume) and later `update_attrs`; any number of worker processes write disjoint
+for resume) and later `update_record`; any number of worker processes write disjoint
 samples with `write_sample`/`mark_skipped` on a writer they received pickled or opened
 with `CacheWriter.open`. Every sample owns its own chunk of every array, so writers never
 touch the same file, and zarr's LocalStore writes each chunk file atomically (temp file +
@@ -12,14 +12,16 @@ sample pending, and the rerun rewrites it byte for byte.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zarr
 
-import diffseg
 from diffseg.cache import schema, status, store
+from diffseg.cache.record import CacheRecord, read_record, resume_difference
+from diffseg.core.classes import IGNORE
 from diffseg.core.errors import CacheMismatch, DiffsegError
 
 
@@ -30,46 +32,43 @@ class CacheWriter:
         self.path = path
         self._group: zarr.Group | None = None
         self._arrays: dict[str, zarr.Array] = {}
-        attrs = dict(self.group.attrs)
-        if attrs.get("format_version") != schema.FORMAT_VERSION:
-            raise DiffsegError(f"{path} is not a diffseg cache of format version {schema.FORMAT_VERSION}")
-        self.attrs = attrs
+        self.record: CacheRecord = read_record(path, self.group.attrs)
         missing = [k for k in (schema.IDS, schema.STATUS) if k not in self.group]
         if missing:
             raise DiffsegError(f"{path} is a damaged cache: the {' and '.join(missing)} array is missing")
-        self.ids: list[str] = [str(s) for s in self.group[schema.IDS][:]]
+        self.ids: list[str] = [str(s) for s in np.asarray(store.array(self.group, schema.IDS)[:])]
         self.n = len(self.ids)
         self.feature_names = sorted(k for k in _array_names(self.group) if "/" in k)
         self.eval_cache = schema.ORIG_LABELS in _array_names(self.group)
-        self.label_shape = tuple(self.group[schema.LABELS].shape[1:])
+        self.label_shape = tuple(store.array(self.group, schema.LABELS).shape[1:])
 
     # -- opening ------------------------------------------------------------------------
     @classmethod
     def create(
         cls,
         path: str | Path,
-        attrs: dict[str, Any],
+        record: CacheRecord,
         ids: list[str],
-        arrays: dict[str, tuple[tuple[int, ...], Any]],
+        arrays: dict[str, tuple[tuple[int, ...], Any]] | None = None,
         orig_label_max: tuple[int, int] | None = None,
     ) -> CacheWriter:
-        """Create the cache at `path`, or open an existing one with the same config for resume.
+        """Create the cache at `path`, or open an existing one with the same record for resume
+        (RESUME_FIELDS, the ids and the arrays must match).
 
-        attrs: at least schema.REQUIRED_ATTRS; format_version, diffseg_version, codec,
-        samples, skipped and timings are filled in. arrays: {"<branch>/<layer>":
-        (per_sample_shape (S, C, h, w), dtype)}; labels are [H, W] from attrs["resolution"]
-        ([W, H]). orig_label_max: (Hmax, Wmax) for evaluation caches.
+        record.samples == len(ids). arrays: {"<branch>/<layer>": (per_sample_shape (S, C, h, w),
+        dtype)}; default: every branch holds every layer of the record, float16. Labels are [H, W]
+        from record.resolution ([W, H]). orig_label_max: (Hmax, Wmax) for evaluation caches.
         """
-        missing = [k for k in schema.REQUIRED_ATTRS if k not in attrs]
-        assert not missing, f"cache attrs lack {missing}"
-        full = schema.jsonable(_complete_attrs(attrs, len(ids)))
+        assert record.samples == len(ids), f"record.samples {record.samples} != {len(ids)} ids"
+        if arrays is None:
+            arrays = feature_arrays(record)
         if store.is_cache(path):
-            return cls._resume(path, full, ids, arrays)
+            return cls._resume(path, record, ids, arrays)
         if store.is_local(path):
             p = store.local_path(path)
             if p.exists() and (not p.is_dir() or any(p.iterdir())):
                 raise DiffsegError(f"{path} exists and is not a diffseg cache: use another --out or delete it")
-        _create_group(path, full, ids, arrays, orig_label_max)
+        _create_group(path, record, ids, arrays, orig_label_max)
         return cls(path)
 
     @classmethod
@@ -78,20 +77,20 @@ class CacheWriter:
         return cls(path)
 
     @classmethod
-    def _resume(cls, path, full: dict, ids: list[str], arrays: dict) -> CacheWriter:
-        old = dict(store.open_group(path, "r").attrs)
-        if old.get("format_version") is None:
+    def _resume(cls, path, record: CacheRecord, ids: list[str], arrays: dict) -> CacheWriter:
+        attrs = store.open_group(path, "r").attrs
+        if attrs.get("format_version") is None:
             raise DiffsegError(
                 f"{path} is a Zarr group without diffseg attributes (not a cache, or its creation "
                 "was interrupted): use another --out or delete it"
             )
-        writer = None
-        diff = schema.resume_difference(old, full)
+        writer = cls(path)
+        diff = resume_difference(writer.record, record) or schema.ids_difference(writer.ids, list(ids))
         if diff is None:
-            writer = cls(path)
-            diff = schema.ids_difference(writer.ids, list(ids))
-        if diff is None:
-            have = {k: (tuple(writer.group[k].shape[1:]), str(writer.group[k].dtype)) for k in writer.feature_names}
+            have = {
+                k: (tuple(store.array(writer.group, k).shape[1:]), str(store.array(writer.group, k).dtype))
+                for k in writer.feature_names
+            }
             want = {k: (tuple(s), str(np.dtype(d))) for k, (s, d) in arrays.items()}
             diff = schema.first_difference(have, want, "arrays") if have != want else None
         if diff is not None:
@@ -116,7 +115,7 @@ class CacheWriter:
 
     def _array(self, name: str) -> zarr.Array:
         if name not in self._arrays:
-            self._arrays[name] = self.group[name].with_config(store.WRITE_CONFIG)
+            self._arrays[name] = store.array(self.group, name).with_config(store.WRITE_CONFIG)
         return self._arrays[name]
 
     @property
@@ -142,23 +141,25 @@ class CacheWriter:
             self._array(name)[i] = arrays[name]
         self._array(schema.LABELS)[i] = label
         if self.eval_cache:
+            assert orig_label is not None  # _check_sample refused an evaluation sample without it
             h, w = orig_label.shape
-            padded = np.full(self._array(schema.ORIG_LABELS).shape[1:], schema.IGNORE, np.uint8)
+            padded = np.full(self._array(schema.ORIG_LABELS).shape[1:], IGNORE, np.uint8)
             padded[:h, :w] = orig_label
             self._array(schema.ORIG_LABELS)[i] = padded
             self._array(schema.ORIG_SIZES)[i] = np.array([h, w], np.int32)
         self._array(schema.STATUS)[i] = schema.COMPLETE
 
     def mark_skipped(self, i: int) -> None:
-        """Mark sample i as skipped (a bad input); the coordinator records the reason in attrs."""
+        """Mark sample i as skipped (a bad input); the coordinator records the reason in the record."""
         self._check_index(i)
         self._array(schema.STATUS)[i] = schema.SKIPPED
 
-    def update_attrs(self, **kv: Any) -> None:
-        """Replace the given top-level attributes (coordinating process only)."""
+    def update_record(self, **changes: Any) -> None:
+        """Replace the given record fields, e.g. skipped, timings, host (coordinating process only)."""
         group = store.open_group(self.path, "r+")  # fresh: never write back stale attributes
-        group.attrs.update(schema.jsonable(kv))
-        self.attrs = dict(group.attrs)
+        record = dataclasses.replace(read_record(self.path, group.attrs), **changes)
+        group.attrs.update(record.to_dict())
+        self.record = record
 
     # -- checks -------------------------------------------------------------------------
     def _check_index(self, i: int) -> None:
@@ -204,35 +205,31 @@ def _array_names(group: zarr.Group) -> list[str]:
     return names
 
 
-def _complete_attrs(attrs: dict, n: int) -> dict:
-    full = {
-        "format_version": schema.FORMAT_VERSION,
-        "diffseg_version": diffseg.__version__,
-        "codec": store.CODEC_ATTRS,
-        "samples": n,
-        "skipped": [],
-        "timings": {},
+def feature_arrays(record: CacheRecord) -> dict[str, tuple[tuple[int, ...], str]]:
+    """{"<branch>/<layer>": ((S, C, h, w), "float16")} for every branch and layer of the record."""
+    S = len(record.save_steps)
+    return {
+        schema.feature_name(b, name): ((S, spec.channels, *spec.size), "float16")
+        for b in record.branches
+        for name, spec in record.layers.items()
     }
-    full.update(attrs)
-    full["dataset"] = {"label_space": schema.LABEL_SPACE, "info": {}, **attrs["dataset"]}
-    return full
 
 
-def _create_group(path, attrs: dict, ids: list[str], arrays: dict, orig_label_max) -> None:
+def _create_group(path, record: CacheRecord, ids: list[str], arrays: dict, orig_label_max) -> None:
     """Arrays first, attributes last: a group without format_version was never finished."""
     n = len(ids)
     group = zarr.open_group(store.store_for(path, read_only=False), mode="w", zarr_format=3)
     ids_arr = group.create_array(schema.IDS, shape=(n,), chunks=(max(n, 1),), dtype=str, overwrite=True)
     if n:
         ids_arr[:] = np.array(ids, dtype=object).astype(str)
-    w, h = attrs["resolution"]
+    w, h = record.resolution
     store.create_label_array(group, schema.LABELS, n, (h, w))
     for name, (shape, dtype) in sorted(arrays.items()):
         branch, layer = schema.split_name(name)
-        assert branch in attrs["branches"] and layer in attrs["layers"], f"{name} not in attrs branches/layers"
+        assert branch in record.branches and layer in record.layers, f"{name} not in the record's branches/layers"
         store.create_feature_array(group, name, n, tuple(shape), np.dtype(dtype))
     if orig_label_max is not None:
         store.create_label_array(group, schema.ORIG_LABELS, n, tuple(orig_label_max))
         store.create_small_array(group, schema.ORIG_SIZES, n, (2,), np.int32)
     store.create_small_array(group, schema.STATUS, n, (), np.uint8)
-    group.attrs.update(attrs)
+    group.attrs.update(record.to_dict())

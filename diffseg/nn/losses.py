@@ -19,9 +19,9 @@ from dataclasses import asdict, dataclass, fields
 import torch
 from torch.nn import functional as F
 
+from diffseg.core.classes import IGNORE
 from diffseg.core.errors import DiffsegError
 
-IGNORE = 255
 CONSISTENCY = ("l2", "kl", "none")
 
 

@@ -2,25 +2,19 @@
 tapped, and how the inversion runs (METHOD.md §2-3). The config is also the record written
 into every cache, so it round-trips through JSON (`from_dict(to_dict(c)) == c`).
 
-Layer names: "up{i}.res{j}" (conv2 output of up_blocks[i].resnets[j]), "up{i}.blk{j}"
-(output tokens of up_blocks[i].attentions[j].transformer_blocks[0]), "up{i}.xattn{j}"
-(cross-attention maps of that block's attn2, one per active class).
+Layer names ("up{i}.res{j}", "up{i}.blk{j}", "up{i}.xattn{j}") are read by core/layers.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass
 
 from diffseg.core.errors import DiffsegError
+from diffseg.core.layers import KINDS, N_PER_BLOCK, layer_name, parse_layer
 from diffseg.core.records import from_record
 
-KINDS = ("res", "blk", "xattn")
-N_UP_BLOCKS = 4  # SD 2.1 and tiny: up_blocks 0..3, up_blocks[0] without attention
-N_PER_BLOCK = 3  # layers_per_block = 2 -> 3 resnets / transformers per up block
 ENCODE_MODES = ("mean", "sample")
-_LAYER_RE = re.compile(r"^up(\d+)\.(res|blk|xattn)(\d+)$")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -93,23 +87,6 @@ def validate(cfg: TrajectoryConfig) -> None:
         raise DiffsegError(f"eta must be >= 0: {cfg.eta}")
     if cfg.encode not in ENCODE_MODES:
         raise DiffsegError(f"encode must be one of {', '.join(ENCODE_MODES)}: {cfg.encode!r}")
-
-
-def parse_layer(name: str) -> tuple[int, str, int]:
-    """'up2.res1' -> (2, 'res', 1). Raises DiffsegError for unknown names."""
-    m = _LAYER_RE.match(str(name))
-    if m is None:
-        raise DiffsegError(f"unknown layer name {name!r} (expected up<i>.res<j>|blk<j>|xattn<j>)")
-    i, kind, j = int(m.group(1)), m.group(2), int(m.group(3))
-    if not (0 <= i < N_UP_BLOCKS and 0 <= j < N_PER_BLOCK):
-        raise DiffsegError(f"layer {name!r} out of range (up0-up{N_UP_BLOCKS - 1}, j 0-{N_PER_BLOCK - 1})")
-    if i == 0 and kind != "res":
-        raise DiffsegError(f"layer {name!r}: up_blocks[0] has no attention, only res layers")
-    return i, kind, j
-
-
-def layer_name(i: int, kind: str, j: int) -> str:
-    return f"up{i}.{kind}{j}"
 
 
 def positions_of(layers) -> tuple[tuple[int, int], ...]:

@@ -25,26 +25,16 @@ import torch
 
 from diffseg.core.classes import CLASS_NAMES, NUM_CLASSES
 from diffseg.core.errors import DiffsegError
+from diffseg.core.layers import LayerSpec, layer_specs, parse_layer
 from diffseg.pipeline import prompts, seeding
 from diffseg.pipeline.attention import configure_attention
-from diffseg.pipeline.config import TrajectoryConfig, parse_layer
+from diffseg.pipeline.config import TrajectoryConfig
 from diffseg.pipeline.encode import encode
 from diffseg.pipeline.inversion import eta_at, inversion_step, model_eps
 from diffseg.pipeline.multidiffusion import class_masks, masked_average, present_classes
 from diffseg.pipeline.taps import FeatureTaps, class_maps
 
 GRAD_MODES = ("inference", "no_grad")
-
-
-@dataclass(frozen=True, kw_only=True)
-class LayerSpec:
-    kind: str  # "res" | "blk" | "xattn"
-    stride: int  # image px per feature px
-    channels: int
-    size: tuple[int, int]  # (h, w) at the given resolution
-
-    def to_dict(self) -> dict:
-        return {"kind": self.kind, "stride": self.stride, "channels": self.channels, "size": list(self.size)}
 
 
 def _grad_context(grad_mode: str):
@@ -101,23 +91,9 @@ class FeatureExtractor:
 
     # -- description ------------------------------------------------------------------------
     def layer_specs(self, resolution) -> dict[str, LayerSpec]:
-        """Per layer: kind, stride, channels and (h, w) at resolution (W, H)."""
-        W, H = resolution
-        unet, vae = self.models.unet, self.models.vae
-        vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
-        specs = {}
-        for name in self.cfg.layers:
-            i, kind, j = parse_layer(name)
-            ups_after = sum(1 for b in unet.up_blocks[i:] if getattr(b, "upsamplers", None))
-            stride = vae_factor * 2**ups_after
-            if kind == "res":
-                ch = unet.up_blocks[i].resnets[j].conv2.out_channels
-            elif kind == "blk":
-                ch = unet.up_blocks[i].attentions[j].transformer_blocks[0].attn1.to_out[0].out_features
-            else:
-                ch = len(self.classes)
-            specs[name] = LayerSpec(kind=kind, stride=stride, channels=ch, size=(H // stride, W // stride))
-        return specs
+        """Per layer: kind, stride, channels and (h, w) at resolution (W, H), from the U-Net's config."""
+        vae_stride = 2 ** (len(self.models.vae.config.block_out_channels) - 1)
+        return layer_specs(self.models.unet.config, self.cfg.layers, resolution, len(self.classes), vae_stride)
 
     def prompt_record(self) -> dict:
         """The text side, for cache attributes."""

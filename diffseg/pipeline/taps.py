@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from diffseg.core.errors import DiffsegError
-from diffseg.pipeline.config import parse_layer
+from diffseg.core.layers import parse_layer
 
 
 class XattnCaptureProcessor:

@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from diffseg.pipeline.config import parse_layer
+from diffseg.core.layers import parse_layer
 
 # GTAV -> Cityscapes mIoU (%) of the paper's Table IV.
 PAPER_TABLE4: dict[str, float] = {

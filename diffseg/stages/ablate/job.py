@@ -53,7 +53,9 @@ def cache_layout(cache: Path) -> CacheLayout:
             f"--branches uncond,cond"
         )
     return CacheLayout(
-        layers=reader.attrs["layers"], branch_layers=held, save_steps=tuple(int(t) for t in reader.attrs["save_steps"])
+        layers={name: spec.to_dict() for name, spec in reader.record.layers.items()},
+        branch_layers=held,
+        save_steps=reader.record.save_steps,
     )
 
 

@@ -40,9 +40,8 @@ def predict_cached(run: Path, cache: Path, n: int, device: str) -> list[tuple[np
     model, _ = load_segmentor(record, dev)
     reader = CacheReader(cache)
     data = FeatureDataset(str(cache), ("uncond",), target.layers, target.step_indices)
-    ds_attrs = reader.attrs["dataset"]
-    w, h = reader.attrs["resolution"]
-    ds = open_dataset("demo", split=ds_attrs["split"], demo_size=(w, h))
+    w, h = reader.record.resolution
+    ds = open_dataset("demo", split=reader.record.dataset.split, demo_size=(w, h))
     by_id = {sid: k for k, sid in enumerate(ds.ids)}
     rows = []
     for pos in range(min(n, len(data))):

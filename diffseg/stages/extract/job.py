@@ -6,7 +6,7 @@ Zarr feature cache (DESIGN.md "The feature cache", "Distributed extraction").
     3. start     model build (in-process) or cluster + per-worker build  extract_worker/_dask.py
     4. create    cache created, or an existing one checked and resumed   diffseg.cache
     5. extract   pending samples; bad ones skipped, recorded, counted    extract_worker.py
-    6. record    skipped samples, timings and host into the attributes
+    6. record    skipped samples, timings and host into the cache record
 
 Progress and warnings go to stderr; the report (sizes, start-up, summary) to stdout.
 """
@@ -21,8 +21,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from diffseg.core.errors import DataError, DiffsegError
+from diffseg.core.layers import LayerSpec, layer_specs
 from diffseg.stages.extract import sizes
-from diffseg.stages.extract.plan import ExtractPlan, build_plan, extract_attrs, sample_ids
+from diffseg.stages.extract.plan import ExtractPlan, build_plan, extract_record, sample_ids
 from diffseg.stages.extract.worker import Outcome, open_plan_dataset
 
 
@@ -76,12 +77,10 @@ def existing_status(out: Path, n: int) -> int:
     return int((status != PENDING).sum()) if len(status) == n else 0
 
 
-def planned_specs(plan: ExtractPlan) -> dict[str, dict]:
+def planned_specs(plan: ExtractPlan) -> dict[str, LayerSpec]:
     from diffseg.pipeline.models import unet_config
 
-    return sizes.specs_from_unet_config(
-        unet_config(plan.model), plan.trajectory.layers, plan.resolution, len(plan.classes)
-    )
+    return layer_specs(unet_config(plan.model), plan.trajectory.layers, plan.resolution, len(plan.classes))
 
 
 def dry_run_report(plan: ExtractPlan) -> dict:
@@ -123,39 +122,30 @@ def run(plan: ExtractPlan, models=None, progress: bool = True) -> dict:
 
 
 def _model_info(models, extractor, plan: ExtractPlan) -> dict:
-    """attrs["model"] and attrs["layers"] from the loaded model (the authority on shapes)."""
-    specs = extractor.layer_specs(resolution=plan.resolution)
-    layers = {n: specs[n].to_dict() for n in plan.trajectory.layers}
-    model = {"name": models.name, "fingerprint": models.fingerprint, "prediction_type": models.prediction_type}
-    return {"model": model, "layers": layers}
+    """The record's model and layers from the loaded model (the authority on shapes)."""
+    from diffseg.cache import ModelRecord
+
+    model = ModelRecord(name=models.name, fingerprint=models.fingerprint, prediction_type=models.prediction_type)
+    return {"model": model, "layers": extractor.layer_specs(resolution=plan.resolution)}
 
 
 def create_cache(plan: ExtractPlan, samples: Samples, info: dict):
     """Create the store (or check and reopen it for resume): the run's first write."""
-    from diffseg.cache import CacheWriter
+    from diffseg.cache import CacheRecord, CacheWriter, DatasetRecord
 
-    ds = samples.dataset
-    attrs = {
-        "model": info["model"],
-        "dataset": {
-            "name": plan.dataset,
-            "split": plan.split,
-            "label_space": "cityscapes19",
-            "info": dict(getattr(ds, "info", {}) or {}),
-        },
-        "extract": extract_attrs(plan, samples.image_ids),
-        "layers": info["layers"],
-        "save_steps": list(plan.trajectory.save_steps),
-        "branches": list(plan.branches),
-        "kind": plan.kind,
-        "resolution": list(plan.resolution),
-    }
-    S = len(plan.trajectory.save_steps)
-    arrays = {}
-    for branch, layer in plan.array_names():
-        sp = info["layers"][layer]
-        arrays[f"{branch}/{layer}"] = ((S, sp["channels"], *sp["size"]), "float16")
-    return CacheWriter.create(plan.out, attrs, samples.ids, arrays, orig_label_max=samples.orig_max)
+    record = CacheRecord(
+        kind=plan.kind,
+        model=info["model"],
+        dataset=DatasetRecord(
+            name=plan.dataset, split=plan.split, info=dict(getattr(samples.dataset, "info", {}) or {})
+        ),
+        extract=extract_record(plan, samples.image_ids),
+        layers={n: info["layers"][n] for n in plan.trajectory.layers},
+        branches=plan.branches,
+        resolution=plan.resolution,
+        samples=len(samples.ids),
+    )
+    return CacheWriter.create(plan.out, record, samples.ids, orig_label_max=samples.orig_max)
 
 
 def _host(plan: ExtractPlan, workers: int | None) -> dict:
@@ -180,7 +170,7 @@ class Recorder:
         from tqdm import tqdm
 
         self.plan, self.writer = plan, writer
-        self.skipped = list(writer.attrs.get("skipped", []))
+        self.skipped = list(writer.record.skipped)
         self.written = self.bad = 0
         self.bar = tqdm(
             total=len(samples.ids),
@@ -195,6 +185,8 @@ class Recorder:
         self.t0 = time.perf_counter()
 
     def add(self, outcomes: list[Outcome]) -> None:
+        from diffseg.cache import SkippedSample
+
         new_skips = []
         for out in outcomes:
             if out.written:
@@ -205,11 +197,12 @@ class Recorder:
                 raise DiffsegError(f"bad sample {out.id}: {out.reason} (--strict stops at the first)")
             self.bad += 1
             self.bar.write(f"warning: skipped sample {out.id}: {out.reason}", file=sys.stderr)
-            new_skips.append({"id": out.id, "reason": out.reason})
+            assert out.reason is not None  # an outcome not written says why
+            new_skips.append(SkippedSample(id=out.id, reason=out.reason))
         if new_skips:
-            known = {s["id"] for s in self.skipped}
-            self.skipped += [s for s in new_skips if s["id"] not in known]
-            self.writer.update_attrs(skipped=self.skipped)
+            known = {s.id for s in self.skipped}
+            self.skipped += [s for s in new_skips if s.id not in known]
+            self.writer.update_record(skipped=tuple(self.skipped))
         self.bar.update(len(outcomes))
 
     def finish(self, startup: dict, workers: int | None) -> dict:
@@ -222,7 +215,7 @@ class Recorder:
             "samples_per_s": round(rate, 4),
             "samples_written": self.written,
         }
-        self.writer.update_attrs(timings=timings, host=_host(self.plan, workers), skipped=self.skipped)
+        self.writer.update_record(timings=timings, host=_host(self.plan, workers), skipped=tuple(self.skipped))
         nbytes = sum(f.stat().st_size for f in Path(self.plan.out).rglob("*") if f.is_file())
         print(
             f"done: {self.written} samples written, {self.bad} skipped this run "

@@ -1,5 +1,5 @@
 """Stage one planning: the CLI options resolved into one frozen `ExtractPlan` (DESIGN.md
-"Command line" defaults), plus the attributes that record it in the cache.
+"Command line" defaults), plus the part of the cache record that records it.
 
 Everything a worker needs to redo any sample is in the plan, so a plan is the only thing
 sent to dask workers besides sample indices. Pure: no model, no dataset, no zarr.
@@ -233,47 +233,38 @@ def sample_ids(image_ids: list[str], views: int) -> list[str]:
     return [f"{i}#v{k}" for i in image_ids for k in range(views)]
 
 
-def extract_attrs(plan: ExtractPlan, image_ids: list[str]) -> dict:
-    """attrs["extract"]: the full config that decides every array (compared on resume)."""
-    from diffseg.cache.store import CODEC_ATTRS
+def views_rule(plan: ExtractPlan):
+    """How each image became the VAE input (views.py), as the cache records it."""
+    from diffseg.cache import ViewsRule
+    from diffseg.stages.extract.views import CAT_MAX_RATIO, CAT_REDRAWS
+
+    if plan.kind == "train":
+        return ViewsRule(mode="crop", scale=plan.scale, cat_max_ratio=CAT_MAX_RATIO, redraws=CAT_REDRAWS, flip=True)
+    return ViewsRule(mode="resize")
+
+
+def extract_record(plan: ExtractPlan, image_ids: list[str]):
+    """The cache record's `extract`: the full config that decides every array (compared on resume)."""
+    from diffseg.cache import ExtractRecord
     from diffseg.core.classes import CLASS_NAMES
     from diffseg.pipeline.prompts import DEFAULT_DESCRIPTIONS, TEMPLATE, class_prompt, uncond_prompt
 
     descs = plan.descriptions or DEFAULT_DESCRIPTIONS
-    traj = plan.trajectory
-    return {
-        "preset": plan.preset,
-        "trajectory": traj.to_dict(),
-        "steps": list(traj.steps),
-        "save_steps": list(traj.save_steps),
-        "layers": list(traj.layers),
-        "kinds": list(traj.kinds),
-        "eta_window": list(traj.eta_window),
-        "seed": traj.seed,
-        "resolution": list(plan.resolution),
-        "scale": None if plan.scale is None else list(plan.scale),
-        "views": plan.views,
-        "branches": list(plan.branches),
-        "uncond_prompt": plan.uncond_prompt,
-        "uncond_prompt_text": uncond_prompt(plan.uncond_prompt, plan.classes),
-        "prompt_template": TEMPLATE,
-        "classes": list(plan.classes),
-        "class_names": [CLASS_NAMES[c] for c in plan.classes],
-        "class_prompts": {CLASS_NAMES[c]: class_prompt(c, descs) for c in plan.classes},
-        "compute_dtype": plan.compute_dtype,
-        "dtype": "float16",
-        "codec": dict(CODEC_ATTRS),
-        "views_rule": (
-            "image fitted inside scale (bilinear, antialiased; label nearest), seeded crop "
-            "redrawn up to 10 times while one class covers >= 0.75 of its labelled pixels "
-            "(mmseg cat_max_ratio 0.75; last draw kept), and seeded horizontal flip"
-            if plan.kind == "train"
-            else "whole image resized to resolution (bilinear, antialiased; label nearest)"
-        ),
-        "limit": plan.limit,
-        "images": len(image_ids),
-        "ids_sha256": hashlib.sha256("\n".join(image_ids).encode()).hexdigest(),
-    }
+    return ExtractRecord(
+        preset=plan.preset,
+        trajectory=plan.trajectory.to_dict(),
+        views=plan.views,
+        views_rule=views_rule(plan),
+        uncond_prompt=plan.uncond_prompt,
+        uncond_prompt_text=uncond_prompt(plan.uncond_prompt, plan.classes),
+        prompt_template=TEMPLATE,
+        classes=plan.classes,
+        class_prompts={CLASS_NAMES[c]: class_prompt(c, descs) for c in plan.classes},
+        compute_dtype=plan.compute_dtype,
+        limit=plan.limit,
+        images=len(image_ids),
+        ids_sha256=hashlib.sha256("\n".join(image_ids).encode()).hexdigest(),
+    )
 
 
 def plan_to_json(plan: ExtractPlan) -> str:

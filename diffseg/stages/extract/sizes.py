@@ -2,9 +2,8 @@
 "--dry-run prints bytes per sample, the total, and the free disk space, and extraction
 refuses to start when the disk cannot hold it").
 
-Layer geometry comes either from the feature extractor (a loaded model) or, for the dry run,
-from the U-Net config alone (`specs_from_unet_config`), so a dry run of SD 2.1 needs no weights:
-up block i has channels reversed(block_out_channels)[i] and stride vae_stride * 2**(n-1-i).
+Layer geometry comes from the U-Net config alone (core/layers.py `layer_specs`), so a dry run
+of SD 2.1 needs no weights.
 """
 
 from __future__ import annotations
@@ -13,44 +12,16 @@ import shutil
 from pathlib import Path
 
 from diffseg.core.errors import DiffsegError
-from diffseg.pipeline.config import parse_layer
-
-VAE_STRIDE = 8  # SD's VAE (and tiny's): 3 downsamplings
+from diffseg.core.layers import LayerSpec
 
 
-def specs_from_unet_config(unet_config: dict, layers, resolution_wh, n_classes: int) -> dict[str, dict]:
-    """{layer: {kind, stride, channels, size: [h, w]}} from a UNet2DConditionModel config."""
-    chans = tuple(unet_config["block_out_channels"])[::-1]
-    up_types = tuple(unet_config["up_block_types"])
-    n = len(chans)
-    out = {}
-    for name in layers:
-        i, kind, j = parse_layer(name)
-        if i >= n or j > unet_config["layers_per_block"]:
-            raise DiffsegError(
-                f"layer {name} does not exist in this U-Net ({n} up blocks, "
-                f"{unet_config['layers_per_block'] + 1} layers each)"
-            )
-        if kind != "res" and not up_types[i].startswith("CrossAttn"):
-            raise DiffsegError(f"layer {name}: up_blocks[{i}] ({up_types[i]}) has no attention")
-        stride = VAE_STRIDE * 2 ** (n - 1 - i)
-        channels = n_classes if kind == "xattn" else chans[i]
-        out[name] = {
-            "kind": kind,
-            "stride": stride,
-            "channels": channels,
-            "size": [resolution_wh[1] // stride, resolution_wh[0] // stride],
-        }
-    return out
-
-
-def feature_bytes(spec: dict, n_steps: int) -> int:
+def feature_bytes(spec: LayerSpec, n_steps: int) -> int:
     """float16 bytes of one sample of one layer: S * C * h * w * 2."""
-    h, w = spec["size"]
-    return n_steps * spec["channels"] * h * w * 2
+    h, w = spec.size
+    return n_steps * spec.channels * h * w * 2
 
 
-def sample_bytes(plan, specs: dict[str, dict], orig_max_hw=None) -> dict:
+def sample_bytes(plan, specs: dict[str, LayerSpec], orig_max_hw=None) -> dict:
     """Bytes of one sample, uncompressed: per branch and layer, labels, total."""
     n_steps = len(plan.trajectory.save_steps)
     per = {b: {n: feature_bytes(specs[n], n_steps) for n in plan.branch_layers(b)} for b in plan.branches}
@@ -91,7 +62,9 @@ def check_disk(out: Path, per_sample: int, n_remaining: int) -> None:
         )
 
 
-def report_lines(plan, specs: dict[str, dict], sizes: dict, n_samples: int, n_remaining: int, free: int) -> list[str]:
+def report_lines(
+    plan, specs: dict[str, LayerSpec], sizes: dict, n_samples: int, n_remaining: int, free: int
+) -> list[str]:
     """The dry-run / start report: per branch and layer, per sample, total, free disk."""
     S = len(plan.trajectory.save_steps)
     lines = [
@@ -103,8 +76,8 @@ def report_lines(plan, specs: dict[str, dict], sizes: dict, n_samples: int, n_re
         for name, nbytes in layers.items():
             sp = specs[name]
             lines.append(
-                f"    {name:<12} [{S}, {sp['channels']}, {sp['size'][0]}, {sp['size'][1]}] "
-                f"stride {sp['stride']:>2}  {human(nbytes)}"
+                f"    {name:<12} [{S}, {sp.channels}, {sp.size[0]}, {sp.size[1]}] "
+                f"stride {sp.stride:>2}  {human(nbytes)}"
             )
     lines.append(
         f"  labels: {human(sizes['labels'])} per sample"

@@ -63,7 +63,7 @@ def load_frozen(record: RunRecord, model: str | None, device: str):
 
 def build_extractor(record: RunRecord, extract: dict, models):
     """FeatureExtractor repeating the training cache's uncond trajectory (`extract`: its
-    attrs["extract"]) for the run's layers and saved steps."""
+    extract config) for the run's layers and saved steps."""
     from diffseg.pipeline.extractor import FeatureExtractor
 
     traj = TrajectoryConfig.from_dict(extract["trajectory"])

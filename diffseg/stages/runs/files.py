@@ -82,18 +82,18 @@ def digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def cache_fingerprint(path: str | Path, attrs: dict, ids: list[str]) -> dict:
-    """What identifies a cache's content for this run's record."""
+def cache_fingerprint(path: str | Path, record, ids: list[str]) -> dict:
+    """What identifies a cache's content (its CacheRecord and ids) for this run's record."""
     return {
         "path": str(Path(path).resolve()),
-        "model": attrs["model"].get("name"),
-        "model_fingerprint": attrs["model"]["fingerprint"],
-        "extract_hash": digest(attrs.get("extract", {})),
+        "model": record.model.name,
+        "model_fingerprint": record.model.fingerprint,
+        "extract_hash": digest(record.extract.to_dict()),
         "ids_hash": digest(list(ids)),
         "samples": len(ids),
-        "dataset": attrs["dataset"].get("name"),
-        "split": attrs["dataset"].get("split"),
-        "kind": attrs.get("kind"),
+        "dataset": record.dataset.name,
+        "split": record.dataset.split,
+        "kind": record.kind,
     }
 
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import torch
 
-from diffseg.cache import CacheReader
+from diffseg.cache import CacheReader, split_name
 from diffseg.nn import Segmentor
 
 
@@ -15,7 +15,7 @@ def held_layers(reader: CacheReader) -> dict[str, list[str]]:
     """{branch: [layers that branch holds]} from the cache's arrays."""
     held: dict[str, list[str]] = {b: [] for b in reader.branches}
     for name in reader.feature_names():
-        branch, _, layer = name.partition("/")
+        branch, layer = split_name(name)
         held.setdefault(branch, []).append(layer)
     return held
 

@@ -2,8 +2,8 @@
 and the extraction config of the cache it was trained on (what an online trajectory must repeat).
 
 The run records (run_dir.py) its TrainConfig and layer specs (config.json) and the training
-cache's fingerprint (caches.json: model name and fingerprint, a hash of attrs["extract"], and
-the full attrs["extract"]: trajectory, prompts), so a run is self-contained. Runs written
+cache's fingerprint (caches.json: model name and fingerprint, a hash of the cache record's
+extract config, and that config in full: trajectory, prompts), so a run is self-contained. Runs written
 before caches.json held "extract" read it from the recorded training cache instead, checked
 against the recorded hash.
 """
@@ -59,7 +59,7 @@ def load_segmentor(record: RunRecord, device: torch.device | str) -> tuple[Segme
 
 
 def train_extract(record: RunRecord) -> dict:
-    """attrs["extract"] of the training cache: as recorded in the run (caches.json), else (runs
+    """The extract config of the training cache: as recorded in the run (caches.json), else (runs
     written before it was recorded there) read from the training cache; either way checked
     against the run's recorded hash."""
     cache = record.cfg.cache
@@ -68,14 +68,14 @@ def train_extract(record: RunRecord) -> dict:
         extract, source = record.train_cache["extract"], f"{record.path / CACHES} (train.extract)"
     else:
         try:
-            attrs = CacheReader(cache).attrs
+            extract = CacheReader(cache).record.extract.to_dict()
         except DiffsegError as err:
             raise DiffsegError(
                 f"{record.path} was trained on {cache}, whose extraction config (trajectory, "
                 f"prompt) it does not record (a run written before runs recorded it) and "
                 f"which cannot be read: {err}"
             ) from err
-        extract, source = attrs.get("extract", {}), str(cache)
+        source = str(cache)
     if recorded is not None and digest(extract) != recorded:
         raise DiffsegError(
             f"{source} changed since {record.path} was trained: extract config hash "
@@ -90,7 +90,7 @@ def extract_config(record: RunRecord) -> dict:
     extract = train_extract(record)
     if "trajectory" not in extract:
         raise DiffsegError(
-            f"{cache} records no trajectory config (attrs['extract']['trajectory']): "
+            f"{cache} records no trajectory config (extract.trajectory): "
             "it was not written by `diffseg extract`, so its features cannot be recomputed"
         )
     return extract
@@ -108,7 +108,7 @@ def run_targets(record: RunRecord, caches: Sequence[str | Path]) -> list[Target]
         reader = CacheReader(path)
         idx = match_eval_cache(
             str(path),
-            reader.attrs,
+            reader.record,
             held_layers(reader).get("uncond", []),
             fingerprint=record.train_cache["model_fingerprint"],
             train_cache=cfg.cache,
@@ -117,7 +117,7 @@ def run_targets(record: RunRecord, caches: Sequence[str | Path]) -> list[Target]
             layer_specs=record.layer_specs,
             save_steps=cfg.save_steps,
         )
-        dataset = reader.attrs["dataset"]["name"]
+        dataset = reader.record.dataset.name
         targets.append(Target(path=str(path), name=name, dataset=dataset, layers=cfg.layers, step_indices=idx))
     return targets
 

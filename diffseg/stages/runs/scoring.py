@@ -30,7 +30,7 @@ class Target:
 
     path: str
     name: str  # column name in the table (the cache folder name)
-    dataset: str  # attrs["dataset"]["name"]
+    dataset: str  # the cache record's dataset.name
     layers: tuple[str, ...]
     step_indices: tuple[int, ...]  # on this cache's S axis, in the run's step order
 

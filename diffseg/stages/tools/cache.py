@@ -1,5 +1,5 @@
-"""`diffseg cache info | verify | show`: what a cache holds, whether every sample reads
-back, and pictures of its features (DESIGN.md "Command line")."""
+"""`diffseg cache info | verify | show | migrate`: what a cache holds, whether every sample reads
+back, pictures of its features (DESIGN.md "Command line"), and format-1 attributes rewritten as format 2."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from diffseg.cache import CacheReader, schema
+from diffseg.core.classes import IGNORE
 
 MAX_LISTED = 20  # problems printed one per line before "... and N more"
 
@@ -28,14 +29,15 @@ def describe(r: CacheReader) -> dict:
             "bytes": int(np.prod(shape)) * 2 if held else 0,
         }
     bps = r.bytes_per_sample()
+    rec = r.record.to_dict()
     return {
         "path": str(r.path),
-        "format_version": r.attrs["format_version"],
-        "diffseg_version": r.attrs.get("diffseg_version"),
-        "kind": r.attrs.get("kind"),
-        "model": r.attrs.get("model"),
-        "dataset": r.attrs.get("dataset"),
-        "resolution": r.attrs.get("resolution"),
+        "format_version": rec["format_version"],
+        "diffseg_version": rec["diffseg_version"],
+        "kind": rec["kind"],
+        "model": rec["model"],
+        "dataset": rec["dataset"],
+        "resolution": rec["resolution"],
         "save_steps": r.save_steps,
         "branches": r.branches,
         "layers": layers,
@@ -45,10 +47,12 @@ def describe(r: CacheReader) -> dict:
         "complete": complete,
         "pending": r.n - complete - skipped,
         "skipped": skipped,
-        "skipped_samples": r.attrs.get("skipped", []),
-        "codec": r.attrs.get("codec"),
-        "extract": r.attrs.get("extract"),
-        "timings": r.attrs.get("timings", {}),
+        "skipped_samples": rec["skipped"],
+        "codecs": rec["codecs"],
+        "sample_hash": rec["sample_hash"],
+        "views": r.record.extract.views_rule.describe(),
+        "extract": rec["extract"],
+        "timings": rec["timings"],
     }
 
 
@@ -81,7 +85,8 @@ def info(cache: Path, as_json: bool) -> int:
         f"model      {m.get('name')}  fingerprint {m.get('fingerprint')}  ({m.get('prediction_type')})",
         f"dataset    {ds.get('name')} / {ds.get('split')}  ({ds.get('label_space')}) {json.dumps(ds.get('info', {}))}",
         f"resolution {W}x{H}   branches {', '.join(d['branches'])}   saved steps {d['save_steps']}",
-        f"codec      {json.dumps(d['codec'])}",
+        f"codecs     {json.dumps(d['codecs'])}",
+        f"views      {d['views']}",
         "config",
         *_extract_lines(d["extract"] or {}),
         "",
@@ -120,7 +125,7 @@ def sample_problems(r: CacheReader, i: int) -> list[str]:
             problems.append(f"{who}: {name} has shape {list(a.shape)}, expected {list(r.array_shape(name))}")
         elif a.dtype.kind == "f" and not np.isfinite(a).all():
             problems.append(f"{who}: {name} holds {int(a.size - np.isfinite(a).sum())} NaN/inf values")
-    bad = np.setdiff1d(np.unique(arrays[schema.LABELS]), np.r_[np.arange(19), schema.IGNORE])
+    bad = np.setdiff1d(np.unique(arrays[schema.LABELS]), np.r_[np.arange(19), IGNORE])
     if bad.size:
         problems.append(f"{who}: labels hold values {bad.tolist()} outside 0..18 and 255")
     if orig is not None and min(orig.shape) == 0:
@@ -165,4 +170,13 @@ def show(cache: Path, out: Path, sample: int) -> int:
     paths = cacheshow.write_pictures(CacheReader(cache), Path(out), sample)
     for p in paths:
         print(p)
+    return 0
+
+
+def migrate(cache: Path) -> int:
+    """Rewrite a format-1 cache's attributes as format 2 (cache/migrate.py)."""
+    from diffseg.cache.migrate import migrate as migrate_cache
+
+    record = migrate_cache(cache)
+    print(f"{cache}: migrated to cache format {record.format_version} ({record.samples} samples; arrays untouched)")
     return 0

@@ -38,7 +38,7 @@ def resolve_config(*, cache: Path, **options) -> tuple[TrainConfig, dict]:
     w_cons = opts.pop("w_cons", default("w_cons"))
     reader = CacheReader(cache)
     held = held_layers(reader)
-    sel = select(str(cache), reader.attrs, held, **pick, w_cond=w_cond, w_uncond=w_uncond)
+    sel = select(str(cache), reader.record, held, **pick, w_cond=w_cond, w_uncond=w_uncond)
     both = len(sel.branches) == 2
     if w_uncond == 0 and consistency != "none" and w_cons > 0 and "cond" in sel.branches:
         raise DiffsegError(

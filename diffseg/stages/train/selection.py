@@ -4,7 +4,7 @@ Default: every layer and saved step that all selected branches hold (the branche
 the weights, so they must feed the same inputs; `xattn` counts only when the
 unconditional branch has it too). `--layers/--save-steps/--kinds/--branches` pick
 subsets; a request the cache cannot satisfy is a CacheMismatch naming both the asked
-value and what the cache holds. Pure functions over the cache attributes and the
+value and what the cache holds. Pure functions over the cache record and the
 {branch: layers} the cache holds.
 
 An evaluation cache must also repeat the training cache's unconditional trajectory
@@ -18,8 +18,13 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from diffseg.core.errors import CacheMismatch, DiffsegError
+from diffseg.core.layers import LayerSpec, layer_kind
+
+if TYPE_CHECKING:  # the record's type only: this module stays free of zarr
+    from diffseg.cache import CacheRecord
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -28,7 +33,7 @@ class Selection:
     layers: tuple[str, ...]  # cache order
     save_steps: tuple[int, ...]  # timesteps, cache order
     step_indices: tuple[int, ...]  # positions of save_steps on the cache's S axis
-    layer_specs: dict  # {layer: {"kind", "stride", "channels", "size"}}
+    layer_specs: dict  # {layer: {"kind", "stride", "channels", "size"}} (LayerSpec.to_dict(), for run records)
 
 
 def _names(values: Sequence) -> str:
@@ -58,23 +63,23 @@ def pick_branches(
 
 def pick_layers(
     cache: str,
-    attrs_layers: Mapping[str, dict],
+    cache_layers: Mapping[str, LayerSpec],
     held: Mapping[str, Sequence[str]],
     branches: Sequence[str],
     asked: Sequence[str] | None,
     kinds: Sequence[str] | None,
 ) -> tuple[str, ...]:
     """Layers every chosen branch holds, filtered by `asked` names and `kinds`, in cache order."""
-    common = [l for l in attrs_layers if all(l in held[b] for b in branches)]
+    common = [l for l in cache_layers if all(l in held[b] for b in branches)]
     if kinds:
-        have = sorted({attrs_layers[l]["kind"] for l in common})
+        have = sorted({cache_layers[l].kind for l in common})
         for k in kinds:
             if k not in have:
                 raise CacheMismatch(
                     f"asked for kind {k}; {cache} holds {_names(have)} "
                     f"in branch{'es' if len(branches) > 1 else ''} {_names(branches)}"
                 )
-        common = [l for l in common if attrs_layers[l]["kind"] in kinds]
+        common = [l for l in common if cache_layers[l].kind in kinds]
     if asked:
         for l in asked:
             if l not in common:
@@ -87,7 +92,7 @@ def pick_layers(
         common = [l for l in common if l in asked]
     if not common:
         raise CacheMismatch(
-            f"no layer selected: asked for {_names(asked or kinds or [])}; {cache} holds {_names(list(attrs_layers))}"
+            f"no layer selected: asked for {_names(asked or kinds or [])}; {cache} holds {_names(list(cache_layers))}"
         )
     return tuple(common)
 
@@ -105,7 +110,7 @@ def pick_steps(
 
 def select(
     cache: str,
-    attrs: Mapping,
+    record: CacheRecord,
     held: Mapping[str, Sequence[str]],
     *,
     branches=None,
@@ -117,51 +122,51 @@ def select(
 ) -> Selection:
     """Resolve the CLI's subset options against a cache."""
     chosen = pick_branches(cache, list(held), branches, w_cond, w_uncond)
-    names = pick_layers(cache, attrs["layers"], held, chosen, layers, kinds)
-    steps, idx = pick_steps(cache, [int(t) for t in attrs["save_steps"]], save_steps)
-    specs = {l: dict(attrs["layers"][l]) for l in names}
+    names = pick_layers(cache, record.layers, held, chosen, layers, kinds)
+    steps, idx = pick_steps(cache, list(record.save_steps), save_steps)
+    specs = {l: record.layers[l].to_dict() for l in names}
     return Selection(branches=chosen, layers=names, save_steps=steps, step_indices=idx, layer_specs=specs)
 
 
-TRAJECTORY_KEYS = ("steps", "eta", "eta_window", "encode", "raw_eps")  # attrs["extract"]["trajectory"]
-PROMPT_KEYS = ("uncond_prompt", "uncond_prompt_text")  # attrs["extract"]
-_ABSENT = object()
+TRAJECTORY_KEYS = ("steps", "eta", "eta_window", "encode", "raw_eps")  # extract["trajectory"]
+PROMPT_KEYS = ("uncond_prompt", "uncond_prompt_text")  # extract
 
 
-def _extract_fields(extract: Mapping, layers: Sequence[str]) -> dict[str, object]:
-    """{"extract.<path>": value (or _ABSENT)} of the fields that decide the uncond features."""
-    traj = extract.get("trajectory", {})
-    fields = {f"extract.trajectory.{k}": traj.get(k, _ABSENT) for k in TRAJECTORY_KEYS}
-    fields.update({f"extract.{k}": extract.get(k, _ABSENT) for k in PROMPT_KEYS})
-    if any(l.split(".")[1].startswith("xattn") for l in layers):
-        fields["extract.classes"] = extract.get("classes", _ABSENT)
+def _extract_fields(cache: str, extract: Mapping, layers: Sequence[str]) -> dict[str, object]:
+    """{"extract.<path>": value} of the fields that decide the uncond features."""
+
+    def need(d: Mapping, key: str, where: str):
+        if key not in d:
+            raise DiffsegError(f"{cache} records no {where}{key}: it was not written by `diffseg extract`")
+        return d[key]
+
+    traj = need(extract, "trajectory", "extract.")
+    fields = {f"extract.trajectory.{k}": need(traj, k, "extract.trajectory.") for k in TRAJECTORY_KEYS}
+    fields.update({f"extract.{k}": need(extract, k, "extract.") for k in PROMPT_KEYS})
+    if any(layer_kind(l) == "xattn" for l in layers):
+        fields["extract.classes"] = list(need(extract, "classes", "extract."))
     return fields
-
-
-def _shown(value) -> str:
-    return "(not recorded)" if value is _ABSENT else json.dumps(value)
 
 
 def match_extract(
     cache: str, extract: Mapping, *, train_cache: str, train_extract: Mapping, layers: Sequence[str]
 ) -> None:
     """CacheMismatch naming the first trajectory-defining field (and both values) in which an
-    evaluation cache's attrs["extract"] differs from the training cache's; fields neither records
-    (synthetic caches) are not compared."""
-    ours, theirs = _extract_fields(train_extract, layers), _extract_fields(extract, layers)
+    evaluation cache's extract config differs from the training cache's (`extract` dicts: a
+    record's `extract.to_dict()`, or the one a run recorded)."""
+    ours, theirs = _extract_fields(train_cache, train_extract, layers), _extract_fields(cache, extract, layers)
     for key, want in ours.items():
         got = theirs[key]
-        if want is _ABSENT and got is _ABSENT:
-            continue
-        if want is _ABSENT or got is _ABSENT or got != want:
+        if got != want:
             raise CacheMismatch(
-                f"{cache} was extracted with {key}={_shown(got)}; the training cache {train_cache} with {_shown(want)}"
+                f"{cache} was extracted with {key}={json.dumps(got)}; the training cache {train_cache} "
+                f"with {json.dumps(want)}"
             )
 
 
 def match_eval_cache(
     cache: str,
-    attrs: Mapping,
+    record: CacheRecord,
     held_uncond: Sequence[str],
     *,
     fingerprint: str,
@@ -172,21 +177,21 @@ def match_eval_cache(
     save_steps: Sequence[int],
 ) -> tuple[int, ...]:
     """Check an evaluation cache against a run (`train_extract`: the training cache's
-    attrs["extract"]); returns the step indices to read from it."""
-    theirs = attrs["model"]["fingerprint"]
+    extract config); returns the step indices to read from it."""
+    theirs = record.model.fingerprint
     if theirs != fingerprint:
         raise CacheMismatch(
             f"{cache} was extracted with model fingerprint {theirs}; the run was trained "
             f"on {train_cache} with model fingerprint {fingerprint}"
         )
-    match_extract(cache, attrs.get("extract", {}), train_cache=train_cache, train_extract=train_extract, layers=layers)
+    match_extract(cache, record.extract.to_dict(), train_cache=train_cache, train_extract=train_extract, layers=layers)
     for l in layers:
         if l not in held_uncond:
             raise CacheMismatch(f"the run uses layer {l}; {cache} holds {_names(held_uncond)} in branch uncond")
-        want, got = int(layer_specs[l]["channels"]), int(attrs["layers"][l]["channels"])
+        want, got = int(layer_specs[l]["channels"]), record.layers[l].channels
         if want != got:
             raise CacheMismatch(f"the run uses layer {l} with {want} channels; {cache} has {got}")
-    cache_steps = [int(t) for t in attrs["save_steps"]]
+    cache_steps = list(record.save_steps)
     for t in save_steps:
         if t not in cache_steps:
             raise CacheMismatch(f"the run uses saved step {t}; {cache} holds {_names(cache_steps)}")

@@ -48,7 +48,7 @@ class Trainer:
         self.layer_specs = layer_specs
         # 1. data
         reader = CacheReader(cfg.cache)
-        self.attrs, self.ids = reader.attrs, reader.ids
+        self.cache_record, self.ids = reader.record, reader.ids
         steps = [int(t) for t in reader.save_steps]
         step_idx = [steps.index(t) for t in cfg.save_steps]
         self.data = FeatureDataset(cfg.cache, cfg.branches, cfg.layers, step_idx, in_memory=cfg.in_memory)
@@ -79,9 +79,9 @@ class Trainer:
         self.amp_dtype = autocast_dtype(device)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         # 3. evaluation targets (checked now: a mismatch fails before any training)
-        self.train_fp = cache_fingerprint(cfg.cache, self.attrs, self.ids)
+        self.train_fp = cache_fingerprint(cfg.cache, self.cache_record, self.ids)
         # the full extract config too, so predict/eval need not reopen the training cache (runs/record.py)
-        train = {**self.train_fp, "extract": self.attrs.get("extract", {})}
+        train = {**self.train_fp, "extract": self.cache_record.extract.to_dict()}
         self.record = RunRecord(path=self.run, cfg=cfg, layer_specs=layer_specs, train_cache=train)
         self.targets = run_targets(self.record, cfg.eval_caches)
         # 4. run directory and starting point
@@ -108,7 +108,7 @@ class Trainer:
                 "torch_version": torch.__version__,
             },
         )
-        evals = [cache_fingerprint(t.path, CacheReader(t.path).attrs, CacheReader(t.path).ids) for t in self.targets]
+        evals = [cache_fingerprint(r.path, r.record, r.ids) for r in (CacheReader(t.path) for t in self.targets)]
         write_json(self.run / CACHES, {"train": self.record.train_cache, "eval": evals})
 
     def _restore(self) -> None:
