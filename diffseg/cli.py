@@ -378,6 +378,14 @@ def train(
             help="Detach the conditional side in the consistency term.", show_default=_shown("detach_teacher")
         ),
     ] = None,
+    rcs_temperature: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            help="Rare-class sampling temperature (DAFormer's RCS); 0: uniform over images. Off for one-class caches.",
+            show_default=_shown("rcs_temperature"),
+        ),
+    ] = None,
     iters: Annotated[int | None, typer.Option(min=1, help="Training iterations.", show_default=_shown("iters"))] = None,
     batch_size: Annotated[
         int | None,
@@ -436,6 +444,7 @@ def train(
             w_uncond=w_uncond,
             w_cons=w_cons,
             detach_teacher=detach_teacher,
+            rcs_temperature=rcs_temperature,
             iters=iters,
             batch_size=batch_size,
             lr=lr,

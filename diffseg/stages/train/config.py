@@ -22,6 +22,8 @@ from diffseg.core.records import from_record
 # Fields that may differ between the recorded config and a resumed invocation.
 RUNTIME_FIELDS = ("device", "workers", "in_memory", "stop_at", "eval_caches")
 _TUPLES = ("eval_caches", "layers", "save_steps", "branches")
+# A record written before an option existed ran without it (a resumed old run must not change).
+BEFORE_OPTION = {"rcs_temperature": 0.0}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,6 +39,8 @@ class TrainConfig:
     w_uncond: float = 1.0
     w_cons: float = 1.0
     detach_teacher: bool = False
+    rcs_temperature: float = 0.01  # rare-class sampling T (DAFormer); 0: uniform (in force: 0 with < 2 classes)
+    rcs_min_pixels: int | None = None  # pixels of a class an image must hold; None: 3000 x crop area / 512^2
     iters: int = 40000
     batch_size: int = 1  # samples per micro-batch per process
     accum: int = 1  # micro-batches accumulated per iteration per process
@@ -58,6 +62,8 @@ class TrainConfig:
     def __post_init__(self):
         if not self.branches:
             raise DiffsegError("no branch selected for training")
+        if not self.rcs_temperature >= 0:
+            raise DiffsegError(f"--rcs-temperature must be >= 0, got {self.rcs_temperature}")
         if self.iters < 1 or self.batch_size < 1 or self.accum < 1:
             raise DiffsegError(f"iters/batch_size/accum must be >= 1, got {self.iters}/{self.batch_size}/{self.accum}")
 
@@ -70,7 +76,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
-        return from_record(cls, d, tuples=_TUPLES)
+        return from_record(cls, {**BEFORE_OPTION, **d}, tuples=_TUPLES)
 
 
 def default(name: str):

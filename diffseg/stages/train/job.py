@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import fields, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from diffseg.cache import CacheReader
@@ -18,7 +19,10 @@ from diffseg.stages.device import resolve_device
 from diffseg.stages.runs.files import CONFIG, read_json, resolve_run_dir
 from diffseg.stages.runs.model import held_layers
 from diffseg.stages.train import distributed
+from diffseg.stages.train.classstats import class_counts
 from diffseg.stages.train.config import RUNTIME_FIELDS, TrainConfig, default, given
+from diffseg.stages.train.rcs import default_min_pixels
+from diffseg.stages.train.sampling import image_groups
 from diffseg.stages.train.selection import select
 
 # Options that pick the features: resolved against the cache (selection.py) into TrainConfig's
@@ -37,6 +41,8 @@ def resolve_config(*, cache: Path, **options) -> tuple[TrainConfig, dict]:
     w_uncond = opts.pop("w_uncond", default("w_uncond"))
     w_cons = opts.pop("w_cons", default("w_cons"))
     reader = CacheReader(cache)
+    opts["rcs_min_pixels"] = opts.get("rcs_min_pixels") or default_min_pixels(reader.record.resolution)
+    opts["rcs_temperature"] = rcs_in_force(reader, opts.get("rcs_temperature", default("rcs_temperature")), opts)
     held = held_layers(reader)
     sel = select(str(cache), reader.record, held, **pick, w_cond=w_cond, w_uncond=w_uncond)
     both = len(sel.branches) == 2
@@ -59,6 +65,18 @@ def resolve_config(*, cache: Path, **options) -> tuple[TrainConfig, dict]:
         **opts,
     )
     return cfg, sel.layer_specs
+
+
+def rcs_in_force(reader: CacheReader, temperature: float, opts: dict) -> float:
+    """The rare-class temperature in force: 0 when fewer than two classes have an image holding
+    `rcs_min_pixels` of them (nothing to balance), else the one asked for."""
+    indices = reader.complete_indices()
+    if temperature == 0 or not indices:
+        return 0.0
+    counts, _ = class_counts(reader, indices)
+    groups = image_groups([reader.ids[i] for i in indices])
+    held = np.stack([counts[g].sum(axis=0) for g in groups]) >= opts["rcs_min_pixels"]
+    return float(temperature) if int(held.any(axis=0).sum()) >= 2 else 0.0
 
 
 def main(*, cache: Path, out: Path | None = None, resume: bool = False, **options) -> Path:
@@ -124,6 +142,8 @@ RESUME_CHECKED = (
     "w_uncond",
     "w_cons",
     "detach_teacher",
+    "rcs_temperature",
+    "rcs_min_pixels",
     "layers",
     "save_steps",
     "kinds",
