@@ -80,6 +80,7 @@ class Fusion(str, enum.Enum):
 class Consistency(str, enum.Enum):
     l2 = "l2"
     kl = "kl"
+    kl_ref = "kl-ref"
     none = "none"
 
 
@@ -361,7 +362,11 @@ def train(
     ] = None,
     consistency: Annotated[
         Consistency | None,
-        typer.Option(help="IPKL consistency: l2 (MSE on logits), kl, none.", show_default=_shown("consistency")),
+        typer.Option(
+            help="IPKL consistency: l2 (MSE on logits), kl (per-pixel mean), kl-ref (the reference code's: "
+            "batchmean sum x 0.1, clamped at 0.5), none.",
+            show_default=_shown("consistency"),
+        ),
     ] = None,
     w_cond: Annotated[
         float | None, typer.Option(help="Weight of the conditional CE.", show_default=_shown("w_cond"))
@@ -384,6 +389,16 @@ def train(
             min=0,
             help="Rare-class sampling temperature (DAFormer's RCS); 0: uniform over images. Off for one-class caches.",
             show_default=_shown("rcs_temperature"),
+        ),
+    ] = None,
+    flip_features: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            max=1,
+            help="Probability of a horizontal flip of both branches' features and the label (an approximation: "
+            "README).",
+            show_default=_shown("flip_features"),
         ),
     ] = None,
     iters: Annotated[int | None, typer.Option(min=1, help="Training iterations.", show_default=_shown("iters"))] = None,
@@ -445,6 +460,7 @@ def train(
             w_cons=w_cons,
             detach_teacher=detach_teacher,
             rcs_temperature=rcs_temperature,
+            flip_features=flip_features,
             iters=iters,
             batch_size=batch_size,
             lr=lr,

@@ -1,4 +1,4 @@
-"""The sample stream: one view per image per visit, and rare-class sampling (RCS) by its temperature."""
+"""The sample stream: one view per image per visit, rare-class sampling (RCS) by its temperature, feature flips."""
 
 import json
 import math
@@ -6,6 +6,7 @@ import math
 import numpy as np
 import torch
 from helpers import FAST_TRAIN, SMALL
+from safetensors.torch import load_file
 
 from diffseg.cache import CacheReader
 from diffseg.cache.schema import LABELS
@@ -15,7 +16,8 @@ from diffseg.stages.train import job as train
 from diffseg.stages.train.classstats import class_counts
 from diffseg.stages.train.order import build_order
 from diffseg.stages.train.rcs import RareClassSampler, default_min_pixels
-from diffseg.stages.train.sampling import StreamOrder, image_groups
+from diffseg.stages.train.sampling import StreamOrder, flip_mask, image_groups
+from diffseg.stages.train.step import flip_samples
 
 
 def _views_cache(tmp_path, images=4, views=3):
@@ -109,3 +111,28 @@ def test_rcs_is_on_for_several_classes_off_for_one(tmp_path):
     one = make_cache(tmp_path / "one", n=3, classes=(4,), **SMALL)
     cfg, (order, stats) = _order(one)
     assert cfg.rcs_temperature == 0 and stats is None
+
+
+def test_flip_samples_mirrors_features_and_label_together():
+    x = torch.arange(2 * 1 * 1 * 1 * 3, dtype=torch.float32).view(2, 1, 1, 1, 3)
+    label = torch.tensor([[[1, 2, 3]], [[4, 5, 6]]])
+    feats = {"uncond": {"l": x}, "cond": {"l": x + 10}}
+    out, lab = flip_samples(feats, label, torch.tensor([False, True]))
+    assert out["uncond"]["l"].flatten().tolist() == [0, 1, 2, 5, 4, 3]
+    assert out["cond"]["l"].flatten().tolist() == [10, 11, 12, 15, 14, 13]
+    assert lab.tolist() == [[[1, 2, 3]], [[6, 5, 4]]]
+
+
+def test_flip_mask_is_seeded_by_position_with_its_probability():
+    m = flip_mask(range(4000), seed=0, p=0.3)
+    assert abs(float(m.float().mean()) - 0.3) < 5 * math.sqrt(0.3 * 0.7 / 4000)
+    assert torch.equal(flip_mask(range(10, 20), seed=0, p=0.3), m[10:20])  # placement-independent
+    assert not flip_mask(range(100), seed=0, p=0.0).any() and flip_mask(range(100), seed=0, p=1.0).all()
+
+
+def test_flip_features_changes_training_and_is_recorded(tmp_path):
+    cache = make_cache(tmp_path / "c", n=3, signal=2.0, **SMALL)
+    runs = {p: train.main(cache=cache, out=tmp_path / f"p{p}", flip_features=p, **FAST_TRAIN) for p in (0.0, 1.0)}
+    a, b = (load_file(runs[p] / "weights.safetensors") for p in (0.0, 1.0))
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((runs[1.0] / "config.json").read_text())["config"]["flip_features"] == 1.0

@@ -40,6 +40,7 @@ class TrainConfig:
     w_cons: float = 1.0
     detach_teacher: bool = False
     rcs_temperature: float = 0.01  # rare-class sampling T (DAFormer); 0: uniform (in force: 0 with < 2 classes)
+    flip_features: float = 0.0  # probability of mirroring a sample's features and label (feature-space flip)
     rcs_min_pixels: int | None = None  # pixels of a class an image must hold; None: 3000 x crop area / 512^2
     iters: int = 40000
     batch_size: int = 1  # samples per micro-batch per process
@@ -64,6 +65,8 @@ class TrainConfig:
             raise DiffsegError("no branch selected for training")
         if not self.rcs_temperature >= 0:
             raise DiffsegError(f"--rcs-temperature must be >= 0, got {self.rcs_temperature}")
+        if not 0 <= self.flip_features <= 1:
+            raise DiffsegError(f"--flip-features is a probability in [0, 1], got {self.flip_features}")
         if self.iters < 1 or self.batch_size < 1 or self.accum < 1:
             raise DiffsegError(f"iters/batch_size/accum must be >= 1, got {self.iters}/{self.batch_size}/{self.accum}")
 

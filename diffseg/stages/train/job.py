@@ -144,6 +144,7 @@ RESUME_CHECKED = (
     "detach_teacher",
     "rcs_temperature",
     "rcs_min_pixels",
+    "flip_features",
     "layers",
     "save_steps",
     "kinds",

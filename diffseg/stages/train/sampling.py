@@ -82,6 +82,13 @@ def dropout_seeds(positions: range, *, seed: int, branch: int) -> torch.Tensor:
     return torch.tensor([(seed * 1_000_003 + p) * 4 + branch for p in positions], dtype=torch.int64)
 
 
+def flip_mask(positions: range, *, seed: int, p: float) -> torch.Tensor:
+    """bool [B]: which samples of these stream positions are flipped (feature-space flips, probability p)."""
+    if p == 0:
+        return torch.zeros(len(positions), dtype=torch.bool)
+    return torch.tensor([bool(position_rng(seed, q, FLIP_DRAW).random() < p) for q in positions])
+
+
 class MicroBatchSampler(Sampler):
     """Yields this rank's micro-batches (lists of sample indices) from iteration `start` to `stop`."""
 

@@ -43,9 +43,16 @@ from diffseg.stages.train.config import TrainConfig, recorded_part
 from diffseg.stages.train.distributed import DistEnv
 from diffseg.stages.train.order import build_order
 from diffseg.stages.train.progress import Progress, Window
-from diffseg.stages.train.sampling import MicroBatchSampler, dropout_seeds, micro_positions
+from diffseg.stages.train.sampling import MicroBatchSampler, dropout_seeds, flip_mask, micro_positions
 from diffseg.stages.train.schedule import lr_factor, set_lr
-from diffseg.stages.train.step import BranchForward, autocast, nonfinite_samples, raise_nonfinite, to_device
+from diffseg.stages.train.step import (
+    BranchForward,
+    autocast,
+    flip_samples,
+    nonfinite_samples,
+    raise_nonfinite,
+    to_device,
+)
 
 BRANCH_CODE = {"uncond": 0, "cond": 1}  # part of the dropout seed
 
@@ -272,6 +279,8 @@ class Trainer:
         if bad:
             raise_nonfinite(bad, ids, self.cfg.cache)
         labels_BHW = batch["label"].to(self.device, non_blocking=True)
+        flips = flip_mask(positions, seed=self.cfg.seed, p=self.cfg.flip_features)
+        feats, labels_BHW = flip_samples(feats, labels_BHW, flips)
         seeds = {b: dropout_seeds(positions, seed=self.cfg.seed, branch=BRANCH_CODE[b]) for b in feats}
         ddp = self.forward if isinstance(self.forward, DistributedDataParallel) else None  # wrapped iff env.active
         with ddp.no_sync() if ddp is not None and not sync else nullcontext():
