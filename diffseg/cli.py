@@ -410,7 +410,12 @@ def train(
     ] = None,
     lr: Annotated[float | None, typer.Option(help="AdamW learning rate (head x10).", show_default=_shown("lr"))] = None,
     warmup: Annotated[
-        int | None, typer.Option(min=0, help="Linear warm-up iterations.", show_default=_shown("warmup"))
+        int | None,
+        typer.Option(
+            min=0,
+            help="Linear warm-up iterations [default: the paper's 1500, at most a tenth of --iters].",
+            show_default=False,
+        ),
     ] = None,
     eval_every: Annotated[
         int | None,

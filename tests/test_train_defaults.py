@@ -74,6 +74,13 @@ def test_defaults_in_force_are_trainconfigs(tmp_path):
     assert (cell_cfg.eval_every, cell_cfg.ckpt_every) == (0, default("ckpt_every"))
 
 
+def test_warmup_not_given_is_capped_at_a_tenth_of_the_run(tmp_path):
+    cache = make_cache(tmp_path / "gtav", n=2, **SMALL)
+    assert train.resolve_config(cache=cache, iters=200)[0].warmup == 20
+    assert train.resolve_config(cache=cache, iters=40000)[0].warmup == default("warmup") == 1500
+    assert train.resolve_config(cache=cache, iters=200, warmup=150)[0].warmup == 150  # given: as given
+
+
 def test_resume_keeps_the_recorded_value_of_what_is_not_given(tmp_path):
     cache = make_cache(tmp_path / "gtav", n=3, **SMALL)
     run = train.main(cache=cache, out=tmp_path / "run", stop_at=1, **{**FAST_TRAIN, "iters": 3, "ckpt_every": 1})

@@ -48,7 +48,7 @@ class TrainConfig:
     lr: float = 6e-5
     head_lr_mult: float = 10.0  # DAFormer: decode head lr x10
     weight_decay: float = 0.01
-    warmup: int = 1500  # linear warm-up iterations
+    warmup: int = 1500  # linear warm-up iterations (not given: this, at most iters // 10; job.short_run_warmup)
     warmup_ratio: float = 1e-6  # lr factor at iteration 0 (mmcv's linear warm-up)
     clip_norm: float = 5.0
     eval_every: int = 4000  # 0: at the end only

@@ -53,6 +53,8 @@ def resolve_config(*, cache: Path, **options) -> tuple[TrainConfig, dict]:
         )
     if "eval_caches" in opts:
         opts["eval_caches"] = tuple(str(p) for p in opts["eval_caches"])
+    if "warmup" not in opts:  # the paper's warm-up, capped at a tenth of a shorter run (else it never ends)
+        opts["warmup"] = short_run_warmup(opts.get("iters", default("iters")))
     cfg = TrainConfig(
         cache=str(cache),
         layers=sel.layers,
@@ -65,6 +67,11 @@ def resolve_config(*, cache: Path, **options) -> tuple[TrainConfig, dict]:
         **opts,
     )
     return cfg, sel.layer_specs
+
+
+def short_run_warmup(iters: int) -> int:
+    """The warm-up in force when none is given: TrainConfig's (the paper's 1500), at most iters // 10."""
+    return min(default("warmup"), iters // 10)
 
 
 def rcs_in_force(reader: CacheReader, temperature: float, opts: dict) -> float:
