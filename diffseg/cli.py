@@ -77,6 +77,11 @@ class Fusion(str, enum.Enum):
     light = "light"
 
 
+class TrainRecipe(str, enum.Enum):  # stages/train/config.py RECIPES
+    diffseg = "diffseg"
+    paper = "paper"
+
+
 class Consistency(str, enum.Enum):
     l2 = "l2"
     kl = "kl"
@@ -353,6 +358,14 @@ def train(
             exists=True, file_okay=False, help="Evaluate on this cache every --eval-every iterations (repeatable)."
         ),
     ] = None,
+    recipe: Annotated[
+        TrainRecipe | None,
+        typer.Option(
+            help="Defaults for the options not given: diffseg, or paper (the reference code's training choices; "
+            "README).",
+            show_default=_shown("recipe"),
+        ),
+    ] = None,
     layers: Annotated[str | None, typer.Option(help="Subset of the cache's layers.")] = None,
     save_steps: Annotated[str | None, typer.Option(help="Subset of the cache's saved timesteps.")] = None,
     kinds: Annotated[str | None, typer.Option(help="Subset of the cache's kinds: res,blk,xattn.")] = None,
@@ -453,6 +466,7 @@ def train(
         out=out,
         resume=resume,
         **_given(
+            recipe=recipe,
             eval_caches=eval_cache or None,
             layers=_csv(layers),
             save_steps=_ints(save_steps),

@@ -29,6 +29,7 @@ BEFORE_OPTION = {"rcs_temperature": 0.0}
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     cache: str  # training cache path
+    recipe: str = "diffseg"  # the recipe whose values the options not given took (RECIPES)
     eval_caches: tuple[str, ...] = ()  # scored every eval_every iterations and at the end
     layers: tuple[str, ...]  # selected layers, cache order
     save_steps: tuple[int, ...]  # selected saved timesteps, cache order
@@ -63,6 +64,8 @@ class TrainConfig:
     def __post_init__(self):
         if not self.branches:
             raise DiffsegError("no branch selected for training")
+        if self.recipe not in RECIPES:
+            raise DiffsegError(f"unknown recipe {self.recipe!r} (expected {' or '.join(RECIPES)})")
         if not self.rcs_temperature >= 0:
             raise DiffsegError(f"--rcs-temperature must be >= 0, got {self.rcs_temperature}")
         if not 0 <= self.flip_features <= 1:
@@ -80,6 +83,45 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
         return from_record(cls, {**BEFORE_OPTION, **d}, tuples=_TUPLES)
+
+
+# Recipes (STYLE.md §2: a variant is a function returning a config). `diffseg` is TrainConfig's
+# defaults; `paper` pins the reference code's training choices (METHOD.md §7-8), so they hold
+# whatever diffseg's defaults become. Flips stay off in `paper`: the reference flips images before
+# the U-Net, which the cached views hold (`extract --views K`), not features.
+def diffseg_recipe(**required) -> TrainConfig:
+    return TrainConfig(**required)
+
+
+def paper_recipe(**required) -> TrainConfig:
+    return TrainConfig(
+        **required,
+        recipe="paper",
+        fusion="reference",
+        consistency="l2",  # the released config trains with L2, weights 1
+        w_cond=1.0,
+        w_uncond=1.0,
+        w_cons=1.0,
+        detach_teacher=False,
+        rcs_temperature=0.01,  # DAFormer's RCS
+        flip_features=0.0,
+        iters=40000,
+        lr=6e-5,
+        batch_size=1,
+        warmup=1500,
+    )
+
+
+RECIPES = {"diffseg": diffseg_recipe, "paper": paper_recipe}
+_REQUIRED = {"cache": "", "layers": (), "save_steps": (), "branches": ("uncond",)}
+
+
+def recipe_defaults(recipe: str) -> dict:
+    """{field: value} of every optional TrainConfig field under this recipe (what an option not given takes)."""
+    if recipe not in RECIPES:
+        raise DiffsegError(f"unknown recipe {recipe!r} (expected {' or '.join(RECIPES)})")
+    cfg = RECIPES[recipe](**_REQUIRED)
+    return {k: v for k, v in cfg.to_dict().items() if k not in _REQUIRED}
 
 
 def default(name: str):

@@ -20,7 +20,7 @@ from diffseg.stages.runs.files import CONFIG, read_json, resolve_run_dir
 from diffseg.stages.runs.model import held_layers
 from diffseg.stages.train import distributed
 from diffseg.stages.train.classstats import class_counts
-from diffseg.stages.train.config import RUNTIME_FIELDS, TrainConfig, default, given
+from diffseg.stages.train.config import RUNTIME_FIELDS, TrainConfig, default, given, recipe_defaults
 from diffseg.stages.train.rcs import default_min_pixels
 from diffseg.stages.train.sampling import image_groups
 from diffseg.stages.train.selection import select
@@ -31,18 +31,19 @@ SELECTION = ("layers", "save_steps", "kinds", "branches")
 
 
 def resolve_config(*, cache: Path, **options) -> tuple[TrainConfig, dict]:
-    """The TrainConfig and layer specs a fresh run uses: TrainConfig's defaults replaced by the given
-    options (None or absent: not given), the feature selection resolved against the cache, and the
-    loss weights put in force for the branches read."""
+    """The TrainConfig and layer specs a fresh run uses: the recipe's values (TrainConfig's defaults for
+    `diffseg`) replaced by the given options (None or absent: not given), the feature selection
+    resolved against the cache, and the loss weights put in force for the branches read."""
     opts = given(**options)
+    base = recipe_defaults(opts.get("recipe", default("recipe")))
     pick = {k: opts.pop(k, None) for k in SELECTION}
-    consistency = opts.pop("consistency", default("consistency"))
-    w_cond = opts.pop("w_cond", default("w_cond"))
-    w_uncond = opts.pop("w_uncond", default("w_uncond"))
-    w_cons = opts.pop("w_cons", default("w_cons"))
+    consistency = opts.pop("consistency", base["consistency"])
+    w_cond = opts.pop("w_cond", base["w_cond"])
+    w_uncond = opts.pop("w_uncond", base["w_uncond"])
+    w_cons = opts.pop("w_cons", base["w_cons"])
     reader = CacheReader(cache)
     opts["rcs_min_pixels"] = opts.get("rcs_min_pixels") or default_min_pixels(reader.record.resolution)
-    opts["rcs_temperature"] = rcs_in_force(reader, opts.get("rcs_temperature", default("rcs_temperature")), opts)
+    opts["rcs_temperature"] = rcs_in_force(reader, opts.get("rcs_temperature", base["rcs_temperature"]), opts)
     held = held_layers(reader)
     sel = select(str(cache), reader.record, held, **pick, w_cond=w_cond, w_uncond=w_uncond)
     both = len(sel.branches) == 2
@@ -54,7 +55,8 @@ def resolve_config(*, cache: Path, **options) -> tuple[TrainConfig, dict]:
     if "eval_caches" in opts:
         opts["eval_caches"] = tuple(str(p) for p in opts["eval_caches"])
     if "warmup" not in opts:  # the paper's warm-up, capped at a tenth of a shorter run (else it never ends)
-        opts["warmup"] = short_run_warmup(opts.get("iters", default("iters")))
+        opts["warmup"] = short_run_warmup(opts.get("iters", base["iters"]), base["warmup"])
+    opts = {**{k: v for k, v in base.items() if k not in ("consistency", "w_cond", "w_uncond", "w_cons")}, **opts}
     cfg = TrainConfig(
         cache=str(cache),
         layers=sel.layers,
@@ -69,9 +71,9 @@ def resolve_config(*, cache: Path, **options) -> tuple[TrainConfig, dict]:
     return cfg, sel.layer_specs
 
 
-def short_run_warmup(iters: int) -> int:
-    """The warm-up in force when none is given: TrainConfig's (the paper's 1500), at most iters // 10."""
-    return min(default("warmup"), iters // 10)
+def short_run_warmup(iters: int, warmup: int) -> int:
+    """The warm-up in force when none is given: the recipe's (the paper's 1500), at most iters // 10."""
+    return min(warmup, iters // 10)
 
 
 def rcs_in_force(reader: CacheReader, temperature: float, opts: dict) -> float:
@@ -136,6 +138,7 @@ def _recorded(run: Path, cache: Path, runtime: dict, asked: dict) -> tuple[Train
 
 # Options compared on --resume first, in this order (any other given TrainConfig field after them).
 RESUME_CHECKED = (
+    "recipe",
     "iters",
     "batch_size",
     "lr",
