@@ -453,6 +453,13 @@ def train(
         int | None,
         typer.Option(help="Seed for init, sampling order and dropout.", show_default=_shown("seed")),
     ] = None,
+    seeds: Annotated[
+        str | None,
+        typer.Option(
+            help="Train one run per seed (e.g. 0,1,2) under --out/seed-<k>/ and write seeds.json/seeds.md "
+            "(mean +- std per target)."
+        ),
+    ] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out (or the latest run of this cache).")] = False,
 ) -> None:
     """Stage two: fit the DIFF fusion block and DAFormer head from a cache (never loads the U-Net).
@@ -461,37 +468,38 @@ def train(
     """
     from diffseg.stages.train import job as stage
 
-    stage.main(
-        cache=cache,
-        out=out,
-        resume=resume,
-        **_given(
-            recipe=recipe,
-            eval_caches=eval_cache or None,
-            layers=_csv(layers),
-            save_steps=_ints(save_steps),
-            kinds=_csv(kinds),
-            branches=_csv(branches),
-            fusion=fusion,
-            consistency=consistency,
-            w_cond=w_cond,
-            w_uncond=w_uncond,
-            w_cons=w_cons,
-            detach_teacher=detach_teacher,
-            rcs_temperature=rcs_temperature,
-            flip_features=flip_features,
-            iters=iters,
-            batch_size=batch_size,
-            lr=lr,
-            warmup=warmup,
-            eval_every=eval_every,
-            ckpt_every=ckpt_every,
-            workers=workers,
-            in_memory=in_memory,
-            device=device,
-            seed=seed,
-        ),
+    options = _given(
+        recipe=recipe,
+        eval_caches=eval_cache or None,
+        layers=_csv(layers),
+        save_steps=_ints(save_steps),
+        kinds=_csv(kinds),
+        branches=_csv(branches),
+        fusion=fusion,
+        consistency=consistency,
+        w_cond=w_cond,
+        w_uncond=w_uncond,
+        w_cons=w_cons,
+        detach_teacher=detach_teacher,
+        rcs_temperature=rcs_temperature,
+        flip_features=flip_features,
+        iters=iters,
+        batch_size=batch_size,
+        lr=lr,
+        warmup=warmup,
+        eval_every=eval_every,
+        ckpt_every=ckpt_every,
+        workers=workers,
+        in_memory=in_memory,
+        device=device,
+        seed=seed,
     )
+    if seeds is not None:
+        from diffseg.stages.runs.seeds import parse_seeds
+
+        stage.main_seeds(cache=cache, seeds=parse_seeds(seeds), out=out, resume=resume, **options)
+    else:
+        stage.main(cache=cache, out=out, resume=resume, **options)
 
 
 @app.command("eval")
@@ -546,15 +554,23 @@ def ablate(
         typer.Option(help="auto picks cuda when available.", show_default=_shown("device", ABLATION_CELL)),
     ] = None,
     seed: Annotated[int | None, typer.Option(show_default=_shown("seed", ABLATION_CELL))] = None,
+    seeds: Annotated[
+        str | None,
+        typer.Option(
+            help="Train every cell once per seed (e.g. 0,1,2) under <cell>/seed-<k>/; tables show mean +- std."
+        ),
+    ] = None,
 ) -> None:
     """The paper's Table IV (and feature-selection cells) from one cache; finished cells are kept."""
     from diffseg.stages.ablate import job as stage
+    from diffseg.stages.runs.seeds import parse_seeds
 
     stage.main(
         cache=cache,
         eval_caches=list(eval_cache),
         out=out,
         features=features,
+        **({"seeds": parse_seeds(seeds)} if seeds is not None else {}),
         **_given(
             iters=iters,
             batch_size=batch_size,

@@ -16,8 +16,9 @@ import torch
 from diffseg.cache import CacheReader
 from diffseg.core.errors import DiffsegError
 from diffseg.stages.device import resolve_device
-from diffseg.stages.runs.files import CONFIG, read_json, resolve_run_dir
+from diffseg.stages.runs.files import CONFIG, default_run_dir, read_json, resolve_run_dir
 from diffseg.stages.runs.model import held_layers
+from diffseg.stages.runs.seeds import seed_dir, write_summary
 from diffseg.stages.train import distributed
 from diffseg.stages.train.classstats import class_counts
 from diffseg.stages.train.config import RUNTIME_FIELDS, TrainConfig, default, given, recipe_defaults
@@ -118,6 +119,34 @@ def main(*, cache: Path, out: Path | None = None, resume: bool = False, **option
     finally:
         distributed.shutdown(env)
     return Path(run)
+
+
+def main_seeds(
+    *, cache: Path, seeds: tuple[int, ...], out: Path | None = None, resume: bool = False, **options
+) -> Path:
+    """One normal run per seed under `out` (`seed-<k>/`), then seeds.json/.md with mean +- std per
+    target; returns `out`. --resume continues the unfinished seed runs and starts the missing ones."""
+    from diffseg.stages.train.checkpoint import FINAL
+
+    if given(**options).get("seed") is not None:
+        raise DiffsegError("--seed and --seeds: give one of them")
+    if resume and out is None:
+        raise DiffsegError("--seeds --resume: give the --out folder that holds the seed-<k> runs")
+    parent = Path(out) if out is not None else default_run_dir(cache)
+    if not resume and parent.exists() and (not parent.is_dir() or any(parent.iterdir())):
+        raise DiffsegError(f"{parent} already exists; pass --resume to continue it or choose another --out")
+    if resume and not parent.is_dir():
+        raise DiffsegError(f"--resume: {parent} is not a folder of seed runs")
+    for seed in seeds:
+        run = seed_dir(parent, seed)
+        again = resume and (run / CONFIG).is_file()
+        if again and (run / FINAL).is_file():
+            continue  # finished earlier
+        main(cache=cache, out=run, resume=again, seed=seed, **options)
+    finished = all((seed_dir(parent, s) / FINAL).is_file() for s in seeds)  # not so after a --stop-at
+    if finished and distributed.from_env().main:
+        write_summary(parent, seeds)
+    return parent
 
 
 def _recorded(run: Path, cache: Path, runtime: dict, asked: dict) -> tuple[TrainConfig, dict]:
