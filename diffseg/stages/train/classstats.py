@@ -5,7 +5,7 @@ so they are computed once and remembered in a JSON sidecar under
 `$DIFFSEG_CACHE_DIR` (default `~/.cache/diffseg`)`/class-stats/`, keyed by what decides the
 labels (cache path, model fingerprint, extract config hash, ids hash, the complete samples):
 a second run on the same cache reads them back, and the cache itself is never written. Each
-run copies them into its directory (`class_stats.json`).
+run records their digest, the class frequencies and probabilities in `class_stats.json`.
 """
 
 from __future__ import annotations

@@ -18,7 +18,8 @@ from diffseg.stages.train.sampling import Order, StreamOrder, image_groups
 
 
 def build_order(cfg: TrainConfig, reader: CacheReader, indices: Sequence[int]) -> tuple[Order, dict | None]:
-    """(stream position -> position in `indices`, the class statistics recorded in the run or None).
+    """(stream position -> position in `indices`, the class statistics recorded in the run or None: their
+    digest, frequencies and class probabilities, not the per-sample counts: a few MB on GTAV).
     `indices`: the cache sample indices the dataset serves, in dataset order."""
     groups = image_groups([reader.ids[i] for i in indices])
     if cfg.rcs_temperature == 0:
@@ -34,6 +35,6 @@ def build_order(cfg: TrainConfig, reader: CacheReader, indices: Sequence[int]) -
         "temperature": cfg.rcs_temperature,
         "frequencies": {CLASS_NAMES[c]: float(f) for c, f in enumerate(rcs.freq_K)},
         "probabilities": {CLASS_NAMES[int(c)]: float(rcs.probs_K[c]) for c in rcs.classes},
-        **record,
+        "key": record["key"],  # of the per-sample counts, kept in the class-stats sidecar (classstats.py)
     }
     return rcs, stats
