@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -57,6 +58,7 @@ def class_counts(reader: CacheReader, indices: Sequence[int]) -> tuple[np.ndarra
         record = _read(sidecar)
         if record is not None and record.get("key") == key:
             return np.asarray(record["counts"], np.int64).reshape(len(indices), NUM_CLASSES), record
+    print(f"counting the class pixels of {len(indices)} labels of {reader.path} (once)", file=sys.stderr, flush=True)
     counts = count_classes(reader, indices)
     record = {"key": key, "counts": counts.tolist()}
     sidecar.parent.mkdir(parents=True, exist_ok=True)
