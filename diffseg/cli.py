@@ -426,7 +426,7 @@ def train(
         int | None,
         typer.Option(
             min=0,
-            help="Linear warm-up iterations [default: the paper's 1500, at most a tenth of --iters].",
+            help="Linear warm-up iterations (default: the recipe's 1500, at most a tenth of --iters).",
             show_default=False,
         ),
     ] = None,
