@@ -77,9 +77,15 @@ class Fusion(str, enum.Enum):
     light = "light"
 
 
+class TrainRecipe(str, enum.Enum):  # stages/train/config.py RECIPES
+    diffseg = "diffseg"
+    paper = "paper"
+
+
 class Consistency(str, enum.Enum):
     l2 = "l2"
     kl = "kl"
+    kl_ref = "kl-ref"
     none = "none"
 
 
@@ -352,6 +358,14 @@ def train(
             exists=True, file_okay=False, help="Evaluate on this cache every --eval-every iterations (repeatable)."
         ),
     ] = None,
+    recipe: Annotated[
+        TrainRecipe | None,
+        typer.Option(
+            help="Defaults for the options not given: diffseg, or paper (the reference code's training choices; "
+            "README).",
+            show_default=_shown("recipe"),
+        ),
+    ] = None,
     layers: Annotated[str | None, typer.Option(help="Subset of the cache's layers.")] = None,
     save_steps: Annotated[str | None, typer.Option(help="Subset of the cache's saved timesteps.")] = None,
     kinds: Annotated[str | None, typer.Option(help="Subset of the cache's kinds: res,blk,xattn.")] = None,
@@ -361,7 +375,11 @@ def train(
     ] = None,
     consistency: Annotated[
         Consistency | None,
-        typer.Option(help="IPKL consistency: l2 (MSE on logits), kl, none.", show_default=_shown("consistency")),
+        typer.Option(
+            help="IPKL consistency: l2 (MSE on logits), kl (per-pixel mean), kl-ref (the reference code's: "
+            "batchmean sum x 0.1, clamped at 0.5), none.",
+            show_default=_shown("consistency"),
+        ),
     ] = None,
     w_cond: Annotated[
         float | None, typer.Option(help="Weight of the conditional CE.", show_default=_shown("w_cond"))
@@ -378,6 +396,24 @@ def train(
             help="Detach the conditional side in the consistency term.", show_default=_shown("detach_teacher")
         ),
     ] = None,
+    rcs_temperature: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            help="Rare-class sampling temperature (DAFormer's RCS); 0: uniform over images. Off for one-class caches.",
+            show_default=_shown("rcs_temperature"),
+        ),
+    ] = None,
+    flip_features: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            max=1,
+            help="Probability of a horizontal flip of both branches' features and the label (an approximation: "
+            "README).",
+            show_default=_shown("flip_features"),
+        ),
+    ] = None,
     iters: Annotated[int | None, typer.Option(min=1, help="Training iterations.", show_default=_shown("iters"))] = None,
     batch_size: Annotated[
         int | None,
@@ -387,7 +423,12 @@ def train(
     ] = None,
     lr: Annotated[float | None, typer.Option(help="AdamW learning rate (head x10).", show_default=_shown("lr"))] = None,
     warmup: Annotated[
-        int | None, typer.Option(min=0, help="Linear warm-up iterations.", show_default=_shown("warmup"))
+        int | None,
+        typer.Option(
+            min=0,
+            help="Linear warm-up iterations (default: the recipe's 1500, at most a tenth of --iters).",
+            show_default=False,
+        ),
     ] = None,
     eval_every: Annotated[
         int | None,
@@ -412,6 +453,13 @@ def train(
         int | None,
         typer.Option(help="Seed for init, sampling order and dropout.", show_default=_shown("seed")),
     ] = None,
+    seeds: Annotated[
+        str | None,
+        typer.Option(
+            help="Train one run per seed (e.g. 0,1,2) under --out/seed-<k>/ and write seeds.json/seeds.md "
+            "(mean +- std per target)."
+        ),
+    ] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out (or the latest run of this cache).")] = False,
 ) -> None:
     """Stage two: fit the DIFF fusion block and DAFormer head from a cache (never loads the U-Net).
@@ -420,34 +468,38 @@ def train(
     """
     from diffseg.stages.train import job as stage
 
-    stage.main(
-        cache=cache,
-        out=out,
-        resume=resume,
-        **_given(
-            eval_caches=eval_cache or None,
-            layers=_csv(layers),
-            save_steps=_ints(save_steps),
-            kinds=_csv(kinds),
-            branches=_csv(branches),
-            fusion=fusion,
-            consistency=consistency,
-            w_cond=w_cond,
-            w_uncond=w_uncond,
-            w_cons=w_cons,
-            detach_teacher=detach_teacher,
-            iters=iters,
-            batch_size=batch_size,
-            lr=lr,
-            warmup=warmup,
-            eval_every=eval_every,
-            ckpt_every=ckpt_every,
-            workers=workers,
-            in_memory=in_memory,
-            device=device,
-            seed=seed,
-        ),
+    options = _given(
+        recipe=recipe,
+        eval_caches=eval_cache or None,
+        layers=_csv(layers),
+        save_steps=_ints(save_steps),
+        kinds=_csv(kinds),
+        branches=_csv(branches),
+        fusion=fusion,
+        consistency=consistency,
+        w_cond=w_cond,
+        w_uncond=w_uncond,
+        w_cons=w_cons,
+        detach_teacher=detach_teacher,
+        rcs_temperature=rcs_temperature,
+        flip_features=flip_features,
+        iters=iters,
+        batch_size=batch_size,
+        lr=lr,
+        warmup=warmup,
+        eval_every=eval_every,
+        ckpt_every=ckpt_every,
+        workers=workers,
+        in_memory=in_memory,
+        device=device,
+        seed=seed,
     )
+    if seeds is not None:
+        from diffseg.stages.runs.seeds import parse_seeds
+
+        stage.main_seeds(cache=cache, seeds=parse_seeds(seeds), out=out, resume=resume, **options)
+    else:
+        stage.main(cache=cache, out=out, resume=resume, **options)
 
 
 @app.command("eval")
@@ -502,15 +554,23 @@ def ablate(
         typer.Option(help="auto picks cuda when available.", show_default=_shown("device", ABLATION_CELL)),
     ] = None,
     seed: Annotated[int | None, typer.Option(show_default=_shown("seed", ABLATION_CELL))] = None,
+    seeds: Annotated[
+        str | None,
+        typer.Option(
+            help="Train every cell once per seed (e.g. 0,1,2) under <cell>/seed-<k>/; tables show mean +- std."
+        ),
+    ] = None,
 ) -> None:
     """The paper's Table IV (and feature-selection cells) from one cache; finished cells are kept."""
     from diffseg.stages.ablate import job as stage
+    from diffseg.stages.runs.seeds import parse_seeds
 
     stage.main(
         cache=cache,
         eval_caches=list(eval_cache),
         out=out,
         features=features,
+        **({"seeds": parse_seeds(seeds)} if seeds is not None else {}),
         **_given(
             iters=iters,
             batch_size=batch_size,

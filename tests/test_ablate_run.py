@@ -1,6 +1,7 @@
 """`diffseg ablate` end to end on small synthetic caches (diffseg.cache.synthetic) with the real trainer."""
 
 import csv
+import json
 import math
 import sys
 from pathlib import Path
@@ -11,8 +12,10 @@ from typer.testing import CliRunner
 sys.path.insert(0, str(Path(__file__).parent))
 from diffseg.cache.synthetic import make_cache, unet_geometry
 from diffseg.cli import app
+from diffseg.core.errors import DiffsegError
 from diffseg.stages.ablate import job as ablate
 from diffseg.stages.ablate.cells import TABLE4
+from diffseg.stages.runs.seeds import mean_std
 
 LAYERS = ("up3.res0", "up3.res2")  # one stride, two res layers: baseline differs from diff
 BLOCKS = dict(unet=unet_geometry((4, 4, 4, 4)), labels="blocks", features="label")  # 4 channels each
@@ -139,3 +142,25 @@ def test_cache_without_cond_branch_exits_1_with_one_line(caches, tmp_path):
     lines = res.output.strip().splitlines()
     assert len(lines) == 1 and str(uncond) in lines[0] and "--branches uncond,cond" in lines[0]
     assert not (tmp_path / "o").exists()
+
+
+def test_seeds_give_each_cell_a_run_per_seed_and_mean_std(caches, tmp_path):
+    _, train, target = caches
+    kw = {**KW, "features": False}
+    kw.pop("seed")
+    out = ablate.main(cache=train, eval_caches=[target], out=tmp_path / "abl", seeds=(0, 1), **kw)
+    rows = _rows(out)
+    for name in TABLE4:
+        per_seed = []
+        for s in (0, 1):
+            run = out / "cells" / name / f"seed-{s}"
+            assert (run / "weights.safetensors").is_file()
+            assert json.loads((run / "config.json").read_text())["config"]["seed"] == s
+            per_seed.append(json.loads((run / "ablation_scores.json").read_text())["targets"]["cs"]["miou"])
+        mean, std = mean_std(per_seed)
+        assert float(rows[name]["miou:cs"]) == pytest.approx(mean, abs=1e-6)
+        assert float(rows[name]["miou_std:cs"]) == pytest.approx(std, abs=1e-6)
+    table = (out / "ablation.md").read_text()
+    assert "seeds 0, 1 (mean +- std)" in table and " +- " in table.split("| cell |")[1]
+    with pytest.raises(DiffsegError, match="--seed and --seeds"):
+        ablate.main(cache=train, eval_caches=[target], out=tmp_path / "x", seeds=(0, 1), seed=0, **kw)

@@ -2,6 +2,7 @@
 
 import itertools
 import json
+import math
 
 import pytest
 import torch
@@ -9,6 +10,7 @@ import torch
 from diffseg.core.errors import DiffsegError
 from diffseg.nn import FusionConfig, Segmentor, fusion_preset
 from diffseg.nn.fusion import DiffFusion
+from diffseg.nn.head import DAFormerHead
 
 CHANNELS = {32: 6, 16: 5, 8: 4}  # tiny per-layer channels for CPU runs
 
@@ -126,3 +128,19 @@ def test_decoded_quarter_level_sees_every_stride():
     x4 = fusion(feats)[0]
     x4.sum().backward()  # the top-down decoder adds the 1/16 and 1/8 levels on its way to 1/4
     assert all(f.grad.abs().sum() > 0 for f in feats.values())
+
+
+def test_head_convolutions_use_mmcv_convmodule_init():
+    # mmcv ConvModule: kaiming_normal_(mode="fan_out", nonlinearity="relu"): std = sqrt(2 / (c_out * k * k))
+    torch.manual_seed(0)
+    head = DAFormerHead((64, 64, 64, 64), channels=64)
+    fuse = head.fuse[0].weight  # [64, 256, 3, 3]
+    assert fuse.std().item() == pytest.approx(math.sqrt(2 / (64 * 9)), rel=0.03)
+    assert abs(fuse.mean().item()) < 3 * math.sqrt(2 / (64 * 9)) / math.sqrt(fuse.numel())
+    depthwise = head.aspp.branches[1][0][0].weight  # [256, 1, 3, 3], groups=256: fan_out = 256 * 9
+    assert depthwise.std().item() == pytest.approx(math.sqrt(2 / (256 * 9)), rel=0.1)
+    pointwise = head.aspp.branches[0][0].weight  # [64, 256, 1, 1]
+    assert pointwise.std().item() == pytest.approx(math.sqrt(2 / 64), rel=0.05)
+    # PyTorch's default (kaiming_uniform a=sqrt(5)) would give std = 1 / sqrt(3 * fan_in) = 0.0361 for the 1x1
+    assert pointwise.std().item() > 3 * (1 / math.sqrt(3 * 256))
+    assert head.fuse[1].weight.eq(1).all() and head.fuse[1].bias.eq(0).all()

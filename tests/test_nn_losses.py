@@ -57,6 +57,32 @@ def test_kl_consistency_literal():
     assert consistency_loss(cond, cond + 7.0, "kl").item() == pytest.approx(0.0, abs=1e-6)
 
 
+def test_kl_ref_is_the_reference_batchmean_sum_weighted_and_clamped():
+    # per pixel p_cond = (1/2, 1/2), p_uncond = (3/4, 1/4): KL = 1/2 ln(2/3) + 1/2 ln 2 = 1/2 ln(4/3) = 0.1438410
+    kl_px = 0.5 * math.log(4.0 / 3.0)
+
+    def pair(batch, pixels):
+        cond = torch.zeros(batch, 2, 1, pixels)
+        uncond = torch.zeros(batch, 2, 1, pixels)
+        uncond[:, 0] = math.log(3.0)
+        return cond, uncond.requires_grad_()
+
+    # 2 images x 2 pixels: batchmean = sum over 4 pixels / 2 = 0.2876821 < 0.5 -> 0.1 x that, with a gradient
+    cond, uncond = pair(2, 2)
+    loss = consistency_loss(cond, uncond, "kl-ref")
+    assert loss.item() == pytest.approx(0.1 * 2 * kl_px, abs=1e-7)
+    loss.backward()
+    assert uncond.grad is not None and uncond.grad.abs().sum() > 0
+    # 1 image x 4 pixels: 4 x 0.1438410 = 0.5753641 > 0.5 -> clamped: 0.1 x 0.5 = 0.05, and no gradient
+    cond, uncond = pair(1, 4)
+    loss = consistency_loss(cond, uncond, "kl-ref")
+    assert loss.item() == pytest.approx(0.05, abs=1e-7)
+    loss.backward()
+    assert uncond.grad is not None and torch.count_nonzero(uncond.grad) == 0
+    # today's kl on the same pair is the per-pixel mean, unclamped
+    assert consistency_loss(cond, uncond, "kl").item() == pytest.approx(kl_px, abs=1e-6)
+
+
 def test_detach_teacher_stops_gradient_to_cond():
     cond = LOGITS.clone().requires_grad_(True)
     uncond = (LOGITS + 1.0).requires_grad_(True)

@@ -238,3 +238,24 @@ def test_eval_checks_real_caches_extract_config(run_dir, tmp_path):
     assert res.exit_code == 1
     line = " ".join(res.output.split())
     assert 'extract.uncond_prompt="classes"; the training cache' in line and 'with "empty"' in line
+
+
+def test_predict_takes_a_per_seed_run(run_dir, images, tmp_path):
+    root, _ = run_dir
+    parent = train.main_seeds(
+        cache=root / "train",
+        seeds=(0, 1),
+        out=tmp_path / "seeds",
+        layers=LAYERS,
+        iters=2,
+        fusion="light",
+        warmup=1,
+        workers=0,
+        device="cpu",
+        eval_every=0,
+    )
+    res = _predict(parent / "seed-1", str(images / "a.png"), "--out", str(tmp_path / "pred"))
+    assert res.exit_code == 0, res.output
+    assert Image.open(tmp_path / "pred" / "a.png").mode == "P"
+    refused = _predict(parent, str(images / "a.png"), "--out", str(tmp_path / "nope"))
+    assert refused.exit_code == 1 and "seed-0" in refused.output

@@ -13,10 +13,11 @@ from typer.testing import CliRunner
 
 from diffseg.cache.synthetic import make_cache
 from diffseg.cli import app
+from diffseg.core.errors import DiffsegError
 from diffseg.stages.ablate import job as ablate
 from diffseg.stages.ablate.cells import Cell
 from diffseg.stages.train import job as train
-from diffseg.stages.train.config import ABLATION_CELL, TrainConfig, default
+from diffseg.stages.train.config import ABLATION_CELL, TrainConfig, default, recipe_defaults
 
 FIELDS = {f.name for f in fields(TrainConfig)} | set(train.SELECTION)
 CLI_NAME = {"eval_cache": "eval_caches"}  # typer parameter -> TrainConfig field
@@ -74,6 +75,13 @@ def test_defaults_in_force_are_trainconfigs(tmp_path):
     assert (cell_cfg.eval_every, cell_cfg.ckpt_every) == (0, default("ckpt_every"))
 
 
+def test_warmup_not_given_is_capped_at_a_tenth_of_the_run(tmp_path):
+    cache = make_cache(tmp_path / "gtav", n=2, **SMALL)
+    assert train.resolve_config(cache=cache, iters=200)[0].warmup == 20
+    assert train.resolve_config(cache=cache, iters=40000)[0].warmup == default("warmup") == 1500
+    assert train.resolve_config(cache=cache, iters=200, warmup=150)[0].warmup == 150  # given: as given
+
+
 def test_resume_keeps_the_recorded_value_of_what_is_not_given(tmp_path):
     cache = make_cache(tmp_path / "gtav", n=3, **SMALL)
     run = train.main(cache=cache, out=tmp_path / "run", stop_at=1, **{**FAST_TRAIN, "iters": 3, "ckpt_every": 1})
@@ -90,3 +98,43 @@ def test_resume_keeps_the_recorded_value_of_what_is_not_given(tmp_path):
     assert (run / "weights.safetensors").is_file()
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert max(line["iter"] for line in lines if "iter" in line) == 3
+
+
+def test_paper_recipe_sets_the_reference_choices_and_given_options_win(tmp_path):
+    cache = make_cache(tmp_path / "gtav", n=2, **SMALL)
+    cfg, _ = train.resolve_config(cache=cache, recipe="paper")
+    reference = dict(
+        recipe="paper",
+        consistency="l2",
+        w_cond=1.0,
+        w_uncond=1.0,
+        w_cons=1.0,
+        rcs_temperature=0.01,
+        flip_features=0.0,
+        iters=40000,
+        lr=6e-5,
+        batch_size=1,
+        warmup=1500,
+        fusion="reference",
+    )
+    assert {k: getattr(cfg, k) for k in reference} == reference
+    assert recipe_defaults("paper")["iters"] == 40000 and recipe_defaults("diffseg") == {
+        k: default(k) for k in recipe_defaults("diffseg")
+    }
+    given_cfg, _ = train.resolve_config(cache=cache, recipe="paper", consistency="kl", iters=300, lr=1e-4)
+    assert (given_cfg.consistency, given_cfg.iters, given_cfg.lr) == ("kl", 300, 1e-4)
+    assert given_cfg.warmup == 30 and given_cfg.rcs_temperature == 0.01  # the recipe's warm-up, capped
+    assert train.resolve_config(cache=cache)[0].recipe == "diffseg"
+    with pytest.raises(DiffsegError, match="unknown recipe 'nope'"):
+        train.resolve_config(cache=cache, recipe="nope")
+
+
+def test_recipe_is_recorded_and_checked_on_resume(tmp_path):
+    cache = make_cache(tmp_path / "gtav", n=3, **SMALL)
+    kw = {**FAST_TRAIN, "iters": 2, "ckpt_every": 1}
+    run = train.main(cache=cache, out=tmp_path / "run", recipe="paper", stop_at=1, **kw)
+    assert json.loads((run / "config.json").read_text())["config"]["recipe"] == "paper"
+    base = ["train", "--cache", str(cache), "--out", str(run), "--resume", "--workers", "0", "--device", "cpu"]
+    result = CliRunner().invoke(app, [*base, "--recipe", "diffseg"])
+    assert result.exit_code == 1 and "--recipe paper" in result.output, result.output
+    assert CliRunner().invoke(app, base).exit_code == 0

@@ -86,6 +86,11 @@ def test_resume_gives_the_same_weights(tmp_path, monkeypatch):
     assert "Traceback" not in changed.output and not (part / "weights.safetensors").exists()
     resumed = train.main(cache=cache, resume=True, **kw)  # the same options: accepted
     assert resumed == part
+    # rare-class sampling is on (several classes) and its state is in the resume state
+    assert json.loads((part / "config.json").read_text())["config"]["rcs_temperature"] == 0.01
+    sampler = torch.load(part / "checkpoints/iter_0000004.state.pt", weights_only=True)["sampler"]
+    stats = json.loads((part / "class_stats.json").read_text())
+    assert sampler["rcs_temperature"] == 0.01 and sampler["class_stats"] == stats["digest"]
     a, b = load_file(full / "weights.safetensors"), load_file(part / "weights.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
@@ -100,7 +105,9 @@ def test_existing_out_without_resume_and_nan_feature_exit_1(tmp_path):
     result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "nope"), "--resume"])
     assert result.exit_code == 1 and "not a run directory" in result.output
     poison_sample(cache, "cond/up2.res2", 1)
-    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "nan"), "--batch-size", "3"])
+    # uniform sampling: one iteration of batch 3 visits each of the 3 samples (the CLI takes --rcs-temperature)
+    nan_args = [*args, "--out", str(tmp_path / "nan"), "--batch-size", "3", "--rcs-temperature", "0"]
+    result = CliRunner().invoke(app, nan_args)
     assert result.exit_code == 1 and "NaN" in result.output and "00001 (cond/up2.res2)" in result.output
     assert "Traceback" not in result.output
 

@@ -4,7 +4,9 @@ Per level a linear map (1x1 conv with bias, DAFormer's `mlp` embedding) to `chan
 bilinear resize to the 1/4 level (align_corners=False), concatenation, the separable
 ASPP of DAFormer's `DepthwiseSeparableASPPModule` (dilation 1 is a 1x1 conv branch,
 dilations 6/12/18 are depthwise-separable 3x3 convs; BatchNorm + ReLU, no image pool),
-a 3x3 conv back to `channels` (BN + ReLU), channel dropout, a 1x1 classifier.
+a 3x3 conv back to `channels` (BN + ReLU), channel dropout, a 1x1 classifier. Initialised as
+mmseg does: the conv+BN+ReLU blocks with mmcv ConvModule's Kaiming init, the embeddings with
+PyTorch's default (mmseg's `MLP` is a plain nn.Linear), the classifier normal(0, 0.01).
 Logits at 1/4 resolution. Tensors are [B, C, h, w].
 """
 
@@ -18,12 +20,12 @@ from diffseg.nn.dropout import SeededDropout2d
 
 
 def conv_bn_relu(c_in: int, c_out: int, k: int = 1, dilation: int = 1, groups: int = 1) -> nn.Sequential:
+    """mmcv's ConvModule(conv, BN, ReLU), with its init: `kaiming_init(conv, a=0, nonlinearity="relu")`,
+    i.e. Kaiming normal over fan_out = c_out * k * k (mmcv's default mode), BN weight 1 and bias 0."""
     pad = dilation * (k // 2)
-    return nn.Sequential(
-        nn.Conv2d(c_in, c_out, k, padding=pad, dilation=dilation, groups=groups, bias=False),
-        nn.BatchNorm2d(c_out),
-        nn.ReLU(inplace=True),
-    )
+    conv = nn.Conv2d(c_in, c_out, k, padding=pad, dilation=dilation, groups=groups, bias=False)
+    nn.init.kaiming_normal_(conv.weight, a=0, mode="fan_out", nonlinearity="relu")
+    return nn.Sequential(conv, nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
 
 
 class SeparableASPP(nn.Module):

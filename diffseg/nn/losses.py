@@ -6,7 +6,10 @@ CE: logits [B, K, h, w] (1/4 resolution) are upsampled bilinearly (align_corners
 to the label size [B, H, W] as in DAFormer, ignore index 255, mean over labelled pixels.
 C: `l2` = MSE on the raw 1/4-resolution logits (mean over all elements, the reference),
 `kl` = KL(p_cond || p_uncond) of the class softmax, summed over classes and averaged over
-pixels, `none`. `detach_teacher` stops gradients into the conditional side of C.
+pixels, `kl-ref` = the reference code's KL, `0.1 * min(F.kl_div(log_softmax(uncond),
+softmax(cond), reduction="batchmean"), 0.5)`: summed over classes *and pixels*, divided by the
+batch size, so it exceeds 0.5 (and the clamp zeroes its gradient) unless the branches almost
+agree; `none`. `detach_teacher` stops gradients into the conditional side of C.
 Either branch may be None: baseline / DIFF-only train on uncond alone, "without
 consistency" on cond alone; C needs both and is left out otherwise.
 """
@@ -22,7 +25,8 @@ from torch.nn import functional as F
 from diffseg.core.classes import IGNORE
 from diffseg.core.errors import DiffsegError
 
-CONSISTENCY = ("l2", "kl", "none")
+CONSISTENCY = ("l2", "kl", "kl-ref", "none")
+KL_REF_WEIGHT, KL_REF_CLAMP = 0.1, 0.5  # the reference code's KL weight and clamp (applied to the KL)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -30,7 +34,7 @@ class LossConfig:
     w_cond: float = 1.0  # CE weight of the conditional (label-steered) branch
     w_uncond: float = 1.0  # CE weight of the unconditional branch
     w_cons: float = 1.0  # weight of the consistency term
-    consistency: str = "l2"  # "l2" | "kl" | "none"
+    consistency: str = "l2"  # "l2" | "kl" | "kl-ref" | "none"
     detach_teacher: bool = False  # True: the cond side of the consistency term gets no gradient
 
     def __post_init__(self):
@@ -65,7 +69,8 @@ def segmentation_ce(logits_BKhw: torch.Tensor, labels_BHW: torch.Tensor) -> torc
 def consistency_loss(
     logits_cond: torch.Tensor, logits_uncond: torch.Tensor, kind: str, detach_teacher: bool = False
 ) -> torch.Tensor:
-    """l2: mean squared difference of logits; kl: mean over pixels of KL(p_cond || p_uncond)."""
+    """l2: mean squared difference of logits; kl: mean over pixels of KL(p_cond || p_uncond);
+    kl-ref: 0.1 * min(sum over pixels of KL(p_cond || p_uncond) / B, 0.5) (the reference code)."""
     if detach_teacher:
         logits_cond = logits_cond.detach()
     if kind == "l2":
@@ -75,7 +80,10 @@ def consistency_loss(
         logp_uncond = F.log_softmax(logits_uncond, dim=1)
         kl_BHW = (logp_cond.exp() * (logp_cond - logp_uncond)).sum(dim=1)
         return kl_BHW.mean()
-    raise DiffsegError(f"consistency {kind!r} has no loss (expected 'l2' or 'kl')")
+    if kind == "kl-ref":
+        kl = F.kl_div(F.log_softmax(logits_uncond, dim=1), F.softmax(logits_cond, dim=1), reduction="batchmean")
+        return KL_REF_WEIGHT * torch.clamp(kl, max=KL_REF_CLAMP)
+    raise DiffsegError(f"consistency {kind!r} has no loss (expected 'l2', 'kl' or 'kl-ref')")
 
 
 def ipkl_loss(

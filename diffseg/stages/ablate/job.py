@@ -31,6 +31,7 @@ from diffseg.stages.runs.files import CONFIG, read_json, write_json
 from diffseg.stages.runs.model import held_layers
 from diffseg.stages.runs.record import per_target_miou, read_run, score_run
 from diffseg.stages.runs.scoring import target_names
+from diffseg.stages.runs.seeds import mean_std, seed_dir
 from diffseg.stages.train import job as train_stage
 from diffseg.stages.train.checkpoint import FINAL
 from diffseg.stages.train.config import ABLATION_CELL, TrainConfig, default, given, recorded_part
@@ -136,14 +137,25 @@ def run_cell(cell: Cell, cell_dir: Path, options: dict, eval_caches: list[Path],
     return did
 
 
-def main(*, cache: Path, eval_caches: list[Path], out: Path, features: bool = True, **options) -> Path:
+def main(
+    *,
+    cache: Path,
+    eval_caches: list[Path],
+    out: Path,
+    features: bool = True,
+    seeds: tuple[int, ...] | None = None,
+    **options,
+) -> Path:
     """Run every missing cell, then write ablation.md/.csv/.png under `out`; returns `out`.
 
     `options`: TrainConfig fields given for every cell (None or absent: not given, ABLATION_CELL's
-    or TrainConfig's default)."""
+    or TrainConfig's default). `seeds`: every cell once per seed under `<cell>/seed-<k>/`, the tables
+    showing mean +- std over them."""
     if not eval_caches:
         raise DiffsegError("ablate needs at least one --eval-cache (the targets the cells are scored on)")
     options = given(**options)
+    if seeds is not None and "seed" in options:
+        raise DiffsegError("--seed and --seeds: give one of them")
     options["device"] = resolve_device(options.get("device", default("device"))).type
     layout = cache_layout(Path(cache))
     cells = plan_cells(layout, features=features)
@@ -156,23 +168,38 @@ def main(*, cache: Path, eval_caches: list[Path], out: Path, features: bool = Tr
         f"ablate: {len(todo)} cells to train on {cache} ({len(skipped)} listed without a run of their own: "
         f"same config as another cell or not applicable), targets {', '.join(names)}"
     )
-    results: dict[str, dict[str, float]] = {}
+    results: dict[str, dict[str, float | None]] = {}
+    spreads: dict[str, dict[str, float | None]] | None = {} if seeds is not None else None
     for k, cell in enumerate(todo, start=1):
         cell_dir = out / "cells" / cell.name
-        opts = cell_options(cell, cache=cache, eval_caches=eval_caches, options=options)
         t0 = time.perf_counter()
-        did = run_cell(cell, cell_dir, opts, eval_caches, names)
-        scores = read_scores(cell_dir)["targets"]
-        results[cell.name] = {n: scores[n]["miou"] for n in names}
+        runs = (
+            [(cell_dir, options)] if seeds is None else [(seed_dir(cell_dir, s), {**options, "seed": s}) for s in seeds]
+        )
+        found: dict[str, list] = {n: [] for n in names}
+        dids = []
+        for run_dir, run_options in runs:
+            opts = cell_options(cell, cache=cache, eval_caches=eval_caches, options=run_options)
+            dids.append(run_cell(cell, run_dir, opts, eval_caches, names))
+            scores = read_scores(run_dir)["targets"]
+            for n in names:
+                found[n].append(scores[n]["miou"])
+        stats = {n: mean_std(v) for n, v in found.items()}
+        results[cell.name] = {n: m for n, (m, _) in stats.items()}
+        if spreads is not None:
+            spreads[cell.name] = {n: sd for n, (_, sd) in stats.items()}
         shown = ", ".join(f"{n} {100 * v:.2f}" if v is not None else f"{n} n/a" for n, v in results[cell.name].items())
+        did = dids[0] if len(set(dids)) == 1 else ", ".join(dids)
         log(f"[{k}/{len(todo)}] {cell.name}: {did} in {time.perf_counter() - t0:.1f} s; mIoU {shown}")
     in_header = ("iters", "batch_size", "fusion", "lr", "warmup", "seed")
     o = {**{name: default(name) for name in in_header}, **ABLATION_CELL, **options}
+    seeds_shown = f"seed {o['seed']}" if seeds is None else f"seeds {', '.join(map(str, seeds))} (mean +- std)"
+    where = f"`{out / 'cells'}/<cell>/`" if seeds is None else f"`{out / 'cells'}/<cell>/seed-<k>/`"
     header = (
         f"# diffseg ablate\n\nTraining cache: `{cache}`; {o['iters']} iterations per cell, batch {o['batch_size']}, "
-        f"fusion `{o['fusion']}`, lr {o['lr']}, warm-up {o['warmup']}, seed {o['seed']}. Cells: `{out / 'cells'}/<cell>/` "
+        f"fusion `{o['fusion']}`, lr {o['lr']}, warm-up {o['warmup']}, {seeds_shown}. Cells: {where} "
         f"(normal run directories)."
     )
-    write_reports(out, cells, names, results, header)
+    write_reports(out, cells, names, results, header, spreads)
     log(f"ablate: wrote {out / 'ablation.md'}, {out / 'ablation.csv'}, {out / 'ablation.png'}")
     return out

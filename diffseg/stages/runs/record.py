@@ -39,6 +39,11 @@ class RunRecord:
 def read_run(run: Path) -> RunRecord:
     run = Path(run)
     if not (run / CONFIG).is_file():
+        per_seed = sorted(p.parent.name for p in run.glob(f"seed-*/{CONFIG}"))  # `train --seeds` (runs/seeds.py)
+        if per_seed:
+            raise DiffsegError(
+                f"{run} holds one run per seed ({', '.join(per_seed)}): pass one, e.g. {run / per_seed[0]}"
+            )
         raise DiffsegError(f"{run} is not a run directory (no {CONFIG}; made by `diffseg train`)")
     record = read_json(run / CONFIG)
     return RunRecord(

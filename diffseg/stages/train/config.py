@@ -22,11 +22,14 @@ from diffseg.core.records import from_record
 # Fields that may differ between the recorded config and a resumed invocation.
 RUNTIME_FIELDS = ("device", "workers", "in_memory", "stop_at", "eval_caches")
 _TUPLES = ("eval_caches", "layers", "save_steps", "branches")
+# A record written before an option existed ran without it (a resumed old run must not change).
+BEFORE_OPTION = {"rcs_temperature": 0.0}
 
 
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     cache: str  # training cache path
+    recipe: str = "diffseg"  # the recipe whose values the options not given took (RECIPES)
     eval_caches: tuple[str, ...] = ()  # scored every eval_every iterations and at the end
     layers: tuple[str, ...]  # selected layers, cache order
     save_steps: tuple[int, ...]  # selected saved timesteps, cache order
@@ -37,13 +40,16 @@ class TrainConfig:
     w_uncond: float = 1.0
     w_cons: float = 1.0
     detach_teacher: bool = False
+    rcs_temperature: float = 0.01  # rare-class sampling T (DAFormer); 0: uniform (in force: 0 with < 2 classes)
+    flip_features: float = 0.0  # probability of mirroring a sample's features and label (feature-space flip)
+    rcs_min_pixels: int | None = None  # pixels of a class an image must hold; None: 3000 x crop area / 512^2
     iters: int = 40000
     batch_size: int = 1  # samples per micro-batch per process
     accum: int = 1  # micro-batches accumulated per iteration per process
     lr: float = 6e-5
     head_lr_mult: float = 10.0  # DAFormer: decode head lr x10
     weight_decay: float = 0.01
-    warmup: int = 1500  # linear warm-up iterations
+    warmup: int = 1500  # linear warm-up iterations (not given: this, at most iters // 10; job.short_run_warmup)
     warmup_ratio: float = 1e-6  # lr factor at iteration 0 (mmcv's linear warm-up)
     clip_norm: float = 5.0
     eval_every: int = 4000  # 0: at the end only
@@ -58,6 +64,12 @@ class TrainConfig:
     def __post_init__(self):
         if not self.branches:
             raise DiffsegError("no branch selected for training")
+        if self.recipe not in RECIPES:
+            raise DiffsegError(f"unknown recipe {self.recipe!r} (expected {' or '.join(RECIPES)})")
+        if not self.rcs_temperature >= 0:
+            raise DiffsegError(f"--rcs-temperature must be >= 0, got {self.rcs_temperature}")
+        if not 0 <= self.flip_features <= 1:
+            raise DiffsegError(f"--flip-features is a probability in [0, 1], got {self.flip_features}")
         if self.iters < 1 or self.batch_size < 1 or self.accum < 1:
             raise DiffsegError(f"iters/batch_size/accum must be >= 1, got {self.iters}/{self.batch_size}/{self.accum}")
 
@@ -70,7 +82,46 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
-        return from_record(cls, d, tuples=_TUPLES)
+        return from_record(cls, {**BEFORE_OPTION, **d}, tuples=_TUPLES)
+
+
+# Recipes (STYLE.md §2: a variant is a function returning a config). `diffseg` is TrainConfig's
+# defaults; `paper` pins the reference code's training choices (METHOD.md §7-8), so they hold
+# whatever diffseg's defaults become. Flips stay off in `paper`: the reference flips images before
+# the U-Net, which the cached views hold (`extract --views K`), not features.
+def diffseg_recipe(**required) -> TrainConfig:
+    return TrainConfig(**required)
+
+
+def paper_recipe(**required) -> TrainConfig:
+    return TrainConfig(
+        **required,
+        recipe="paper",
+        fusion="reference",
+        consistency="l2",  # the released config trains with L2, weights 1
+        w_cond=1.0,
+        w_uncond=1.0,
+        w_cons=1.0,
+        detach_teacher=False,
+        rcs_temperature=0.01,  # DAFormer's RCS
+        flip_features=0.0,
+        iters=40000,
+        lr=6e-5,
+        batch_size=1,
+        warmup=1500,
+    )
+
+
+RECIPES = {"diffseg": diffseg_recipe, "paper": paper_recipe}
+_REQUIRED = {"cache": "", "layers": (), "save_steps": (), "branches": ("uncond",)}
+
+
+def recipe_defaults(recipe: str) -> dict:
+    """{field: value} of every optional TrainConfig field under this recipe (what an option not given takes)."""
+    if recipe not in RECIPES:
+        raise DiffsegError(f"unknown recipe {recipe!r} (expected {' or '.join(RECIPES)})")
+    cfg = RECIPES[recipe](**_REQUIRED)
+    return {k: v for k, v in cfg.to_dict().items() if k not in _REQUIRED}
 
 
 def default(name: str):

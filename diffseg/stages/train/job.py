@@ -10,15 +10,20 @@ from __future__ import annotations
 from dataclasses import fields, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from diffseg.cache import CacheReader
 from diffseg.core.errors import DiffsegError
 from diffseg.stages.device import resolve_device
-from diffseg.stages.runs.files import CONFIG, read_json, resolve_run_dir
+from diffseg.stages.runs.files import CONFIG, default_run_dir, read_json, resolve_run_dir
 from diffseg.stages.runs.model import held_layers
+from diffseg.stages.runs.seeds import seed_dir, write_summary
 from diffseg.stages.train import distributed
-from diffseg.stages.train.config import RUNTIME_FIELDS, TrainConfig, default, given
+from diffseg.stages.train.classstats import class_counts
+from diffseg.stages.train.config import RUNTIME_FIELDS, TrainConfig, default, given, recipe_defaults
+from diffseg.stages.train.rcs import default_min_pixels
+from diffseg.stages.train.sampling import image_groups
 from diffseg.stages.train.selection import select
 
 # Options that pick the features: resolved against the cache (selection.py) into TrainConfig's
@@ -27,16 +32,19 @@ SELECTION = ("layers", "save_steps", "kinds", "branches")
 
 
 def resolve_config(*, cache: Path, **options) -> tuple[TrainConfig, dict]:
-    """The TrainConfig and layer specs a fresh run uses: TrainConfig's defaults replaced by the given
-    options (None or absent: not given), the feature selection resolved against the cache, and the
-    loss weights put in force for the branches read."""
+    """The TrainConfig and layer specs a fresh run uses: the recipe's values (TrainConfig's defaults for
+    `diffseg`) replaced by the given options (None or absent: not given), the feature selection
+    resolved against the cache, and the loss weights put in force for the branches read."""
     opts = given(**options)
+    base = recipe_defaults(opts.get("recipe", default("recipe")))
     pick = {k: opts.pop(k, None) for k in SELECTION}
-    consistency = opts.pop("consistency", default("consistency"))
-    w_cond = opts.pop("w_cond", default("w_cond"))
-    w_uncond = opts.pop("w_uncond", default("w_uncond"))
-    w_cons = opts.pop("w_cons", default("w_cons"))
+    consistency = opts.pop("consistency", base["consistency"])
+    w_cond = opts.pop("w_cond", base["w_cond"])
+    w_uncond = opts.pop("w_uncond", base["w_uncond"])
+    w_cons = opts.pop("w_cons", base["w_cons"])
     reader = CacheReader(cache)
+    opts["rcs_min_pixels"] = opts.get("rcs_min_pixels") or default_min_pixels(reader.record.resolution)
+    opts["rcs_temperature"] = rcs_in_force(reader, opts.get("rcs_temperature", base["rcs_temperature"]), opts)
     held = held_layers(reader)
     sel = select(str(cache), reader.record, held, **pick, w_cond=w_cond, w_uncond=w_uncond)
     both = len(sel.branches) == 2
@@ -47,6 +55,9 @@ def resolve_config(*, cache: Path, **options) -> tuple[TrainConfig, dict]:
         )
     if "eval_caches" in opts:
         opts["eval_caches"] = tuple(str(p) for p in opts["eval_caches"])
+    if "warmup" not in opts:  # the paper's warm-up, capped at a tenth of a shorter run (else it never ends)
+        opts["warmup"] = short_run_warmup(opts.get("iters", base["iters"]), base["warmup"])
+    opts = {**{k: v for k, v in base.items() if k not in ("consistency", "w_cond", "w_uncond", "w_cons")}, **opts}
     cfg = TrainConfig(
         cache=str(cache),
         layers=sel.layers,
@@ -59,6 +70,23 @@ def resolve_config(*, cache: Path, **options) -> tuple[TrainConfig, dict]:
         **opts,
     )
     return cfg, sel.layer_specs
+
+
+def short_run_warmup(iters: int, warmup: int) -> int:
+    """The warm-up in force when none is given: the recipe's (the paper's 1500), at most iters // 10."""
+    return min(warmup, iters // 10)
+
+
+def rcs_in_force(reader: CacheReader, temperature: float, opts: dict) -> float:
+    """The rare-class temperature in force: 0 when fewer than two classes have an image holding
+    `rcs_min_pixels` of them (nothing to balance), else the one asked for."""
+    indices = reader.complete_indices()
+    if temperature == 0 or not indices:
+        return 0.0
+    counts, _ = class_counts(reader, indices)
+    groups = image_groups([reader.ids[i] for i in indices])
+    held = np.stack([counts[g].sum(axis=0) for g in groups]) >= opts["rcs_min_pixels"]
+    return float(temperature) if int(held.any(axis=0).sum()) >= 2 else 0.0
 
 
 def main(*, cache: Path, out: Path | None = None, resume: bool = False, **options) -> Path:
@@ -93,6 +121,34 @@ def main(*, cache: Path, out: Path | None = None, resume: bool = False, **option
     return Path(run)
 
 
+def main_seeds(
+    *, cache: Path, seeds: tuple[int, ...], out: Path | None = None, resume: bool = False, **options
+) -> Path:
+    """One normal run per seed under `out` (`seed-<k>/`), then seeds.json/.md with mean +- std per
+    target; returns `out`. --resume continues the unfinished seed runs and starts the missing ones."""
+    from diffseg.stages.train.checkpoint import FINAL
+
+    if given(**options).get("seed") is not None:
+        raise DiffsegError("--seed and --seeds: give one of them")
+    if resume and out is None:
+        raise DiffsegError("--seeds --resume: give the --out folder that holds the seed-<k> runs")
+    parent = Path(out) if out is not None else default_run_dir(cache)
+    if not resume and parent.exists() and (not parent.is_dir() or any(parent.iterdir())):
+        raise DiffsegError(f"{parent} already exists; pass --resume to continue it or choose another --out")
+    if resume and not parent.is_dir():
+        raise DiffsegError(f"--resume: {parent} is not a folder of seed runs")
+    for seed in seeds:
+        run = seed_dir(parent, seed)
+        again = resume and (run / CONFIG).is_file()
+        if again and (run / FINAL).is_file():
+            continue  # finished earlier
+        main(cache=cache, out=run, resume=again, seed=seed, **options)
+    finished = all((seed_dir(parent, s) / FINAL).is_file() for s in seeds)  # not so after a --stop-at
+    if finished and distributed.from_env().main:
+        write_summary(parent, seeds)
+    return parent
+
+
 def _recorded(run: Path, cache: Path, runtime: dict, asked: dict) -> tuple[TrainConfig, dict]:
     """A resumed run keeps its recorded config (the schedule depends on it), replaced by the runtime
     options and the given evaluation targets; `asked` holds the other given options, each of which
@@ -111,6 +167,7 @@ def _recorded(run: Path, cache: Path, runtime: dict, asked: dict) -> tuple[Train
 
 # Options compared on --resume first, in this order (any other given TrainConfig field after them).
 RESUME_CHECKED = (
+    "recipe",
     "iters",
     "batch_size",
     "lr",
@@ -124,6 +181,9 @@ RESUME_CHECKED = (
     "w_uncond",
     "w_cons",
     "detach_teacher",
+    "rcs_temperature",
+    "rcs_min_pixels",
+    "flip_features",
     "layers",
     "save_steps",
     "kinds",

@@ -1,8 +1,11 @@
 """Seeded sample order, split of each global batch across processes, per-sample dropout seeds.
 
-The order is a pure function of (seed, position): epoch e is a permutation of the N
-samples drawn from `torch.Generator().manual_seed(seed + e)`, and the epochs are
-concatenated into one stream. Iteration k consumes stream positions
+The order is a pure function of (seed, position). Uniform sampling: epoch e is a permutation
+of the N *images* drawn from `torch.Generator().manual_seed(seed + e)`, the epochs
+concatenated into one stream; an image with several cached views ("<id>#v<k>") gives one of
+them per visit, drawn from (seed, position), so K views are K-fold augmentation and an epoch
+is over images (with one view per image: the plain permutation of the samples). Rare-class
+sampling (rcs.py) replaces the permutation by a class draw, also from (seed, position). Iteration k consumes stream positions
 [k * G, (k + 1) * G) with G = batch * accum * world; those G positions are cut into
 world * accum micro-batches of `batch`, and rank r takes micro-batches
 r * accum .. r * accum + accum - 1. So a resumed run needs only k to continue
@@ -15,16 +18,45 @@ under gradient accumulation.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
 import torch
 from torch.utils.data import Sampler
 
+VIEW_SUFFIX = re.compile(r"#v\d+$")  # stages/extract/plan.py: "<image id>#v<k>" when an image has several views
+VIEW_DRAW, CLASS_DRAW, FLIP_DRAW = 1, 2, 3  # what a per-position generator is for (part of its seed)
+
+
+def image_groups(ids: Sequence[str]) -> list[list[int]]:
+    """Positions of `ids` grouped by image (the id without its "#v<k>"), images in first-seen order."""
+    groups: dict[str, list[int]] = {}
+    for pos, sample_id in enumerate(ids):
+        groups.setdefault(VIEW_SUFFIX.sub("", sample_id), []).append(pos)
+    return list(groups.values())
+
+
+def position_rng(seed: int, pos: int, purpose: int) -> np.random.Generator:
+    """The generator of one stream position for one purpose (independent of batch placement)."""
+    return np.random.default_rng([seed, pos, purpose])
+
+
+class Order(Protocol):
+    def __getitem__(self, pos: int) -> int: ...
+
 
 class StreamOrder:
-    """Position in the sample stream -> sample index (permutations cached per epoch)."""
+    """Position in the sample stream -> sample position (image permutations cached per epoch).
 
-    def __init__(self, n: int, seed: int):
+    `groups`: the samples of each image (default: every sample its own image)."""
+
+    def __init__(self, n: int, seed: int, groups: Sequence[Sequence[int]] | None = None):
         assert n > 0, "empty dataset"
-        self.n, self.seed = n, seed
+        self.groups = [list(g) for g in groups] if groups is not None else [[i] for i in range(n)]
+        assert sorted(i for g in self.groups for i in g) == list(range(n)), "groups must partition the samples"
+        self.n, self.seed = len(self.groups), seed
         self._perms: dict[int, list[int]] = {}
 
     def __getitem__(self, pos: int) -> int:
@@ -32,7 +64,10 @@ class StreamOrder:
         if epoch not in self._perms:
             g = torch.Generator().manual_seed(self.seed + epoch)
             self._perms = {epoch: torch.randperm(self.n, generator=g).tolist()}  # keep one epoch
-        return self._perms[epoch][i]
+        views = self.groups[self._perms[epoch][i]]
+        if len(views) == 1:
+            return views[0]
+        return views[int(position_rng(self.seed, pos, VIEW_DRAW).integers(len(views)))]
 
 
 def micro_positions(k: int, a: int, *, batch: int, accum: int, rank: int, world: int) -> range:
@@ -47,11 +82,30 @@ def dropout_seeds(positions: range, *, seed: int, branch: int) -> torch.Tensor:
     return torch.tensor([(seed * 1_000_003 + p) * 4 + branch for p in positions], dtype=torch.int64)
 
 
+def flip_mask(positions: range, *, seed: int, p: float) -> torch.Tensor:
+    """bool [B]: which samples of these stream positions are flipped (feature-space flips, probability p)."""
+    if p == 0:
+        return torch.zeros(len(positions), dtype=torch.bool)
+    return torch.tensor([bool(position_rng(seed, q, FLIP_DRAW).random() < p) for q in positions])
+
+
 class MicroBatchSampler(Sampler):
     """Yields this rank's micro-batches (lists of sample indices) from iteration `start` to `stop`."""
 
-    def __init__(self, n: int, *, seed: int, batch: int, accum: int, rank: int, world: int, start: int, stop: int):
-        self.order = StreamOrder(n, seed)
+    def __init__(
+        self,
+        n: int,
+        *,
+        seed: int,
+        batch: int,
+        accum: int,
+        rank: int,
+        world: int,
+        start: int,
+        stop: int,
+        order: Order | None = None,
+    ):
+        self.order = order if order is not None else StreamOrder(n, seed)
         self.batch, self.accum, self.rank, self.world = batch, accum, rank, world
         self.start, self.stop = start, stop
 

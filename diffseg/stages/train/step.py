@@ -33,6 +33,18 @@ def to_device(feats: dict[str, dict[str, torch.Tensor]], device: torch.device) -
     return {b: {l: x.to(device, non_blocking=True).float() for l, x in f.items()} for b, f in feats.items()}
 
 
+def flip_samples(
+    feats: dict[str, dict[str, torch.Tensor]], labels_BHW: torch.Tensor, mask_B: torch.Tensor
+) -> tuple[dict[str, dict[str, torch.Tensor]], torch.Tensor]:
+    """Mirror the masked samples left-right: every branch's features and the label together."""
+    if not bool(mask_B.any()):
+        return feats, labels_BHW
+    mask_B = mask_B.to(labels_BHW.device)
+    m5 = mask_B.view(-1, 1, 1, 1, 1)
+    flipped = {b: {l: torch.where(m5, x.flip(-1), x) for l, x in f.items()} for b, f in feats.items()}
+    return flipped, torch.where(mask_B.view(-1, 1, 1), labels_BHW.flip(-1), labels_BHW)
+
+
 def nonfinite_samples(feats: dict[str, dict[str, torch.Tensor]]) -> list[tuple[int, str]]:
     """[(batch position, "branch/layer")] of samples holding NaN/inf; one device sync."""
     flags, names = [], []

@@ -26,16 +26,33 @@ from diffseg.cache import CacheReader, FeatureDataset
 from diffseg.core.errors import DiffsegError
 from diffseg.nn import LossConfig, ipkl_loss
 from diffseg.stages.device import autocast_dtype
-from diffseg.stages.runs.files import CACHES, CONFIG, METRICS, MetricsLog, cache_fingerprint, read_json, write_json
+from diffseg.stages.runs.files import (
+    CACHES,
+    CONFIG,
+    METRICS,
+    MetricsLog,
+    cache_fingerprint,
+    read_json,
+    write_json,
+)
 from diffseg.stages.runs.model import build_segmentor
 from diffseg.stages.runs.record import RunRecord, run_targets, score
 from diffseg.stages.train import checkpoint
+from diffseg.stages.train.classstats import CLASS_STATS
 from diffseg.stages.train.config import TrainConfig, recorded_part
 from diffseg.stages.train.distributed import DistEnv
+from diffseg.stages.train.order import build_order
 from diffseg.stages.train.progress import Progress, Window
-from diffseg.stages.train.sampling import MicroBatchSampler, dropout_seeds, micro_positions
+from diffseg.stages.train.sampling import MicroBatchSampler, dropout_seeds, flip_mask, micro_positions
 from diffseg.stages.train.schedule import lr_factor, set_lr
-from diffseg.stages.train.step import BranchForward, autocast, nonfinite_samples, raise_nonfinite, to_device
+from diffseg.stages.train.step import (
+    BranchForward,
+    autocast,
+    flip_samples,
+    nonfinite_samples,
+    raise_nonfinite,
+    to_device,
+)
 
 BRANCH_CODE = {"uncond": 0, "cond": 1}  # part of the dropout seed
 
@@ -54,6 +71,7 @@ class Trainer:
         self.data = FeatureDataset(cfg.cache, cfg.branches, cfg.layers, step_idx, in_memory=cfg.in_memory)
         if len(self.data) == 0:
             raise DiffsegError(f"{cfg.cache} has no complete sample to train on")
+        self.order, self.class_stats = build_order(cfg, reader, self.data.indices)
         # 2. model, loss, optimizer
         self.model = build_segmentor(layer_specs, len(cfg.save_steps), cfg.fusion, cfg.seed).to(device)
         self.forward: BranchForward | DistributedDataParallel = BranchForward(self.model)
@@ -110,6 +128,8 @@ class Trainer:
         )
         evals = [cache_fingerprint(r.path, r.record, r.ids) for r in (CacheReader(t.path) for t in self.targets)]
         write_json(self.run / CACHES, {"train": self.record.train_cache, "eval": evals})
+        if self.class_stats is not None:
+            write_json(self.run / CLASS_STATS, self.class_stats)
 
     def _restore(self) -> None:
         recorded = read_json(self.run / CACHES)["train"]
@@ -124,6 +144,13 @@ class Trainer:
             return  # interrupted before the first checkpoint: start over, same result
         it, _ = ckpts[-1]
         weights, state = checkpoint.load_checkpoint(self.run, it)
+        recorded_stats = state["sampler"].get("class_stats")
+        have_stats = self.class_stats["digest"] if self.class_stats else None
+        if recorded_stats != have_stats:
+            raise DiffsegError(
+                f"--resume: the class statistics of {self.cfg.cache} differ from those {self.run} sampled "
+                f"with ({recorded_stats} vs {have_stats})"
+            )
         if state["global_batch"] != self.cfg.global_batch(self.env.world):
             raise DiffsegError(
                 f"--resume: {self.run} ran with a global batch of {state['global_batch']} samples; "
@@ -144,7 +171,12 @@ class Trainer:
             "iteration": iteration,
             "optimizer": self.optimizer.state_dict(),
             "schedule": {"base_lrs": list(self.base_lrs), "iteration": iteration},
-            "sampler": {"seed": self.cfg.seed, "position": iteration * self.cfg.global_batch(self.env.world)},
+            "sampler": {
+                "seed": self.cfg.seed,
+                "position": iteration * self.cfg.global_batch(self.env.world),
+                "rcs_temperature": self.cfg.rcs_temperature,
+                "class_stats": self.class_stats["digest"] if self.class_stats else None,
+            },
             "global_batch": self.cfg.global_batch(self.env.world),
             "scaler": self.scaler.state_dict() if self.scaler is not None else {},
             "rng": {
@@ -167,6 +199,7 @@ class Trainer:
             world=self.env.world,
             start=self.start,
             stop=stop,
+            order=self.order,
         )
         if cfg.in_memory:
             self.data.preload()  # before the workers fork: they share the pages
@@ -246,6 +279,8 @@ class Trainer:
         if bad:
             raise_nonfinite(bad, ids, self.cfg.cache)
         labels_BHW = batch["label"].to(self.device, non_blocking=True)
+        flips = flip_mask(positions, seed=self.cfg.seed, p=self.cfg.flip_features)
+        feats, labels_BHW = flip_samples(feats, labels_BHW, flips)
         seeds = {b: dropout_seeds(positions, seed=self.cfg.seed, branch=BRANCH_CODE[b]) for b in feats}
         ddp = self.forward if isinstance(self.forward, DistributedDataParallel) else None  # wrapped iff env.active
         with ddp.no_sync() if ddp is not None and not sync else nullcontext():

@@ -1,0 +1,76 @@
+"""Class statistics of a training cache's labels: pixels of each class in each sample.
+
+Rare-class sampling (rcs.py) needs them. Reading every label of a GTAV cache takes minutes,
+so they are computed once and remembered in a JSON sidecar under
+`$DIFFSEG_CACHE_DIR` (default `~/.cache/diffseg`)`/class-stats/`, keyed by what decides the
+labels (cache path, model fingerprint, extract config hash, ids hash, the complete samples):
+a second run on the same cache reads them back, and the cache itself is never written. Each
+run records their digest, the class frequencies and probabilities in `class_stats.json`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from diffseg.cache import CacheReader
+from diffseg.cache.schema import LABELS
+from diffseg.core.classes import NUM_CLASSES
+from diffseg.stages.runs.files import cache_fingerprint, digest
+
+CLASS_STATS = "class_stats.json"
+
+
+def stats_dir() -> Path:
+    root = os.environ.get("DIFFSEG_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / (
+        "diffseg"
+    )
+    return Path(root) / "class-stats"
+
+
+def stats_key(reader: CacheReader, indices: Sequence[int]) -> dict:
+    fp = cache_fingerprint(reader.path, reader.record, reader.ids)
+    keep = ("path", "model_fingerprint", "extract_hash", "ids_hash")
+    return {**{k: fp[k] for k in keep}, "complete_hash": digest([int(i) for i in indices])}
+
+
+def count_classes(reader: CacheReader, indices: Sequence[int]) -> np.ndarray:
+    """int64 [len(indices), 19]: labelled pixels of each class in each listed sample."""
+    out = np.zeros((len(indices), NUM_CLASSES), np.int64)
+    for row, i in enumerate(indices):
+        label = reader.read(int(i), [LABELS])[LABELS]
+        out[row] = np.bincount(label.ravel(), minlength=256)[:NUM_CLASSES]
+    return out
+
+
+def class_counts(reader: CacheReader, indices: Sequence[int]) -> tuple[np.ndarray, dict]:
+    """(counts [len(indices), 19], the record {key, counts}): from the sidecar when it matches, else
+    counted and remembered."""
+    key = stats_key(reader, indices)
+    sidecar = stats_dir() / (hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32] + ".json")
+    if sidecar.is_file():
+        record = _read(sidecar)
+        if record is not None and record.get("key") == key:
+            return np.asarray(record["counts"], np.int64).reshape(len(indices), NUM_CLASSES), record
+    print(f"counting the class pixels of {len(indices)} labels of {reader.path} (once)", file=sys.stderr, flush=True)
+    counts = count_classes(reader, indices)
+    record = {"key": key, "counts": counts.tolist()}
+    sidecar.parent.mkdir(parents=True, exist_ok=True)
+    tmp = sidecar.with_name(f"{sidecar.name}.{os.getpid()}.tmp")  # DDP ranks may write the same sidecar
+    tmp.write_text(json.dumps(record))
+    os.replace(tmp, sidecar)
+    return counts, record
+
+
+def _read(sidecar: Path) -> dict | None:
+    """The sidecar's record; None (it is recounted and rewritten) when a crash left it truncated."""
+    try:
+        return json.loads(sidecar.read_text())
+    except ValueError:
+        return None
