@@ -31,6 +31,8 @@ from typing import Any
 
 import torch
 
+from diffseg.core.paths import user_cache_dir
+
 COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 _VOLATILE = {
     "_diffusers_version",
@@ -89,10 +91,7 @@ def state_dict_digest(module: torch.nn.Module) -> str:
 
 
 def _cache_dir() -> Path:
-    root: str | Path | None = os.environ.get("DIFFSEG_CACHE_DIR")
-    if root is None:
-        root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "diffseg"
-    return Path(root) / "fingerprints"
+    return user_cache_dir("fingerprints")
 
 
 def memo(key: dict, compute: Callable[[], Any], slot: str | None = None) -> Any:

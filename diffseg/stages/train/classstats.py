@@ -22,16 +22,14 @@ import numpy as np
 from diffseg.cache import CacheReader
 from diffseg.cache.schema import LABELS
 from diffseg.core.classes import NUM_CLASSES
+from diffseg.core.paths import user_cache_dir
 from diffseg.stages.runs.files import cache_fingerprint, digest
 
 CLASS_STATS = "class_stats.json"
 
 
 def stats_dir() -> Path:
-    root = os.environ.get("DIFFSEG_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / (
-        "diffseg"
-    )
-    return Path(root) / "class-stats"
+    return user_cache_dir("class-stats")
 
 
 def stats_key(reader: CacheReader, indices: Sequence[int]) -> dict:
