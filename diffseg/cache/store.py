@@ -32,6 +32,8 @@ from zarr.codecs import BytesCodec, ZstdCodec
 from zarr.core.array_spec import ArrayConfigParams
 from zarr.core.metadata import ArrayV3Metadata
 
+from diffseg.core.location import is_local, local_path, normalize
+
 FEATURE_COMPRESSORS = None
 LABEL_COMPRESSORS = (ZstdCodec(level=3),)
 # Every chunk is written even when it equals the fill value: a complete sample then has
@@ -39,22 +41,28 @@ LABEL_COMPRESSORS = (ZstdCodec(level=3),)
 WRITE_CONFIG: ArrayConfigParams = {"write_empty_chunks": True}
 
 
-def is_local(path: str | Path) -> bool:
-    """A plain file system path (or file:// URL), as opposed to an fsspec URL."""
-    s = str(path)
-    return "://" not in s or s.startswith("file://")
-
-
-def local_path(path: str | Path) -> Path:
-    s = str(path)
-    return Path(s[len("file://") :] if s.startswith("file://") else s)
-
-
 def store_for(path: str | Path, read_only: bool):
-    """A LocalStore for local paths; fsspec URLs go to zarr as they are."""
+    """A LocalStore for local paths; an fsspec URL becomes zarr's own FsspecStore (credentials
+    come from the environment or the usual config files, never from diffseg)."""
     if is_local(path):
         return zarr.storage.LocalStore(local_path(path), read_only=read_only)
-    return str(path)
+    return zarr.storage.FsspecStore.from_url(normalize(path), read_only=read_only)
+
+
+def stored_bytes(path: str | Path) -> int:
+    """Bytes the cache's files take in the store (a listing: one request per prefix on object stores)."""
+    if is_local(path):
+        return sum(f.stat().st_size for f in local_path(path).rglob("*") if f.is_file())
+    fs, root = remote_fs(path)
+    return int(fs.du(root, total=True))
+
+
+def remote_fs(path: str | Path):
+    """(a synchronous fsspec file system, the path inside it) of a store URL, for listings and
+    whole-object reads/writes outside zarr (zarr's own FsspecStore is asynchronous)."""
+    import fsspec  # type: ignore[import-untyped]  # (no stubs; zarr depends on it)
+
+    return fsspec.core.url_to_fs(normalize(path))
 
 
 def open_group(path: str | Path, mode: Literal["r", "r+"] = "r") -> zarr.Group:

@@ -18,7 +18,6 @@ import socket
 import sys
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 from diffseg.core.errors import DataError, DiffsegError
 from diffseg.core.layers import LayerSpec, layer_specs
@@ -47,7 +46,7 @@ class Samples:
         self.image_ids = list(self.dataset.ids[:n_images])
         self.ids = sample_ids(self.image_ids, plan.views)
         self.orig_max = orig_label_max(self.dataset, n_images) if plan.kind == "eval" else None
-        self.done = existing_status(Path(plan.out), len(self.ids))
+        self.done = existing_status(plan.out, len(self.ids))
 
     @property
     def remaining(self) -> int:
@@ -66,7 +65,7 @@ def orig_label_max(dataset, n_images: int) -> tuple[int, int]:
     return (max(hmax, 1), max(wmax, 1))
 
 
-def existing_status(out: Path, n: int) -> int:
+def existing_status(out: str, n: int) -> int:
     """Samples already done (complete or skipped) in an existing cache at `out`, else 0."""
     from diffseg.cache import PENDING, CacheReader, is_cache
 
@@ -88,10 +87,10 @@ def dry_run_report(plan: ExtractPlan) -> dict:
     samples = Samples(plan)
     specs = planned_specs(plan)
     per = sizes.sample_bytes(plan, specs, samples.orig_max)
-    free = sizes.free_bytes(Path(plan.out))
+    free = sizes.free_bytes(plan.out)
     for line in sizes.report_lines(plan, specs, per, len(samples.ids), samples.remaining, free):
         print(line)
-    fits = per["total"] * samples.remaining <= free
+    fits = free is None or per["total"] * samples.remaining <= free
     print("dry run: nothing written" + ("" if fits else "; the disk is too small for this extraction"))
     return {
         "bytes_per_sample": per["total"],
@@ -108,7 +107,7 @@ def run(plan: ExtractPlan, models=None, progress: bool = True) -> dict:
     t_begin = time.perf_counter()
     samples = Samples(plan)
     per = sizes.sample_bytes(plan, planned_specs(plan), samples.orig_max)
-    sizes.check_disk(Path(plan.out), per["total"], samples.remaining)  # before any write
+    sizes.check_disk(plan.out, per["total"], samples.remaining)  # before any write
     print(
         f"cache {plan.out}: {len(samples.ids)} samples, {sizes.human(per['total'])} per sample, "
         f"{samples.remaining} to extract ({sizes.human(per['total'] * samples.remaining)})"
@@ -216,7 +215,9 @@ class Recorder:
             "samples_written": self.written,
         }
         self.writer.update_record(timings=timings, host=_host(self.plan, workers), skipped=tuple(self.skipped))
-        nbytes = sum(f.stat().st_size for f in Path(self.plan.out).rglob("*") if f.is_file())
+        from diffseg.cache import stored_bytes
+
+        nbytes = stored_bytes(self.plan.out)
         print(
             f"done: {self.written} samples written, {self.bad} skipped this run "
             f"({len(self.skipped)} skipped in the cache), {seconds:.1f} s, {rate:.3f} samples/s; "

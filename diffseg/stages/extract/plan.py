@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from diffseg.core import location
 from diffseg.core.errors import DiffsegError
 from diffseg.core.geometry import check_unet_size
 from diffseg.pipeline.config import TrajectoryConfig, resolve
@@ -200,7 +201,7 @@ def build_plan(
         mapillary_map=mapillary_map,
         conditions=None if conditions is None else tuple(conditions),
         kind=kind,
-        out=str(Path(out or default_out(dataset, split)).absolute()),
+        out=location.normalize(out or default_out(dataset, split)),
         model=model,
         device=dev,
         compute_dtype="float16" if dev == "cuda" else "float32",

@@ -73,7 +73,7 @@ def _extract_lines(extract: dict) -> list[str]:
     return lines
 
 
-def info(cache: Path, as_json: bool) -> int:
+def info(cache: str | Path, as_json: bool) -> int:
     d = describe(CacheReader(cache))
     if as_json:
         print(json.dumps(d))
@@ -133,7 +133,7 @@ def sample_problems(r: CacheReader, i: int) -> list[str]:
     return problems
 
 
-def verify(cache: Path, as_json: bool) -> int:
+def verify(cache: str | Path, as_json: bool) -> int:
     from tqdm import tqdm
 
     r = CacheReader(cache)
@@ -164,7 +164,7 @@ def verify(cache: Path, as_json: bool) -> int:
     return 1 if problems else 0
 
 
-def show(cache: Path, out: Path, sample: int) -> int:
+def show(cache: str | Path, out: Path, sample: int) -> int:
     from diffseg.stages.tools import cacheshow
 
     paths = cacheshow.write_pictures(CacheReader(cache), Path(out), sample)
@@ -173,7 +173,7 @@ def show(cache: Path, out: Path, sample: int) -> int:
     return 0
 
 
-def migrate(cache: Path) -> int:
+def migrate(cache: str | Path) -> int:
     """Rewrite a format-1 cache's attributes as format 2 (cache/migrate.py)."""
     from diffseg.cache.migrate import migrate as migrate_cache
 
