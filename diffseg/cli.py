@@ -157,6 +157,16 @@ def _ints(value: str | None) -> tuple[int, ...] | None:
         raise typer.BadParameter(f"expected comma-separated integers, got {value!r}") from None
 
 
+def _shard(value: str) -> tuple[int, int]:
+    from diffseg.core.errors import DiffsegError
+    from diffseg.stages.extract.share import parse_shard
+
+    try:
+        return parse_shard(value)
+    except DiffsegError as err:
+        raise typer.BadParameter(str(err)) from None
+
+
 def _size(value: str | None) -> tuple[int, int] | None:
     """Parse WxH; the U-Net needs multiples of 64 (checked by the stage that knows why)."""
     if value is None:
@@ -210,6 +220,9 @@ def extract(
         int | None, typer.Option(min=1, help="Run a local dask cluster of N workers (one per GPU on CUDA).")
     ] = None,
     scheduler: Annotated[str | None, typer.Option(help="Join an existing dask scheduler at ADDRESS.")] = None,
+    shard: Annotated[
+        str | None, typer.Option(help="I/N: extract only share I of N (job arrays without dask), e.g. 0/4.")
+    ] = None,
     device: Annotated[Device, typer.Option(help="auto picks cuda when available.")] = Device.auto,
     seed: Annotated[int, typer.Option(help="Seed of every random draw (crops, VAE sample, eta noise).")] = 0,
     encode: Annotated[
@@ -265,6 +278,7 @@ def extract(
         conditions=_csv(conditions),
         workers=workers,
         scheduler=scheduler,
+        shard=None if shard is None else _shard(shard),
         device=device.value,
         seed=seed,
         encode=encode.value,

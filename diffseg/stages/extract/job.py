@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 
 from diffseg.core.errors import DataError, DiffsegError
 from diffseg.core.layers import LayerSpec, layer_specs
-from diffseg.stages.extract import sizes
+from diffseg.stages.extract import share, sizes
 from diffseg.stages.extract.plan import ExtractPlan, build_plan, extract_record, sample_ids
 from diffseg.stages.extract.worker import Outcome, open_plan_dataset
 
@@ -112,10 +112,11 @@ def run(plan: ExtractPlan, models=None, progress: bool = True) -> dict:
         f"cache {plan.out}: {len(samples.ids)} samples, {sizes.human(per['total'])} per sample, "
         f"{samples.remaining} to extract ({sizes.human(per['total'] * samples.remaining)})"
     )
-    if plan.workers is None and plan.scheduler is None:
-        summary = _run_local(plan, samples, models, progress)
-    else:
-        summary = _run_dask(plan, samples, progress)
+    with share.exclusive(plan.out, plan.shard) as lock:  # a second process on this share: refused
+        if plan.workers is None and plan.scheduler is None:
+            summary = _run_local(plan, samples, models, progress, lock)
+        else:
+            summary = _run_dask(plan, samples, progress, lock)
     summary["seconds_total"] = time.perf_counter() - t_begin
     return summary
 
@@ -144,7 +145,8 @@ def create_cache(plan: ExtractPlan, samples: Samples, info: dict):
         resolution=plan.resolution,
         samples=len(samples.ids),
     )
-    return CacheWriter.create(plan.out, record, samples.ids, orig_label_max=samples.orig_max)
+    with share.creating(plan.out):  # shards started together: one creates, the others resume
+        return CacheWriter.create(plan.out, record, samples.ids, orig_label_max=samples.orig_max)
 
 
 def _host(plan: ExtractPlan, workers: int | None) -> dict:
@@ -165,10 +167,10 @@ def _host(plan: ExtractPlan, workers: int | None) -> dict:
 class Recorder:
     """Coordinator side: progress bar, warnings, skip records in the attributes, counts."""
 
-    def __init__(self, plan: ExtractPlan, writer, samples: Samples, progress: bool):
+    def __init__(self, plan: ExtractPlan, writer, samples: Samples, progress: bool, lock=None):
         from tqdm import tqdm
 
-        self.plan, self.writer = plan, writer
+        self.plan, self.writer, self.lock = plan, writer, lock
         self.skipped = list(writer.record.skipped)
         self.written = self.bad = 0
         self.bar = tqdm(
@@ -199,10 +201,23 @@ class Recorder:
             assert out.reason is not None  # an outcome not written says why
             new_skips.append(SkippedSample(id=out.id, reason=out.reason))
         if new_skips:
-            known = {s.id for s in self.skipped}
-            self.skipped += [s for s in new_skips if s.id not in known]
-            self.writer.update_record(skipped=tuple(self.skipped))
+            self._record(skipped=new_skips)
+        share.refresh(self.lock)
         self.bar.update(len(outcomes))
+
+    def _record(self, skipped=(), **changes) -> None:
+        """Record fields, the skipped samples merged with those other shards recorded meanwhile."""
+        from diffseg.cache import CacheReader
+
+        with share.creating(self.plan.out):
+            merged = list(CacheReader(self.plan.out).record.skipped) if self.plan.shard is not None else []
+            known = {s.id for s in merged}
+            for s in [*self.skipped, *skipped]:
+                if s.id not in known:
+                    merged.append(s)
+                    known.add(s.id)
+            self.skipped = merged
+            self.writer.update_record(skipped=tuple(self.skipped), **changes)
 
     def finish(self, startup: dict, workers: int | None) -> dict:
         self.bar.close()
@@ -214,7 +229,7 @@ class Recorder:
             "samples_per_s": round(rate, 4),
             "samples_written": self.written,
         }
-        self.writer.update_record(timings=timings, host=_host(self.plan, workers), skipped=tuple(self.skipped))
+        self._record(timings=timings, host=_host(self.plan, workers))
         from diffseg.cache import stored_bytes
 
         nbytes = stored_bytes(self.plan.out)
@@ -235,7 +250,7 @@ class Recorder:
         }
 
 
-def _run_local(plan: ExtractPlan, samples: Samples, models, progress: bool) -> dict:
+def _run_local(plan: ExtractPlan, samples: Samples, models, progress: bool, lock=None) -> dict:
     """No cluster: build the model here and loop over pending samples."""
     from diffseg.stages.extract.worker import SampleRunner, make_extractor, models_for
 
@@ -246,13 +261,13 @@ def _run_local(plan: ExtractPlan, samples: Samples, models, progress: bool) -> d
     print(f"start-up: model {startup['model_s']:.1f} s (excluded from samples/s)")
     writer = create_cache(plan, samples, _model_info(models, extractor, plan))
     runner = SampleRunner(plan, models, writer, dataset=samples.dataset, extractor=extractor)
-    rec = Recorder(plan, writer, samples, progress)
-    for i in writer.pending():
+    rec = Recorder(plan, writer, samples, progress, lock)
+    for i in share.shard_indices(writer.pending(), writer.n, plan.shard):
         rec.add([runner.run(i)])
     return rec.finish(startup, None)
 
 
-def _run_dask(plan: ExtractPlan, samples: Samples, progress: bool) -> dict:
+def _run_dask(plan: ExtractPlan, samples: Samples, progress: bool, lock=None) -> dict:
     """Local cluster or an existing scheduler: blocks of samples, written by the workers."""
     from diffseg.stages.extract import cluster as xd
 
@@ -266,8 +281,9 @@ def _run_dask(plan: ExtractPlan, samples: Samples, progress: bool) -> dict:
             f"model on every worker {models_s:.1f} s (excluded from samples/s)"
         )
         writer = create_cache(plan, samples, info)
-        rec = Recorder(plan, writer, samples, progress)
-        for outcomes in xd.run_blocks(client, plan, writer.pending(), threads):
+        rec = Recorder(plan, writer, samples, progress, lock)
+        pending = share.shard_indices(writer.pending(), writer.n, plan.shard)
+        for outcomes in xd.run_blocks(client, plan, pending, threads):
             rec.add(outcomes)
         return rec.finish(startup, n)
 

@@ -65,6 +65,7 @@ class ExtractPlan:
     strict: bool
     workers: int | None
     scheduler: str | None
+    shard: tuple[int, int] | None = None  # (I, N): this process extracts share I of N (share.py)
 
     def branch_layers(self, branch: str) -> tuple[str, ...]:
         """Layers this branch stores: every branch stores every layer (the branches share the
@@ -162,6 +163,7 @@ def build_plan(
     conditions=None,
     workers=None,
     scheduler=None,
+    shard=None,
     device="auto",
     seed=0,
     encode="mean",
@@ -218,6 +220,7 @@ def build_plan(
         strict=strict,
         workers=workers,
         scheduler=scheduler,
+        shard=shard,
     )
     if "xattn" in traj.kinds and uncond_prompt != "classes":
         raise DiffsegError(
