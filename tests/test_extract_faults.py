@@ -122,3 +122,28 @@ def test_a_lock_of_another_host_goes_stale_after_the_timeout(tmp_path):
     old = time.time() - share.LOCK_STALE_S - 1
     os.utime(lock, (old, old))
     assert share.acquire(lock) is None and json.loads(lock.read_text())["pid"] == os.getpid()
+
+
+def test_a_full_disk_mid_sample_is_one_line_and_the_rerun_finishes(clean, tmp_path, monkeypatch):
+    import errno
+
+    import zarr
+
+    out = tmp_path / "full"
+    real_set = zarr.storage.LocalStore.set
+
+    async def failing_set(self, key, value, *args, **kwargs):
+        if key.startswith("cond/up2.res2/c/2/"):  # sample 2, in the middle of its arrays
+            raise OSError(errno.ENOSPC, "No space left on device", key)
+        return await real_set(self, key, value, *args, **kwargs)
+
+    monkeypatch.setattr(zarr.storage.LocalStore, "set", failing_set)
+    result = extract("--limit", "4", out=out)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    (line,) = [l for l in result.output.splitlines() if l.startswith("error:")]
+    assert "No space left on device" in line and "sample train/0002" in line
+    assert list(CacheReader(out).status) == [1, 1, 0, 0]  # nothing marked complete that is not
+    monkeypatch.setattr(zarr.storage.LocalStore, "set", real_set)  # space freed
+    result = extract("--limit", "4", out=out)
+    assert result.exit_code == 0 and "done: 2 samples written" in result.output, result.output
+    assert_same_bytes(clean, arrays(out))

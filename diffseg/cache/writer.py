@@ -133,8 +133,18 @@ class CacheWriter:
     def write_sample(
         self, i: int, arrays: dict[str, np.ndarray], label: np.ndarray, orig_label: np.ndarray | None = None
     ) -> None:
-        """Write every array of sample i, then mark it complete (the marker goes last)."""
+        """Write every array of sample i, then mark it complete (the marker goes last). A failed
+        write (a full disk or bucket quota) is one DiffsegError; the sample stays pending."""
         self._check_sample(i, arrays, label, orig_label)
+        try:
+            self._write(i, arrays, label, orig_label)
+        except OSError as err:
+            raise DiffsegError(
+                f"writing sample {self.ids[i]} (index {i}) into {self.path} failed: {err}; the sample is left "
+                "pending: free space (or raise the quota) and rerun to resume"
+            ) from err
+
+    def _write(self, i: int, arrays: dict[str, np.ndarray], label: np.ndarray, orig_label: np.ndarray | None) -> None:
         if status.read_one(self._array(schema.STATUS), self._root, i) != schema.PENDING:
             self._array(schema.STATUS)[i] = schema.PENDING  # a rewrite: pending while in flight
         for name in self.feature_names:

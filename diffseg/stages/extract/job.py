@@ -205,6 +205,12 @@ class Recorder:
         share.refresh(self.lock)
         self.bar.update(len(outcomes))
 
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.close()  # an error line then starts on a line of its own
+
     def _record(self, skipped=(), **changes) -> None:
         """Record fields, the skipped samples merged with those other shards recorded meanwhile."""
         from diffseg.cache import CacheReader
@@ -261,10 +267,10 @@ def _run_local(plan: ExtractPlan, samples: Samples, models, progress: bool, lock
     print(f"start-up: model {startup['model_s']:.1f} s (excluded from samples/s)")
     writer = create_cache(plan, samples, _model_info(models, extractor, plan))
     runner = SampleRunner(plan, models, writer, dataset=samples.dataset, extractor=extractor)
-    rec = Recorder(plan, writer, samples, progress, lock)
-    for i in share.shard_indices(writer.pending(), writer.n, plan.shard):
-        rec.add([runner.run(i)])
-    return rec.finish(startup, None)
+    with Recorder(plan, writer, samples, progress, lock) as rec:
+        for i in share.shard_indices(writer.pending(), writer.n, plan.shard):
+            rec.add([runner.run(i)])
+        return rec.finish(startup, None)
 
 
 def _run_dask(plan: ExtractPlan, samples: Samples, progress: bool, lock=None) -> dict:
@@ -281,11 +287,11 @@ def _run_dask(plan: ExtractPlan, samples: Samples, progress: bool, lock=None) ->
             f"model on every worker {models_s:.1f} s (excluded from samples/s)"
         )
         writer = create_cache(plan, samples, info)
-        rec = Recorder(plan, writer, samples, progress, lock)
-        pending = share.shard_indices(writer.pending(), writer.n, plan.shard)
-        for outcomes in xd.run_blocks(client, plan, pending, threads):
-            rec.add(outcomes)
-        return rec.finish(startup, n)
+        with Recorder(plan, writer, samples, progress, lock) as rec:
+            pending = share.shard_indices(writer.pending(), writer.n, plan.shard)
+            for outcomes in xd.run_blocks(client, plan, pending, threads):
+                rec.add(outcomes)
+            return rec.finish(startup, n)
 
 
 def worker_model_info(plan: ExtractPlan) -> dict:
