@@ -64,6 +64,8 @@ class CacheWriter:
             arrays = feature_arrays(record)
         if store.is_cache(path):
             return cls._resume(path, record, ids, arrays)
+        made = {k: v for k, v in store.CODECS.items() if k != schema.ORIG_LABELS or orig_label_max is not None}
+        record = dataclasses.replace(record, codecs={**record.codecs, **made})  # what store.py creates
         if store.is_local(path):
             p = store.local_path(path)
             if p.exists() and (not p.is_dir() or any(p.iterdir())):
@@ -85,6 +87,9 @@ class CacheWriter:
                 "was interrupted): use another --out or delete it"
             )
         writer = cls(path)
+        if store.without_checksum(writer.record.codecs) == store.without_checksum(record.codecs):
+            # the checksum layer does not change a value: a cache with or without it resumes as it is
+            record = dataclasses.replace(record, codecs=writer.record.codecs)
         diff = resume_difference(writer.record, record) or schema.ids_difference(writer.ids, list(ids))
         if diff is None:
             have = {
