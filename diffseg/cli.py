@@ -331,11 +331,18 @@ def cache_info(cache: CacheArg, as_json: JsonOpt = False) -> None:
 
 @cache_app.command("verify")
 @user_errors
-def cache_verify(cache: CacheArg, as_json: JsonOpt = False) -> None:
-    """Read every sample: complete, readable, finite. Exit 1 on problems."""
+def cache_verify(
+    cache: CacheArg,
+    as_json: JsonOpt = False,
+    data: Annotated[
+        bool, typer.Option("--data", help="Also hash the source samples: which changed since extraction.")
+    ] = False,
+    root: RootOpt = None,
+) -> None:
+    """Read every sample: complete, readable, finite, checksums intact. Exit 1 on problems."""
     from diffseg.stages.tools import cache as stage
 
-    raise typer.Exit(stage.verify(cache=cache, as_json=as_json))
+    raise typer.Exit(stage.verify(cache=cache, as_json=as_json, data=data, root=root))
 
 
 @cache_app.command("show")

@@ -133,7 +133,47 @@ def sample_problems(r: CacheReader, i: int) -> list[str]:
     return problems
 
 
-def verify(cache: str | Path, as_json: bool) -> int:
+def stale_samples(r: CacheReader, root: str | Path | None) -> list[str]:
+    """Complete samples whose source (image and label pixels) no longer hashes as at extraction."""
+    from tqdm import tqdm
+
+    from diffseg.core.errors import DataError
+    from diffseg.data import open_dataset
+    from diffseg.stages.extract.hashing import sample_digest
+
+    name = r.record.sample_hash
+    if name is None:
+        return [f"{r.path} keeps no source hashes (extracted before they were recorded): --data cannot check it"]
+    ds_rec = r.record.dataset
+    info = ds_rec.info
+    ds = open_dataset(
+        ds_rec.name,
+        root=root,
+        split=ds_rec.split,
+        demo_size=tuple(info.get("size", r.record.resolution)),
+        demo_count=info.get("count"),
+        seed=info.get("seed", 0),
+    )
+    index = {sid: k for k, sid in enumerate(ds.ids)}
+    hashes = r.zarr_array(name)
+    problems = []
+    for i in tqdm(r.complete_indices(), desc=f"hash sources of {r.path}", unit="sample", disable=None):
+        who = f"sample {r.ids[i]} (index {i})"
+        image_id = r.ids[i].split("#v")[0]
+        if image_id not in index:
+            problems.append(f"{who}: stale: no longer in {ds_rec.name} {ds_rec.split} (root {ds.root})")
+            continue
+        try:
+            s = ds.load(index[image_id])
+        except DataError as err:
+            problems.append(f"{who}: stale: the source no longer loads: {err}")
+            continue
+        if not np.array_equal(sample_digest(s.image, s.label), np.asarray(hashes[i])):
+            problems.append(f"{who}: stale: its image or label changed since extraction (sha256 differs)")
+    return problems
+
+
+def verify(cache: str | Path, as_json: bool, data: bool = False, root: str | Path | None = None) -> int:
     from tqdm import tqdm
 
     r = CacheReader(cache)
@@ -143,6 +183,8 @@ def verify(cache: str | Path, as_json: bool) -> int:
     complete = r.complete_indices()
     for i in tqdm(complete, desc=f"verify {cache}", unit="sample", disable=None):
         problems += sample_problems(r, i)
+    if data:
+        problems += stale_samples(r, root)
     result = {
         "path": str(cache),
         "samples": r.n,
