@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -173,6 +174,7 @@ def _write_meta(path: str | Path, data: bytes) -> None:
         return
     meta_path = store.local_path(path) / "zarr.json"
     fd, tmp = tempfile.mkstemp(prefix=".zarr.json.", dir=meta_path.parent)
+    os.chmod(tmp, stat.S_IMODE(meta_path.stat().st_mode))  # mkstemp makes 0600: keep the cache's own mode
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
