@@ -79,6 +79,9 @@ def test_extract_train_eval_on_s3_equal_the_local_flow(s3, tmp_path):
 
     url, url_val = f"s3://{BUCKET}/cache/demo", f"s3://{BUCKET}/cache/demo-val"
     local, local_val = tmp_path / "cache" / "demo", tmp_path / "cache" / "demo-val"
+    dry = _ok([*EXTRACT, "--dry-run", "--out", url])
+    assert "free space at s3://" in dry and "unknown" in dry and "dry run: nothing written" in dry
+    assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET)  # nothing written
     out = [_ok([*EXTRACT, "--workers", "2", "--out", url])]
     out.append(_ok([*EXTRACT, "--split", "val", "--out", url_val]))
     assert "free space at s3://" in out[0] and "unknown" in out[0]
@@ -110,6 +113,10 @@ def test_extract_train_eval_on_s3_equal_the_local_flow(s3, tmp_path):
     info = json.loads(_ok(["cache", "info", url, "--json"]))
     assert info["complete"] == 2 and info["path"] == url
     out.append(_ok(["cache", "verify", url]))
+    shown = _ok(["cache", "show", url, "--out", tmp_path / "pictures"])
+    assert shown.strip() and all(Path(p).is_file() for p in shown.split())
+    again = RUNNER.invoke(app, ["cache", "migrate", url])  # reads zarr.json from the bucket
+    assert again.exit_code == 1 and "already a format-2 cache" in again.output
 
     # 4. the secret from the environment is nowhere: cache metadata, run records, output
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]]
