@@ -150,6 +150,8 @@ def stale_samples(r: CacheReader, root: str | Path | None) -> list[str]:
         ds_rec.name,
         root=root,
         split=ds_rec.split,
+        mapillary_map=info.get("mapillary_map", "A"),  # the adapter options the cache recorded
+        conditions=info.get("conditions"),
         demo_size=tuple(info.get("size", r.record.resolution)),
         demo_count=info.get("count"),
         seed=info.get("seed", 0),
