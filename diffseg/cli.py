@@ -130,7 +130,24 @@ CondOpt = Annotated[
     str | None, typer.Option(help="ACDC conditions to keep, e.g. night or fog,rain (per-condition layout only).")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
-CacheArg = Annotated[Path, typer.Argument(exists=True, file_okay=False, help="Cache directory (a Zarr group).")]
+
+
+def _cache_location(value):
+    """A cache folder or an fsspec URL (s3://, gs://, file://), kept as a string (Path folds `//`);
+    a local folder must exist (a usage error, exit 2, as `exists=True` gives)."""
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)):
+        return [_cache_location(v) for v in value]
+    from diffseg.core.location import is_local, local_path
+
+    if is_local(value) and not local_path(value).is_dir():
+        raise typer.BadParameter(f"{value} is not an existing cache folder")
+    return str(value)
+
+
+CACHE_HELP = "Cache folder or fsspec URL (s3://bucket/cache/name, gs://..., file://...)."
+CacheArg = Annotated[str, typer.Argument(callback=_cache_location, help=CACHE_HELP)]
 
 
 def _csv(value: str | None) -> tuple[str, ...] | None:
@@ -144,6 +161,16 @@ def _ints(value: str | None) -> tuple[int, ...] | None:
         return tuple(int(v) for v in value.split(",") if v.strip())
     except ValueError:
         raise typer.BadParameter(f"expected comma-separated integers, got {value!r}") from None
+
+
+def _shard(value: str) -> tuple[int, int]:
+    from diffseg.core.errors import DiffsegError
+    from diffseg.stages.extract.share import parse_shard
+
+    try:
+        return parse_shard(value)
+    except DiffsegError as err:
+        raise typer.BadParameter(str(err)) from None
 
 
 def _size(value: str | None) -> tuple[int, int] | None:
@@ -167,7 +194,8 @@ def extract(
     root: RootOpt = None,
     split: SplitOpt = "train",
     out: Annotated[
-        Path | None, typer.Option(help="Cache dir. Default cache/<name> (train) or cache/<name>-<split>.")
+        str | None,
+        typer.Option(help="Cache dir or fsspec URL (s3://, gs://). Default cache/<name> or cache/<name>-<split>."),
     ] = None,
     model: Annotated[
         str, typer.Option(help="tiny | sd21-random | a diffusers dir | a hub id in the local cache.")
@@ -198,6 +226,9 @@ def extract(
         int | None, typer.Option(min=1, help="Run a local dask cluster of N workers (one per GPU on CUDA).")
     ] = None,
     scheduler: Annotated[str | None, typer.Option(help="Join an existing dask scheduler at ADDRESS.")] = None,
+    shard: Annotated[
+        str | None, typer.Option(help="I/N: extract only share I of N (job arrays without dask), e.g. 0/4.")
+    ] = None,
     device: Annotated[Device, typer.Option(help="auto picks cuda when available.")] = Device.auto,
     seed: Annotated[int, typer.Option(help="Seed of every random draw (crops, VAE sample, eta noise).")] = 0,
     encode: Annotated[
@@ -253,6 +284,7 @@ def extract(
         conditions=_csv(conditions),
         workers=workers,
         scheduler=scheduler,
+        shard=None if shard is None else _shard(shard),
         device=device.value,
         seed=seed,
         encode=encode.value,
@@ -305,11 +337,18 @@ def cache_info(cache: CacheArg, as_json: JsonOpt = False) -> None:
 
 @cache_app.command("verify")
 @user_errors
-def cache_verify(cache: CacheArg, as_json: JsonOpt = False) -> None:
-    """Read every sample: complete, readable, finite. Exit 1 on problems."""
+def cache_verify(
+    cache: CacheArg,
+    as_json: JsonOpt = False,
+    data: Annotated[
+        bool, typer.Option("--data", help="Also hash the source samples: which changed since extraction.")
+    ] = False,
+    root: RootOpt = None,
+) -> None:
+    """Read every sample: complete, readable, finite, checksums intact. Exit 1 on problems."""
     from diffseg.stages.tools import cache as stage
 
-    raise typer.Exit(stage.verify(cache=cache, as_json=as_json))
+    raise typer.Exit(stage.verify(cache=cache, as_json=as_json, data=data, root=root))
 
 
 @cache_app.command("show")
@@ -350,12 +389,13 @@ def _given(**options) -> dict:
 @app.command()
 @user_errors
 def train(
-    cache: Annotated[Path, typer.Option(exists=True, file_okay=False, help="Training feature cache.")],
+    cache: Annotated[str, typer.Option(callback=_cache_location, help="Training feature cache. " + CACHE_HELP)],
     out: Annotated[Path | None, typer.Option(help="Run dir. Default runs/<cache name>-<YYYYmmdd-HHMMSS>.")] = None,
     eval_cache: Annotated[
-        list[Path] | None,
+        list[str] | None,
         typer.Option(
-            exists=True, file_okay=False, help="Evaluate on this cache every --eval-every iterations (repeatable)."
+            callback=_cache_location,
+            help="Evaluate on this cache (folder or URL) every --eval-every iterations (repeatable).",
         ),
     ] = None,
     recipe: Annotated[
@@ -507,7 +547,8 @@ def train(
 def evaluate(
     run: Annotated[Path, typer.Option(exists=True, file_okay=False, help="Run directory from `diffseg train`.")],
     cache: Annotated[
-        list[Path], typer.Option(exists=True, file_okay=False, help="Evaluation cache (repeatable: one row each).")
+        list[str],
+        typer.Option(callback=_cache_location, help="Evaluation cache, folder or URL (repeatable: one row each)."),
     ],
     as_json: JsonOpt = False,
     device: Annotated[Device, typer.Option(help="auto picks cuda when available.")] = Device.auto,
@@ -521,8 +562,8 @@ def evaluate(
 @app.command()
 @user_errors
 def ablate(
-    cache: Annotated[Path, typer.Option(exists=True, file_okay=False, help="Training cache (with both branches).")],
-    eval_cache: Annotated[list[Path], typer.Option(exists=True, file_okay=False, help="Target cache (repeatable).")],
+    cache: Annotated[str, typer.Option(callback=_cache_location, help="Training cache (with both branches).")],
+    eval_cache: Annotated[list[str], typer.Option(callback=_cache_location, help="Target cache (repeatable).")],
     out: Annotated[Path, typer.Option(help="Folder of the ablation runs and tables.")],
     iters: Annotated[
         int | None, typer.Option(min=1, help="Iterations per cell.", show_default=_shown("iters", ABLATION_CELL))

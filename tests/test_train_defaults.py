@@ -47,13 +47,13 @@ def test_cli_passes_only_the_given_options(tmp_path):
     with mock.patch.object(train, "main") as main:
         result = CliRunner().invoke(app, ["train", "--cache", str(tmp_path), "--resume", "--lr", "0.001"])
         assert result.exit_code == 0, result.output
-        assert main.call_args.kwargs == {"cache": tmp_path, "out": None, "resume": True, "lr": 0.001}
+        assert main.call_args.kwargs == {"cache": str(tmp_path), "out": None, "resume": True, "lr": 0.001}
     with mock.patch.object(ablate, "main") as main:
         args = ["ablate", "--cache", str(tmp_path), "--eval-cache", str(tmp_path), "--out", str(tmp_path / "a")]
         assert CliRunner().invoke(app, [*args, "--no-features", "--workers", "2"]).exit_code == 0
         assert main.call_args.kwargs == {
-            "cache": tmp_path,
-            "eval_caches": [tmp_path],
+            "cache": str(tmp_path),
+            "eval_caches": [str(tmp_path)],
             "out": tmp_path / "a",
             "features": False,
             "workers": 2,

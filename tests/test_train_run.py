@@ -158,3 +158,43 @@ def test_resume_refuses_changed_options_and_accepts_defaults(tmp_path):
         w_cond=1.0,
     )
     assert (run / "weights.safetensors").is_file()
+
+
+class Crash(BaseException):
+    """Stands in for a SIGKILL at one point of a checkpoint write (nothing catches it)."""
+
+
+@pytest.mark.parametrize("where", ["between_weights_and_state", "inside_the_weights_file"])
+def test_a_crash_during_a_checkpoint_write_resumes_to_the_same_weights(tmp_path, monkeypatch, where):
+    from diffseg.stages.train import checkpoint
+
+    cache = make_cache(tmp_path / "gtav", n=5, **SMALL)
+    kw = {**FAST_TRAIN, "iters": 6, "ckpt_every": 2}
+    full = train.main(cache=cache, out=tmp_path / "full", **kw)
+    real_save, real_save_file = checkpoint.torch.save, checkpoint.save_file
+
+    def save_state(obj, path, *a, **k):  # the weights of iteration 4 are complete, its state is not
+        if "iter_0000004" in str(path):
+            raise Crash
+        return real_save(obj, path, *a, **k)
+
+    def save_half(tensors, path, *a, **k):  # iteration 4's weights file is cut off mid-write
+        if "iter_0000004" in str(path):
+            real_save_file(tensors, path, *a, **k)
+            with open(path, "r+b") as f:
+                f.truncate(Path(path).stat().st_size // 2)
+            raise Crash
+        return real_save_file(tensors, path, *a, **k)
+
+    if where == "between_weights_and_state":
+        monkeypatch.setattr(checkpoint.torch, "save", save_state)
+    else:
+        monkeypatch.setattr(checkpoint, "save_file", save_half)
+    run = tmp_path / "crashed"
+    with pytest.raises(Crash):
+        train.main(cache=cache, out=run, **kw)
+    assert [it for it, _ in checkpoint.list_checkpoints(run)] == [2]  # the half-written one is not listed
+    monkeypatch.undo()
+    train.main(cache=cache, out=run, resume=True, **kw)
+    a, b = load_file(full / "weights.safetensors"), load_file(run / "weights.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

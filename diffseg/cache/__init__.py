@@ -18,7 +18,7 @@ from diffseg.cache.record import (
     ViewsRule,
 )
 from diffseg.cache.schema import COMPLETE, PENDING, SKIPPED, feature_name, split_name
-from diffseg.cache.store import is_cache
+from diffseg.cache.store import is_cache, stored_bytes
 from diffseg.cache.writer import CacheWriter
 from diffseg.core.layers import LayerSpec
 
@@ -40,4 +40,5 @@ __all__ = [
     "feature_name",
     "is_cache",
     "split_name",
+    "stored_bytes",
 ]

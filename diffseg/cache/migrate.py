@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -139,13 +140,12 @@ def record_from_format1(attrs: Mapping) -> CacheRecord:
 
 
 def migrate(path: str | Path) -> CacheRecord:
-    """Rewrite the format-1 cache at `path` as format 2 (its zarr.json only, atomically); -> the record."""
-    if not store.is_local(path):
-        raise DiffsegError(f"{path}: cache migrate works on local caches only (copy it, migrate, copy back)")
-    meta_path = store.local_path(path) / "zarr.json"
-    if not meta_path.is_file():
+    """Rewrite the format-1 cache at `path` as format 2 (its zarr.json only, atomically: a local
+    temp file + rename, or one PUT on an object store, which replaces an object whole); -> the record."""
+    meta_bytes = _read_meta(path)
+    if meta_bytes is None:
         raise DiffsegError(f"{path} is not a Zarr group (no zarr.json): not a diffseg cache")
-    meta = json.loads(meta_path.read_text())
+    meta = json.loads(meta_bytes)
     attrs = meta.get("attributes", {})
     version = attrs.get("format_version")
     if version == FORMAT_VERSION:
@@ -154,12 +154,31 @@ def migrate(path: str | Path) -> CacheRecord:
         raise DiffsegError(f"{path} has cache format version {version}: only format 1 can be migrated")
     record = record_from_format1(attrs)
     meta["attributes"] = record.to_dict()
+    _write_meta(path, json.dumps(meta, indent=2).encode())
+    return record
+
+
+def _read_meta(path: str | Path) -> bytes | None:
+    if store.is_local(path):
+        meta_path = store.local_path(path) / "zarr.json"
+        return meta_path.read_bytes() if meta_path.is_file() else None
+    fs, root = store.remote_fs(path)
+    key = f"{root}/zarr.json"
+    return fs.cat_file(key) if fs.exists(key) else None
+
+
+def _write_meta(path: str | Path, data: bytes) -> None:
+    if not store.is_local(path):
+        fs, root = store.remote_fs(path)
+        fs.pipe_file(f"{root}/zarr.json", data)
+        return
+    meta_path = store.local_path(path) / "zarr.json"
     fd, tmp = tempfile.mkstemp(prefix=".zarr.json.", dir=meta_path.parent)
+    os.chmod(tmp, stat.S_IMODE(meta_path.stat().st_mode))  # mkstemp makes 0600: keep the cache's own mode
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(meta, f, indent=2)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         os.replace(tmp, meta_path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return record

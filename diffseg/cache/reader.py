@@ -15,7 +15,7 @@ import numpy as np
 import zarr
 
 from diffseg.cache import schema, status, store
-from diffseg.cache.fastread import ChunkSource, keep_freed_memory
+from diffseg.cache.fastread import ChunkSource, CorruptChunk, keep_freed_memory
 from diffseg.cache.record import CacheRecord, read_record
 from diffseg.core.errors import DiffsegError
 from diffseg.core.layers import LayerSpec
@@ -124,7 +124,13 @@ class CacheReader:
         arrays; `out` {name: preallocated array} receives them in place (e.g. a RAM copy)."""
         self.check_complete(i)
         out = out or {}
-        return {k: self.source(k).read(i, steps if "/" in k else None, out.get(k)) for k in names}
+        try:
+            return {k: self.source(k).read(i, steps if "/" in k else None, out.get(k)) for k in names}
+        except CorruptChunk as err:
+            raise CorruptChunk(
+                f"sample {self.ids[i]} (index {i}) of {self.path} is corrupt, refused: {err}; re-extract it "
+                "(delete its status chunk and rerun extract)"
+            ) from err
 
     def orig_label(self, i: int) -> np.ndarray:
         """The label at its original resolution, uint8[h, w] (evaluation caches)."""

@@ -31,6 +31,7 @@ BRANCHES = ("uncond", "cond")
 
 # Arrays that are not features.
 LABELS, STATUS, IDS, ORIG_LABELS, ORIG_SIZES = "labels", "status", "ids", "orig_labels", "orig_sizes"
+SAMPLE_HASH = "sample_sha256"  # [N, 32] uint8: sha256 of the decoded source sample (the record's sample_hash)
 
 
 def feature_name(branch: str, layer: str) -> str:

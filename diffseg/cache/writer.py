@@ -64,6 +64,10 @@ class CacheWriter:
             arrays = feature_arrays(record)
         if store.is_cache(path):
             return cls._resume(path, record, ids, arrays)
+        made = {k: v for k, v in store.CODECS.items() if k != schema.ORIG_LABELS or orig_label_max is not None}
+        record = dataclasses.replace(record, codecs={**record.codecs, **made})  # what store.py creates
+        if record.sample_hash is None:
+            record = dataclasses.replace(record, sample_hash=schema.SAMPLE_HASH)
         if store.is_local(path):
             p = store.local_path(path)
             if p.exists() and (not p.is_dir() or any(p.iterdir())):
@@ -85,6 +89,9 @@ class CacheWriter:
                 "was interrupted): use another --out or delete it"
             )
         writer = cls(path)
+        if store.without_checksum(writer.record.codecs) == store.without_checksum(record.codecs):
+            # the checksum layer does not change a value: a cache with or without it resumes as it is
+            record = dataclasses.replace(record, codecs=writer.record.codecs)
         diff = resume_difference(writer.record, record) or schema.ids_difference(writer.ids, list(ids))
         if diff is None:
             have = {
@@ -131,10 +138,25 @@ class CacheWriter:
         return [int(i) for i in np.flatnonzero(self.status() == schema.PENDING)]
 
     def write_sample(
-        self, i: int, arrays: dict[str, np.ndarray], label: np.ndarray, orig_label: np.ndarray | None = None
+        self,
+        i: int,
+        arrays: dict[str, np.ndarray],
+        label: np.ndarray,
+        orig_label: np.ndarray | None = None,
+        sample_hash: np.ndarray | None = None,
     ) -> None:
-        """Write every array of sample i, then mark it complete (the marker goes last)."""
+        """Write every array of sample i, then mark it complete (the marker goes last). A failed
+        write (a full disk or bucket quota) is one DiffsegError; the sample stays pending."""
         self._check_sample(i, arrays, label, orig_label)
+        try:
+            self._write(i, arrays, label, orig_label, sample_hash)
+        except OSError as err:
+            raise DiffsegError(
+                f"writing sample {self.ids[i]} (index {i}) into {self.path} failed: {err}; the sample is left "
+                "pending: free space (or raise the quota) and rerun to resume"
+            ) from err
+
+    def _write(self, i: int, arrays: dict, label: np.ndarray, orig_label: np.ndarray | None, sample_hash) -> None:
         if status.read_one(self._array(schema.STATUS), self._root, i) != schema.PENDING:
             self._array(schema.STATUS)[i] = schema.PENDING  # a rewrite: pending while in flight
         for name in self.feature_names:
@@ -147,6 +169,8 @@ class CacheWriter:
             padded[:h, :w] = orig_label
             self._array(schema.ORIG_LABELS)[i] = padded
             self._array(schema.ORIG_SIZES)[i] = np.array([h, w], np.int32)
+        if self.record.sample_hash is not None and sample_hash is not None:  # caches before it keep none
+            self._array(self.record.sample_hash)[i] = sample_hash
         self._array(schema.STATUS)[i] = schema.COMPLETE
 
     def mark_skipped(self, i: int) -> None:
@@ -231,5 +255,7 @@ def _create_group(path, record: CacheRecord, ids: list[str], arrays: dict, orig_
     if orig_label_max is not None:
         store.create_label_array(group, schema.ORIG_LABELS, n, tuple(orig_label_max))
         store.create_small_array(group, schema.ORIG_SIZES, n, (2,), np.int32)
+    if record.sample_hash is not None:
+        store.create_small_array(group, record.sample_hash, n, (32,), np.uint8)
     store.create_small_array(group, schema.STATUS, n, (), np.uint8)
     group.attrs.update(record.to_dict())

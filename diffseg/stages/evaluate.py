@@ -18,7 +18,7 @@ from diffseg.stages.runs.files import write_json
 from diffseg.stages.runs.record import read_run, score_run
 
 
-def main(run: Path, caches: list[Path], as_json: bool = False, device: str = "auto") -> dict:
+def main(run: Path, caches: list[str] | list[Path], as_json: bool = False, device: str = "auto") -> dict:
     report, table, which = score_run(read_run(run), caches, resolve_device(device))
     report = {**report, "run": str(run), "weights": which}
     rows = report.get("targets", [report])

@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from diffseg.cache import CacheReader
+from diffseg.core import location
 from diffseg.core.errors import DiffsegError
 from diffseg.stages.ablate.cells import CacheLayout, Cell, plan_cells
 from diffseg.stages.ablate.report import write_reports
@@ -43,7 +45,7 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def cache_layout(cache: Path) -> CacheLayout:
+def cache_layout(cache: str | Path) -> CacheLayout:
     """The cache's layers per branch; refuses a cache without the cond branch."""
     reader = CacheReader(cache)
     held = held_layers(reader)
@@ -60,12 +62,12 @@ def cache_layout(cache: Path) -> CacheLayout:
     )
 
 
-def cell_options(cell: Cell, *, cache: Path, eval_caches: list[Path], options: dict) -> dict:
+def cell_options(cell: Cell, *, cache: str | Path, eval_caches: Sequence[str | Path], options: dict) -> dict:
     """Keywords of `train.main` for one cell: TrainConfig's defaults replaced by ABLATION_CELL, then by
     the options given to `ablate`, then by the cell's selection and loss; scored once, at the end."""
     opts = {**ABLATION_CELL, **options}
     return dict(
-        cache=Path(cache),
+        cache=str(cache),
         eval_caches=[str(p) for p in eval_caches],
         layers=cell.layers,
         save_steps=cell.save_steps,
@@ -99,16 +101,14 @@ def read_scores(cell_dir: Path) -> dict:
     return read_json(path) if path.is_file() else {"targets": {}, "seconds": 0.0}
 
 
-def missing_targets(cell_dir: Path, eval_caches: list[Path], names: list[str]) -> list[tuple[Path, str]]:
+def missing_targets(
+    cell_dir: Path, eval_caches: Sequence[str | Path], names: list[str]
+) -> list[tuple[str | Path, str]]:
     have = read_scores(cell_dir)["targets"]
-    return [
-        (p, n)
-        for p, n in zip(eval_caches, names)
-        if n not in have or Path(have[n]["cache"]).resolve() != Path(p).resolve()
-    ]
+    return [(p, n) for p, n in zip(eval_caches, names) if n not in have or not location.same(have[n]["cache"], p)]
 
 
-def run_cell(cell: Cell, cell_dir: Path, options: dict, eval_caches: list[Path], names: list[str]) -> str:
+def run_cell(cell: Cell, cell_dir: Path, options: dict, eval_caches: Sequence[str | Path], names: list[str]) -> str:
     """Train/resume/score one cell as needed; returns what was done ("done earlier", "trained", ...).
 
     The trainer scores every target at the end (eval.json); only a target it has not scored (a
@@ -125,13 +125,13 @@ def run_cell(cell: Cell, cell_dir: Path, options: dict, eval_caches: list[Path],
     missing = missing_targets(cell_dir, eval_caches, names)
     if missing:
         found = per_target_miou(read_json(cell_dir / "eval.json")) if (cell_dir / "eval.json").is_file() else {}
-        lacking = [p for p, _ in missing if str(Path(p).resolve()) not in found]
+        lacking = [p for p, _ in missing if location.normalize(p) not in found]
         if lacking:
             found.update(per_target_miou(score_run(read_run(cell_dir), lacking, options["device"])[0]))
             did = did if did != "done earlier" else "scored"
         record = read_scores(cell_dir)
         for path, name in missing:
-            record["targets"][name] = {"cache": str(Path(path).resolve()), "miou": found[str(Path(path).resolve())]}
+            record["targets"][name] = {"cache": location.normalize(path), "miou": found[location.normalize(path)]}
         record["seconds"] = record.get("seconds", 0.0) + time.perf_counter() - started
         write_json(cell_dir / SCORES, record)
     return did
@@ -139,8 +139,8 @@ def run_cell(cell: Cell, cell_dir: Path, options: dict, eval_caches: list[Path],
 
 def main(
     *,
-    cache: Path,
-    eval_caches: list[Path],
+    cache: str | Path,
+    eval_caches: Sequence[str | Path],
     out: Path,
     features: bool = True,
     seeds: tuple[int, ...] | None = None,
@@ -157,7 +157,7 @@ def main(
     if seeds is not None and "seed" in options:
         raise DiffsegError("--seed and --seeds: give one of them")
     options["device"] = resolve_device(options.get("device", default("device"))).type
-    layout = cache_layout(Path(cache))
+    layout = cache_layout(cache)
     cells = plan_cells(layout, features=features)
     names = target_names([str(p) for p in eval_caches])
     out = Path(out)

@@ -18,11 +18,10 @@ import socket
 import sys
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 from diffseg.core.errors import DataError, DiffsegError
 from diffseg.core.layers import LayerSpec, layer_specs
-from diffseg.stages.extract import sizes
+from diffseg.stages.extract import share, sizes
 from diffseg.stages.extract.plan import ExtractPlan, build_plan, extract_record, sample_ids
 from diffseg.stages.extract.worker import Outcome, open_plan_dataset
 
@@ -47,7 +46,7 @@ class Samples:
         self.image_ids = list(self.dataset.ids[:n_images])
         self.ids = sample_ids(self.image_ids, plan.views)
         self.orig_max = orig_label_max(self.dataset, n_images) if plan.kind == "eval" else None
-        self.done = existing_status(Path(plan.out), len(self.ids))
+        self.done = existing_status(plan.out, len(self.ids))
 
     @property
     def remaining(self) -> int:
@@ -66,7 +65,7 @@ def orig_label_max(dataset, n_images: int) -> tuple[int, int]:
     return (max(hmax, 1), max(wmax, 1))
 
 
-def existing_status(out: Path, n: int) -> int:
+def existing_status(out: str, n: int) -> int:
     """Samples already done (complete or skipped) in an existing cache at `out`, else 0."""
     from diffseg.cache import PENDING, CacheReader, is_cache
 
@@ -88,10 +87,10 @@ def dry_run_report(plan: ExtractPlan) -> dict:
     samples = Samples(plan)
     specs = planned_specs(plan)
     per = sizes.sample_bytes(plan, specs, samples.orig_max)
-    free = sizes.free_bytes(Path(plan.out))
+    free = sizes.free_bytes(plan.out)
     for line in sizes.report_lines(plan, specs, per, len(samples.ids), samples.remaining, free):
         print(line)
-    fits = per["total"] * samples.remaining <= free
+    fits = free is None or per["total"] * samples.remaining <= free
     print("dry run: nothing written" + ("" if fits else "; the disk is too small for this extraction"))
     return {
         "bytes_per_sample": per["total"],
@@ -108,15 +107,16 @@ def run(plan: ExtractPlan, models=None, progress: bool = True) -> dict:
     t_begin = time.perf_counter()
     samples = Samples(plan)
     per = sizes.sample_bytes(plan, planned_specs(plan), samples.orig_max)
-    sizes.check_disk(Path(plan.out), per["total"], samples.remaining)  # before any write
+    sizes.check_disk(plan.out, per["total"], samples.remaining)  # before any write
     print(
         f"cache {plan.out}: {len(samples.ids)} samples, {sizes.human(per['total'])} per sample, "
         f"{samples.remaining} to extract ({sizes.human(per['total'] * samples.remaining)})"
     )
-    if plan.workers is None and plan.scheduler is None:
-        summary = _run_local(plan, samples, models, progress)
-    else:
-        summary = _run_dask(plan, samples, progress)
+    with share.exclusive(plan.out, plan.shard) as lock:  # a second process on this share: refused
+        if plan.workers is None and plan.scheduler is None:
+            summary = _run_local(plan, samples, models, progress, lock)
+        else:
+            summary = _run_dask(plan, samples, progress, lock)
     summary["seconds_total"] = time.perf_counter() - t_begin
     return summary
 
@@ -145,7 +145,8 @@ def create_cache(plan: ExtractPlan, samples: Samples, info: dict):
         resolution=plan.resolution,
         samples=len(samples.ids),
     )
-    return CacheWriter.create(plan.out, record, samples.ids, orig_label_max=samples.orig_max)
+    with share.creating(plan.out):  # shards started together: one creates, the others resume
+        return CacheWriter.create(plan.out, record, samples.ids, orig_label_max=samples.orig_max)
 
 
 def _host(plan: ExtractPlan, workers: int | None) -> dict:
@@ -166,10 +167,10 @@ def _host(plan: ExtractPlan, workers: int | None) -> dict:
 class Recorder:
     """Coordinator side: progress bar, warnings, skip records in the attributes, counts."""
 
-    def __init__(self, plan: ExtractPlan, writer, samples: Samples, progress: bool):
+    def __init__(self, plan: ExtractPlan, writer, samples: Samples, progress: bool, lock=None):
         from tqdm import tqdm
 
-        self.plan, self.writer = plan, writer
+        self.plan, self.writer, self.lock = plan, writer, lock
         self.skipped = list(writer.record.skipped)
         self.written = self.bad = 0
         self.bar = tqdm(
@@ -200,10 +201,29 @@ class Recorder:
             assert out.reason is not None  # an outcome not written says why
             new_skips.append(SkippedSample(id=out.id, reason=out.reason))
         if new_skips:
-            known = {s.id for s in self.skipped}
-            self.skipped += [s for s in new_skips if s.id not in known]
-            self.writer.update_record(skipped=tuple(self.skipped))
+            self._record(skipped=new_skips)
+        share.refresh(self.lock)
         self.bar.update(len(outcomes))
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.close()  # an error line then starts on a line of its own
+
+    def _record(self, skipped=(), **changes) -> None:
+        """Record fields, the skipped samples merged with those other shards recorded meanwhile."""
+        from diffseg.cache import CacheReader
+
+        with share.creating(self.plan.out):
+            merged = list(CacheReader(self.plan.out).record.skipped) if self.plan.shard is not None else []
+            known = {s.id for s in merged}
+            for s in [*self.skipped, *skipped]:
+                if s.id not in known:
+                    merged.append(s)
+                    known.add(s.id)
+            self.skipped = merged
+            self.writer.update_record(skipped=tuple(self.skipped), **changes)
 
     def finish(self, startup: dict, workers: int | None) -> dict:
         self.bar.close()
@@ -215,8 +235,10 @@ class Recorder:
             "samples_per_s": round(rate, 4),
             "samples_written": self.written,
         }
-        self.writer.update_record(timings=timings, host=_host(self.plan, workers), skipped=tuple(self.skipped))
-        nbytes = sum(f.stat().st_size for f in Path(self.plan.out).rglob("*") if f.is_file())
+        self._record(timings=timings, host=_host(self.plan, workers))
+        from diffseg.cache import stored_bytes
+
+        nbytes = stored_bytes(self.plan.out)
         print(
             f"done: {self.written} samples written, {self.bad} skipped this run "
             f"({len(self.skipped)} skipped in the cache), {seconds:.1f} s, {rate:.3f} samples/s; "
@@ -234,7 +256,7 @@ class Recorder:
         }
 
 
-def _run_local(plan: ExtractPlan, samples: Samples, models, progress: bool) -> dict:
+def _run_local(plan: ExtractPlan, samples: Samples, models, progress: bool, lock=None) -> dict:
     """No cluster: build the model here and loop over pending samples."""
     from diffseg.stages.extract.worker import SampleRunner, make_extractor, models_for
 
@@ -245,13 +267,13 @@ def _run_local(plan: ExtractPlan, samples: Samples, models, progress: bool) -> d
     print(f"start-up: model {startup['model_s']:.1f} s (excluded from samples/s)")
     writer = create_cache(plan, samples, _model_info(models, extractor, plan))
     runner = SampleRunner(plan, models, writer, dataset=samples.dataset, extractor=extractor)
-    rec = Recorder(plan, writer, samples, progress)
-    for i in writer.pending():
-        rec.add([runner.run(i)])
-    return rec.finish(startup, None)
+    with Recorder(plan, writer, samples, progress, lock) as rec:
+        for i in share.shard_indices(writer.pending(), writer.n, plan.shard):
+            rec.add([runner.run(i)])
+        return rec.finish(startup, None)
 
 
-def _run_dask(plan: ExtractPlan, samples: Samples, progress: bool) -> dict:
+def _run_dask(plan: ExtractPlan, samples: Samples, progress: bool, lock=None) -> dict:
     """Local cluster or an existing scheduler: blocks of samples, written by the workers."""
     from diffseg.stages.extract import cluster as xd
 
@@ -265,10 +287,11 @@ def _run_dask(plan: ExtractPlan, samples: Samples, progress: bool) -> dict:
             f"model on every worker {models_s:.1f} s (excluded from samples/s)"
         )
         writer = create_cache(plan, samples, info)
-        rec = Recorder(plan, writer, samples, progress)
-        for outcomes in xd.run_blocks(client, plan, writer.pending(), threads):
-            rec.add(outcomes)
-        return rec.finish(startup, n)
+        with Recorder(plan, writer, samples, progress, lock) as rec:
+            pending = share.shard_indices(writer.pending(), writer.n, plan.shard)
+            for outcomes in xd.run_blocks(client, plan, pending, threads):
+                rec.add(outcomes)
+            return rec.finish(startup, n)
 
 
 def worker_model_info(plan: ExtractPlan) -> dict:

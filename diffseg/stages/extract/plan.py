@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from diffseg.core import location
 from diffseg.core.errors import DiffsegError
 from diffseg.core.geometry import check_unet_size
 from diffseg.pipeline.config import TrajectoryConfig, resolve
@@ -64,6 +65,7 @@ class ExtractPlan:
     strict: bool
     workers: int | None
     scheduler: str | None
+    shard: tuple[int, int] | None = None  # (I, N): this process extracts share I of N (share.py)
 
     def branch_layers(self, branch: str) -> tuple[str, ...]:
         """Layers this branch stores: every branch stores every layer (the branches share the
@@ -161,6 +163,7 @@ def build_plan(
     conditions=None,
     workers=None,
     scheduler=None,
+    shard=None,
     device="auto",
     seed=0,
     encode="mean",
@@ -200,7 +203,7 @@ def build_plan(
         mapillary_map=mapillary_map,
         conditions=None if conditions is None else tuple(conditions),
         kind=kind,
-        out=str(Path(out or default_out(dataset, split)).absolute()),
+        out=location.normalize(out or default_out(dataset, split)),
         model=model,
         device=dev,
         compute_dtype="float16" if dev == "cuda" else "float32",
@@ -217,6 +220,7 @@ def build_plan(
         strict=strict,
         workers=workers,
         scheduler=scheduler,
+        shard=shard,
     )
     if "xattn" in traj.kinds and uncond_prompt != "classes":
         raise DiffsegError(

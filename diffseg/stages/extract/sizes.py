@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from diffseg.core import location
 from diffseg.core.errors import DiffsegError
 from diffseg.core.layers import LayerSpec
 
@@ -39,22 +40,38 @@ def human(n: float) -> str:
     raise AssertionError
 
 
-def existing_parent(path: Path) -> Path:
+def existing_parent(path: str | Path) -> Path:
     """The nearest folder that exists (where the cache will be created)."""
-    p = Path(path).absolute()
+    p = location.local_path(path).absolute()
     while not p.exists():
         p = p.parent
     return p
 
 
-def free_bytes(path: Path) -> int:
-    return shutil.disk_usage(existing_parent(path)).free
+def free_bytes(out: str | Path) -> int | None:
+    """Free disk where the cache goes; None on an object store, which reports no free space
+    (a bucket quota, if any, is not visible through the S3/GCS APIs)."""
+    if location.is_url(out):
+        return None
+    return shutil.disk_usage(existing_parent(out)).free
 
 
-def check_disk(out: Path, per_sample: int, n_remaining: int) -> None:
-    """Refuse to start when the free disk at `out` cannot hold the remaining samples."""
+def free_line(out: str | Path, free: int | None) -> str:
+    if free is None:
+        return (
+            f"free space at {out}: unknown (an object store reports no free space or quota): not checked; "
+            "a full bucket fails the run with one line, and the rerun resumes"
+        )
+    return f"free disk at {existing_parent(out)}: {free} bytes ({human(free)})"
+
+
+def check_disk(out: str | Path, per_sample: int, n_remaining: int) -> None:
+    """Refuse to start when the free disk at `out` cannot hold the remaining samples (local only)."""
     need = per_sample * n_remaining
     free = free_bytes(out)
+    if free is None:
+        print(free_line(out, free))
+        return
     if need > free:
         raise DiffsegError(
             f"not enough disk for {out}: {n_remaining} samples x {per_sample} bytes = {need} bytes "
@@ -63,7 +80,7 @@ def check_disk(out: Path, per_sample: int, n_remaining: int) -> None:
 
 
 def report_lines(
-    plan, specs: dict[str, LayerSpec], sizes: dict, n_samples: int, n_remaining: int, free: int
+    plan, specs: dict[str, LayerSpec], sizes: dict, n_samples: int, n_remaining: int, free: int | None
 ) -> list[str]:
     """The dry-run / start report: per branch and layer, per sample, total, free disk."""
     S = len(plan.trajectory.save_steps)
@@ -90,5 +107,5 @@ def report_lines(
         f"{n_remaining} samples: {sizes['total'] * n_remaining} bytes "
         f"({human(sizes['total'] * n_remaining)})"
     )
-    lines.append(f"free disk at {existing_parent(Path(plan.out))}: {free} bytes ({human(free)})")
+    lines.append(free_line(plan.out, free))
     return lines

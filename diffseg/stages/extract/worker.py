@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from diffseg.core.errors import DataError
+from diffseg.stages.extract.hashing import sample_digest
 from diffseg.stages.extract.plan import ExtractPlan, plan_to_json, stable_seed
 from diffseg.stages.extract.views import eval_view, train_view
 
@@ -89,10 +90,11 @@ class SampleRunner:
     def ids(self) -> list[str]:
         return self.writer.ids
 
-    def view(self, i: int):
-        """(sample id, image [h, w, 3], label [h, w], original label or None) of cache index i."""
+    def view(self, i: int, sample=None):
+        """(sample id, image [h, w, 3], label [h, w], original label or None) of cache index i
+        (`sample`: its decoded source sample, when already loaded)."""
         sid = self.ids[i]
-        sample = self.dataset.load(i // self.plan.views)
+        sample = sample if sample is not None else self.dataset.load(i // self.plan.views)
         if self.plan.kind == "train":
             gen = torch.Generator().manual_seed(stable_seed(self.plan.trajectory.seed, "view", sid))
             image, label = train_view(sid, sample.image, sample.label, self.plan.scale, self.plan.resolution, gen)
@@ -115,13 +117,14 @@ class SampleRunner:
     def run(self, i: int) -> Outcome:
         t0 = time.perf_counter()
         try:
-            sid, image, label, orig = self.view(i)
+            sample = self.dataset.load(i // self.plan.views)
+            sid, image, label, orig = self.view(i, sample)
         except DataError as err:  # a bad sample: reported to the coordinator, never silent
             if not self.plan.strict:
                 self.writer.mark_skipped(i)
             return Outcome(index=i, id=self.ids[i], written=False, reason=str(err), seconds=time.perf_counter() - t0)
         arrays = self.features(sid, image, label)
-        self.writer.write_sample(i, arrays, label, orig)
+        self.writer.write_sample(i, arrays, label, orig, sample_digest(sample.image, sample.label))
         return Outcome(index=i, id=sid, written=True, seconds=time.perf_counter() - t0)
 
 

@@ -19,28 +19,26 @@ import os
 import time
 from pathlib import Path
 
+from diffseg.core import location
 from diffseg.core.errors import DiffsegError
 
 RUNS = Path("runs")
 CONFIG, CACHES, METRICS = "config.json", "caches.json", "metrics.jsonl"
 
 
-def default_run_dir(cache: Path, now: float | None = None) -> Path:
+def default_run_dir(cache: str | Path, now: float | None = None) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
-    return RUNS / f"{Path(cache).resolve().name}-{stamp}"
+    return RUNS / f"{location.name(cache)}-{stamp}"
 
 
-def latest_run(cache: Path) -> Path:
+def latest_run(cache: str | Path) -> Path:
     """The most recent run under runs/ trained on this cache (by config.json), else an error."""
-    name = Path(cache).resolve().name
+    name = location.name(cache)
     found = []
     if RUNS.is_dir():
         for d in RUNS.glob(f"{name}-*"):
             cfg = d / CONFIG
-            if (
-                cfg.is_file()
-                and Path(json.loads(cfg.read_text())["config"]["cache"]).resolve() == Path(cache).resolve()
-            ):
+            if cfg.is_file() and location.same(json.loads(cfg.read_text())["config"]["cache"], cache):
                 found.append(d)
     if not found:
         raise DiffsegError(
@@ -49,7 +47,7 @@ def latest_run(cache: Path) -> Path:
     return max(found, key=lambda d: (d.name, (d / CONFIG).stat().st_mtime))
 
 
-def resolve_run_dir(cache: Path, out: Path | None, resume: bool) -> Path:
+def resolve_run_dir(cache: str | Path, out: Path | None, resume: bool) -> Path:
     """Where the run lives; checks the --out/--resume rules."""
     if resume:
         run = Path(out) if out is not None else latest_run(cache)
@@ -85,7 +83,7 @@ def digest(obj) -> str:
 def cache_fingerprint(path: str | Path, record, ids: list[str]) -> dict:
     """What identifies a cache's content (its CacheRecord and ids) for this run's record."""
     return {
-        "path": str(Path(path).resolve()),
+        "path": location.normalize(path),
         "model": record.model.name,
         "model_fingerprint": record.model.fingerprint,
         "extract_hash": digest(record.extract.to_dict()),

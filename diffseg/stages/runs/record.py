@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from diffseg.cache import CacheReader
+from diffseg.core import location
 from diffseg.core.errors import DiffsegError
 from diffseg.nn import Segmentor
 from diffseg.stages.device import autocast_dtype
@@ -148,4 +149,4 @@ def score_run(record: RunRecord, caches: Sequence[str | Path], device: torch.dev
 def per_target_miou(report: dict) -> dict[str, float | None]:
     """{resolved cache path: mIoU} from a scoring report (one target or {"targets": [...]})."""
     rows = report.get("targets", [report])
-    return {str(Path(r["cache"]).resolve()): r["miou"] for r in rows}
+    return {location.normalize(r["cache"]): r["miou"] for r in rows}

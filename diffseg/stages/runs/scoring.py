@@ -12,13 +12,13 @@ from __future__ import annotations
 import math
 from contextlib import nullcontext
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from diffseg.cache import FeatureDataset
+from diffseg.core import location
 from diffseg.core.errors import DiffsegError
 from diffseg.nn.metrics import ConfusionMatrix, markdown_table, scores
 from diffseg.nn.segmentor import Segmentor
@@ -128,7 +128,7 @@ def target_names(paths: list[str]) -> list[str]:
     """Folder names, made unique with a suffix when two caches share one."""
     names: list[str] = []
     for p in paths:
-        base = Path(p).resolve().name
+        base = location.name(p)
         name, k = base, 2
         while name in names:
             name, k = f"{base}#{k}", k + 1

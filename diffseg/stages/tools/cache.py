@@ -73,7 +73,7 @@ def _extract_lines(extract: dict) -> list[str]:
     return lines
 
 
-def info(cache: Path, as_json: bool) -> int:
+def info(cache: str | Path, as_json: bool) -> int:
     d = describe(CacheReader(cache))
     if as_json:
         print(json.dumps(d))
@@ -133,7 +133,49 @@ def sample_problems(r: CacheReader, i: int) -> list[str]:
     return problems
 
 
-def verify(cache: Path, as_json: bool) -> int:
+def stale_samples(r: CacheReader, root: str | Path | None) -> list[str]:
+    """Complete samples whose source (image and label pixels) no longer hashes as at extraction."""
+    from tqdm import tqdm
+
+    from diffseg.core.errors import DataError
+    from diffseg.data import open_dataset
+    from diffseg.stages.extract.hashing import sample_digest
+
+    name = r.record.sample_hash
+    if name is None:
+        return [f"{r.path} keeps no source hashes (extracted before they were recorded): --data cannot check it"]
+    ds_rec = r.record.dataset
+    info = ds_rec.info
+    ds = open_dataset(
+        ds_rec.name,
+        root=root,
+        split=ds_rec.split,
+        mapillary_map=info.get("mapillary_map", "A"),  # the adapter options the cache recorded
+        conditions=info.get("conditions"),
+        demo_size=tuple(info.get("size", r.record.resolution)),
+        demo_count=info.get("count"),
+        seed=info.get("seed", 0),
+    )
+    index = {sid: k for k, sid in enumerate(ds.ids)}
+    hashes = r.zarr_array(name)
+    problems = []
+    for i in tqdm(r.complete_indices(), desc=f"hash sources of {r.path}", unit="sample", disable=None):
+        who = f"sample {r.ids[i]} (index {i})"
+        image_id = r.ids[i].split("#v")[0]
+        if image_id not in index:
+            problems.append(f"{who}: stale: no longer in {ds_rec.name} {ds_rec.split} (root {ds.root})")
+            continue
+        try:
+            s = ds.load(index[image_id])
+        except DataError as err:
+            problems.append(f"{who}: stale: the source no longer loads: {err}")
+            continue
+        if not np.array_equal(sample_digest(s.image, s.label), np.asarray(hashes[i])):
+            problems.append(f"{who}: stale: its image or label changed since extraction (sha256 differs)")
+    return problems
+
+
+def verify(cache: str | Path, as_json: bool, data: bool = False, root: str | Path | None = None) -> int:
     from tqdm import tqdm
 
     r = CacheReader(cache)
@@ -143,6 +185,8 @@ def verify(cache: Path, as_json: bool) -> int:
     complete = r.complete_indices()
     for i in tqdm(complete, desc=f"verify {cache}", unit="sample", disable=None):
         problems += sample_problems(r, i)
+    if data:
+        problems += stale_samples(r, root)
     result = {
         "path": str(cache),
         "samples": r.n,
@@ -164,7 +208,7 @@ def verify(cache: Path, as_json: bool) -> int:
     return 1 if problems else 0
 
 
-def show(cache: Path, out: Path, sample: int) -> int:
+def show(cache: str | Path, out: Path, sample: int) -> int:
     from diffseg.stages.tools import cacheshow
 
     paths = cacheshow.write_pictures(CacheReader(cache), Path(out), sample)
@@ -173,7 +217,7 @@ def show(cache: Path, out: Path, sample: int) -> int:
     return 0
 
 
-def migrate(cache: Path) -> int:
+def migrate(cache: str | Path) -> int:
     """Rewrite a format-1 cache's attributes as format 2 (cache/migrate.py)."""
     from diffseg.cache.migrate import migrate as migrate_cache
 

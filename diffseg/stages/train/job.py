@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from diffseg.cache import CacheReader
+from diffseg.core import location
 from diffseg.core.errors import DiffsegError
 from diffseg.stages.device import resolve_device
 from diffseg.stages.runs.files import CONFIG, default_run_dir, read_json, resolve_run_dir
@@ -31,7 +32,7 @@ from diffseg.stages.train.selection import select
 SELECTION = ("layers", "save_steps", "kinds", "branches")
 
 
-def resolve_config(*, cache: Path, **options) -> tuple[TrainConfig, dict]:
+def resolve_config(*, cache: str | Path, **options) -> tuple[TrainConfig, dict]:
     """The TrainConfig and layer specs a fresh run uses: the recipe's values (TrainConfig's defaults for
     `diffseg`) replaced by the given options (None or absent: not given), the feature selection
     resolved against the cache, and the loss weights put in force for the branches read."""
@@ -89,7 +90,7 @@ def rcs_in_force(reader: CacheReader, temperature: float, opts: dict) -> float:
     return float(temperature) if int(held.any(axis=0).sum()) >= 2 else 0.0
 
 
-def main(*, cache: Path, out: Path | None = None, resume: bool = False, **options) -> Path:
+def main(*, cache: str | Path, out: Path | None = None, resume: bool = False, **options) -> Path:
     """Train (or resume) a run; returns its directory.
 
     `options`: TrainConfig fields and the selection options (`layers`, `save_steps`, `kinds`,
@@ -122,7 +123,7 @@ def main(*, cache: Path, out: Path | None = None, resume: bool = False, **option
 
 
 def main_seeds(
-    *, cache: Path, seeds: tuple[int, ...], out: Path | None = None, resume: bool = False, **options
+    *, cache: str | Path, seeds: tuple[int, ...], out: Path | None = None, resume: bool = False, **options
 ) -> Path:
     """One normal run per seed under `out` (`seed-<k>/`), then seeds.json/.md with mean +- std per
     target; returns `out`. --resume continues the unfinished seed runs and starts the missing ones."""
@@ -149,13 +150,13 @@ def main_seeds(
     return parent
 
 
-def _recorded(run: Path, cache: Path, runtime: dict, asked: dict) -> tuple[TrainConfig, dict]:
+def _recorded(run: Path, cache: str | Path, runtime: dict, asked: dict) -> tuple[TrainConfig, dict]:
     """A resumed run keeps its recorded config (the schedule depends on it), replaced by the runtime
     options and the given evaluation targets; `asked` holds the other given options, each of which
     must resolve to the recorded value (else DiffsegError naming the option)."""
     record = read_json(run / CONFIG)
     have = TrainConfig.from_dict(record["config"])
-    if Path(have.cache).resolve() != Path(cache).resolve():
+    if not location.same(have.cache, cache):
         raise DiffsegError(f"--resume: {run} was trained on {have.cache}, not {cache}")
     asked = dict(asked)
     # Evaluation targets change what is scored, never the weights: given ones replace the record's.
@@ -197,7 +198,7 @@ def _shown(value) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def _check_asked(run: Path, cache: Path, have: TrainConfig, layer_specs: dict, asked: dict) -> None:
+def _check_asked(run: Path, cache: str | Path, have: TrainConfig, layer_specs: dict, asked: dict) -> None:
     """Refuse a resume whose given options would resolve to another config than the recorded one.
 
     Options not given take the recorded values; the given ones go through the same resolution as a

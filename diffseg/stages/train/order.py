@@ -35,6 +35,8 @@ def build_order(cfg: TrainConfig, reader: CacheReader, indices: Sequence[int]) -
         "temperature": cfg.rcs_temperature,
         "frequencies": {CLASS_NAMES[c]: float(f) for c, f in enumerate(rcs.freq_K)},
         "probabilities": {CLASS_NAMES[int(c)]: float(rcs.probs_K[c]) for c in rcs.classes},
-        "key": record["key"],  # of the per-sample counts, kept in the class-stats sidecar (classstats.py)
+        # what identifies the per-sample counts (kept in the class-stats sidecar, classstats.py); the
+        # cache's absolute path stays out of the run (caches.json alone records it)
+        "key": {k: v for k, v in record["key"].items() if k != "path"},
     }
     return rcs, stats

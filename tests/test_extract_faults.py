@@ -1,0 +1,149 @@
+"""Faults a long extraction meets (README "What diffseg guarantees"): each leaves a cache that
+the rerun (or the cluster's retry) finishes byte-identical to a clean run.
+
+Every run uses one torch thread (see test_extract_run.py: byte identity holds between equal
+thread counts).
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+from test_extract_run import BASE, arrays, assert_same_bytes, extract
+
+from diffseg.cache import CacheReader
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def cli(*args) -> list[str]:
+    return [sys.executable, "-c", "from diffseg.cli import main; main()", *BASE, *args]
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory):
+    out = tmp_path_factory.mktemp("clean") / "cache"
+    result = extract("--limit", "4", out=out)
+    assert result.exit_code == 0, result.output
+    return arrays(out)
+
+
+def _dask_workers(pid: int) -> list[psutil.Process]:
+    """The dask worker processes a `--workers N` run spawned (not the resource tracker)."""
+    kids = psutil.Process(pid).children(recursive=True)
+    return [p for p in kids if "spawn_main" in (c := " ".join(p.cmdline())) and "resource_tracker" not in c]
+
+
+def test_a_killed_dask_worker_loses_nothing(clean, tmp_path):
+    out = tmp_path / "killed-worker"
+    proc = subprocess.Popen(
+        cli("--limit", "4", "--workers", "2", "--out", str(out)),
+        env=ENV,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    first = out / "status" / "c" / "0"
+    deadline = time.time() + 240
+    while not first.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    workers = _dask_workers(proc.pid)
+    assert workers, "no dask worker process found"
+    status = CacheReader(out).status
+    victim = workers[-1]
+    victim.send_signal(signal.SIGKILL)  # mid-block: the other samples are still being computed
+    output, _ = proc.communicate(timeout=300)
+    assert (status == 0).any(), f"the kill came after the last sample: {status}"
+    assert proc.returncode == 0, output
+    assert "done: " in output
+    assert_same_bytes(clean, arrays(out))
+
+
+def test_two_shards_in_two_processes_equal_one_process(clean, tmp_path):
+    out = tmp_path / "sharded"
+    procs = [
+        subprocess.Popen(
+            cli("--limit", "4", "--shard", f"{i}/2", "--out", str(out)),
+            env=ENV,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for i in (0, 1)
+    ]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    assert all("done: 2 samples written" in o for o in outputs), outputs
+    assert_same_bytes(clean, arrays(out))
+    assert not list(tmp_path.glob("*.lock"))  # every lock released
+
+
+def test_one_shard_leaves_the_others_pending(tmp_path):
+    out = tmp_path / "half"
+    result = extract("--limit", "4", "--shard", "1/2", out=out)
+    assert result.exit_code == 0, result.output
+    assert list(CacheReader(out).status) == [0, 0, 1, 1]
+    bad = extract("--limit", "4", "--shard", "2/2", out=out)
+    assert bad.exit_code == 2 and "0 <= I < N" in bad.output
+
+
+def test_a_second_process_on_the_same_cache_is_refused(tmp_path):
+    import json
+    import socket
+
+    out = tmp_path / "locked"
+    lock = tmp_path / "locked.lock"
+    lock.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}))
+    result = extract("--limit", "1", out=out)
+    assert result.exit_code == 1 and not out.exists()
+    (line,) = [l for l in result.output.splitlines() if l.startswith("error:")]
+    assert f"pid {os.getpid()}" in line and str(lock) in line and "Traceback" not in result.output
+    # the holder crashed: its pid is gone on this host, so the lock is stale and taken over
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    lock.write_text(json.dumps({"pid": gone.pid, "host": socket.gethostname(), "started": time.time()}))
+    result = extract("--limit", "1", "--branches", "uncond", out=out)
+    assert result.exit_code == 0, result.output
+    assert not lock.exists()
+
+
+def test_a_lock_of_another_host_goes_stale_after_the_timeout(tmp_path):
+    import json
+
+    from diffseg.stages.extract import share
+
+    lock = tmp_path / "c.lock"
+    lock.write_text(json.dumps({"pid": 1, "host": "elsewhere", "started": 0}))
+    assert share.acquire(lock) is not None  # fresh: held
+    old = time.time() - share.LOCK_STALE_S - 1
+    os.utime(lock, (old, old))
+    assert share.acquire(lock) is None and json.loads(lock.read_text())["pid"] == os.getpid()
+
+
+def test_a_full_disk_mid_sample_is_one_line_and_the_rerun_finishes(clean, tmp_path, monkeypatch):
+    import errno
+
+    import zarr
+
+    out = tmp_path / "full"
+    real_set = zarr.storage.LocalStore.set
+
+    async def failing_set(self, key, value, *args, **kwargs):
+        if key.startswith("cond/up2.res2/c/2/"):  # sample 2, in the middle of its arrays
+            raise OSError(errno.ENOSPC, "No space left on device", key)
+        return await real_set(self, key, value, *args, **kwargs)
+
+    monkeypatch.setattr(zarr.storage.LocalStore, "set", failing_set)
+    result = extract("--limit", "4", out=out)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    (line,) = [l for l in result.output.splitlines() if l.startswith("error:")]
+    assert "No space left on device" in line and "sample train/0002" in line
+    assert list(CacheReader(out).status) == [1, 1, 0, 0]  # nothing marked complete that is not
+    monkeypatch.setattr(zarr.storage.LocalStore, "set", real_set)  # space freed
+    result = extract("--limit", "4", out=out)
+    assert result.exit_code == 0 and "done: 2 samples written" in result.output, result.output
+    assert_same_bytes(clean, arrays(out))
