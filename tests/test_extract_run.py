@@ -188,6 +188,23 @@ def test_other_config_on_existing_cache_is_refused(base):
     assert "lite" in result.output and "1step" in result.output and "Traceback" not in result.output
 
 
+def test_cache_of_the_old_seeding_scheme_reads_but_is_not_continued(base, tmp_path):
+    import dataclasses
+    import shutil
+
+    from diffseg.cache import CacheWriter
+
+    old = tmp_path / "old"
+    shutil.copytree(base, old)
+    assert CacheReader(base).record.extract.seeding == "content-v1"
+    w = CacheWriter(old)
+    w.update_record(extract=dataclasses.replace(w.record.extract, seeding="name-v1"))
+    assert CacheReader(old).read(0, ["uncond/up3.res2"])["uncond/up3.res2"].shape == (3, 32, 8, 8)
+    result = extract(out=old)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "seeding scheme 'name-v1'" in result.output and "'content-v1'" in result.output
+
+
 def test_unknown_hub_model_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     result = RUNNER.invoke(

@@ -7,7 +7,9 @@ never stored or compared. `RESUME_FIELDS` lists what must be equal for a cache t
 
 Room for later issues, documented and defaulted (only the defaults are implemented):
 - `codecs`: a codec per array ("features" stands for every <branch>/<layer> array), default "raw";
-- `extract.seeding`: the seeding scheme's name ("name-v1": draws seeded from the sample id);
+- `extract.seeding`: the seeding scheme's name: "content-v1" (what extraction writes: trajectory
+  draws seeded from the content of the VAE's input pixels, pipeline/seeding.py) or "name-v1" (the
+  default, for caches written before it: draws seeded from the sample id; they still read);
 - `sample_hash`: the name of a per-sample content hash array (None: none kept).
 
 Pure: no zarr. `to_dict` gives JSON values; `from_dict` refuses unknown or missing keys with one line.
@@ -27,7 +29,7 @@ from diffseg.core.layers import LayerSpec
 
 FORMAT_VERSION = 2
 LABEL_SPACE = "cityscapes19"
-SEEDING = "name-v1"  # every draw seeded from (seed, sample id, branch, t, copy); crops from (seed, id, view)
+SEEDING = "name-v1"  # caches without the field: every draw seeded from (seed, sample id, branch, t, copy)
 DEFAULT_CODECS = {"features": "raw", "labels": "zstd-3"}  # raw: little-endian bytes, no compressor
 # What must be equal for an existing cache to be resumed: dotted keys into to_dict().
 RESUME_FIELDS = (

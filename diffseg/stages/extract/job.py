@@ -20,7 +20,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from diffseg.core.errors import DataError, DiffsegError
+from diffseg.core.errors import CacheMismatch, DataError, DiffsegError
 from diffseg.core.layers import LayerSpec, layer_specs
 from diffseg.stages.extract import sizes
 from diffseg.stages.extract.plan import ExtractPlan, build_plan, extract_record, sample_ids
@@ -133,6 +133,8 @@ def create_cache(plan: ExtractPlan, samples: Samples, info: dict):
     """Create the store (or check and reopen it for resume): the run's first write."""
     from diffseg.cache import CacheRecord, CacheWriter, DatasetRecord
 
+    refuse_old_scheme(Path(plan.out))
+
     record = CacheRecord(
         kind=plan.kind,
         model=info["model"],
@@ -146,6 +148,22 @@ def create_cache(plan: ExtractPlan, samples: Samples, info: dict):
         samples=len(samples.ids),
     )
     return CacheWriter.create(plan.out, record, samples.ids, orig_label_max=samples.orig_max)
+
+
+def refuse_old_scheme(out: Path) -> None:
+    """An existing cache written under another seeding scheme cannot be continued: its samples'
+    noise came from their ids, new ones would come from their pixels (it still reads)."""
+    from diffseg.cache import CacheReader, is_cache
+    from diffseg.pipeline.seeding import SCHEME
+
+    if not is_cache(out):
+        return
+    have = CacheReader(out).record.extract.seeding
+    if have != SCHEME:
+        raise CacheMismatch(
+            f"{out} was extracted with seeding scheme {have!r} (an older diffseg); this version seeds with "
+            f"{SCHEME!r} and cannot continue it: it still reads for train and eval; use another --out to re-extract"
+        )
 
 
 def _host(plan: ExtractPlan, workers: int | None) -> dict:

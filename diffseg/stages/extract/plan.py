@@ -248,6 +248,7 @@ def extract_record(plan: ExtractPlan, image_ids: list[str]):
     from diffseg.cache import ExtractRecord
     from diffseg.core.classes import CLASS_NAMES
     from diffseg.pipeline.prompts import DEFAULT_DESCRIPTIONS, TEMPLATE, class_prompt, uncond_prompt
+    from diffseg.pipeline.seeding import SCHEME
 
     descs = plan.descriptions or DEFAULT_DESCRIPTIONS
     return ExtractRecord(
@@ -264,6 +265,7 @@ def extract_record(plan: ExtractPlan, image_ids: list[str]):
         limit=plan.limit,
         images=len(image_ids),
         ids_sha256=hashlib.sha256("\n".join(image_ids).encode()).hexdigest(),
+        seeding=SCHEME,
     )
 
 

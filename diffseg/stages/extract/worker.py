@@ -100,14 +100,15 @@ class SampleRunner:
         image, label = eval_view(sid, sample.image, sample.label, self.plan.resolution)
         return sid, image, label, np.ascontiguousarray(sample.label)
 
-    def features(self, sid: str, image: np.ndarray, label: np.ndarray) -> dict[str, np.ndarray]:
-        """{"<branch>/<layer>": float16 [S, C, h, w]} for every planned branch."""
+    def features(self, sid: str, image: np.ndarray, label: np.ndarray, view: int = 0) -> dict[str, np.ndarray]:
+        """{"<branch>/<layer>": float16 [S, C, h, w]} for every planned branch; `view`: the view
+        index (part of the noise seeds, with the pixels' content)."""
         arrays = {}
         for branch in self.plan.branches:
             if branch == "cond":
-                out = self.extractor.cond(image, label, sid)
+                out = self.extractor.cond(image, label, sid, view)
             else:
-                out = self.extractor.uncond(image, sid)
+                out = self.extractor.uncond(image, sid, view)
             for layer in self.plan.branch_layers(branch):
                 arrays[f"{branch}/{layer}"] = out[layer]
         return arrays
@@ -120,7 +121,7 @@ class SampleRunner:
             if not self.plan.strict:
                 self.writer.mark_skipped(i)
             return Outcome(index=i, id=self.ids[i], written=False, reason=str(err), seconds=time.perf_counter() - t0)
-        arrays = self.features(sid, image, label)
+        arrays = self.features(sid, image, label, i % self.plan.views)
         self.writer.write_sample(i, arrays, label, orig)
         return Outcome(index=i, id=sid, written=True, seconds=time.perf_counter() - t0)
 
