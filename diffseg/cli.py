@@ -531,7 +531,13 @@ def predict(
     inputs: Annotated[list[Path], typer.Argument(exists=True, help="Images or folders of images.")],
     out: Annotated[Path, typer.Option(help="Output folder for masks and pictures.")],
     model: Annotated[str | None, typer.Option(help="Model for the online trajectory (default: the run's).")] = None,
-    resolution: Annotated[str | None, typer.Option(help="Size fed to the U-Net, WxH (default 1024x512).")] = None,
+    resolution: Annotated[
+        str | None,
+        typer.Option(
+            help="Size fed to the U-Net, WxH. Default: each input's aspect ratio within the area of the run's "
+            "first evaluation cache's resolution (1024x512 without one), multiples of 64."
+        ),
+    ] = None,
     labels: Annotated[
         Path | None,
         typer.Option(exists=True, file_okay=False, help="Label files with matching stems (train ids or palette)."),

@@ -134,10 +134,19 @@ def test_a_migrated_cache_equals_a_fresh_extraction_and_trains_the_same(tmp_path
     assert sorted(a) == sorted(b)
     assert [k for k in a if k != "zarr.json" and a[k] != b[k]] == []  # every array byte-identical
     ra, rb = CacheReader(old).record, CacheReader(fresh).record
-    assert replace(ra, timings={}, host={}) == replace(rb, timings={}, host={})
-    # the migrated cache resumes under the new code: nothing left to extract
+    # the record differs only in what this diffseg changed since format 1: the seeding scheme
+    # (ids -> pixels) and the resize (Pillow -> OpenCV); neither touches this fixture's arrays
+    # (no eta step before t = 20, mean encoding, crops at the image's own size)
+    assert ra.extract.seeding == "name-v1" and rb.extract.seeding == "content-v1"
+    assert (ra.extract.views_rule.interpolation, rb.extract.views_rule.interpolation) == (
+        "bilinear-antialias",
+        "cv2.INTER_LINEAR",
+    )
+    ex = replace(ra.extract, seeding=rb.extract.seeding, views_rule=rb.extract.views_rule)
+    assert replace(ra, extract=ex, timings={}, host={}) == replace(rb, timings={}, host={})
+    # a migrated cache is not continued by the new seeds: one line says so
     res = RUNNER.invoke(app, [*EXTRACT, "--out", str(old)])
-    assert res.exit_code == 0 and "0 to extract" in res.output, res.output
+    assert res.exit_code == 1 and "seeding scheme 'name-v1'" in res.output, res.output
     kw = {**FAST_TRAIN, "layers": ("up1.res2", "up2.res2", "up3.res2")}
     weights = []
     for cache in (old, fresh):

@@ -74,7 +74,7 @@ def test_predict_equals_eval_on_the_eval_caches_image(run_dir, tmp_path):
     image = open_dataset("demo", split="val", demo_size=SIZE).load(0).image
     assert image.shape[1::-1] == SIZE
     Image.fromarray(image).save(tmp_path / "any-file-name.png")
-    _predict(run, str(tmp_path / "any-file-name.png"), "--resolution", "128x64", "--out", str(tmp_path / "out"))
+    _predict(run, str(tmp_path / "any-file-name.png"), "--out", str(tmp_path / "out"))
     mask = np.asarray(Image.open(tmp_path / "out" / "any-file-name.png"))
     reader = CacheReader(root / "val")
     assert reader.record.resolution == SIZE and reader.ids[0] != "any-file-name"
@@ -84,3 +84,17 @@ def test_predict_equals_eval_on_the_eval_caches_image(run_dir, tmp_path):
         logits = model({l: torch.from_numpy(feats[f"uncond/{l}"])[None].float() for l in LAYERS})
     up = torch.nn.functional.interpolate(logits, size=SIZE[::-1], mode="bilinear", align_corners=False)
     np.testing.assert_array_equal(mask, up.argmax(1)[0].numpy())
+
+
+def test_budget_is_the_runs_first_eval_cache_and_survives_its_removal(run_dir, tmp_path):
+    from diffseg.stages.predict.job import DEFAULT_RESOLUTION, area_budget
+
+    root, run = run_dir
+    record = read_run(run)
+    assert area_budget(record) == SIZE
+    moved = root / "val-moved"
+    (root / "val").rename(moved)
+    try:
+        assert area_budget(record) == DEFAULT_RESOLUTION  # with a warning naming the cache
+    finally:
+        moved.rename(root / "val")

@@ -105,7 +105,7 @@ class ViewsRule:
 
     mode: str  # "crop" | "resize"
     scale: tuple[int, int] | None = None  # crop: (W, H) the image is fitted inside first
-    interpolation: str = "bilinear-antialias"  # the image's
+    interpolation: str = "bilinear-antialias"  # the image's: "cv2.INTER_LINEAR" (mmcv) since content-v1; Pillow before
     label_interpolation: str = "nearest"
     cat_max_ratio: float | None = None  # crop: redraw while one class covers >= this share of labelled pixels
     redraws: int | None = None  # crop: draws at most; the last is kept when none passes

@@ -236,11 +236,14 @@ def sample_ids(image_ids: list[str], views: int) -> list[str]:
 def views_rule(plan: ExtractPlan):
     """How each image became the VAE input (views.py), as the cache records it."""
     from diffseg.cache import ViewsRule
-    from diffseg.stages.extract.views import CAT_MAX_RATIO, CAT_REDRAWS
+    from diffseg.stages.extract.views import CAT_MAX_RATIO, CAT_REDRAWS, IMAGE_INTERPOLATION, LABEL_INTERPOLATION
 
+    rule = ViewsRule(mode="resize", interpolation=IMAGE_INTERPOLATION, label_interpolation=LABEL_INTERPOLATION)
     if plan.kind == "train":
-        return ViewsRule(mode="crop", scale=plan.scale, cat_max_ratio=CAT_MAX_RATIO, redraws=CAT_REDRAWS, flip=True)
-    return ViewsRule(mode="resize")
+        return dataclasses.replace(
+            rule, mode="crop", scale=plan.scale, cat_max_ratio=CAT_MAX_RATIO, redraws=CAT_REDRAWS, flip=True
+        )
+    return rule
 
 
 def extract_record(plan: ExtractPlan, image_ids: list[str]):
