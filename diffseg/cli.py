@@ -180,6 +180,13 @@ def extract(
     ] = None,
     scale: Annotated[str | None, typer.Option(help="Train caches: fit the image inside WxH before cropping.")] = None,
     views: Annotated[int, typer.Option(min=1, help="Seeded crops (and flips) stored per training image.")] = 1,
+    photometric: Annotated[
+        bool,
+        typer.Option(
+            help="Training views: mmseg's PhotoMetricDistortion (brightness +-32, contrast and saturation "
+            "0.5-1.5, hue +-18, each with probability 0.5), seeded per view."
+        ),
+    ] = True,
     branches: Annotated[str | None, typer.Option(help="uncond,cond (default for train) or uncond.")] = None,
     uncond_prompt: Annotated[
         UncondPrompt, typer.Option(help="empty (paper) or classes (label-free class list: gives xattn).")
@@ -239,6 +246,7 @@ def extract(
         resolution=_size(resolution),
         scale=_size(scale),
         views=views,
+        photometric=photometric,
         branches=_csv(branches),
         uncond_prompt=uncond_prompt.value,
         limit=limit,

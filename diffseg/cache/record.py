@@ -110,6 +110,7 @@ class ViewsRule:
     cat_max_ratio: float | None = None  # crop: redraw while one class covers >= this share of labelled pixels
     redraws: int | None = None  # crop: draws at most; the last is kept when none passes
     flip: bool = False  # crop: seeded horizontal flip
+    photometric: dict | None = None  # crop: mmseg PhotoMetricDistortion parameters (None: none applied)
 
     def __post_init__(self):
         if self.mode not in ("crop", "resize"):
@@ -127,11 +128,13 @@ class ViewsRule:
             f"image fitted inside {w}x{h} ({interp}), seeded crop redrawn up to {self.redraws} times while one "
             f"class covers >= {self.cat_max_ratio} of its labelled pixels (last draw kept)"
             + (", and seeded horizontal flip" if self.flip else "")
+            + (", then mmseg's seeded photometric distortion" if self.photometric else "")
         )
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["scale"] = None if self.scale is None else list(self.scale)
+        d["photometric"] = None if self.photometric is None else _jsonable(self.photometric)
         return d
 
     @classmethod

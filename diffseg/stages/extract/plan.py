@@ -56,6 +56,7 @@ class ExtractPlan:
     resolution: tuple[int, int]  # VAE input: crop size (train) or resize target (eval)
     scale: tuple[int, int] | None  # train: image fitted inside before cropping; eval: None
     views: int  # seeded crops per training image
+    photometric: bool  # train views: mmseg's PhotoMetricDistortion after the crop and flip
     branches: tuple[str, ...]
     uncond_prompt: str  # "empty" | "classes"
     classes: tuple[int, ...]  # active train ids
@@ -153,6 +154,7 @@ def build_plan(
     resolution=None,
     scale=None,
     views=1,
+    photometric=True,
     branches=None,
     uncond_prompt="empty",
     limit=None,
@@ -209,6 +211,7 @@ def build_plan(
         resolution=res,
         scale=sc,
         views=int(views),
+        photometric=bool(photometric) and kind == "train",
         branches=resolve_branches(kind, branches),
         uncond_prompt=uncond_prompt,
         classes=resolve_classes(classes),
@@ -236,12 +239,19 @@ def sample_ids(image_ids: list[str], views: int) -> list[str]:
 def views_rule(plan: ExtractPlan):
     """How each image became the VAE input (views.py), as the cache records it."""
     from diffseg.cache import ViewsRule
+    from diffseg.stages.extract import photometric
     from diffseg.stages.extract.views import CAT_MAX_RATIO, CAT_REDRAWS, IMAGE_INTERPOLATION, LABEL_INTERPOLATION
 
     rule = ViewsRule(mode="resize", interpolation=IMAGE_INTERPOLATION, label_interpolation=LABEL_INTERPOLATION)
     if plan.kind == "train":
         return dataclasses.replace(
-            rule, mode="crop", scale=plan.scale, cat_max_ratio=CAT_MAX_RATIO, redraws=CAT_REDRAWS, flip=True
+            rule,
+            mode="crop",
+            scale=plan.scale,
+            cat_max_ratio=CAT_MAX_RATIO,
+            redraws=CAT_REDRAWS,
+            flip=True,
+            photometric=photometric.rule() if plan.photometric else None,
         )
     return rule
 

@@ -3,7 +3,8 @@
 - training view: the image fitted inside `scale` (image and label resized as mmcv does, see
   `resize_image`), then one seeded crop of `resolution` and a seeded horizontal flip; the crop is
   redrawn (up to CAT_REDRAWS times, mmseg's `cat_max_ratio`) while one class covers
-  CAT_MAX_RATIO or more of its labelled pixels (METHOD.md §8);
+  CAT_MAX_RATIO or more of its labelled pixels (METHOD.md §8), then mmseg's photometric
+  distortion (photometric.py) when a generator for it is given;
 - evaluation view: the whole image resized to `resolution` (label nearest at that size);
   the label at its original size is kept separately by the caller. `eval_image` is its image
   half, which `diffseg predict` feeds the VAE too (no train/inference skew).
@@ -22,6 +23,7 @@ import torch
 
 from diffseg.core.classes import IGNORE
 from diffseg.core.errors import DataError
+from diffseg.stages.extract import photometric
 
 CAT_MAX_RATIO = 0.75  # largest single-class share of a training crop's labelled pixels (below it)
 CAT_REDRAWS = 10  # redraws at most; the last draw is kept when none passes
@@ -97,9 +99,16 @@ def _mixed(label_hw: np.ndarray, cat_max_ratio: float) -> bool:
 
 
 def train_view(
-    sample_id: str, image_HW3: np.ndarray, label_HW: np.ndarray, scale_wh, crop_wh, gen: torch.Generator
+    sample_id: str,
+    image_HW3: np.ndarray,
+    label_HW: np.ndarray,
+    scale_wh,
+    crop_wh,
+    gen: torch.Generator,
+    photometric_gen: torch.Generator | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One seeded crop (and flip) of the image fitted inside `scale_wh` -> ([h, w, 3], [h, w])."""
+    """One seeded crop (and flip) of the image fitted inside `scale_wh`, then a photometric
+    distortion drawn from `photometric_gen` (None: none) -> ([h, w, 3], [h, w])."""
     _check_pair(sample_id, image_HW3, label_HW)
     fitted = fit_inside(image_HW3.shape[1::-1], scale_wh)
     if fitted[0] < crop_wh[0] or fitted[1] < crop_wh[1]:
@@ -115,7 +124,10 @@ def train_view(
     label = label[y : y + crop_wh[1], x : x + crop_wh[0]]
     if flip:
         image, label = image[:, ::-1], label[:, ::-1]
-    return np.ascontiguousarray(image), np.ascontiguousarray(label)
+    image = np.ascontiguousarray(image)
+    if photometric_gen is not None:
+        image = photometric.distort(image, photometric.draw(photometric_gen))
+    return image, np.ascontiguousarray(label)
 
 
 def eval_image(image_HW3: np.ndarray, resolution_wh) -> np.ndarray:

@@ -94,8 +94,14 @@ class SampleRunner:
         sid = self.ids[i]
         sample = self.dataset.load(i // self.plan.views)
         if self.plan.kind == "train":
-            gen = torch.Generator().manual_seed(stable_seed(self.plan.trajectory.seed, "view", sid))
-            image, label = train_view(sid, sample.image, sample.label, self.plan.scale, self.plan.resolution, gen)
+            seed = self.plan.trajectory.seed
+            gen = torch.Generator().manual_seed(stable_seed(seed, "view", sid))
+            photo = (
+                torch.Generator().manual_seed(stable_seed(seed, "photometric", sid)) if self.plan.photometric else None
+            )
+            image, label = train_view(
+                sid, sample.image, sample.label, self.plan.scale, self.plan.resolution, gen, photometric_gen=photo
+            )
             return sid, image, label, None
         image, label = eval_view(sid, sample.image, sample.label, self.plan.resolution)
         return sid, image, label, np.ascontiguousarray(sample.label)
