@@ -160,6 +160,7 @@ class ExtractRecord:
     images: int  # images planned
     ids_sha256: str  # of the image ids, one per line
     seeding: str = SEEDING
+    recipe: str = "diffseg"  # extract --recipe the options not given came from (caches before it: diffseg)
 
     def __post_init__(self):
         object.__setattr__(self, "classes", _ints(self.classes))

@@ -24,6 +24,7 @@ from diffseg.core.errors import CacheMismatch, DataError, DiffsegError
 from diffseg.core.layers import LayerSpec, layer_specs
 from diffseg.stages.extract import sizes
 from diffseg.stages.extract.plan import ExtractPlan, build_plan, extract_record, sample_ids
+from diffseg.stages.extract.recipe import describe
 from diffseg.stages.extract.worker import Outcome, open_plan_dataset
 
 
@@ -89,6 +90,8 @@ def dry_run_report(plan: ExtractPlan) -> dict:
     specs = planned_specs(plan)
     per = sizes.sample_bytes(plan, specs, samples.orig_max)
     free = sizes.free_bytes(Path(plan.out))
+    for line in describe(plan):
+        print(line)
     for line in sizes.report_lines(plan, specs, per, len(samples.ids), samples.remaining, free):
         print(line)
     fits = per["total"] * samples.remaining <= free
