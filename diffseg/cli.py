@@ -67,6 +67,11 @@ class UncondPrompt(str, enum.Enum):
     classes = "classes"
 
 
+class Recipe(str, enum.Enum):
+    diffseg = "diffseg"
+    paper = "paper"
+
+
 class Encode(str, enum.Enum):
     mean = "mean"
     sample = "sample"
@@ -200,9 +205,18 @@ def extract(
     model: Annotated[
         str, typer.Option(help="tiny | sd21-random | a diffusers dir | a hub id in the local cache.")
     ] = "stabilityai/stable-diffusion-2-1",
+    recipe: Annotated[
+        Recipe,
+        typer.Option(
+            help="Defaults of the options below: diffseg (lite, 19 classes, v->eps, posterior mean) or paper "
+            "(every reference-code choice: reference preset, 5 classes and their descriptions, raw output as eps, "
+            "posterior sample, the reference's blk sum, 2 photometric views). Options given override it."
+        ),
+    ] = Recipe.diffseg,
     preset: Annotated[
-        Preset, typer.Option(help="Feature set: lite (default, 13 MiB/512 crop), 5step, 1step, reference (236 MiB).")
-    ] = Preset.lite,
+        Preset | None,
+        typer.Option(help="Feature set: lite (diffseg recipe, 13 MiB/512 crop), 5step, 1step, reference (236 MiB)."),
+    ] = None,
     steps: Annotated[
         str | None, typer.Option(help="Evaluated timesteps, e.g. 0,1,20,40,60 (overrides the preset).")
     ] = None,
@@ -213,7 +227,18 @@ def extract(
         str | None, typer.Option(help="Size fed to the VAE, WxH, multiples of 64 (crop size for train caches).")
     ] = None,
     scale: Annotated[str | None, typer.Option(help="Train caches: fit the image inside WxH before cropping.")] = None,
-    views: Annotated[int, typer.Option(min=1, help="Seeded crops (and flips) stored per training image.")] = 1,
+    views: Annotated[
+        int | None,
+        typer.Option(min=1, help="Seeded crops (and flips) stored per training image (recipe: diffseg 1, paper 2)."),
+    ] = None,
+    photometric: Annotated[
+        bool | None,
+        typer.Option(
+            "--photometric/--no-photometric",
+            help="Training views: mmseg's PhotoMetricDistortion (brightness +-32, contrast and saturation "
+            "0.5-1.5, hue +-18, each with probability 0.5), seeded per view. On in both recipes.",
+        ),
+    ] = None,
     branches: Annotated[str | None, typer.Option(help="uncond,cond (default for train) or uncond.")] = None,
     uncond_prompt: Annotated[
         UncondPrompt, typer.Option(help="empty (paper) or classes (label-free class list: gives xattn).")
@@ -232,19 +257,36 @@ def extract(
     device: Annotated[Device, typer.Option(help="auto picks cuda when available.")] = Device.auto,
     seed: Annotated[int, typer.Option(help="Seed of every random draw (crops, VAE sample, eta noise).")] = 0,
     encode: Annotated[
-        Encode, typer.Option(help="Latent from the VAE posterior: mean or sample (seeded).")
-    ] = Encode.mean,
+        Encode | None,
+        typer.Option(help="Latent from the VAE posterior: mean (diffseg recipe) or sample (seeded; paper)."),
+    ] = None,
     raw_eps: Annotated[
-        bool, typer.Option(help="Treat the U-Net output as epsilon even for v-prediction (reference code).")
-    ] = False,
+        bool | None,
+        typer.Option(
+            "--raw-eps/--no-raw-eps", help="Treat the U-Net output as epsilon even for v-prediction (paper recipe)."
+        ),
+    ] = None,
     blk_sum: Annotated[
-        bool, typer.Option(help="cond branch: sum blk over all prompt copies (reference code).")
-    ] = False,
+        bool | None,
+        typer.Option(
+            "--blk-sum/--no-blk-sum",
+            help="blk as the reference sums it: 2 b_uncond + sum_k b_k in cond, 2 b_uncond in uncond (paper recipe).",
+        ),
+    ] = None,
     classes: Annotated[
-        str | None, typer.Option(help="Active classes for masked prompts (names or train ids). Default: all 19.")
+        str | None,
+        typer.Option(
+            help="Active classes for masked prompts (names or train ids). Default: all 19 (paper: sidewalk, "
+            "wall, rider, truck, train)."
+        ),
     ] = None,
     descriptions: Annotated[
-        Path | None, typer.Option(exists=True, dir_okay=False, help="JSON {class: description} replacing the defaults.")
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="JSON {class: description} replacing the defaults (paper: the reference's, shipped with diffseg).",
+        ),
     ] = None,
     strict: Annotated[
         bool, typer.Option(help="Stop at the first bad sample (default: skip, warn and record).")
@@ -268,7 +310,8 @@ def extract(
         split=split,
         out=out,
         model=model,
-        preset=preset.value,
+        recipe=recipe.value,
+        preset=None if preset is None else preset.value,
         steps=_ints(steps),
         save_steps=_ints(save_steps),
         layers=_csv(layers),
@@ -276,6 +319,7 @@ def extract(
         resolution=_size(resolution),
         scale=_size(scale),
         views=views,
+        photometric=photometric,
         branches=_csv(branches),
         uncond_prompt=uncond_prompt.value,
         limit=limit,
@@ -287,7 +331,7 @@ def extract(
         shard=None if shard is None else _shard(shard),
         device=device.value,
         seed=seed,
-        encode=encode.value,
+        encode=None if encode is None else encode.value,
         raw_eps=raw_eps,
         blk_sum=blk_sum,
         classes=_csv(classes),
@@ -632,7 +676,13 @@ def predict(
     inputs: Annotated[list[Path], typer.Argument(exists=True, help="Images or folders of images.")],
     out: Annotated[Path, typer.Option(help="Output folder for masks and pictures.")],
     model: Annotated[str | None, typer.Option(help="Model for the online trajectory (default: the run's).")] = None,
-    resolution: Annotated[str | None, typer.Option(help="Size fed to the U-Net, WxH (default 1024x512).")] = None,
+    resolution: Annotated[
+        str | None,
+        typer.Option(
+            help="Size fed to the U-Net, WxH. Default: each input's aspect ratio within the area of the run's "
+            "first evaluation cache's resolution (1024x512 without one), multiples of 64."
+        ),
+    ] = None,
     labels: Annotated[
         Path | None,
         typer.Option(exists=True, file_okay=False, help="Label files with matching stems (train ids or palette)."),

@@ -70,6 +70,7 @@ def test_train_cache_features_equal_direct_extraction(base):
     assert r.record.model.name == "tiny" and r.record.extract.trajectory == preset("lite").to_dict()
     assert r.record.layers["up3.res2"].to_dict() == {"kind": "res", "stride": 8, "channels": 32, "size": [8, 8]}
     assert "orig_labels" not in r.group and list(r.status) == [1, 1, 1]
+    assert r.record.extract.views_rule.photometric["hue_delta"] == 18
     models = load_models("tiny")
     ex = FeatureExtractor(models, preset("lite"))
     ds = open_dataset("demo", demo_size=(64, 64))
@@ -77,7 +78,8 @@ def test_train_cache_features_equal_direct_extraction(base):
         sid = r.ids[i]
         s = ds.load(i)
         gen = torch.Generator().manual_seed(stable_seed(0, "view", sid))
-        image, label = train_view(sid, s.image, s.label, (64, 64), (64, 64), gen)
+        photo = torch.Generator().manual_seed(stable_seed(0, "photometric", sid))
+        image, label = train_view(sid, s.image, s.label, (64, 64), (64, 64), gen, photometric_gen=photo)
         got = r.read(i, r.feature_names() + ["labels"])
         assert np.array_equal(got["labels"], label)
         want = {"uncond": ex.uncond(image, sid), "cond": ex.cond(image, label, sid)}
@@ -186,6 +188,23 @@ def test_other_config_on_existing_cache_is_refused(base):
     result = extract("--preset", "1step", out=base)
     assert result.exit_code == 1
     assert "lite" in result.output and "1step" in result.output and "Traceback" not in result.output
+
+
+def test_cache_of_the_old_seeding_scheme_reads_but_is_not_continued(base, tmp_path):
+    import dataclasses
+    import shutil
+
+    from diffseg.cache import CacheWriter
+
+    old = tmp_path / "old"
+    shutil.copytree(base, old)
+    assert CacheReader(base).record.extract.seeding == "content-v1"
+    w = CacheWriter(old)
+    w.update_record(extract=dataclasses.replace(w.record.extract, seeding="name-v1"))
+    assert CacheReader(old).read(0, ["uncond/up3.res2"])["uncond/up3.res2"].shape == (3, 32, 8, 8)
+    result = extract(out=old)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "seeding scheme 'name-v1'" in result.output and "'content-v1'" in result.output
 
 
 def test_unknown_hub_model_is_one_line(tmp_path, monkeypatch):

@@ -7,7 +7,9 @@ never stored or compared. `RESUME_FIELDS` lists what must be equal for a cache t
 
 Room for later issues, documented and defaulted (only the defaults are implemented):
 - `codecs`: a codec per array ("features" stands for every <branch>/<layer> array), default "raw";
-- `extract.seeding`: the seeding scheme's name ("name-v1": draws seeded from the sample id);
+- `extract.seeding`: the seeding scheme's name: "content-v1" (what extraction writes: trajectory
+  draws seeded from the content of the VAE's input pixels, pipeline/seeding.py) or "name-v1" (the
+  default, for caches written before it: draws seeded from the sample id; they still read);
 - `sample_hash`: the name of a per-sample content hash array (None: none kept).
 
 Pure: no zarr. `to_dict` gives JSON values; `from_dict` refuses unknown or missing keys with one line.
@@ -27,7 +29,7 @@ from diffseg.core.layers import LayerSpec
 
 FORMAT_VERSION = 2
 LABEL_SPACE = "cityscapes19"
-SEEDING = "name-v1"  # every draw seeded from (seed, sample id, branch, t, copy); crops from (seed, id, view)
+SEEDING = "name-v1"  # caches without the field: every draw seeded from (seed, sample id, branch, t, copy)
 DEFAULT_CODECS = {"features": "raw", "labels": "zstd-3"}  # raw: little-endian bytes, no compressor
 # What must be equal for an existing cache to be resumed: dotted keys into to_dict().
 RESUME_FIELDS = (
@@ -103,11 +105,12 @@ class ViewsRule:
 
     mode: str  # "crop" | "resize"
     scale: tuple[int, int] | None = None  # crop: (W, H) the image is fitted inside first
-    interpolation: str = "bilinear-antialias"  # the image's
+    interpolation: str = "bilinear-antialias"  # the image's: "cv2.INTER_LINEAR" (mmcv) since content-v1; Pillow before
     label_interpolation: str = "nearest"
     cat_max_ratio: float | None = None  # crop: redraw while one class covers >= this share of labelled pixels
     redraws: int | None = None  # crop: draws at most; the last is kept when none passes
     flip: bool = False  # crop: seeded horizontal flip
+    photometric: dict | None = None  # crop: mmseg PhotoMetricDistortion parameters (None: none applied)
 
     def __post_init__(self):
         if self.mode not in ("crop", "resize"):
@@ -125,11 +128,13 @@ class ViewsRule:
             f"image fitted inside {w}x{h} ({interp}), seeded crop redrawn up to {self.redraws} times while one "
             f"class covers >= {self.cat_max_ratio} of its labelled pixels (last draw kept)"
             + (", and seeded horizontal flip" if self.flip else "")
+            + (", then mmseg's seeded photometric distortion" if self.photometric else "")
         )
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["scale"] = None if self.scale is None else list(self.scale)
+        d["photometric"] = None if self.photometric is None else _jsonable(self.photometric)
         return d
 
     @classmethod
@@ -155,6 +160,7 @@ class ExtractRecord:
     images: int  # images planned
     ids_sha256: str  # of the image ids, one per line
     seeding: str = SEEDING
+    recipe: str = "diffseg"  # extract --recipe the options not given came from (caches before it: diffseg)
 
     def __post_init__(self):
         object.__setattr__(self, "classes", _ints(self.classes))

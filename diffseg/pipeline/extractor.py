@@ -6,11 +6,13 @@ Two branches:
 - cond: per step one batched U-Net call over [uncond, class_1..class_n] (the active classes
   present in the label); eps_k = eps_u + guidance (eps_text_k - eps_u); every copy takes its own
   inversion step from the same x_t with its own noise; the next latent is the MultiDiffusion
-  masked average. res/blk come from the uncond copy (or the sum over copies with blk_sum),
-  xattn of class k from copy k (zeros for classes absent from the label).
+  masked average. res/blk come from the uncond copy (or, with blk_sum, the reference's sum over
+  its n + 2 copies: 2 b_uncond + sum_k b_k; 2 b_uncond in uncond), xattn of class k from copy k
+  (zeros for classes absent from the label).
 Both run the one loop `_walk`; a `_Rows` says what differs (the prompt copies per U-Net call,
 guidance, the masked average, which rows a feature comes from). Every random draw is seeded by
-(cfg.seed, sample_id, branch, t, copy). Only saved steps are kept, and the walk stops after the
+(cfg.seed, content key of the pixels, view, branch, t, copy) (seeding.SCHEME): the sample id names
+the sample in messages only, so the same image gives the same features under any name. Only saved steps are kept, and the walk stops after the
 last step any saved feature needs.
 
 Suffixes: B images, K prompt copies, C channels, H/W latent, S saved steps, T tokens.
@@ -106,44 +108,52 @@ class FeatureExtractor:
         }
 
     # -- public numpy API (inference mode) -----------------------------------------------------
-    def uncond(self, image: np.ndarray, sample_id: str) -> dict[str, np.ndarray]:
+    def uncond(self, image: np.ndarray, sample_id: str, view: int = 0) -> dict[str, np.ndarray]:
         """image uint8 [H, W, 3] -> {layer: float16 [S, C, h, w]}."""
-        out = self.extract_tensors("uncond", image[None], [sample_id], grad_mode="inference")
+        out = self.extract_tensors("uncond", image[None], [sample_id], views=[view], grad_mode="inference")
         return {k: _np16(v[0]) for k, v in out.items()}
 
-    def uncond_batch(self, images: np.ndarray, sample_ids) -> dict[str, np.ndarray]:
+    def uncond_batch(self, images: np.ndarray, sample_ids, views=None) -> dict[str, np.ndarray]:
         """images uint8 [B, H, W, 3] in one U-Net call per step -> {layer: float16 [B, S, C, h, w]}."""
-        out = self.extract_tensors("uncond", images, list(sample_ids), grad_mode="inference")
+        out = self.extract_tensors("uncond", images, list(sample_ids), views=views, grad_mode="inference")
         return {k: _np16(v) for k, v in out.items()}
 
-    def cond(self, image: np.ndarray, label: np.ndarray, sample_id: str) -> dict[str, np.ndarray]:
+    def cond(self, image: np.ndarray, label: np.ndarray, sample_id: str, view: int = 0) -> dict[str, np.ndarray]:
         """image uint8 [H, W, 3], label uint8 [H, W] train ids -> {layer: float16 [S, C, h, w]}."""
-        out = self.extract_tensors("cond", image[None], [sample_id], labels=label[None], grad_mode="inference")
+        out = self.extract_tensors(
+            "cond", image[None], [sample_id], labels=label[None], views=[view], grad_mode="inference"
+        )
         return {k: _np16(v[0]) for k, v in out.items()}
 
     # -- tensor API (also for online use under no_grad) ------------------------------------------
     def extract_tensors(
-        self, branch: str, images, sample_ids, labels=None, grad_mode: str = "no_grad"
+        self, branch: str, images, sample_ids, labels=None, views=None, grad_mode: str = "no_grad"
     ) -> dict[str, torch.Tensor]:
         """images uint8 [B, H, W, 3] -> {layer: float32 [B, S, C, h, w]} on the model device.
-        grad_mode "no_grad" returns ordinary tensors (usable later in autograd graphs),
+        views: the view index of each image (a training cache's "#v<k>"; default 0), part of its
+        noise seeds. grad_mode "no_grad" returns ordinary tensors (usable later in autograd graphs),
         "inference" runs under torch.inference_mode."""
         if len(images) != len(sample_ids):
             raise DiffsegError(f"{len(images)} images but {len(sample_ids)} sample ids")
+        views = [0] * len(images) if views is None else [int(v) for v in views]
+        if len(views) != len(images):
+            raise DiffsegError(f"{len(images)} images but {len(views)} view indices")
+        images = np.asarray(images)
         with _grad_context(grad_mode):
             if branch == "uncond":
-                return self._uncond(images, list(sample_ids))
+                return self._uncond(images, list(sample_ids), views)
             if branch == "cond":
                 if labels is None or len(labels) != len(images):
                     raise DiffsegError("the cond branch needs one label per image")
-                per = [self._cond(images[b : b + 1], labels[b], sample_ids[b]) for b in range(len(images))]
+                per = [self._cond(images[b : b + 1], labels[b], sample_ids[b], views[b]) for b in range(len(images))]
                 return {k: torch.cat([p[k] for p in per]) for k in per[0]}
             raise DiffsegError(f"unknown branch {branch!r} (expected uncond or cond)")
 
     # -- the two trajectories, one loop --------------------------------------------------------
-    def _encode(self, images, sample_ids) -> torch.Tensor:
+    def _encode(self, images, keys) -> torch.Tensor:
+        """keys: per image (content key, view), the roots of its posterior sample."""
         gens = (
-            [seeding.generator(self.cfg.seed, sid, "encode") for sid in sample_ids]
+            [seeding.generator(self.cfg.seed, key, view, "encode") for key, view in keys]
             if self.cfg.encode == "sample"
             else None
         )
@@ -159,19 +169,21 @@ class FeatureExtractor:
         a_next = self.alphas_cumprod[self.cfg.steps[idx + 1]]
         return a, a_next, eta_at(t, self.cfg.eta, self.cfg.eta_window)
 
-    def _uncond(self, images, sample_ids) -> dict[str, torch.Tensor]:
+    def _uncond(self, images, sample_ids, views) -> dict[str, torch.Tensor]:
         """B images, one row each -> {layer: [B, S, C, h, w]}."""
-        x = self._encode(images, sample_ids)
+        keys = [(seeding.content_key(img), v) for img, v in zip(images, views)]
+        x = self._encode(images, keys)
         B = x.shape[0]
         rows = _Rows(
             n_images=B,
             emb_KTD=self.text.get(self.uncond_text).expand(B, -1, -1),
-            noise_parts=tuple((sid, "uncond", "uncond") for sid in sample_ids),
+            noise_parts=tuple((key, v, "uncond", "uncond") for key, v in keys),
             xattn_sel=[[(b, self.uncond_pos.get(c)) for c in self.classes] for b in range(B)],
+            blk_sum=self.cfg.blk_sum,
         )
         return self._walk(x, rows)
 
-    def _cond(self, image_1HW3, label_HW, sample_id) -> dict[str, torch.Tensor]:
+    def _cond(self, image_1HW3, label_HW, sample_id, view) -> dict[str, torch.Tensor]:
         """One image, rows [uncond, class_1..class_n] -> {layer: [1, S, C, h, w]}."""
         label_HW = np.asarray(label_HW)
         if label_HW.shape != tuple(image_1HW3.shape[1:3]):
@@ -179,7 +191,8 @@ class FeatureExtractor:
                 f"sample {sample_id}: label {label_HW.shape} and image {tuple(image_1HW3.shape[1:3])} sizes differ"
             )
         present = present_classes(label_HW, self.classes)
-        x = self._encode(image_1HW3, [sample_id])  # [1, 4, H, W]
+        key = seeding.content_key(image_1HW3[0])
+        x = self._encode(image_1HW3, [(key, view)])  # [1, 4, H, W]
         masks_K1HW = class_masks(label_HW, present, (x.shape[-2], x.shape[-1])).to(x.device)
         emb_KTD = self.text.batch([self.uncond_text] + [self.class_text[c] for c in present])
         copies = ["uncond"] + [f"class{c}" for c in present]
@@ -187,7 +200,7 @@ class FeatureExtractor:
         rows = _Rows(
             n_images=1,
             emb_KTD=emb_KTD,
-            noise_parts=tuple((sample_id, "cond", c) for c in copies),
+            noise_parts=tuple((key, view, "cond", c) for c in copies),
             xattn_sel=[sel],
             blk_sum=self.cfg.blk_sum,
             guidance=self.cfg.guidance,
@@ -219,7 +232,7 @@ class FeatureExtractor:
                 noise = None
                 if eta > 0:
                     noise = torch.stack(
-                        [seeding.randn(x.shape[1:], cfg.seed, sid, br, t, copy) for sid, br, copy in rows.noise_parts]
+                        [seeding.randn(x.shape[1:], cfg.seed, key, v, br, t, c) for key, v, br, c in rows.noise_parts]
                     ).to(x.device)
                 x = rows.merge(inversion_step(x_K, eps_K, a, a_next, eta, noise))
         return {name: torch.stack(v, 1) for name, v in saved.items()}
@@ -235,9 +248,9 @@ class _Rows:
 
     n_images: int
     emb_KTD: torch.Tensor  # prompt embedding per row
-    noise_parts: tuple[tuple[str, str, str], ...]  # per row: (sample id, branch, copy) seeding its eta noise
+    noise_parts: tuple[tuple[str, int, str, str], ...]  # per row: (content key, view, branch, copy): its eta noise
     xattn_sel: list  # per image: class_maps selections (row, token positions) or None per active class
-    blk_sum: bool = False  # blk features summed over all rows instead of the uncond row
+    blk_sum: bool = False  # blk as the reference sums it over its n + 2 copies (feature())
     guidance: float = 0.0
     masks_K1HW: torch.Tensor | None = None  # cond only
 
@@ -246,7 +259,9 @@ class _Rows:
         if kind == "xattn":
             return torch.stack([class_maps(f_K, sel) for sel in self.xattn_sel])
         if kind == "blk" and self.blk_sum:
-            return f_K.sum(0, keepdim=True)
+            # The reference runs the uncond copy twice (uncond and the global "" prompt, equal to it)
+            # besides the n class copies, and sums blk over all n + 2: 2 b_u + sum_k b_k (cond), 2 b_u.
+            return 2 * f_K[: self.n_images] + f_K[self.n_images :].sum(0, keepdim=True)
         return f_K[: self.n_images]
 
     def guide(self, eps_K: torch.Tensor) -> torch.Tensor:

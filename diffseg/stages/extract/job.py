@@ -19,10 +19,11 @@ import sys
 import time
 from datetime import UTC, datetime
 
-from diffseg.core.errors import DataError, DiffsegError
+from diffseg.core.errors import CacheMismatch, DataError, DiffsegError
 from diffseg.core.layers import LayerSpec, layer_specs
 from diffseg.stages.extract import share, sizes
 from diffseg.stages.extract.plan import ExtractPlan, build_plan, extract_record, sample_ids
+from diffseg.stages.extract.recipe import describe
 from diffseg.stages.extract.worker import Outcome, open_plan_dataset
 
 
@@ -88,6 +89,8 @@ def dry_run_report(plan: ExtractPlan) -> dict:
     specs = planned_specs(plan)
     per = sizes.sample_bytes(plan, specs, samples.orig_max)
     free = sizes.free_bytes(plan.out)
+    for line in describe(plan):
+        print(line)
     for line in sizes.report_lines(plan, specs, per, len(samples.ids), samples.remaining, free):
         print(line)
     fits = free is None or per["total"] * samples.remaining <= free
@@ -146,7 +149,24 @@ def create_cache(plan: ExtractPlan, samples: Samples, info: dict):
         samples=len(samples.ids),
     )
     with share.creating(plan.out):  # shards started together: one creates, the others resume
+        refuse_old_scheme(plan.out)  # under the lock: another shard may be creating the group
         return CacheWriter.create(plan.out, record, samples.ids, orig_label_max=samples.orig_max)
+
+
+def refuse_old_scheme(out: str) -> None:
+    """An existing cache written under another seeding scheme cannot be continued: its samples'
+    noise came from their ids, new ones would come from their pixels (it still reads)."""
+    from diffseg.cache import CacheReader, is_cache
+    from diffseg.pipeline.seeding import SCHEME
+
+    if not is_cache(out):
+        return
+    have = CacheReader(out).record.extract.seeding
+    if have != SCHEME:
+        raise CacheMismatch(
+            f"{out} was extracted with seeding scheme {have!r} (an older diffseg); this version seeds with "
+            f"{SCHEME!r} and cannot continue it: it still reads for train and eval; use another --out to re-extract"
+        )
 
 
 def _host(plan: ExtractPlan, workers: int | None) -> dict:

@@ -52,15 +52,18 @@ class ExtractPlan:
     model: str  # tiny | sd21-random | dir | hub id
     device: str  # resolved: "cpu" | "cuda"
     compute_dtype: str  # "float32" (CPU) | "float16" (CUDA)
+    recipe: str  # "diffseg" | "paper": where the options not given came from (recipe.py)
     preset: str
     trajectory: TrajectoryConfig
     resolution: tuple[int, int]  # VAE input: crop size (train) or resize target (eval)
     scale: tuple[int, int] | None  # train: image fitted inside before cropping; eval: None
     views: int  # seeded crops per training image
+    photometric: bool  # train views: mmseg's PhotoMetricDistortion after the crop and flip
     branches: tuple[str, ...]
     uncond_prompt: str  # "empty" | "classes"
     classes: tuple[int, ...]  # active train ids
     descriptions: dict[str, str] | None  # class descriptions replacing the defaults (content)
+    descriptions_source: str  # the file they came from, or "diffseg's defaults"
     limit: int | None
     strict: bool
     workers: int | None
@@ -147,14 +150,16 @@ def build_plan(
     split="train",
     out=None,
     model=DEFAULT_MODEL,
-    preset="lite",
+    recipe="diffseg",
+    preset=None,
     steps=None,
     save_steps=None,
     layers=None,
     kinds=None,
     resolution=None,
     scale=None,
-    views=1,
+    views=None,
+    photometric=None,
     branches=None,
     uncond_prompt="empty",
     limit=None,
@@ -166,22 +171,30 @@ def build_plan(
     shard=None,
     device="auto",
     seed=0,
-    encode="mean",
-    raw_eps=False,
-    blk_sum=False,
+    encode=None,
+    raw_eps=None,
+    blk_sum=None,
     classes=None,
     descriptions=None,
     strict=False,
     **unused,
 ) -> ExtractPlan:
-    """The CLI keywords of `extract` (cli.py) resolved into a plan; raises DiffsegError on bad values."""
+    """The CLI keywords of `extract` (cli.py) resolved into a plan; raises DiffsegError on bad values.
+    Options left None take the recipe's value (recipe.py)."""
     from diffseg.pipeline.prompts import load_descriptions
     from diffseg.stages.device import resolve_device
+    from diffseg.stages.extract.recipe import recipe_options
 
     assert not (set(unused) - {"dry_run"}), f"unknown extract options {sorted(unused)}"
     kind = "train" if split == "train" else "eval"
-    if views > 1 and kind != "train":
+    if views is not None and views > 1 and kind != "train":
         raise DiffsegError(f"--views {views}: several views exist only for training caches (split train)")
+    given = {"preset": preset, "views": views, "photometric": photometric, "encode": encode, "raw_eps": raw_eps}
+    given |= {"blk_sum": blk_sum, "classes": classes, "descriptions": descriptions}
+    opts = recipe_options(recipe, given)
+    preset, encode, raw_eps, blk_sum = opts["preset"], opts["encode"], opts["raw_eps"], opts["blk_sum"]
+    classes, descriptions = opts["classes"], opts["descriptions"]
+    views = opts["views"] if kind == "train" else 1
     res, sc = resolve_sizes(dataset, kind, resolution, scale)
     dev = resolve_device(device).type
     traj = resolve(
@@ -207,15 +220,18 @@ def build_plan(
         model=model,
         device=dev,
         compute_dtype="float16" if dev == "cuda" else "float32",
+        recipe=recipe,
         preset=preset,
         trajectory=traj,
         resolution=res,
         scale=sc,
         views=int(views),
+        photometric=bool(opts["photometric"]) and kind == "train",
         branches=resolve_branches(kind, branches),
         uncond_prompt=uncond_prompt,
         classes=resolve_classes(classes),
         descriptions=None if descriptions is None else load_descriptions(descriptions),
+        descriptions_source="diffseg's defaults" if descriptions is None else str(descriptions),
         limit=limit,
         strict=strict,
         workers=workers,
@@ -240,11 +256,21 @@ def sample_ids(image_ids: list[str], views: int) -> list[str]:
 def views_rule(plan: ExtractPlan):
     """How each image became the VAE input (views.py), as the cache records it."""
     from diffseg.cache import ViewsRule
-    from diffseg.stages.extract.views import CAT_MAX_RATIO, CAT_REDRAWS
+    from diffseg.stages.extract import photometric
+    from diffseg.stages.extract.views import CAT_MAX_RATIO, CAT_REDRAWS, IMAGE_INTERPOLATION, LABEL_INTERPOLATION
 
+    rule = ViewsRule(mode="resize", interpolation=IMAGE_INTERPOLATION, label_interpolation=LABEL_INTERPOLATION)
     if plan.kind == "train":
-        return ViewsRule(mode="crop", scale=plan.scale, cat_max_ratio=CAT_MAX_RATIO, redraws=CAT_REDRAWS, flip=True)
-    return ViewsRule(mode="resize")
+        return dataclasses.replace(
+            rule,
+            mode="crop",
+            scale=plan.scale,
+            cat_max_ratio=CAT_MAX_RATIO,
+            redraws=CAT_REDRAWS,
+            flip=True,
+            photometric=photometric.rule() if plan.photometric else None,
+        )
+    return rule
 
 
 def extract_record(plan: ExtractPlan, image_ids: list[str]):
@@ -252,6 +278,7 @@ def extract_record(plan: ExtractPlan, image_ids: list[str]):
     from diffseg.cache import ExtractRecord
     from diffseg.core.classes import CLASS_NAMES
     from diffseg.pipeline.prompts import DEFAULT_DESCRIPTIONS, TEMPLATE, class_prompt, uncond_prompt
+    from diffseg.pipeline.seeding import SCHEME
 
     descs = plan.descriptions or DEFAULT_DESCRIPTIONS
     return ExtractRecord(
@@ -268,6 +295,8 @@ def extract_record(plan: ExtractPlan, image_ids: list[str]):
         limit=plan.limit,
         images=len(image_ids),
         ids_sha256=hashlib.sha256("\n".join(image_ids).encode()).hexdigest(),
+        seeding=SCHEME,
+        recipe=plan.recipe,
     )
 
 

@@ -1,28 +1,34 @@
 """What stage one feeds the VAE for one sample (METHOD.md §8 "A cache freezes augmentation").
 
-- training view: the image fitted inside `scale` (image bilinear, antialiased; label
-  nearest), then one seeded crop of `resolution` and a seeded horizontal flip; the crop is
+- training view: the image fitted inside `scale` (image and label resized as mmcv does, see
+  `resize_image`), then one seeded crop of `resolution` and a seeded horizontal flip; the crop is
   redrawn (up to CAT_REDRAWS times, mmseg's `cat_max_ratio`) while one class covers
-  CAT_MAX_RATIO or more of its labelled pixels (METHOD.md §8);
+  CAT_MAX_RATIO or more of its labelled pixels (METHOD.md §8), then mmseg's photometric
+  distortion (photometric.py) when a generator for it is given;
 - evaluation view: the whole image resized to `resolution` (label nearest at that size);
   the label at its original size is kept separately by the caller. `eval_image` is its image
   half, which `diffseg predict` feeds the VAE too (no train/inference skew).
 
-Pure functions on uint8 arrays; the crop randomness is a torch.Generator passed in, seeded
+Every resize of a network input goes through `resize_image` / `resize_label` (OpenCV, as mmcv's
+`imresize`: INTER_LINEAR for images, no antialiasing; INTER_NEAREST for labels, as mmseg resizes
+segmentation maps). Pure functions on uint8 arrays; the crop randomness is a torch.Generator passed in, seeded
 by the caller from (seed, sample id, view) so a view never depends on run order.
 """
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
-from PIL import Image
 
 from diffseg.core.classes import IGNORE
 from diffseg.core.errors import DataError
+from diffseg.stages.extract import photometric
 
 CAT_MAX_RATIO = 0.75  # largest single-class share of a training crop's labelled pixels (below it)
 CAT_REDRAWS = 10  # redraws at most; the last draw is kept when none passes
+IMAGE_INTERPOLATION = "cv2.INTER_LINEAR"  # as recorded in the views rule
+LABEL_INTERPOLATION = "cv2.INTER_NEAREST"
 
 
 def fit_inside(size_wh: tuple[int, int], box_wh: tuple[int, int]) -> tuple[int, int]:
@@ -33,17 +39,21 @@ def fit_inside(size_wh: tuple[int, int], box_wh: tuple[int, int]) -> tuple[int, 
 
 
 def resize_image(image_HW3: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
-    """Bilinear (Pillow antialiases when shrinking); same size -> unchanged."""
-    if image_HW3.shape[1::-1] == tuple(size_wh):
-        return image_HW3
-    return np.array(Image.fromarray(image_HW3).resize(size_wh, Image.Resampling.BILINEAR))  # writable copy
+    """mmcv's imresize: OpenCV bilinear (INTER_LINEAR, no antialiasing when shrinking, unlike
+    Pillow); same size -> unchanged. The one resize of every image the VAE sees."""
+    return _resize(image_HW3, size_wh, cv2.INTER_LINEAR)
 
 
 def resize_label(label_HW: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
-    """Nearest (train ids stay train ids); same size -> unchanged."""
-    if label_HW.shape[::-1] == tuple(size_wh):
-        return label_HW
-    return np.array(Image.fromarray(label_HW).resize(size_wh, Image.Resampling.NEAREST))
+    """OpenCV nearest (train ids stay train ids); same size -> unchanged."""
+    return _resize(label_HW, size_wh, cv2.INTER_NEAREST)
+
+
+def _resize(array: np.ndarray, size_wh: tuple[int, int], interpolation: int) -> np.ndarray:
+    size_wh = (int(size_wh[0]), int(size_wh[1]))
+    if array.shape[1::-1] == size_wh:
+        return array
+    return cv2.resize(np.ascontiguousarray(array), size_wh, interpolation=interpolation)
 
 
 def resize_pair(image_HW3: np.ndarray, label_HW: np.ndarray, size_wh: tuple[int, int]):
@@ -89,9 +99,16 @@ def _mixed(label_hw: np.ndarray, cat_max_ratio: float) -> bool:
 
 
 def train_view(
-    sample_id: str, image_HW3: np.ndarray, label_HW: np.ndarray, scale_wh, crop_wh, gen: torch.Generator
+    sample_id: str,
+    image_HW3: np.ndarray,
+    label_HW: np.ndarray,
+    scale_wh,
+    crop_wh,
+    gen: torch.Generator,
+    photometric_gen: torch.Generator | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One seeded crop (and flip) of the image fitted inside `scale_wh` -> ([h, w, 3], [h, w])."""
+    """One seeded crop (and flip) of the image fitted inside `scale_wh`, then a photometric
+    distortion drawn from `photometric_gen` (None: none) -> ([h, w, 3], [h, w])."""
     _check_pair(sample_id, image_HW3, label_HW)
     fitted = fit_inside(image_HW3.shape[1::-1], scale_wh)
     if fitted[0] < crop_wh[0] or fitted[1] < crop_wh[1]:
@@ -107,7 +124,10 @@ def train_view(
     label = label[y : y + crop_wh[1], x : x + crop_wh[0]]
     if flip:
         image, label = image[:, ::-1], label[:, ::-1]
-    return np.ascontiguousarray(image), np.ascontiguousarray(label)
+    image = np.ascontiguousarray(image)
+    if photometric_gen is not None:
+        image = photometric.distort(image, photometric.draw(photometric_gen))
+    return image, np.ascontiguousarray(label)
 
 
 def eval_image(image_HW3: np.ndarray, resolution_wh) -> np.ndarray:

@@ -96,20 +96,27 @@ class SampleRunner:
         sid = self.ids[i]
         sample = sample if sample is not None else self.dataset.load(i // self.plan.views)
         if self.plan.kind == "train":
-            gen = torch.Generator().manual_seed(stable_seed(self.plan.trajectory.seed, "view", sid))
-            image, label = train_view(sid, sample.image, sample.label, self.plan.scale, self.plan.resolution, gen)
+            seed = self.plan.trajectory.seed
+            gen = torch.Generator().manual_seed(stable_seed(seed, "view", sid))
+            photo = (
+                torch.Generator().manual_seed(stable_seed(seed, "photometric", sid)) if self.plan.photometric else None
+            )
+            image, label = train_view(
+                sid, sample.image, sample.label, self.plan.scale, self.plan.resolution, gen, photometric_gen=photo
+            )
             return sid, image, label, None
         image, label = eval_view(sid, sample.image, sample.label, self.plan.resolution)
         return sid, image, label, np.ascontiguousarray(sample.label)
 
-    def features(self, sid: str, image: np.ndarray, label: np.ndarray) -> dict[str, np.ndarray]:
-        """{"<branch>/<layer>": float16 [S, C, h, w]} for every planned branch."""
+    def features(self, sid: str, image: np.ndarray, label: np.ndarray, view: int = 0) -> dict[str, np.ndarray]:
+        """{"<branch>/<layer>": float16 [S, C, h, w]} for every planned branch; `view`: the view
+        index (part of the noise seeds, with the pixels' content)."""
         arrays = {}
         for branch in self.plan.branches:
             if branch == "cond":
-                out = self.extractor.cond(image, label, sid)
+                out = self.extractor.cond(image, label, sid, view)
             else:
-                out = self.extractor.uncond(image, sid)
+                out = self.extractor.uncond(image, sid, view)
             for layer in self.plan.branch_layers(branch):
                 arrays[f"{branch}/{layer}"] = out[layer]
         return arrays
@@ -123,7 +130,7 @@ class SampleRunner:
             if not self.plan.strict:
                 self.writer.mark_skipped(i)
             return Outcome(index=i, id=self.ids[i], written=False, reason=str(err), seconds=time.perf_counter() - t0)
-        arrays = self.features(sid, image, label)
+        arrays = self.features(sid, image, label, i % self.plan.views)
         self.writer.write_sample(i, arrays, label, orig, sample_digest(sample.image, sample.label))
         return Outcome(index=i, id=sid, written=True, seconds=time.perf_counter() - t0)
 

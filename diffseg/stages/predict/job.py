@@ -1,7 +1,9 @@
 """`diffseg predict`: segment images with a trained run (METHOD.md §8, prediction).
 
-Per image: resize to the U-Net resolution (default 1024x512, WxH, multiples of 64) with the
-evaluation caches' own function (`views.eval_image`: no train/inference skew), run the
+Per image: resize to the U-Net resolution with the evaluation caches' own function
+(`views.eval_image`: no train/inference skew). That resolution is `--resolution` when given, else
+`aspect_size`: the input's aspect ratio within the area of the run's first evaluation cache's
+resolution (1024x512 when the run has none), sides multiples of 64. Then run the
 unconditional trajectory online with the training cache's trajectory config restricted to the
 run's layers and saved steps (same model, same prompt), round the features to float16 as the
 cache stores them, apply the run's fusion + head, upsample the logits (bilinear) to the input
@@ -17,6 +19,7 @@ both fingerprints (e.g. the same weights in another layout, or a deliberate expe
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 from pathlib import Path
 
@@ -35,11 +38,37 @@ from diffseg.stages.predict.inputs import InputImage, find_label, gather_inputs,
 from diffseg.stages.runs.record import RunRecord, extract_config, load_segmentor, read_run
 from diffseg.stages.viz import save_mask, side_by_side
 
-DEFAULT_RESOLUTION = (1024, 512)  # (W, H): Cityscapes' evaluation size
+DEFAULT_RESOLUTION = (1024, 512)  # (W, H): Cityscapes' evaluation size, the budget of runs without evaluation caches
 
 
-def check_resolution(size: tuple[int, int] | None) -> tuple[int, int]:
-    return check_unet_size(size or DEFAULT_RESOLUTION, "--resolution")
+def check_resolution(size: tuple[int, int] | None) -> tuple[int, int] | None:
+    """--resolution validated (None: the aspect rule decides per image)."""
+    return None if size is None else check_unet_size(size, "--resolution")
+
+
+def aspect_size(image_wh: tuple[int, int], budget_wh: tuple[int, int]) -> tuple[int, int]:
+    """(W, H), multiples of 64: the input's aspect ratio at the area of `budget_wh`, each side the
+    ideal one rounded to the nearest multiple of 64 (at least 64). 2:1 in 1024x512 -> 1024x512;
+    4:3 -> 832x640 (ideal 836x627); 1:1 -> 704x704 (ideal 724)."""
+    w, h = image_wh
+    area = budget_wh[0] * budget_wh[1]
+    ideal_w, ideal_h = math.sqrt(area * w / h), math.sqrt(area * h / w)
+    return (max(64, 64 * round(ideal_w / 64)), max(64, 64 * round(ideal_h / 64)))
+
+
+def area_budget(record: RunRecord) -> tuple[int, int]:
+    """The resolution of the run's first evaluation cache, else DEFAULT_RESOLUTION (with a warning
+    when the recorded cache cannot be read)."""
+    from diffseg.cache import CacheReader
+
+    if not record.cfg.eval_caches:
+        return DEFAULT_RESOLUTION
+    first = Path(record.cfg.eval_caches[0])
+    try:
+        return CacheReader(first).record.resolution
+    except DiffsegError as err:  # moved or deleted since training: predict still works
+        warn(f"cannot read the run's first evaluation cache {first} ({err}): budget {DEFAULT_RESOLUTION}")
+        return DEFAULT_RESOLUTION
 
 
 def load_frozen(record: RunRecord, model: str | None, device: str):
@@ -115,10 +144,11 @@ def main(
     device: str = "auto",
 ) -> Path:
     # 1. cheap checks first (before any model loads): resolution, inputs, run, its training cache
-    size = check_resolution(resolution)
+    fixed = check_resolution(resolution)
     items = gather_inputs(list(inputs))
     record = read_run(Path(run))
     extract = extract_config(record)
+    budget = area_budget(record)
     # 2. models: frozen diffusion model + the run's fusion and head
     dev = resolve_device(device).type
     models = load_frozen(record, model, dev)
@@ -132,6 +162,7 @@ def main(
     cm, labelled = ConfusionMatrix(), 0
     for item in tqdm(items, desc="predict", unit="image", file=sys.stderr, dynamic_ncols=True):
         image = read_image(item.path)
+        size = fixed or aspect_size(image.shape[1::-1], budget)
         pred = predict_image(extractor, segmentor, image, size, item.name, dev)
         gt = None
         if labels is not None:
