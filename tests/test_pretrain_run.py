@@ -41,7 +41,7 @@ def test_quick_pretraining_gives_a_model_with_tiny_s_structure(reference):
 
 def test_killed_run_resumes_to_the_same_weights(reference, tmp_path, monkeypatch):
     real_save = ck.save
-    kills = {"vae.ckpt": 2, "unet.ckpt": 2}  # die right after the checkpoint of step 2, per phase
+    kills = {"vae.ckpt": 2, "unet.ckpt": 2, "decoder.ckpt": 2}  # die right after the checkpoint of step 2, per phase
 
     def save_then_die(path, state):
         real_save(path, state)
@@ -51,7 +51,7 @@ def test_killed_run_resumes_to_the_same_weights(reference, tmp_path, monkeypatch
 
     monkeypatch.setattr(ck, "save", save_then_die)
     out = tmp_path / "run"
-    for _ in range(2):
+    for _ in range(3):
         with pytest.raises(KeyboardInterrupt):
             pretrain(quick_config(), out, echo=False)
     model = pretrain(quick_config(), out, echo=False)

@@ -38,6 +38,9 @@ class PretrainConfig:
     vae_lr: float = 1e-3
     kl_weight: float = 1e-6  # per latent element, against the per-pixel reconstruction loss
     vae_logvar_init: float = -6.0  # start the posterior narrow (std 0.05): the decoder sees signal from step 1
+    # 3. (after 2) the decoder alone, encoder frozen: sharper pictures, the same latents
+    decoder_steps: int = 1000
+    decoder_lr: float = 1e-3
     # 2. U-Net + text encoder, jointly, v-prediction on pre-encoded latents
     unet_steps: int = 1600
     unet_batch: int = 32
@@ -55,5 +58,7 @@ class PretrainConfig:
 
 def quick_config(**overrides) -> PretrainConfig:
     """A few steps on a few images: the end-to-end test's recipe."""
-    base = dict(images=10, vae_steps=3, vae_batch=2, unet_steps=3, unet_batch=2, warmup=1, checkpoint_every=2)
+    base = dict(
+        images=10, vae_steps=3, vae_batch=2, decoder_steps=3, unet_steps=3, unet_batch=2, warmup=1, checkpoint_every=2
+    )
     return PretrainConfig(**{**base, **overrides})

@@ -1,4 +1,4 @@
-"""Pre-train `mini` end to end: images -> autoencoder -> latents -> U-Net + text encoder -> model dir.
+"""Pre-train `mini` end to end: images -> autoencoder -> latents -> U-Net + text encoder -> decoder -> model dir.
 
 Everything lands in one working directory (`out`): the rendered images, one resumable
 checkpoint per phase, the encoded latents, `log.txt`, and `model/`, a diffusers directory
@@ -20,6 +20,7 @@ from diffseg.core.errors import DiffsegError
 from diffseg.pipeline.pretrain import checkpoint as ck
 from diffseg.pipeline.pretrain.config import PretrainConfig
 from diffseg.pipeline.pretrain.data import load_or_render
+from diffseg.pipeline.pretrain.decoder import train_decoder
 from diffseg.pipeline.pretrain.unet import build_unet_and_text, train_unet
 from diffseg.pipeline.pretrain.vae import build_vae, encode_all, set_scaling_factor, train_vae
 
@@ -65,6 +66,9 @@ def _pretrain(cfg: PretrainConfig, out: Path, echo: bool) -> Path:
     tokenizer = build_tokenizer()
     unet, text_encoder = train_unet(cfg, data, latents * vae.config["scaling_factor"], tokenizer, out, log)
     times["unet"] = time.perf_counter() - t
+    t = time.perf_counter()
+    vae = train_decoder(cfg, data, vae, out, log)
+    times["decoder"] = time.perf_counter() - t
     model_dir = export(out / "model", unet, vae, text_encoder, tokenizer)
     log(f"exported {model_dir}; this run's seconds per phase: {json.dumps({k: round(v) for k, v in times.items()})}")
     logfile.close()
@@ -133,6 +137,8 @@ def export_checkpoint(out: str | os.PathLike, directory: str | os.PathLike) -> P
     vae_state = ck.load(out / "vae.ckpt")
     assert vae_state is not None, f"{out}: no autoencoder checkpoint yet"
     vae.load_state_dict(vae_state["model"])
+    if (dec := ck.load(out / "decoder.ckpt")) is not None:
+        vae.load_state_dict(dec["model"])
     if (lat := ck.load(out / "latents.pt")) is not None:
         vae.register_to_config(scaling_factor=lat["scaling_factor"])
     unet, text_encoder = build_unet_and_text(cfg, tokenizer)

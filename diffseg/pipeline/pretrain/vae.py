@@ -43,8 +43,9 @@ def to_pixels(images_BHW3: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images_BHW3).permute(0, 3, 1, 2).float() / 127.5 - 1
 
 
-def _batch(data: ImageSet, cfg: PretrainConfig, step: int) -> torch.Tensor:
-    rng = np.random.default_rng((cfg.seed, PHASE, step))
+def crops(data: ImageSet, cfg: PretrainConfig, phase: int, step: int) -> torch.Tensor:
+    """A batch of random flipped crops [vae_batch, 3, vae_crop, vae_crop] for one step."""
+    rng = np.random.default_rng((cfg.seed, phase, step))
     idx = rng.integers(len(data.images), size=cfg.vae_batch)
     c, s = cfg.vae_crop, cfg.size
     ys, xs = rng.integers(0, s - c + 1, size=(2, cfg.vae_batch))
@@ -78,7 +79,9 @@ def train_vae(cfg: PretrainConfig, data: ImageSet, out: Path, log) -> Autoencode
         log(f"vae: resumed at step {start}")
     t0 = time.perf_counter()
     for step in range(start, cfg.vae_steps):
-        loss, rec = vae_loss(vae, _batch(data, cfg, step), cfg.kl_weight, ck.step_generator(cfg.seed, PHASE, step))
+        loss, rec = vae_loss(
+            vae, crops(data, cfg, PHASE, step), cfg.kl_weight, ck.step_generator(cfg.seed, PHASE, step)
+        )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
