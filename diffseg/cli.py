@@ -480,7 +480,9 @@ def pretrain(
     out: Annotated[
         Path, typer.Option(help="Working folder (images, checkpoints, log.txt); the model is written to OUT/model.")
     ] = Path(".pretrain/mini"),
-    seed: Annotated[int, typer.Option(help="Seed of the images, the initialisation, batches and noise.")] = 0,
+    seed: Annotated[
+        int, typer.Option(min=0, max=2**32 - 1, help="Seed of the images, the initialisation, batches and noise.")
+    ] = 0,
     quick: Annotated[bool, typer.Option(help="A few steps on a few images: a smoke test, not the recipe.")] = False,
 ) -> None:
     """Pre-train the built-in `mini` model on the demo world (about an hour on 2 CPU cores).
