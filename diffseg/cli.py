@@ -718,6 +718,29 @@ def demo(
 
 @app.command()
 @user_errors
+def pretrain(
+    out: Annotated[
+        Path, typer.Option(help="Working folder (images, checkpoints, log.txt); the model is written to OUT/model.")
+    ] = Path(".pretrain/mini"),
+    seed: Annotated[
+        int, typer.Option(min=0, max=2**32 - 1, help="Seed of the images, the initialisation, batches and noise.")
+    ] = 0,
+    quick: Annotated[bool, typer.Option(help="A few steps on a few images: a smoke test, not the recipe.")] = False,
+) -> None:
+    """Pre-train the built-in `mini` model on the demo world (about an hour on 2 CPU cores).
+
+    Rerun with the same --out to resume after an interruption. The default recipe and seed
+    reproduce the shipped weights on the same torch build (2 threads).
+    """
+    from diffseg.pipeline.pretrain.config import PretrainConfig, quick_config
+    from diffseg.stages import pretrain as stage
+
+    model = stage.main(quick_config(seed=seed) if quick else PretrainConfig(seed=seed), out)
+    typer.echo(f"model: {model} (use it with --model {model})")
+
+
+@app.command()
+@user_errors
 def env() -> None:
     """Versions, devices, and whether xformers kernels actually run (for bug reports)."""
     from diffseg.stages.tools import env as stage

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from diffseg.cli import app
 
 RUNNER = CliRunner()
-COMMANDS = ["extract", "train", "eval", "ablate", "predict", "demo", "env", "data", "cache"]
+COMMANDS = ["extract", "train", "eval", "ablate", "predict", "demo", "pretrain", "env", "data", "cache"]
 
 
 def test_help_imports_nothing_heavy():
@@ -24,7 +24,7 @@ def test_help_imports_nothing_heavy():
     assert out.stdout.strip() == "", f"importing the CLI pulled in {out.stdout.strip()}"
 
 
-SUBCOMMANDS = {"data": {"check"}, "cache": {"info", "verify", "show"}}
+SUBCOMMANDS = {"data": {"check"}, "cache": {"info", "verify", "show", "migrate"}}
 
 
 def listed_commands(help_text: str) -> list[str]:

@@ -1,4 +1,4 @@
-"""The built-in models: `tiny` (tests, demo) and `sd21-random` (cost benchmarks). METHOD.md §1.
+"""The built-in models: `tiny` (tests), `sd21-random` (cost benchmarks), `mini` (trained). METHOD.md §1.
 
 Both use the real component classes with seeded random weights (`torch.manual_seed`
 before each component, like diffusers' `get_dummy_components`), so building one twice
@@ -8,9 +8,15 @@ transformers per cross-attention up block, linear projections, upcast attention)
 widths 32/64/64/64, so layer names and strides mean the same on both. `sd21-random` has
 the true SD 2.1 U-Net shapes; its VAE and text encoder are small but produce SD 2.1's
 output shapes (4-channel latents at 1/8, 77 x 1024 token embeddings).
+
+`mini` is different: trained weights, shipped inside the package as a diffusers directory
+(SHIPPED) and loaded through the same directory code path as a real SD 2.1 checkpoint.
+diffseg.pipeline.pretrain reproduces it.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 
@@ -18,6 +24,8 @@ from diffseg.pipeline.tokenizer import MAX_LENGTH, build_tokenizer
 
 BUILTIN_NAMES = ("tiny", "sd21-random")
 BUILTIN_SEED = 0  # torch.manual_seed before each component
+# Trained built-ins shipped as diffusers directories (fp16 safetensors) inside the package.
+SHIPPED = {"mini": Path(__file__).parent / "weights" / "mini"}
 
 # stabilityai/stable-diffusion-2-1 scheduler/scheduler_config.json (a DDIM, v-prediction).
 SD21_SCHEDULER = dict(

@@ -2,6 +2,7 @@
 
 `load_models(spec)` resolves `spec` (DESIGN.md, Models):
   "tiny" | "sd21-random"   built-in seeded random models (diffseg.pipeline.builtin)
+  "mini"                   the built-in trained model, a diffusers directory inside the package
   an existing directory    diffusers layout unet/ vae/ text_encoder/ tokenizer/ scheduler/,
                            weights from .safetensors only (nothing is unpickled)
   anything else            a hub id, resolved from the local Hugging Face cache only:
@@ -23,7 +24,7 @@ import torch
 
 from diffseg.core.errors import DiffsegError
 from diffseg.pipeline import fingerprint as fp
-from diffseg.pipeline.builtin import BUILTIN_NAMES, BUILTIN_SEED, SD21_UNET, TINY_UNET, build_builtin
+from diffseg.pipeline.builtin import BUILTIN_NAMES, BUILTIN_SEED, SD21_UNET, SHIPPED, TINY_UNET, build_builtin
 
 if TYPE_CHECKING:  # imported lazily at run time (load_models): `diffseg --help` stays instant
     # from their modules: mypy reads `from diffusers import X` as diffusers' no-torch dummy classes
@@ -152,7 +153,9 @@ def unet_config(spec: str) -> dict:
 
 
 def _resolve_directory(spec: str) -> Path:
-    """A spec naming a directory on disk, or a hub id found in the local HF cache."""
+    """A shipped built-in, a spec naming a directory on disk, or a hub id found in the local HF cache."""
+    if spec in SHIPPED:
+        return _shipped_directory(spec)
     path = Path(spec).expanduser()
     if path.exists():
         if not path.is_dir():
@@ -167,6 +170,16 @@ def _resolve_directory(spec: str) -> Path:
             "or --model /path/to/diffusers_dir"
         )
     return _from_hf_cache(spec)
+
+
+def _shipped_directory(name: str) -> Path:
+    path = SHIPPED[name]
+    if not (path / "unet" / "config.json").is_file():
+        raise DiffsegError(
+            f"the built-in {name!r} model's weights are not installed ({path} is missing); "
+            f"reproduce them with `diffseg pretrain` and pass --model <out>/model, or use --model tiny"
+        )
+    return path
 
 
 def hf_cache_dir() -> Path:

@@ -1,0 +1,65 @@
+"""The pre-training image set: rendered once, kept as one .npz beside the checkpoints.
+
+Images come from an `ImageSource` the caller passes in (the demo world's unlabelled renderer,
+diffseg.data.demo_pretrain, given by stages/pretrain.py: pipeline/ does not import data/).
+They are a pure function of (seed, index, size), so the file is only a cache: a missing or
+mismatching one is rendered again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from diffseg.core.classes import NUM_CLASSES
+from diffseg.pipeline.pretrain.captions import present_classes
+
+
+class ImageSource(Protocol):
+    """Unlabelled training images: `render(seed, index, (W, H))` -> (image uint8 [H, W, 3], label
+    uint8 [H, W] (only to caption the classes present), style name); `styles` names every style."""
+
+    styles: tuple[str, ...]
+
+    def render(self, seed: int, index: int, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, str]: ...
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    images: np.ndarray  # [N, H, W, 3] uint8
+    present: np.ndarray  # [N, NUM_CLASSES] bool: the classes a caption may name
+    styles: np.ndarray  # [N] int index into style_names
+    style_names: tuple[str, ...]
+
+    def classes(self, i: int) -> tuple[int, ...]:
+        return tuple(int(c) for c in np.nonzero(self.present[i])[0])
+
+    def style(self, i: int) -> str:
+        return self.style_names[int(self.styles[i])]
+
+
+def render_set(source: ImageSource, seed: int, n: int, size: int) -> ImageSet:
+    images = np.empty((n, size, size, 3), np.uint8)
+    present = np.zeros((n, NUM_CLASSES), bool)
+    styles = np.empty(n, np.int64)
+    for i in range(n):
+        images[i], label, style = source.render(seed, i, (size, size))
+        present[i, list(present_classes(label))] = True
+        styles[i] = source.styles.index(style)
+    return ImageSet(images, present, styles, tuple(source.styles))
+
+
+def load_or_render(path: Path, source: ImageSource, seed: int, n: int, size: int) -> ImageSet:
+    key = np.array([seed, n, size])
+    if path.is_file():
+        with np.load(path) as f:
+            if np.array_equal(f["key"], key):
+                return ImageSet(f["images"], f["present"], f["styles"], tuple(source.styles))
+    data = render_set(source, seed, n, size)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, key=key, images=data.images, present=data.present, styles=data.styles)
+    tmp.replace(path)
+    return data

@@ -1,0 +1,31 @@
+"""`diffseg pretrain`: train the built-in `mini` model on unlabelled images of the demo world.
+
+The training itself is the diffusion side's (diffseg/pipeline/pretrain/); this stage only
+hands it the demo world's unlabelled renderer (diffseg/data/demo_pretrain.py: five styles,
+seeds disjoint from every evaluation split), since pipeline/ and data/ do not import each other.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from diffseg.data.demo_pretrain import PRETRAIN_STYLES, render_pretrain
+from diffseg.pipeline.pretrain.config import PretrainConfig
+from diffseg.pipeline.pretrain.run import pretrain
+
+
+class DemoWorld:
+    """The demo world as a pre-training ImageSource."""
+
+    styles: tuple[str, ...] = tuple(PRETRAIN_STYLES)
+
+    def render(self, seed: int, index: int, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, str]:
+        return render_pretrain(seed, index, size)
+
+
+def main(cfg: PretrainConfig, out: str | os.PathLike, echo: bool = True) -> Path:
+    """Run (or resume) every phase; returns the exported model directory `out/model`."""
+    return pretrain(cfg, out, DemoWorld(), echo=echo)

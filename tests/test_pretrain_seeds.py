@@ -1,0 +1,57 @@
+"""Pre-training images never repeat an evaluation sample of the demo dataset (issue 12)."""
+
+import hashlib
+
+import numpy as np
+import pytest
+
+from diffseg.data.demo import DEMO_COUNTS, DEMO_SPLITS, render_sample
+from diffseg.data.demo_pretrain import PRETRAIN_STREAM, PRETRAIN_STYLES, pretrain_rng, render_pretrain
+
+
+def _state(rng: np.random.Generator) -> bytes:
+    return rng.bit_generator.state["state"]["state"].to_bytes(16, "little")
+
+
+def test_stream_word_is_no_split_index():
+    # the second entropy word is the split index for evaluation samples, PRETRAIN_STREAM here
+    assert PRETRAIN_STREAM >= 2**16 > len(DEMO_SPLITS)
+
+
+def test_no_pretraining_generator_equals_an_evaluation_generator():
+    # every split (train included: a demo head trains on it), seeds 0-2, 4x the default counts
+    evaluation = {
+        _state(np.random.default_rng((seed, s, i)))
+        for seed in range(3)
+        for s in range(len(DEMO_SPLITS))
+        for i in range(4 * max(DEMO_COUNTS.values()))
+    }
+    pretraining = {_state(pretrain_rng(seed, i)) for seed in range(3) for i in range(4000)}
+    assert len(pretraining) == 3 * 4000 and not evaluation & pretraining
+
+
+def test_no_pretraining_image_or_scene_equals_an_evaluation_sample():
+    def digest(a: np.ndarray) -> str:
+        return hashlib.sha256(a.tobytes()).hexdigest()
+
+    images, labels = set(), set()
+    for split in DEMO_SPLITS:
+        for i in range(DEMO_COUNTS[split]):
+            image, label = render_sample(0, split, i)
+            images.add(digest(image))
+            labels.add(digest(label))
+    for i in range(100):
+        image, label, _ = render_pretrain(0, i)
+        assert digest(image) not in images and digest(label) not in labels, i
+
+
+def test_styles_cycle_and_images_are_reproducible():
+    styles = [render_pretrain(0, i, (64, 64))[2] for i in range(2 * len(PRETRAIN_STYLES))]
+    assert styles == list(PRETRAIN_STYLES) * 2
+    a, b = render_pretrain(3, 7, (64, 64)), render_pretrain(3, 7, (64, 64))
+    assert np.array_equal(a[0], b[0]) and a[0].shape == (64, 64, 3) and a[0].dtype == np.uint8
+
+
+def test_out_of_range_seed_is_refused():
+    with pytest.raises(AssertionError):
+        pretrain_rng(2**32, 0)  # would become a two-word entropy and lose the proof
