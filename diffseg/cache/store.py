@@ -102,41 +102,32 @@ def subgroup(group: zarr.Group, name: str) -> zarr.Group:
     return node
 
 
-def create_feature_array(group: zarr.Group, name: str, n: int, per_sample_shape: tuple[int, ...], dtype) -> None:
+def create_per_sample_array(
+    group: zarr.Group, name: str, n: int, per_sample_shape: tuple[int, ...], dtype, *, compressors, fill_value
+) -> None:
+    """[n, *per_sample_shape] with one chunk per sample: writers never share a chunk."""
     group.create_array(
         name,
         shape=(n, *per_sample_shape),
         chunks=(1, *per_sample_shape),
         dtype=dtype,
-        compressors=FEATURE_COMPRESSORS,
-        fill_value=0,
+        compressors=compressors,
+        fill_value=fill_value,
         overwrite=True,
     )
+
+
+def create_feature_array(group: zarr.Group, name: str, n: int, per_sample_shape: tuple[int, ...], dtype) -> None:
+    create_per_sample_array(group, name, n, per_sample_shape, dtype, compressors=FEATURE_COMPRESSORS, fill_value=0)
 
 
 def create_label_array(group: zarr.Group, name: str, n: int, size_hw: tuple[int, int]) -> None:
-    group.create_array(
-        name,
-        shape=(n, *size_hw),
-        chunks=(1, *size_hw),
-        dtype="uint8",
-        compressors=LABEL_COMPRESSORS,
-        fill_value=255,
-        overwrite=True,
-    )
+    create_per_sample_array(group, name, n, size_hw, "uint8", compressors=LABEL_COMPRESSORS, fill_value=255)
 
 
 def create_small_array(group: zarr.Group, name: str, n: int, per_sample_shape: tuple[int, ...], dtype) -> None:
-    """One tiny uncompressed chunk per sample (status, orig_sizes): writers never share one."""
-    group.create_array(
-        name,
-        shape=(n, *per_sample_shape),
-        chunks=(1, *per_sample_shape),
-        dtype=dtype,
-        compressors=None,
-        fill_value=0,
-        overwrite=True,
-    )
+    """A tiny uncompressed chunk per sample (status, orig_sizes)."""
+    create_per_sample_array(group, name, n, per_sample_shape, dtype, compressors=None, fill_value=0)
 
 
 def _codecs(array: zarr.Array) -> tuple:
