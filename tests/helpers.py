@@ -16,3 +16,14 @@ SMALL = dict(
     features="label",
     block=8,
 )
+
+# train.main keywords of the predict tests' tiny runs (one-step demo caches, three res layers).
+PREDICT_TRAIN = dict(
+    layers=("up1.res2", "up2.res2", "up3.res2"),
+    iters=2,
+    fusion="light",
+    warmup=1,
+    workers=0,
+    device="cpu",
+    eval_every=0,
+)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import PREDICT_TRAIN
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -21,7 +22,7 @@ from diffseg.stages.runs.record import load_segmentor, read_run
 from diffseg.stages.train import job as train
 
 RUNNER = CliRunner()
-LAYERS = ("up1.res2", "up2.res2", "up3.res2")
+LAYERS = PREDICT_TRAIN["layers"]
 SIZE = (128, 64)  # (W, H)
 
 
@@ -40,13 +41,7 @@ def run_dir(tmp_path_factory):
     run = train.main(
         cache=root / "train",
         out=root / "run",
-        layers=LAYERS,
-        iters=2,
-        fusion="light",
-        warmup=1,
-        workers=0,
-        device="cpu",
-        eval_every=0,
+        **PREDICT_TRAIN,
         eval_caches=(str(root / "val"),),
     )
     return root, run

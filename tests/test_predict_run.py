@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import PREDICT_TRAIN
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -23,7 +24,7 @@ from diffseg.stages.runs.record import load_segmentor, read_run
 from diffseg.stages.train import job as train
 
 RUNNER = CliRunner()
-LAYERS = ("up1.res2", "up2.res2", "up3.res2")
+LAYERS = PREDICT_TRAIN["layers"]
 
 
 def _extract(out: Path, split: str, *extra):
@@ -61,13 +62,7 @@ def run_dir(tmp_path_factory):
     run = train.main(
         cache=root / "train",
         out=root / "run",
-        layers=LAYERS,
-        iters=2,
-        fusion="light",
-        warmup=1,
-        workers=0,
-        device="cpu",
-        eval_every=0,
+        **PREDICT_TRAIN,
     )
     return root, run
 
@@ -246,13 +241,7 @@ def test_predict_takes_a_per_seed_run(run_dir, images, tmp_path):
         cache=root / "train",
         seeds=(0, 1),
         out=tmp_path / "seeds",
-        layers=LAYERS,
-        iters=2,
-        fusion="light",
-        warmup=1,
-        workers=0,
-        device="cpu",
-        eval_every=0,
+        **PREDICT_TRAIN,
     )
     res = _predict(parent / "seed-1", str(images / "a.png"), "--out", str(tmp_path / "pred"))
     assert res.exit_code == 0, res.output
