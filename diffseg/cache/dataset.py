@@ -4,6 +4,10 @@ item = {"index": int (sample index in the cache),
         "label": LongTensor[H, W] (train ids, 255 ignore),
         "feats": {branch: {layer: HalfTensor[S', C, h, w]}}}   S' = len(step_indices)
 
+With `encoded=True` an int8 or pca array is its stored parts instead, {suffix: tensor} (codecs.py),
+and `dataset.decoder(device)(batch["feats"])` expands a collated batch on the device (the trainer);
+without it (eval, predict, ablate) the dataset decodes on the CPU and the item is as above.
+
 Features stay float16 on purpose: half the bytes through the worker queue and the pinned
 copy; the trainer converts them on the device (`x.to(device, non_blocking=True).float()`).
 
@@ -18,12 +22,14 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from diffseg.cache import schema
+from diffseg.cache.codecs import FeatureDecoder
 from diffseg.cache.reader import CacheReader
 from diffseg.core.errors import DiffsegError
 
@@ -36,6 +42,7 @@ class FeatureDataset(Dataset):
         layers: Sequence[str],
         step_indices: Sequence[int] | None = None,
         in_memory: bool = False,
+        encoded: bool = False,
     ):
         reader = CacheReader(path)
         self.path = path
@@ -53,6 +60,10 @@ class FeatureDataset(Dataset):
                     raise DiffsegError(f"{path} has no {b}/{layer} (it holds {sorted(have)})")
         self.indices = reader.complete_indices()  # dataset position -> cache sample index
         self.in_memory = in_memory
+        # encoded: int8/pca arrays are handed over as their stored parts ({suffix: tensor}), expanded
+        # on the training device by `decoder(device)` (a RAM copy holds them decoded)
+        self.encoded = encoded
+        self.coded = {k for k in self._names() if reader.expands(k)} if encoded and not in_memory else set()
         self._reader: CacheReader | None = None
         self._memory: dict[str, torch.Tensor] | None = None
 
@@ -74,10 +85,18 @@ class FeatureDataset(Dataset):
         return [schema.feature_name(b, layer) for b in self.branches for layer in self.layers]
 
     def _load(self, i: int, out: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-        return self.reader.read(i, self._names() + [schema.LABELS], steps=self.step_indices, out=out)
+        names = [k for k in self._names() if k not in self.coded] + [schema.LABELS]
+        return self.reader.read(i, names, steps=self.step_indices, out=out)
+
+    def decoder(self, device: torch.device | str) -> FeatureDecoder:
+        """Expands a batch's "feats" on `device` into float32 [B, S, C, h, w] (codecs.decode)."""
+        r = self.reader
+        shared = {k: r.shared(k) for k in self._names() if r.shared(k)}
+        return FeatureDecoder({k: r.codec(k) for k in self._names()}, shared, device)
 
     def __getitem__(self, pos: int) -> dict:
         i = self.indices[pos]
+        arrays: dict[str, Any]
         if self.in_memory:
             mem = self.preload()
             # a view would make a worker process share (copy into shm) the whole RAM copy
@@ -88,6 +107,9 @@ class FeatureDataset(Dataset):
             np_arrays = self._load(i)
             label = torch.from_numpy(np_arrays.pop(schema.LABELS)).long()
             arrays = {k: torch.from_numpy(v) for k, v in np_arrays.items()}
+            for k in self.coded:
+                parts = self.reader.read_parts(i, k, self.step_indices)
+                arrays[k] = {s: torch.from_numpy(v) for s, v in parts.items()}
         feats = {b: {layer: arrays[schema.feature_name(b, layer)] for layer in self.layers} for b in self.branches}
         return {"index": i, "label": label, "feats": feats}
 

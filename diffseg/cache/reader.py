@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from diffseg.cache import schema, status, store
+from diffseg.cache import codecs, schema, status, store
 from diffseg.cache.fastread import ChunkSource, CorruptChunk, keep_freed_memory
 from diffseg.cache.record import CacheRecord, read_record
+from diffseg.cache.writer import logical_shape, read_shared
 from diffseg.core.errors import DiffsegError
 from diffseg.core.layers import LayerSpec
 
@@ -38,6 +39,7 @@ class CacheReader:
         self._root = store.local_path(path) if store.is_local(path) else None
         keep_freed_memory()  # see fastread.py: fresh sample buffers would page-fault every read
         self._sources: dict[str, ChunkSource] = {}
+        self._shared: dict[str, dict[str, np.ndarray]] = {}
         self.status: np.ndarray = status.read_all(store.array(self.group, schema.STATUS), self._root)  # uint8[N]
 
     # -- what is in it ------------------------------------------------------------------
@@ -78,17 +80,48 @@ class CacheReader:
         return {name: specs[schema.split_name(name)[1]] for name in self.feature_names()}
 
     def array_shape(self, name: str) -> tuple[int, ...]:
-        """Per-sample shape of an array, e.g. (S, C, h, w)."""
-        return tuple(store.array(self.group, name).shape[1:])
+        """Per-sample shape of an array, e.g. (S, C, h, w) (a feature array's as decoded)."""
+        shape = tuple(store.array(self.group, name).shape[1:])
+        if "/" in name and schema.split_name(name)[1] in self.record.layers:
+            return logical_shape(self.record, name, shape)
+        return shape
+
+    # -- codecs ---------------------------------------------------------------------------
+    def codec(self, name: str) -> codecs.Codec:
+        """The codec of feature array `name` (codecs.py)."""
+        return codecs.codec_of(self.record.codecs, name)
+
+    def expands(self, name: str) -> bool:
+        """Whether a feature array is stored as parts that `codecs.decode` expands (int8, pca)."""
+        return self.codec(name).name in ("int8", "pca")
+
+    def shared(self, name: str) -> dict[str, np.ndarray]:
+        """The arrays every sample of `name` shares (pca: {".basis": [C, k], ".mean": [C]}), else {}."""
+        if name not in self._shared:
+            self._shared[name] = read_shared(self.group, name, self.codec(name), self.array_shape(name)[1])
+        return self._shared[name]
+
+    def stored_feature_bytes(self) -> tuple[int, int]:
+        """(bytes the feature arrays' files take, float16 bytes they decode to) over complete samples."""
+        complete = int((self.status == schema.COMPLETE).sum())
+        decoded = complete * sum(int(np.prod(self.array_shape(k))) * 2 for k in self.feature_names())
+        stored = 0
+        for name in self.feature_names():
+            b, layer = schema.split_name(name)
+            for key in store.subgroup(self.group, b).array_keys():
+                if key == layer or key.startswith(layer + "."):
+                    stored += store.stored_bytes(f"{str(self.path).rstrip('/')}/{b}/{key}")
+        return stored, decoded
 
     def bytes_per_sample(self) -> int:
         """Uncompressed bytes of one sample: features + labels (+ original labels)."""
         names = self.feature_names() + [schema.LABELS]
         if self.is_eval:
             names += [schema.ORIG_LABELS, schema.ORIG_SIZES]
-        return sum(
-            int(np.prod(self.array_shape(k))) * np.dtype(store.array(self.group, k).dtype).itemsize for k in names
-        )
+        return sum(int(np.prod(self.array_shape(k))) * self._itemsize(k) for k in names)
+
+    def _itemsize(self, name: str) -> int:
+        return 2 if "/" in name else np.dtype(store.array(self.group, name).dtype).itemsize  # features: float16
 
     def complete_indices(self) -> list[int]:
         return [int(i) for i in np.flatnonzero(self.status == schema.COMPLETE)]
@@ -125,12 +158,25 @@ class CacheReader:
         self.check_complete(i)
         out = out or {}
         try:
-            return {k: self.source(k).read(i, steps if "/" in k else None, out.get(k)) for k in names}
+            result = {}
+            for k in names:
+                if "/" in k and self.expands(k):  # decoded here (CPU); training decodes on its device
+                    x = self.codec(k).decode_numpy(self.read_parts(i, k, steps), self.shared(k))
+                    result[k] = x.astype(np.float16) if k not in out else _put(out[k], x)
+                else:
+                    result[k] = self.source(k).read(i, steps if "/" in k else None, out.get(k))
+            return result
         except CorruptChunk as err:
             raise CorruptChunk(
                 f"sample {self.ids[i]} (index {i}) of {self.path} is corrupt, refused: {err}; re-extract it "
                 "(delete its status chunk and rerun extract)"
             ) from err
+
+    def read_parts(self, i: int, name: str, steps: Sequence[int] | None = None) -> dict[str, np.ndarray]:
+        """{suffix: stored array} of feature array `name` of sample i, as the codec wrote them
+        (step subset applied: every part has the steps on its first axis)."""
+        parts = self.codec(name).stored(self.array_shape(name))
+        return {s: self.source(name + s).read(i, steps) for s in parts}
 
     def orig_label(self, i: int) -> np.ndarray:
         """The label at its original resolution, uint8[h, w] (evaluation caches)."""
@@ -143,3 +189,8 @@ class CacheReader:
     def zarr_array(self, name: str) -> zarr.Array:
         """The plain zarr array (tests and tools; the slow, general path)."""
         return store.array(self.group, name)
+
+
+def _put(out: np.ndarray, x: np.ndarray) -> np.ndarray:
+    out[...] = x
+    return out

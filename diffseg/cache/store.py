@@ -24,6 +24,7 @@ makes them ~100x smaller and decodes at > 5 GB/s.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Literal
 
@@ -42,9 +43,13 @@ from diffseg.core.location import is_local, local_path, normalize
 # training pays it once, `cache verify` always, and a cold disk read (~2 GB/s) hides most of it.
 FEATURE_COMPRESSORS = (Crc32cCodec(),)
 LABEL_COMPRESSORS = (ZstdCodec(level=3), Crc32cCodec())
+ROUNDED_COMPRESSORS = (ZstdCodec(level=1), Crc32cCodec())  # after bitround (codecs.py)
 # The record's `codecs` of a cache created now ("features": every <branch>/<layer> array).
 CODECS = {"features": "raw+crc32c", "labels": "zstd-3+crc32c", "orig_labels": "zstd-3+crc32c"}
 CHECKSUM_SUFFIX = "+crc32c"
+# bitround chunks (codecs.py) use numcodecs' BitRound through zarr; zarr warns on every open that it is
+# not in the Zarr v3 spec (zarr-python and numcodecs read it; README "Feature codecs" says how).
+warnings.filterwarnings("ignore", message="Numcodecs codecs are not in the Zarr version 3 specification")
 # Every chunk is written even when it equals the fill value: a complete sample then has
 # all its chunk files, and the fast reader never guesses.
 WRITE_CONFIG: ArrayConfigParams = {"write_empty_chunks": True}
@@ -117,8 +122,32 @@ def create_per_sample_array(
     )
 
 
-def create_feature_array(group: zarr.Group, name: str, n: int, per_sample_shape: tuple[int, ...], dtype) -> None:
+def create_feature_array(
+    group: zarr.Group, name: str, n: int, per_sample_shape: tuple[int, ...], dtype, filters: tuple = ()
+) -> None:
+    """A feature array (or a codec's per-sample part of one); `filters`: array-to-array codecs (bitround),
+    which are followed by zstd level 1 (rounded mantissas leave runs of zero bits to squeeze)."""
+    if filters:
+        group.create_array(
+            name,
+            shape=(n, *per_sample_shape),
+            chunks=(1, *per_sample_shape),
+            dtype=dtype,
+            filters=filters,
+            compressors=ROUNDED_COMPRESSORS,
+            fill_value=0,
+            overwrite=True,
+        )
+        return
     create_per_sample_array(group, name, n, per_sample_shape, dtype, compressors=FEATURE_COMPRESSORS, fill_value=0)
+
+
+def create_shared_array(group: zarr.Group, name: str, value) -> None:
+    """A small array shared by every sample (a codec's basis), one chunk, written at creation."""
+    arr = group.create_array(
+        name, shape=value.shape, chunks=value.shape, dtype=value.dtype, compressors=FEATURE_COMPRESSORS, overwrite=True
+    )
+    arr[...] = value
 
 
 def create_label_array(group: zarr.Group, name: str, n: int, size_hw: tuple[int, int]) -> None:
@@ -146,6 +175,8 @@ def chunk_layout(array: zarr.Array) -> tuple[str, bool] | None:
     """("raw" | "zstd", crc32c trailer?) when a chunk file is little-endian C-order bytes, maybe
     zstd-compressed, maybe followed by a 4-byte crc32c; None for any other codec pipeline."""
     codecs = list(_codecs(array))
+    if codecs and getattr(codecs[0], "codec_name", None) == "numcodecs.bitround":
+        codecs.pop(0)  # rounding is done at write time: decoding it is the identity
     crc = bool(codecs) and isinstance(codecs[-1], Crc32cCodec)
     if crc:
         codecs.pop()

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from diffseg.cache import schema, status, store
+from diffseg.cache import codecs, schema, status, store
 from diffseg.cache.record import CacheRecord, read_record, resume_difference
 from diffseg.core.classes import IGNORE
 from diffseg.core.errors import CacheMismatch, DiffsegError
@@ -38,7 +38,10 @@ class CacheWriter:
             raise DiffsegError(f"{path} is a damaged cache: the {' and '.join(missing)} array is missing")
         self.ids: list[str] = [str(s) for s in np.asarray(store.array(self.group, schema.IDS)[:])]
         self.n = len(self.ids)
-        self.feature_names = sorted(k for k in _array_names(self.group) if "/" in k)
+        self.feature_names = sorted(k for k in _array_names(self.group) if _is_feature(k, self.record))
+        self.codecs = {k: codecs.codec_of(self.record.codecs, k) for k in self.feature_names}
+        self.shapes = {k: logical_shape(self.record, k, self._array(k).shape[1:]) for k in self.feature_names}
+        self._shared: dict[str, dict[str, np.ndarray]] = {}  # pca bases, read on first use
         self.eval_cache = schema.ORIG_LABELS in _array_names(self.group)
         self.label_shape = tuple(store.array(self.group, schema.LABELS).shape[1:])
 
@@ -51,6 +54,7 @@ class CacheWriter:
         ids: list[str],
         arrays: dict[str, tuple[tuple[int, ...], Any]] | None = None,
         orig_label_max: tuple[int, int] | None = None,
+        shared: dict[str, dict[str, np.ndarray]] | None = None,
     ) -> CacheWriter:
         """Create the cache at `path`, or open an existing one with the same record for resume
         (RESUME_FIELDS, the ids and the arrays must match).
@@ -58,21 +62,25 @@ class CacheWriter:
         record.samples == len(ids). arrays: {"<branch>/<layer>": (per_sample_shape (S, C, h, w),
         dtype)}; default: every branch holds every layer of the record, float16. Labels are [H, W]
         from record.resolution ([W, H]). orig_label_max: (Hmax, Wmax) for evaluation caches.
+        record.codecs["features"] is the codec spec (codecs.py); shared: {array: {".basis": ..,
+        ".mean": ..}} for pca arrays (fitted before creation; ignored on resume, the cache keeps its own).
         """
         assert record.samples == len(ids), f"record.samples {record.samples} != {len(ids)} ids"
         if arrays is None:
             arrays = feature_arrays(record)
+        record = with_codecs(record, arrays, orig_label_max is not None)
         if store.is_cache(path):
             return cls._resume(path, record, ids, arrays)
-        made = {k: v for k, v in store.CODECS.items() if k != schema.ORIG_LABELS or orig_label_max is not None}
-        record = dataclasses.replace(record, codecs={**record.codecs, **made})  # what store.py creates
         if record.sample_hash is None:
             record = dataclasses.replace(record, sample_hash=schema.SAMPLE_HASH)
         if store.is_local(path):
             p = store.local_path(path)
             if p.exists() and (not p.is_dir() or any(p.iterdir())):
                 raise DiffsegError(f"{path} exists and is not a diffseg cache: use another --out or delete it")
-        _create_group(path, record, ids, arrays, orig_label_max)
+        need = sorted(k for k in arrays if codecs.codec_of(record.codecs, k).name == "pca")
+        lacking = [k for k in need if k not in (shared or {})]
+        assert not lacking, f"pca arrays {lacking} need their fitted basis (shared=)"
+        _create_group(path, record, ids, arrays, orig_label_max, shared or {})
         return cls(path)
 
     @classmethod
@@ -94,10 +102,7 @@ class CacheWriter:
             record = dataclasses.replace(record, codecs=writer.record.codecs)
         diff = resume_difference(writer.record, record) or schema.ids_difference(writer.ids, list(ids))
         if diff is None:
-            have = {
-                k: (tuple(store.array(writer.group, k).shape[1:]), str(store.array(writer.group, k).dtype))
-                for k in writer.feature_names
-            }
+            have = {k: (writer.shapes[k], "float16") for k in writer.feature_names}
             want = {k: (tuple(s), str(np.dtype(d))) for k, (s, d) in arrays.items()}
             diff = schema.first_difference(have, want, "arrays") if have != want else None
         if diff is not None:
@@ -128,6 +133,12 @@ class CacheWriter:
     @property
     def _root(self) -> Path | None:
         return store.local_path(self.path) if store.is_local(self.path) else None
+
+    def shared(self, name: str) -> dict[str, np.ndarray]:
+        """The arrays every sample of feature array `name` shares (pca: basis and mean)."""
+        if name not in self._shared:
+            self._shared[name] = read_shared(self.group, name, self.codecs[name], self.shapes[name][1])
+        return self._shared[name]
 
     # -- writing ------------------------------------------------------------------------
     def status(self) -> np.ndarray:
@@ -160,7 +171,8 @@ class CacheWriter:
         if status.read_one(self._array(schema.STATUS), self._root, i) != schema.PENDING:
             self._array(schema.STATUS)[i] = schema.PENDING  # a rewrite: pending while in flight
         for name in self.feature_names:
-            self._array(name)[i] = arrays[name]
+            for suffix, part in self.codecs[name].encode(arrays[name], self.shared(name)).items():
+                self._array(name + suffix)[i] = part
         self._array(schema.LABELS)[i] = label
         if self.eval_cache:
             assert orig_label is not None  # _check_sample refused an evaluation sample without it
@@ -196,11 +208,9 @@ class CacheWriter:
         if set(arrays) != set(self.feature_names):
             raise DiffsegError(f"{who}: arrays {sorted(arrays)} do not match the cache's {self.feature_names}")
         for name in self.feature_names:
-            a, arr = arrays[name], self._array(name)
-            if a.shape != arr.shape[1:] or a.dtype != arr.dtype:
-                raise DiffsegError(
-                    f"{who}: {name} is {a.dtype}{list(a.shape)}, the cache holds {arr.dtype}{list(arr.shape[1:])}"
-                )
+            a, shape = arrays[name], self.shapes[name]
+            if a.shape != shape or a.dtype != np.float16:
+                raise DiffsegError(f"{who}: {name} is {a.dtype}{list(a.shape)}, the cache holds float16{list(shape)}")
             bad = a.size - int(np.count_nonzero(np.isfinite(a)))
             if bad:
                 raise DiffsegError(f"{who}: {name} holds {bad} NaN/inf values of {a.size}")
@@ -218,6 +228,31 @@ class CacheWriter:
                 )
         elif orig_label is not None:
             raise DiffsegError(f"{who}: {self.path} is a training cache; it keeps no original labels")
+
+
+def with_codecs(record: CacheRecord, arrays: dict, eval_cache: bool) -> CacheRecord:
+    """The record with the codecs store.py creates: the feature spec normalised, each feature
+    array's resolved codec, labels (and original labels) as store.CODECS says."""
+    spec = codecs.normalize_spec(str(record.codecs.get("features", "raw")).removesuffix(store.CHECKSUM_SUFFIX))
+    made = {k: v for k, v in store.CODECS.items() if k != schema.ORIG_LABELS or eval_cache}
+    made["features"] = spec + store.CHECKSUM_SUFFIX
+    if spec != "raw":  # raw caches keep today's record (no per-array entries)
+        made.update({k: str(c) for k, c in codecs.resolve(spec, sorted(arrays)).items()})
+    return dataclasses.replace(record, codecs=made)
+
+
+def logical_shape(record: CacheRecord, name: str, stored: tuple[int, ...]) -> tuple[int, ...]:
+    """(S, C, h, w) of feature array `name` as written and decoded (pca stores k channels)."""
+    S, _, h, w = stored
+    return (S, record.layers[schema.split_name(name)[1]].channels, h, w)
+
+
+def read_shared(group: zarr.Group, name: str, codec: codecs.Codec, channels: int) -> dict[str, np.ndarray]:
+    return {s: np.asarray(store.array(group, name + s)[...]) for s in codec.shared(channels)}
+
+
+def _is_feature(key: str, record: CacheRecord) -> bool:
+    return "/" in key and key.partition("/")[2] in record.layers
 
 
 def _array_names(group: zarr.Group) -> list[str]:
@@ -239,7 +274,7 @@ def feature_arrays(record: CacheRecord) -> dict[str, tuple[tuple[int, ...], str]
     }
 
 
-def _create_group(path, record: CacheRecord, ids: list[str], arrays: dict, orig_label_max) -> None:
+def _create_group(path, record: CacheRecord, ids: list[str], arrays: dict, orig_label_max, shared: dict) -> None:
     """Arrays first, attributes last: a group without format_version was never finished."""
     n = len(ids)
     group = zarr.open_group(store.store_for(path, read_only=False), mode="w", zarr_format=3)
@@ -251,7 +286,13 @@ def _create_group(path, record: CacheRecord, ids: list[str], arrays: dict, orig_
     for name, (shape, dtype) in sorted(arrays.items()):
         branch, layer = schema.split_name(name)
         assert branch in record.branches and layer in record.layers, f"{name} not in the record's branches/layers"
-        store.create_feature_array(group, name, n, tuple(shape), np.dtype(dtype))
+        assert np.dtype(dtype) == np.float16, f"{name}: feature arrays are float16"
+        codec = codecs.codec_of(record.codecs, name)
+        for suffix, (part_shape, part_dtype) in codec.stored(tuple(shape)).items():
+            filters = codecs.zarr_filters(codec) if suffix == codecs.CODES else ()
+            store.create_feature_array(group, name + suffix, n, part_shape, np.dtype(part_dtype), filters)
+        for suffix in codec.shared(shape[1]):
+            store.create_shared_array(group, name + suffix, shared[name][suffix])
     if orig_label_max is not None:
         store.create_label_array(group, schema.ORIG_LABELS, n, tuple(orig_label_max))
         store.create_small_array(group, schema.ORIG_SIZES, n, (2,), np.int32)
