@@ -291,8 +291,15 @@ def extract(
     strict: Annotated[
         bool, typer.Option(help="Stop at the first bad sample (default: skip, warn and record).")
     ] = False,
+    codec: Annotated[
+        str | None,
+        typer.Option(
+            help="Feature codec: raw (default), bitround[:keepbits=7], int8[:pct=99.9], pca[:k=32,calib=16,seed=0]; "
+            "per-layer overrides after ';', e.g. 'pca:k=32;up1.*=int8' (README: Feature codecs)."
+        ),
+    ] = None,
     dry_run: Annotated[
-        bool, typer.Option(help="Print bytes per sample, the total and the free disk; write nothing.")
+        bool, typer.Option(help="Print bytes per sample (per codec), the total and the free disk; write nothing.")
     ] = False,
 ) -> None:
     """Stage one: run the frozen U-Net trajectory once per image and write the feature cache.
@@ -337,6 +344,7 @@ def extract(
         classes=_csv(classes),
         descriptions=descriptions,
         strict=strict,
+        codec=codec,
         dry_run=dry_run,
     )
 
@@ -415,6 +423,19 @@ def cache_migrate(cache: CacheArg) -> None:
     from diffseg.stages.tools import cache as stage
 
     raise typer.Exit(stage.migrate(cache=cache))
+
+
+@cache_app.command("convert")
+@user_errors
+def cache_convert(
+    cache: CacheArg,
+    codec: Annotated[str, typer.Option(help="Feature codec spec, as extract --codec (e.g. int8, pca:k=32).")],
+    out: Annotated[str, typer.Option(help="The new cache (dir or fsspec URL); a rerun resumes it.")],
+) -> None:
+    """Re-encode a cache with another feature codec, without the U-Net (resumable like extract)."""
+    from diffseg.stages.tools import cache as stage
+
+    raise typer.Exit(stage.convert(cache=cache, codec=codec, out=out))
 
 
 # Stage two --------------------------------------------------------------------------------

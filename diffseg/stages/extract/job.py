@@ -93,6 +93,9 @@ def dry_run_report(plan: ExtractPlan) -> dict:
         print(line)
     for line in sizes.report_lines(plan, specs, per, len(samples.ids), samples.remaining, free):
         print(line)
+    prices = sizes.codec_prices(plan, specs)
+    for line in sizes.price_lines(prices, per, len(samples.ids)):
+        print(line)
     fits = free is None or per["total"] * samples.remaining <= free
     print("dry run: nothing written" + ("" if fits else "; the disk is too small for this extraction"))
     return {
@@ -101,6 +104,7 @@ def dry_run_report(plan: ExtractPlan) -> dict:
         "remaining": per["total"] * samples.remaining,
         "free": free,
         "samples": len(samples.ids),
+        "codecs": {name: {"bytes_per_sample": b, "total": b * len(samples.ids)} for name, b in prices.items()},
     }
 
 
@@ -132,8 +136,9 @@ def _model_info(models, extractor, plan: ExtractPlan) -> dict:
     return {"model": model, "layers": extractor.layer_specs(resolution=plan.resolution)}
 
 
-def create_cache(plan: ExtractPlan, samples: Samples, info: dict):
-    """Create the store (or check and reopen it for resume): the run's first write."""
+def create_cache(plan: ExtractPlan, samples: Samples, info: dict, shared: dict | None = None):
+    """Create the store (or check and reopen it for resume): the run's first write. `shared`: the
+    codec's fitted arrays (pca bases, `fit_codec`)."""
     from diffseg.cache import CacheRecord, CacheWriter, DatasetRecord
 
     record = CacheRecord(
@@ -147,10 +152,47 @@ def create_cache(plan: ExtractPlan, samples: Samples, info: dict):
         branches=plan.branches,
         resolution=plan.resolution,
         samples=len(samples.ids),
+        codecs={"features": plan.codec},
     )
     with share.creating(plan.out):  # shards started together: one creates, the others resume
         refuse_old_scheme(plan.out)  # under the lock: another shard may be creating the group
-        return CacheWriter.create(plan.out, record, samples.ids, orig_label_max=samples.orig_max)
+        return CacheWriter.create(plan.out, record, samples.ids, orig_label_max=samples.orig_max, shared=shared)
+
+
+class _IdsOnly:
+    """A writer stand-in that only knows the sample ids: calibration runs before the cache exists
+    and writes nothing."""
+
+    def __init__(self, ids: list[str]):
+        self.ids = ids
+
+
+def fit_codec(plan: ExtractPlan, ids: list[str], models, extractor=None, dataset=None) -> dict | None:
+    """The pca bases of `plan.codec`, fitted on its seeded calibration subset of the planned samples
+    with this process's model, before any sample is written (None: no pca array, or the cache exists
+    and keeps its own basis: a resume, another shard, a dask block never refits)."""
+    from diffseg.cache import is_cache
+    from diffseg.cache.codecs import resolve
+    from diffseg.cache.convert import fit_shared
+    from diffseg.stages.extract.worker import SampleRunner
+
+    names = [f"{b}/{layer}" for b, layer in plan.array_names()]
+    if all(c.name != "pca" for c in resolve(plan.codec, names).values()) or is_cache(plan.out):
+        return None
+    runner = SampleRunner(plan, models, writer=_IdsOnly(ids), dataset=dataset, extractor=extractor)
+
+    def sample(i: int):
+        try:
+            source = runner.dataset.load(i // plan.views)
+            sid, image, label, _ = runner.view(i, source)
+        except DataError:  # a bad sample is skipped by the extraction too
+            return None
+        return runner.features(sid, image, label, i % plan.views)
+
+    t0 = time.perf_counter()
+    shared = fit_shared(plan.codec, names, len(ids), sample)
+    print(f"codec {plan.codec}: basis fitted in {time.perf_counter() - t0:.1f} s")
+    return shared
 
 
 def refuse_old_scheme(out: str) -> None:
@@ -285,7 +327,8 @@ def _run_local(plan: ExtractPlan, samples: Samples, models, progress: bool, lock
     extractor = make_extractor(plan, models)
     startup = {"model_s": round(time.perf_counter() - t0, 3)}
     print(f"start-up: model {startup['model_s']:.1f} s (excluded from samples/s)")
-    writer = create_cache(plan, samples, _model_info(models, extractor, plan))
+    shared = fit_codec(plan, samples.ids, models, extractor, samples.dataset)
+    writer = create_cache(plan, samples, _model_info(models, extractor, plan), shared)
     runner = SampleRunner(plan, models, writer, dataset=samples.dataset, extractor=extractor)
     with Recorder(plan, writer, samples, progress, lock) as rec:
         for i in share.shard_indices(writer.pending(), writer.n, plan.shard):
@@ -306,7 +349,8 @@ def _run_dask(plan: ExtractPlan, samples: Samples, progress: bool, lock=None) ->
             f"start-up: cluster {cluster_s:.1f} s ({n} workers, {threads or 'default'} torch threads each), "
             f"model on every worker {models_s:.1f} s (excluded from samples/s)"
         )
-        writer = create_cache(plan, samples, info)
+        shared = client.submit(worker_fit_codec, plan, samples.ids, pure=False).result()
+        writer = create_cache(plan, samples, info, shared)
         with Recorder(plan, writer, samples, progress, lock) as rec:
             pending = share.shard_indices(writer.pending(), writer.n, plan.shard)
             for outcomes in xd.run_blocks(client, plan, pending, threads):
@@ -320,3 +364,11 @@ def worker_model_info(plan: ExtractPlan) -> dict:
 
     runner = runner_for(plan)
     return _model_info(runner.models, runner.extractor, plan)
+
+
+def worker_fit_codec(plan: ExtractPlan, ids: list[str]) -> dict | None:
+    """`fit_codec` on a worker (the coordinator loads no model)."""
+    from diffseg.stages.extract.worker import runner_for
+
+    runner = runner_for(plan)
+    return fit_codec(plan, ids, runner.models, runner.extractor, runner.dataset)

@@ -66,6 +66,7 @@ class ExtractPlan:
     descriptions_source: str  # the file they came from, or "diffseg's defaults"
     limit: int | None
     strict: bool
+    codec: str = "raw"  # feature codec spec, defaults written out (diffseg.cache.codecs)
     workers: int | None
     scheduler: str | None
     shard: tuple[int, int] | None = None  # (I, N): this process extracts share I of N (share.py)
@@ -177,10 +178,12 @@ def build_plan(
     classes=None,
     descriptions=None,
     strict=False,
+    codec=None,
     **unused,
 ) -> ExtractPlan:
     """The CLI keywords of `extract` (cli.py) resolved into a plan; raises DiffsegError on bad values.
     Options left None take the recipe's value (recipe.py)."""
+    from diffseg.cache.codecs import normalize_spec
     from diffseg.pipeline.prompts import load_descriptions
     from diffseg.stages.device import resolve_device
     from diffseg.stages.extract.recipe import recipe_options
@@ -237,6 +240,7 @@ def build_plan(
         workers=workers,
         scheduler=scheduler,
         shard=shard,
+        codec=normalize_spec(codec or "raw"),
     )
     if "xattn" in traj.kinds and uncond_prompt != "classes":
         raise DiffsegError(

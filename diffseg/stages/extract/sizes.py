@@ -32,6 +32,31 @@ def sample_bytes(plan, specs: dict[str, LayerSpec], orig_max_hw=None) -> dict:
     return {"branches": per, "labels": labels, "orig_labels": orig, "total": total}
 
 
+PRICED = ("raw", "bitround", "int8", "pca")  # the dry run prices each with its defaults, and the plan's
+
+
+def codec_prices(plan, specs: dict[str, LayerSpec]) -> dict[str, int]:
+    """{codec spec: feature bytes of one sample, stored} for each codec and the plan's own spec.
+    bitround's lossless stage depends on the values: it is priced at its upper bound (raw)."""
+    from diffseg.cache.codecs import normalize_spec, resolve
+
+    S = len(plan.trajectory.save_steps)
+    names = {f"{b}/{n}": (S, specs[n].channels, *specs[n].size) for b, n in plan.array_names()}
+    out = {}
+    for spec in dict.fromkeys([*(normalize_spec(c) for c in PRICED), plan.codec]):
+        out[spec] = sum(c.stored_bytes(names[k]) for k, c in resolve(spec, names).items())
+    return out
+
+
+def price_lines(prices: dict[str, int], sizes: dict, n_samples: int) -> list[str]:
+    """One line per codec: feature bytes per sample, ratio to raw, total for the samples."""
+    raw = sum(sum(d.values()) for d in sizes["branches"].values())
+    lines = [f"feature codecs ({n_samples} samples; extract --codec SPEC; bitround at most, zstd saves more):"]
+    for spec, b in prices.items():
+        lines.append(f"  {spec:<44} {human(b):>11} per sample  {raw / max(b, 1):5.2f}x  total {human(b * n_samples)}")
+    return lines
+
+
 def human(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":

@@ -30,6 +30,7 @@ def describe(r: CacheReader) -> dict:
         }
     bps = r.bytes_per_sample()
     rec = r.record.to_dict()
+    stored, decoded = r.stored_feature_bytes()
     return {
         "path": str(r.path),
         "format_version": rec["format_version"],
@@ -49,6 +50,10 @@ def describe(r: CacheReader) -> dict:
         "skipped": skipped,
         "skipped_samples": rec["skipped"],
         "codecs": rec["codecs"],
+        "codec": rec["codecs"].get("features", "raw"),
+        "feature_bytes_stored": stored,
+        "feature_bytes_decoded": decoded,
+        "compression_ratio": decoded / stored if stored else None,
         "sample_hash": rec["sample_hash"],
         "views": r.record.extract.views_rule.describe(),
         "extract": rec["extract"],
@@ -62,6 +67,16 @@ def _size(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     raise AssertionError
+
+
+def _ratio_text(d: dict) -> str:
+    """How much smaller the written features are than raw float16 (files on disk, complete samples)."""
+    if not d["feature_bytes_stored"]:
+        return ""
+    return (
+        f"   features on disk {_size(d['feature_bytes_stored'])} for {_size(d['feature_bytes_decoded'])} of "
+        f"float16: ratio {d['compression_ratio']:.2f}x"
+    )
 
 
 def _extract_lines(extract: dict) -> list[str]:
@@ -85,6 +100,7 @@ def info(cache: str | Path, as_json: bool) -> int:
         f"model      {m.get('name')}  fingerprint {m.get('fingerprint')}  ({m.get('prediction_type')})",
         f"dataset    {ds.get('name')} / {ds.get('split')}  ({ds.get('label_space')}) {json.dumps(ds.get('info', {}))}",
         f"resolution {W}x{H}   branches {', '.join(d['branches'])}   saved steps {d['save_steps']}",
+        f"codec      {d['codec']}" + _ratio_text(d),
         f"codecs     {json.dumps(d['codecs'])}",
         f"views      {d['views']}",
         "config",
@@ -223,4 +239,18 @@ def migrate(cache: str | Path) -> int:
 
     record = migrate_cache(cache)
     print(f"{cache}: migrated to cache format {record.format_version} ({record.samples} samples; arrays untouched)")
+    return 0
+
+
+def convert(cache: str | Path, codec: str, out: str | Path) -> int:
+    """Re-encode `cache` with another feature codec into `out` (cache/convert.py)."""
+    from diffseg.cache.convert import convert as convert_cache
+
+    counts = convert_cache(cache, codec, out)
+    d = describe(CacheReader(out))
+    print(
+        f"{out}: {counts['written']} samples written, {counts['kept']} already done, {counts['skipped']} skipped; "
+        f"codec {d['codecs']['features']}, features {_size(d['feature_bytes_stored'])} on disk "
+        f"(ratio {d['compression_ratio']:.2f}x to raw float16)"
+    )
     return 0

@@ -28,11 +28,6 @@ class BranchForward(nn.Module):
         return {b: self.seg(f, seeds[b]) for b, f in feats.items()}
 
 
-def to_device(feats: dict[str, dict[str, torch.Tensor]], device: torch.device) -> dict[str, dict[str, torch.Tensor]]:
-    """float16 cache features -> float32 on the device (the cast runs there)."""
-    return {b: {l: x.to(device, non_blocking=True).float() for l, x in f.items()} for b, f in feats.items()}
-
-
 def flip_samples(
     feats: dict[str, dict[str, torch.Tensor]], labels_BHW: torch.Tensor, mask_B: torch.Tensor
 ) -> tuple[dict[str, dict[str, torch.Tensor]], torch.Tensor]:

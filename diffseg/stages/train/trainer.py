@@ -51,7 +51,6 @@ from diffseg.stages.train.step import (
     flip_samples,
     nonfinite_samples,
     raise_nonfinite,
-    to_device,
 )
 
 BRANCH_CODE = {"uncond": 0, "cond": 1}  # part of the dropout seed
@@ -68,7 +67,8 @@ class Trainer:
         self.cache_record, self.ids = reader.record, reader.ids
         steps = [int(t) for t in reader.save_steps]
         step_idx = [steps.index(t) for t in cfg.save_steps]
-        self.data = FeatureDataset(cfg.cache, cfg.branches, cfg.layers, step_idx, in_memory=cfg.in_memory)
+        self.data = FeatureDataset(cfg.cache, cfg.branches, cfg.layers, step_idx, in_memory=cfg.in_memory, encoded=True)
+        self.decode = self.data.decoder(device)  # coded arrays expand on the device, after the copy
         if len(self.data) == 0:
             raise DiffsegError(f"{cfg.cache} has no complete sample to train on")
         self.order, self.class_stats = build_order(cfg, reader, self.data.indices)
@@ -274,7 +274,7 @@ class Trainer:
 
     def _micro_step(self, batch: dict, positions: range, sync: bool) -> dict[str, float]:
         ids = [self.ids[int(i)] for i in batch["index"]]
-        feats = to_device(batch["feats"], self.device)
+        feats = self.decode(batch["feats"])
         bad = nonfinite_samples(feats)
         if bad:
             raise_nonfinite(bad, ids, self.cfg.cache)
