@@ -303,10 +303,18 @@ def decode(codec: Codec, parts: torch.Tensor | Mapping[str, torch.Tensor], share
 
 
 class FeatureDecoder:
-    """feats {branch: {layer: tensor or {suffix: tensor}}} (a collated CPU batch) -> float32 on `device`."""
+    """feats {branch: {layer: tensor or {suffix: tensor}}} (a collated CPU batch) -> float32 on `device`;
+    the layers in `keep` stay pca coefficients (a model that folded their basis reads them)."""
 
-    def __init__(self, codecs: Mapping[str, Codec], shared: Mapping[str, Mapping[str, np.ndarray]], device):
+    def __init__(
+        self,
+        codecs: Mapping[str, Codec],
+        shared: Mapping[str, Mapping[str, np.ndarray]],
+        device,
+        keep: Iterable[str] = (),
+    ):
         self.codecs = dict(codecs)
+        self.keep = set(keep)
         self.device = torch.device(device)
         self.shared = {k: {s: torch.from_numpy(a).to(self.device) for s, a in v.items()} for k, v in shared.items()}
 
@@ -320,5 +328,8 @@ class FeatureDecoder:
                     out[b][layer] = x.to(self.device, non_blocking=True).float()
                     continue
                 parts = {s: p.to(self.device, non_blocking=True) for s, p in x.items()}
-                out[b][layer] = decode(self.codecs[name], parts, self.shared.get(name))
+                if layer in self.keep:
+                    out[b][layer] = parts[CODES].float()
+                else:
+                    out[b][layer] = decode(self.codecs[name], parts, self.shared.get(name))
         return out

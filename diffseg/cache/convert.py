@@ -33,20 +33,29 @@ def fit_shared(
     pca = {k: c for k, c in resolved.items() if c.name == "pca"}
     if not pca:
         return {}
-    plans = {(int(c.p["calib"]), int(c.p["seed"])) for c in pca.values()}
-    fits: dict[str, codecs.PcaFit] = {}
-    for calib, seed in sorted(plans):
-        mine = [k for k, c in pca.items() if (int(c.p["calib"]), int(c.p["seed"])) == (calib, seed)]
-        for i in codecs.calibration_indices(n, calib, seed):
-            arrays = sample(i)
-            if arrays is None:
-                continue
-            for k in mine:
-                fits.setdefault(k, codecs.PcaFit(arrays[k].shape[1])).add(arrays[k])
-    missing = sorted(set(pca) - set(fits))
+    # one fit per layer and codec, pooled over the branches that share them: both branches feed the same
+    # fusion block, so a shared basis lets training fold it into the block's first 1x1 maps (nn/fusion.py)
+    groups: dict[tuple[str, str], list[str]] = {}
+    for k, c in pca.items():
+        groups.setdefault((k.partition("/")[2], str(c)), []).append(k)
+    needs = {
+        key: set(codecs.calibration_indices(n, int(pca[m[0]].p["calib"]), int(pca[m[0]].p["seed"])))
+        for key, m in groups.items()
+    }
+    fits: dict[tuple[str, str], codecs.PcaFit] = {}
+    for i in sorted(set().union(*needs.values())):  # each sample computed (or read) once
+        arrays = sample(i)
+        if arrays is None:
+            continue
+        for key, members in sorted(groups.items()):
+            if i in needs[key]:
+                for k in sorted(members):  # one order always: the float64 sums are then bit-identical
+                    fits.setdefault(key, codecs.PcaFit(arrays[k].shape[1])).add(arrays[k])
+    missing = sorted(k for key, members in groups.items() if key not in fits for k in members)
     if missing:
         raise DiffsegError(f"pca: no calibration sample could be read for {missing}")
-    return {k: fits[k].basis(pca[k].k(fits[k].sum.shape[0])) for k in sorted(pca)}
+    bases = {key: fits[key].basis(pca[members[0]].k(fits[key].sum.shape[0])) for key, members in groups.items()}
+    return {k: bases[key] for key, members in groups.items() for k in members}
 
 
 def convert(src: str | Path, spec: str, out: str | Path, progress: bool = True) -> dict:

@@ -88,11 +88,29 @@ class FeatureDataset(Dataset):
         names = [k for k in self._names() if k not in self.coded] + [schema.LABELS]
         return self.reader.read(i, names, steps=self.step_indices, out=out)
 
-    def decoder(self, device: torch.device | str) -> FeatureDecoder:
-        """Expands a batch's "feats" on `device` into float32 [B, S, C, h, w] (codecs.decode)."""
+    def decoder(self, device: torch.device | str, fold: bool = False) -> FeatureDecoder:
+        """Expands a batch's "feats" on `device` into float32 [B, S, C, h, w] (codecs.decode); with
+        `fold`, the layers of `fold_bases()` stay coefficients [B, S, k, h, w] (the model folds them)."""
         r = self.reader
         shared = {k: r.shared(k) for k in self._names() if r.shared(k)}
-        return FeatureDecoder({k: r.codec(k) for k in self._names()}, shared, device)
+        keep = set(self.fold_bases()) if fold else set()
+        return FeatureDecoder({k: r.codec(k) for k in self._names()}, shared, device, keep)
+
+    def fold_bases(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """{layer: (basis [C, k], mean [C])} of the selected layers that every selected branch reads as
+        pca coefficients on one basis (what a fusion block can fold: `DiffFusion.fold`)."""
+        out = {}
+        for layer in self.layers:
+            names = [schema.feature_name(b, layer) for b in self.branches]
+            if not all(k in self.coded and self.reader.codec(k).name == "pca" for k in names):
+                continue
+            bases = [self.reader.shared(k) for k in names]
+            first = bases[0]
+            if first[".basis"].shape[1] >= first[".basis"].shape[0]:  # k = C: a rotation, nothing saved
+                continue
+            if all(all(np.array_equal(b[s], first[s]) for s in first) for b in bases[1:]):
+                out[layer] = (first[".basis"], first[".mean"])
+        return out
 
     def __getitem__(self, pos: int) -> dict:
         i = self.indices[pos]

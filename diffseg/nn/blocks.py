@@ -31,10 +31,25 @@ class Bottleneck(nn.Module):
         self.conv3 = conv_gn(c_mid, c_out, 1, groups)
         self.shortcut = conv_gn(c_in, c_out, 1, groups)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.relu(self.conv1(x))
+    def forward(self, x: torch.Tensor, project: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """`project` (P [c_in, c'], m [c_in]): x holds coefficients c [B, c', h, w] of the input P c + m;
+        the two 1x1 maps that read the input apply W P and W m instead (the same values, fewer MACs)."""
+        if project is None:
+            y = F.relu(self.conv1(x))
+            short = self.shortcut(x)
+        else:
+            y = F.relu(_folded(self.conv1, x, *project))
+            short = _folded(self.shortcut, x, *project)
         y = F.relu(self.conv2(y))
-        return F.relu(self.conv3(y) + self.shortcut(x))
+        return F.relu(self.conv3(y) + short)
+
+
+def _folded(conv_gn_: nn.Sequential, c: torch.Tensor, P: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """conv_gn_(P c + m) for a bias-free 1x1 conv: conv with weight W P and bias W m, then the norm."""
+    conv, norm = conv_gn_[0], conv_gn_[1]
+    assert isinstance(conv, nn.Conv2d) and conv.bias is None, "a bias-free 1x1 conv"
+    W = conv.weight[:, :, 0, 0]  # [out, c_in]
+    return norm(F.conv2d(c, (W @ P)[:, :, None, None], W @ m))
 
 
 class ResBlock(nn.Module):

@@ -63,6 +63,42 @@ class DiffFusion(nn.Module):
         )
         self.out_channels = (cfg.width_x4, cfg.width(8), cfg.width(16), cfg.width(32))
         self.apply(_init_weights)
+        self.folded: dict[str, int] = {}  # layer -> k: inputs are coefficients on a fixed basis (fold)
+
+    def fold(self, bases: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Take layer inputs as coefficients c [B, S, k, h, w] of x = basis @ c + mean (basis [C, k],
+        mean [C]; a channel projection such as the cache's pca codec): the basis is folded into the
+        reduction's first 1x1 maps, which is mathematically the same as expanding x first. The
+        trainable weights keep their shapes (a checkpoint reads features either way); the bases are
+        buffers that are not saved. A folded layer still takes features: its input's channel count
+        (k < C) says which it got, so evaluation on decoded features runs the same model."""
+        for layer, (basis, mean) in bases.items():
+            if layer not in self.channels:
+                raise DiffsegError(f"fold: the fusion block has no layer {layer!r}")
+            C = self.channels[layer]
+            if basis.shape[0] != C or basis.shape[1] >= C or mean.shape != (C,):
+                raise DiffsegError(f"fold: basis {list(basis.shape)} does not fit layer {layer!r} ({C} channels)")
+            self.register_buffer(f"basis_{layer.replace('.', '_')}", basis.float(), persistent=False)
+            self.register_buffer(f"mean_{layer.replace('.', '_')}", mean.float(), persistent=False)
+            self.folded[layer] = int(basis.shape[1])
+
+    def _projection(self, s: int, feats: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(P, m) mapping stride s's concatenated inputs back to features, or None when none is folded."""
+        layers = self.layers_at[s]
+        coef = {layer for layer in layers if layer in self.folded and feats[layer].shape[2] == self.folded[layer]}
+        if not coef:
+            return None
+        blocks, means = [], []
+        dev = next(self.reduce[str(s)].parameters()).device
+        for layer in layers:
+            for _ in range(self.n_steps):
+                if layer in coef:
+                    blocks.append(getattr(self, f"basis_{layer.replace('.', '_')}"))
+                    means.append(getattr(self, f"mean_{layer.replace('.', '_')}"))
+                else:
+                    blocks.append(torch.eye(self.channels[layer], device=dev))
+                    means.append(torch.zeros(self.channels[layer], device=dev))
+        return torch.block_diag(*blocks), torch.cat(means)
 
     def forward(self, feats: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
         self._check(feats)
@@ -71,7 +107,7 @@ class DiffFusion(nn.Module):
         for s in STRIDES:
             if str(s) in self.reduce:
                 x_BChw = torch.cat([feats[layer].flatten(1, 2) for layer in self.layers_at[s]], dim=1)
-                levels[s] = self.norm[str(s)](self.reduce[str(s)](x_BChw))
+                levels[s] = self.norm[str(s)](self.reduce[str(s)](x_BChw, self._projection(s, feats)))
             elif str(s) in self.derive:
                 levels[s] = self.norm[str(s)](self.derive[str(s)](levels[s // 2]))
         # 2. top-down decoder; a missing finest level is the decoder output at that stride
@@ -90,10 +126,11 @@ class DiffFusion(nn.Module):
         for s, layers in self.layers_at.items():
             for layer in layers:
                 f = feats[layer]
-                if f.dim() != 5 or f.shape[1] != self.n_steps or f.shape[2] != self.channels[layer]:
+                c = self.channels[layer]
+                if f.dim() != 5 or f.shape[1] != self.n_steps or f.shape[2] not in (c, self.folded.get(layer, c)):
+                    k = f" (or {self.folded[layer]} coefficients)" if layer in self.folded else ""
                     raise DiffsegError(
-                        f"layer {layer!r}: expected [B, {self.n_steps}, "
-                        f"{self.channels[layer]}, h, w], got {list(f.shape)}"
+                        f"layer {layer!r}: expected [B, {self.n_steps}, {c}, h, w]{k}, got {list(f.shape)}"
                     )
                 sizes.add((f.shape[3] * s, f.shape[4] * s))
         if len(sizes) != 1:

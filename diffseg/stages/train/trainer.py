@@ -68,12 +68,20 @@ class Trainer:
         steps = [int(t) for t in reader.save_steps]
         step_idx = [steps.index(t) for t in cfg.save_steps]
         self.data = FeatureDataset(cfg.cache, cfg.branches, cfg.layers, step_idx, in_memory=cfg.in_memory, encoded=True)
-        self.decode = self.data.decoder(device)  # coded arrays expand on the device, after the copy
+        # coded arrays expand on the device after the copy; pca layers stay coefficients and the model folds
+        # their basis into its first 1x1 maps (the same function, fewer bytes and MACs; nn/fusion.py)
+        self.decode = self.data.decoder(device, fold=True)
         if len(self.data) == 0:
             raise DiffsegError(f"{cfg.cache} has no complete sample to train on")
         self.order, self.class_stats = build_order(cfg, reader, self.data.indices)
         # 2. model, loss, optimizer
         self.model = build_segmentor(layer_specs, len(cfg.save_steps), cfg.fusion, cfg.seed).to(device)
+        self.model.fusion.fold(
+            {
+                k: (torch.from_numpy(b).to(device), torch.from_numpy(m).to(device))
+                for k, (b, m) in self.data.fold_bases().items()
+            }
+        )
         self.forward: BranchForward | DistributedDataParallel = BranchForward(self.model)
         if env.active:
             self.forward = DistributedDataParallel(
