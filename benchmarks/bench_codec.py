@@ -1,6 +1,21 @@
 """Codec choice for the feature cache: compression ratio and encode/decode throughput.
 
-Run: `python benchmarks/bench_codec.py [--cache CACHE_DIR]`. Without a cache it builds
+Two parts. `--features RAW_CACHE ...` measures diffseg's feature codecs (diffseg/cache/codecs.py)
+on the features of real extractions: every cache is converted (`cache convert`) to each codec, and
+the table gives the ratio on disk, the relative reconstruction error per layer (||x - x'|| / ||x||
+over the samples outside pca's calibration subset when there are any), the decode throughput
+(numpy, and torch on the CPU, one thread, MB of float16 features out per second) and the bytes of
+one 512 px sample per branch at SD 2.1 shapes for the `reference` and `lite` feature sets (int8 and
+pca are fixed-size; bitround's lossless stage is taken at the ratio measured here). Caches used for
+the README (uncond branch, demo dataset, one torch thread):
+
+    diffseg extract --dataset demo --model mini --preset 5step --resolution 128x128 --limit 8 \
+        --branches uncond --out cache/bench-mini-5step
+    diffseg extract --dataset demo --model sd21-random --preset lite --resolution 128x128 --limit 4 \
+        --branches uncond --out cache/bench-sd21-lite
+    python -m benchmarks.bench_codec --features cache/bench-mini-5step cache/bench-sd21-lite
+
+Without `--features`: the lossless codecs. Run: `python benchmarks/bench_codec.py [--cache CACHE_DIR]`. Without a cache it builds
 float16 activations with the structure of U-Net features (spatially smooth maps, a
 ReLU/SiLU-like skew, per-channel scales, some near-dead channels; cross-attention maps in
 [0, 1]) at SD 2.1 shapes for a 256 px crop, and Cityscapes-like uint8 label maps (large
@@ -113,10 +128,121 @@ def cache_sets(path: str) -> dict[str, list[np.ndarray]]:
     return sets
 
 
+# -- diffseg's feature codecs -------------------------------------------------------------------
+FEATURE_CODECS = ("raw", "bitround:keepbits=7", "bitround:keepbits=5", "int8", "pca:k=64", "pca:k=32", "pca:k=16")
+
+
+def feature_codec_table(caches: list[str], work: str) -> None:
+    import torch
+
+    from diffseg.cache import CacheReader
+    from diffseg.cache.codecs import calibration_indices, decode, parse_spec
+    from diffseg.cache.convert import convert
+
+    torch.set_num_threads(1)
+    measured_bitround: dict[str, list[float]] = {}
+    for src in caches:
+        r0 = CacheReader(src)
+        names = r0.feature_names()
+        idx = r0.complete_indices()
+        print(
+            f"\n{src}: model {r0.record.model.name}, {len(idx)} samples, steps {r0.save_steps}, "
+            f"{len(names)} arrays ({', '.join(sorted({r0.record.layers[n.split('/')[1]].kind for n in names}))})"
+        )
+        print(
+            f"  {'codec':34s} {'ratio':>6s} {'err mean':>9s} {'err max':>8s} {'worst layer':>14s} "
+            f"{'np MB/s':>8s} {'torch MB/s':>10s}"
+        )
+        for spec in FEATURE_CODECS:
+            codec = parse_spec(spec)[0]
+            calib = max(1, len(idx) // 2)  # pca: fitted on half, the error measured on the other half
+            spec_run = f"{spec},calib={calib}" if codec.name == "pca" else spec
+            out = f"{work}/{abs(hash((src, spec)))}"
+            convert(src, spec_run, out, progress=False)
+            r = CacheReader(out)
+            held_out = [i for i in idx if i not in set(calibration_indices(r.n, calib, 0))] or idx
+            errs = {}
+            for name in names:
+                num = den = 0.0
+                for i in held_out:
+                    x = r0.read(i, [name])[name].astype(np.float64)
+                    y = r.read(i, [name])[name].astype(np.float64)
+                    num += float(((x - y) ** 2).sum())
+                    den += float((x**2).sum())
+                errs[name] = (num / den) ** 0.5
+            stored, decoded = r.stored_feature_bytes()
+            np_rate, torch_rate = decode_rates(r, names, idx, decode)
+            worst = max(errs, key=errs.__getitem__)
+            print(
+                f"  {spec_run:34s} {decoded / stored:6.2f} {np.mean(list(errs.values())):9.2e} "
+                f"{errs[worst]:8.2e} {worst.split('/')[1]:>14s} {np_rate:8.0f} {torch_rate:10.0f}"
+            )
+            if codec.name != "raw":
+                print("      per layer: " + ", ".join(f"{n.split('/', 1)[1]} {errs[n]:.1e}" for n in names))
+            if codec.name == "bitround":
+                measured_bitround.setdefault(spec, []).append(decoded / stored)
+    sd21_bytes(measured_bitround)
+
+
+def decode_rates(r, names: list[str], idx: list[int], decode) -> tuple[float, float]:
+    """MB/s of float16 features out: numpy = read the stored parts (page cache; bitround's zstd runs
+    here) and expand them on the CPU; torch = expand parts already in memory (CPU, the device's part)."""
+    import torch
+
+    out_mb = sum(int(np.prod(r.array_shape(n))) * 2 for n in names) * len(idx) / 1e6
+    parts = {n: [r.read_parts(i, n) for i in idx] for n in names}  # warm the page cache
+    t0 = time.perf_counter()
+    for n in names:
+        c, sh = r.codec(n), r.shared(n)
+        for i in idx:
+            c.decode_numpy(r.read_parts(i, n), sh).astype(np.float16)
+    t_np = time.perf_counter() - t0
+    tparts = {n: [{s: torch.from_numpy(a)[None] for s, a in p.items()} for p in parts[n]] for n in names}
+    tshared = {n: {s: torch.from_numpy(a) for s, a in r.shared(n).items()} for n in names}
+    t0 = time.perf_counter()
+    for n in names:
+        c = r.codec(n)
+        for p in tparts[n]:
+            decode(c, p if r.expands(n) else p[""], tshared[n] or None)
+    t_torch = time.perf_counter() - t0
+    return out_mb / t_np, out_mb / t_torch
+
+
+def sd21_bytes(measured_bitround: dict[str, list[float]]) -> None:
+    """Bytes of one 512 px sample per branch at SD 2.1 shapes (geometry from the U-Net config)."""
+    from diffseg.cache.codecs import resolve
+    from diffseg.core.layers import layer_specs
+    from diffseg.pipeline.config import preset
+    from diffseg.pipeline.models import unet_config
+
+    print("\nSD 2.1 shapes, 512 px crop, one branch (int8, pca: exact sizes; bitround: raw / measured ratio)")
+    print(f"  {'codec':24s} {'reference MiB':>14s} {'lite MiB':>9s}")
+    for spec in FEATURE_CODECS:
+        row = []
+        for name in ("reference", "lite"):
+            traj = preset(name)
+            specs = layer_specs(unet_config("sd21-random"), traj.layers, (512, 512), 19)
+            S = len(traj.save_steps)
+            shapes = {f"uncond/{n}": (S, sp.channels, *sp.size) for n, sp in specs.items()}
+            b = float(sum(c.stored_bytes(shapes[k]) for k, c in resolve(spec, shapes).items()))
+            if spec in measured_bitround:
+                b = b / min(measured_bitround[spec])  # the worst ratio measured
+            row.append(b / 2**20)
+        print(f"  {spec:24s} {row[0]:14.1f} {row[1]:9.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cache", help="measure the arrays of this cache instead of synthetic ones")
+    ap.add_argument("--features", nargs="+", help="raw caches: the table of diffseg's feature codecs")
+    ap.add_argument("--work", default=None, help="folder for the converted caches (default: a temporary one)")
     args = ap.parse_args()
+    if args.features:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(dir=args.work) as work:
+            feature_codec_table(args.features, work)
+        return
     numcodecs.blosc.set_nthreads(1)  # DataLoader workers decode one chunk each; 1 thread is the fair unit
     sets = cache_sets(args.cache) if args.cache else synthetic_sets(np.random.default_rng(0))
     for title, chunks in sets.items():
