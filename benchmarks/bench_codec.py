@@ -181,6 +181,7 @@ def feature_codec_table(caches: list[str], work: str) -> None:
                 print("      per layer: " + ", ".join(f"{n.split('/', 1)[1]} {errs[n]:.1e}" for n in names))
             if codec.name == "bitround":
                 measured_bitround.setdefault(spec, []).append(decoded / stored)
+    sd_shaped_decode()
     sd21_bytes(measured_bitround)
 
 
@@ -206,6 +207,43 @@ def decode_rates(r, names: list[str], idx: list[int], decode) -> tuple[float, fl
             decode(c, p if r.expands(n) else p[""], tshared[n] or None)
     t_torch = time.perf_counter() - t0
     return out_mb / t_np, out_mb / t_torch
+
+
+def sd_shaped_decode() -> None:
+    """Decode MB/s (float16 out) at SD 2.1 `5step` shapes for a 256 px crop (synthetic activations with
+    spikes; one thread): the per-call overheads of the small real caches above do not dominate here."""
+    import torch
+
+    from diffseg.cache.codecs import PcaFit, decode, parse_codec
+
+    rng = np.random.default_rng(0)
+    xs = [fake_features(rng, 5, c, s, s) for c, s in [(1280, 8), (640, 16), (320, 32)]]
+    for x in xs:
+        x.reshape(-1)[rng.integers(0, x.size, x.size // 2000)] = 300  # a few very large activations
+    mb = sum(x.nbytes for x in xs) / 1e6
+    print(f"\nSD 2.1 5step shapes, 256 px, one sample ({mb:.1f} MB float16), decode MB/s, 1 thread")
+    print(f"  {'codec':24s} {'numpy':>8s} {'torch':>8s} {'rel err':>8s}")
+    for spec in ("int8", "pca:k=32"):
+        codec = parse_codec(spec)
+        shared = []
+        for x in xs:
+            fit = PcaFit(x.shape[1])
+            fit.add(x)
+            shared.append(fit.basis(codec.k(x.shape[1])) if codec.name == "pca" else {})
+        parts = [codec.encode(x, sh) for x, sh in zip(xs, shared)]
+        t0 = time.perf_counter()
+        ys = [codec.decode_numpy(p, sh).astype(np.float16) for p, sh in zip(parts, shared)]
+        t_np = time.perf_counter() - t0
+        tp = [{k: torch.from_numpy(v)[None] for k, v in p.items()} for p in parts]
+        ts = [{k: torch.from_numpy(v) for k, v in sh.items()} or None for sh in shared]
+        t0 = time.perf_counter()
+        for p, sh in zip(tp, ts):
+            decode(codec, p, sh)
+        t_t = time.perf_counter() - t0
+        err = np.mean(
+            [np.linalg.norm(y.astype(np.float32) - x) / np.linalg.norm(x.astype(np.float32)) for x, y in zip(xs, ys)]
+        )
+        print(f"  {spec:24s} {mb / t_np:8.0f} {mb / t_t:8.0f} {err:8.1e}")
 
 
 def sd21_bytes(measured_bitround: dict[str, list[float]]) -> None:

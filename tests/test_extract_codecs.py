@@ -81,3 +81,47 @@ def test_resume_with_another_codec_is_refused_in_one_line(raw):
     assert result.exit_code == 1
     assert "codecs.features=raw+crc32c; this run asks for int8:pct=99.9+crc32c" in result.output
     assert "Traceback" not in result.output
+
+
+def test_dry_run_prices_every_codec_and_the_plan_uses_its_own(tmp_path):
+    out = tmp_path / "dry"
+    result = extract("--dry-run", "--codec", "int8", out=out)
+    assert result.exit_code == 0, result.output
+    # int8 per branch: one byte per value (9984 values), offset and scale 2 x 4 B per (step, channel)
+    # (3 x 160), and m = 1 outlier per side (ceil(n / 1000) for n = 4, 16, 64) of 4 + 2 B each
+    from diffseg.cache.codecs import parse_codec
+
+    int8 = parse_codec("int8")
+    shapes = [(3, 64, 2, 2), (3, 64, 4, 4), (3, 32, 8, 8)]
+    per_branch = sum(int8.stored_bytes(s) for s in shapes)
+    assert per_branch == 9984 + 3 * 160 * 8 + 6 * sum(s[0] * s[1] * 2 for s in shapes)  # m = 1 at every size
+    assert f"bytes per sample: {2 * per_branch + 64 * 64 + 1}" in result.output
+    for line in ("raw ", "bitround:keepbits=7", "int8:pct=99.9", "pca:calib=16,k=32,seed=0"):
+        assert line in result.output
+    assert "39.00 KiB per sample   1.00x" in result.output
+    assert not out.exists()
+
+
+def test_two_dask_workers_fit_the_same_pca_basis(raw, tmp_path):
+    spec = "pca:k=8;up1.*=int8"
+    out, ref = tmp_path / "dask", tmp_path / "ref"
+    result = extract("--workers", "2", "--codec", spec, out=out)
+    assert result.exit_code == 0, result.output
+    convert(raw, spec, ref, progress=False)
+    assert_same_stored(ref, out)
+
+
+def test_cache_info_and_convert_show_the_codec_and_ratio(raw, tmp_path):
+    from typer.testing import CliRunner
+
+    from diffseg.cli import app
+
+    out = tmp_path / "c"
+    result = CliRunner().invoke(app, ["cache", "convert", str(raw), "--codec", "pca:k=4", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "3 samples written" in result.output and "ratio" in result.output
+    info = CliRunner().invoke(app, ["cache", "info", str(out)])
+    assert info.exit_code == 0, info.output
+    assert "codec      pca:calib=16,k=4,seed=0+crc32c" in info.output and "ratio" in info.output
+    bad = CliRunner().invoke(app, ["cache", "convert", str(raw), "--codec", "zfp", "--out", str(tmp_path / "z")])
+    assert bad.exit_code == 1 and "unknown codec 'zfp'" in bad.output and "Traceback" not in bad.output

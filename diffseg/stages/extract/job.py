@@ -94,7 +94,7 @@ def dry_run_report(plan: ExtractPlan) -> dict:
     for line in sizes.report_lines(plan, specs, per, len(samples.ids), samples.remaining, free):
         print(line)
     prices = sizes.codec_prices(plan, specs)
-    for line in sizes.price_lines(prices, per, len(samples.ids)):
+    for line in sizes.price_lines(prices, len(samples.ids)):
         print(line)
     fits = free is None or per["total"] * samples.remaining <= free
     print("dry run: nothing written" + ("" if fits else "; the disk is too small for this extraction"))

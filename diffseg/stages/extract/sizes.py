@@ -23,9 +23,19 @@ def feature_bytes(spec: LayerSpec, n_steps: int) -> int:
 
 
 def sample_bytes(plan, specs: dict[str, LayerSpec], orig_max_hw=None) -> dict:
-    """Bytes of one sample, uncompressed: per branch and layer, labels, total."""
+    """Bytes of one sample before lossless compression, with the plan's feature codec (bitround at
+    its upper bound, raw): per branch and layer, labels, total."""
+    from diffseg.cache.codecs import resolve
+
     n_steps = len(plan.trajectory.save_steps)
-    per = {b: {n: feature_bytes(specs[n], n_steps) for n in plan.branch_layers(b)} for b in plan.branches}
+    codecs = resolve(plan.codec, [f"{b}/{n}" for b, n in plan.array_names()])
+    per = {
+        b: {
+            n: codecs[f"{b}/{n}"].stored_bytes((n_steps, specs[n].channels, *specs[n].size))
+            for n in plan.branch_layers(b)
+        }
+        for b in plan.branches
+    }
     labels = plan.resolution[0] * plan.resolution[1]
     orig = 0 if orig_max_hw is None else orig_max_hw[0] * orig_max_hw[1] + 8
     total = sum(sum(d.values()) for d in per.values()) + labels + orig + 1  # + status byte
@@ -48,9 +58,9 @@ def codec_prices(plan, specs: dict[str, LayerSpec]) -> dict[str, int]:
     return out
 
 
-def price_lines(prices: dict[str, int], sizes: dict, n_samples: int) -> list[str]:
+def price_lines(prices: dict[str, int], n_samples: int) -> list[str]:
     """One line per codec: feature bytes per sample, ratio to raw, total for the samples."""
-    raw = sum(sum(d.values()) for d in sizes["branches"].values())
+    raw = prices["raw"]
     lines = [f"feature codecs ({n_samples} samples; extract --codec SPEC; bitround at most, zstd saves more):"]
     for spec, b in prices.items():
         lines.append(f"  {spec:<44} {human(b):>11} per sample  {raw / max(b, 1):5.2f}x  total {human(b * n_samples)}")
