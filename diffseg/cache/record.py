@@ -5,8 +5,10 @@ Every fact is held once: the saved steps and the layer names live in the traject
 rule is structured fields (`ViewsRule`); its sentence for people (`describe()`) is derived and
 never stored or compared. `RESUME_FIELDS` lists what must be equal for a cache to be resumed.
 
-Room for later issues, documented and defaulted (only the defaults are implemented):
-- `codecs`: a codec per array ("features" stands for every <branch>/<layer> array), default "raw";
+- `codecs`: "features" is the feature codec spec (cache/codecs.py, defaults written out, e.g.
+  "int8:pct=99.9+crc32c"; "raw" for caches before it), and a coded cache also names each
+  "<branch>/<layer>" array's resolved codec; labels "zstd-3+crc32c". Compared on resume.
+Documented and defaulted:
 - `extract.seeding`: the seeding scheme's name: "content-v1" (what extraction writes: trajectory
   draws seeded from the content of the VAE's input pixels, pipeline/seeding.py) or "name-v1" (the
   default, for caches written before it: draws seeded from the sample id; they still read);

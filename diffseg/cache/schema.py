@@ -11,7 +11,9 @@ One Zarr v3 group per dataset split:
                  skipped [{id, reason}], timings {...}, host {...}
     ids          [N] string, written at creation
     labels       [N, H, W] uint8, chunk (1, H, W), zstd
-    <branch>/<layer>  [N, S, C, h, w] float16, chunk (1, S, C, h, w), no compressor
+    <branch>/<layer>  [N, S, C, h, w] float16, chunk (1, S, C, h, w), no compressor (codec raw); other
+                 feature codecs store other arrays under that name and "<branch>/<layer>.<part>"
+                 (cache/codecs.py: bitround, int8 codes + scale/offset/outliers, pca coefficients + basis)
     orig_labels  [N, Hmax, Wmax] uint8, fill 255, zstd     (eval caches)
     orig_sizes   [N, 2] int32 (h, w of the original label)  (eval caches)
     status       [N] uint8, chunk (1,): PENDING, COMPLETE (written last), SKIPPED
