@@ -105,6 +105,32 @@ class Device(str, enum.Enum):
     cuda = "cuda"
 
 
+@app.callback()
+def root(
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help=(
+                "CPU threads for torch's intra-op pool (or DIFFSEG_THREADS). Default: OMP_NUM_THREADS "
+                "if set, else the cores available to this process (affinity mask, cgroup quota); idle threads sleep "
+                "(OMP_WAIT_POLICY=PASSIVE unless set), so a busy shared machine does not stall runs."
+            ),
+        ),
+    ] = None,
+) -> None:
+    """Thread settings first: before any command imports torch (core/threads.py)."""
+    from diffseg.core import threads as thread_settings
+
+    if "torch" in sys.modules and threads is None:
+        return  # called in-process (tests, a Python session): leave the host's settings alone
+    try:
+        thread_settings.apply(threads)
+    except DiffsegError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from None
+
+
 def user_errors(func):
     """Turn a DiffsegError into one line on stderr and exit code 1 (no traceback)."""
 
