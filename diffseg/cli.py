@@ -550,7 +550,12 @@ def train(
         int | None, typer.Option(min=1, help="Checkpoint every N iterations.", show_default=_shown("ckpt_every"))
     ] = None,
     workers: Annotated[
-        int | None, typer.Option(min=0, help="DataLoader worker processes.", show_default=_shown("workers"))
+        int | None,
+        typer.Option(
+            min=0,
+            help="Reader threads that prefetch batches (0: read in the training thread, no prefetch).",
+            show_default=_shown("workers"),
+        ),
     ] = None,
     in_memory: Annotated[
         bool | None,
@@ -656,7 +661,7 @@ def ablate(
     workers: Annotated[
         int | None,
         typer.Option(
-            min=0, help="DataLoader worker processes per cell.", show_default=_shown("workers", ABLATION_CELL)
+            min=0, help="Reader threads per cell (train --workers).", show_default=_shown("workers", ABLATION_CELL)
         ),
     ] = None,
     features: Annotated[bool, typer.Option(help="Also run the feature-selection axis (steps, layers, kinds).")] = True,
