@@ -132,14 +132,18 @@ class BatchLoader:
             self._queue.append(self._submit(list(positions), inline=False))
 
     def _submit(self, positions: list[int], inline: bool) -> _Pending:
+        """One task per batch: the threads work on different batches (several are in flight),
+        so a small sample costs one hand-off per batch, not one per sample."""
         pending = _Pending(positions=positions, slot=self._slot(len(positions)))
-        for j, pos in enumerate(positions):
-            out = {name: a[j] for name, a in pending.slot.arrays.items()}
-            if inline or self._pool_exec is None:
-                self.data.read_into(pos, out)
-            else:
-                pending.reads.append(self._pool_exec.submit(self.data.read_into, pos, out))
+        if inline or self._pool_exec is None:
+            self._read_batch(positions, pending.slot)
+        else:
+            pending.reads.append(self._pool_exec.submit(self._read_batch, positions, pending.slot))
         return pending
+
+    def _read_batch(self, positions: list[int], slot: _Slot) -> None:
+        for j, pos in enumerate(positions):
+            self.data.read_into(pos, {name: a[j] for name, a in slot.arrays.items()})
 
     def _slot(self, batch: int) -> _Slot:
         for k, slot in enumerate(self._pool):
