@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from numcodecs import Zstd
 
+from benchmarks._cuda import sync
 from diffseg.cache import CacheReader, CacheWriter, FeatureDataset
 from diffseg.cache.loader import BatchLoader
 from diffseg.cache.synthetic import SD21, TINY, make_cache, street_label
@@ -107,7 +108,9 @@ def interleaved(fns: dict, rounds: int = 7) -> dict[str, float]:
     return best
 
 
-def measure(path: Path, label: str) -> None:
+def measure(path: Path, label: str, device: str = "cpu") -> None:
+    """Print the table of one cache; `device` cuda: the BatchLoader rows include the pinned
+    host-to-device copies (timed to their end)."""
     r = CacheReader(path)
     names = r.feature_names() + ["labels"]
     idx = r.complete_indices()
@@ -158,9 +161,10 @@ def measure(path: Path, label: str) -> None:
 
     def threaded(readers: int):
         def epoch():
-            with BatchLoader(ds, batches, device=torch.device("cpu"), readers=readers) as loader:
+            with BatchLoader(ds, batches, device=torch.device(device), readers=readers) as loader:
                 for _ in loader:
                     pass
+            sync(device)
 
         return epoch
 
@@ -183,7 +187,7 @@ def measure(path: Path, label: str) -> None:
     for readers in (0, 1, 2):
         t = best[f"readers{readers}"]
         print(
-            f"  BatchLoader (training) readers={readers}, batch 2   {len(ds) / t:8.1f} samples/s "
+            f"  BatchLoader (training) readers={readers}, batch 2, to {device}  {len(ds) / t:8.1f} samples/s "
             f"{mbs(t):8.0f} MB/s   {eff(t)}"
         )
     for workers in (0, 2):  # the previous training input, for comparison
