@@ -21,6 +21,7 @@ time it reports. Goal: busy / idle <= 1.5. The load average before and after is 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import subprocess
@@ -79,25 +80,22 @@ def main() -> None:
         k = 0
         for what, argv in (("extract", extract), ("train", train)):
             for settings in ("old", "new"):
-                times = {}
-                for busy in (False, True):
+                times: dict[str, tuple[float, str]] = {}
+                for state in ("idle", "busy"):
                     k += 1
                     out = ["--out", str(Path(tmp) / f"out{k}")]
-                    if busy:
-                        with Busy():
-                            times[busy] = run([*LAUNCH[settings], *argv, *out])
-                    else:
-                        times[busy] = run([*LAUNCH[settings], *argv, *out])
-                loop = {b: re.search(r"samples written.*?, ([0-9.]+) s,", o) for b, (_, o) in times.items()}
-                rows.append((what, settings, times[False][0], times[True][0], loop))
-                print(f"{what} {settings}: idle {times[False][0]:.1f} s, busy {times[True][0]:.1f} s", flush=True)
+                    with Busy() if state == "busy" else contextlib.nullcontext():
+                        times[state] = run([*LAUNCH[settings], *argv, *out])
+                loops = [re.search(r"samples written.*?, ([0-9.]+) s,", times[s][1]) for s in ("idle", "busy")]
+                loop = f"{loops[0][1]} / {loops[1][1]}" if loops[0] and loops[1] else "-"
+                rows.append((what, settings, times["idle"][0], times["busy"][0], loop))
+                print(f"{what} {settings}: idle {times['idle'][0]:.1f} s, busy {times['busy'][0]:.1f} s", flush=True)
     print(f"load average after: {load()}\n")
     print("| command | settings | idle (s) | one busy process (s) | busy / idle | extraction loop idle / busy (s) |")
     print("|---|---|---|---|---|---|")
     for what, settings, idle, busy, loop in rows:
         name = {"old": "old (OMP_WAIT_POLICY unset, torch default threads)", "new": "new (diffseg's)"}[settings]
-        loops = f"{loop[False][1]} / {loop[True][1]}" if loop[False] and loop[True] else "-"
-        print(f"| {what} | {name} | {idle:.1f} | {busy:.1f} | **{busy / idle:.2f}** | {loops} |")
+        print(f"| {what} | {name} | {idle:.1f} | {busy:.1f} | **{busy / idle:.2f}** | {loop} |")
 
 
 if __name__ == "__main__":

@@ -56,7 +56,7 @@ def attention_backends(model: str, size: int, device: str, calls: int) -> str:
     m = load_models(model, device=device, dtype=torch.float16 if cuda else torch.float32)
     latent = size // 8
     x = torch.randn(1, 4, latent, latent, device=device, dtype=m.dtype)
-    emb = torch.randn(1, 77, m.unet.config.cross_attention_dim, device=device, dtype=m.dtype)
+    emb = torch.randn(1, 77, m.unet.config["cross_attention_dim"], device=device, dtype=m.dtype)
     t = torch.tensor(500, device=device)
     usable, why = xformers_status(device)
     backends = {"sdpa": lambda: m.unet.set_attn_processor(AttnProcessor2_0())}
