@@ -25,6 +25,9 @@ Measured on the 2-core CPU VM (3 runs; the machine is noisy, ranges given):
     page-faults every batch in again: prefer workers=0 or --in-memory for big samples).
   tiny lite @128, 0.1 MB/sample: CacheReader.read 0.59-0.80 of the ceiling (per-file
     syscalls and Python dominate); zarr's array API 0.02-0.03.
+2026-11-29, same VM under load average 5-10 (parallel work), 3 runs, BatchLoader with 2
+reader threads: SD-shaped 0.55-0.81, small 0.20-0.43 (Python per chunk file); DataLoader
+with 2 workers in the same runs 0.06-0.10 and 0.01-0.03.
 Writes go through zarr's array API: 0.43-0.78 of numpy.tofile for megabyte chunks (the
 disk dominates), 0.1-0.3 for kilobyte chunks (negligible next to a U-Net pass).
 """
