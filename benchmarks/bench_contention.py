@@ -30,7 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
-CLEAN = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "DIFFSEG_THREADS")}
+_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "DIFFSEG_THREADS")
+CLEAN = {k: v for k, v in os.environ.items() if k not in _THREAD_VARS}
 LAUNCH = {
     "old": [sys.executable, "-c", "import torch; from diffseg.cli import main; main()"],
     "new": [sys.executable, "-m", "diffseg"],

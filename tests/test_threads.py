@@ -10,7 +10,7 @@ import pytest
 from diffseg.core import threads
 from diffseg.core.errors import DiffsegError
 
-_OURS = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", threads.THREADS_ENV)
+_OURS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", threads.THREADS_ENV)
 
 
 def _child(*args: str, **env: str) -> dict[str, str]:
@@ -38,6 +38,8 @@ def test_cli_applies_the_default_before_torch_starts():
 def test_user_environment_and_option_win():
     report = _child(OMP_NUM_THREADS="1", OMP_WAIT_POLICY="ACTIVE")
     assert (report["torch threads"], report["OMP_WAIT_POLICY"]) == ("1", "ACTIVE")
+    report = _child(MKL_NUM_THREADS="1")  # e.g. left in the environment by dask's nanny
+    assert report["torch threads"] == "1" and "(MKL_NUM_THREADS)" in report["thread settings"]
     # (torch caps OMP_NUM_THREADS at the machine's cores: ask for one thread to see the winner)
     report = _child("--threads", "1", DIFFSEG_THREADS="2", OMP_NUM_THREADS="2")
     assert report["torch threads"] == "1" and "(--threads)" in report["thread settings"]
@@ -67,13 +69,15 @@ def test_choose_order():
     assert threads.choose({}).wait_policy == "PASSIVE"
     assert threads.choose({"OMP_NUM_THREADS": "4,2"}).threads == 4  # nested list: the outer level
     assert threads.choose({"OMP_NUM_THREADS": "4", "DIFFSEG_THREADS": "2"}).threads == 2
+    assert threads.choose({"MKL_NUM_THREADS": "3"}).threads == 3
+    assert threads.choose({"MKL_NUM_THREADS": "3", "OMP_NUM_THREADS": "1"}).threads == 1
     assert threads.choose({"DIFFSEG_THREADS": "2"}, threads=5).threads == 5
     assert threads.choose({"OMP_WAIT_POLICY": "active"}).wait_policy == "active"
     with pytest.raises(DiffsegError, match="OMP_NUM_THREADS='0'"):
         threads.choose({"OMP_NUM_THREADS": "0"})
     env: dict[str, str] = {}
     threads.apply(2, environ=env)
-    assert env == {"OMP_NUM_THREADS": "2", "OMP_WAIT_POLICY": "PASSIVE"}
+    assert env == {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2", "OMP_WAIT_POLICY": "PASSIVE"}
 
 
 @pytest.mark.parametrize(

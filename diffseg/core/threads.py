@@ -12,7 +12,7 @@ extraction 6.4x slower on 2 cores (issue 10; benchmarks/bench_contention.py). Th
 Both are environment variables read by OpenMP and torch when their thread pool starts, so
 `apply()` runs in the CLI entry before anything imports torch (and sets torch's count too
 when torch is already loaded, e.g. in a Python session). The user wins: a set
-OMP_NUM_THREADS / OMP_WAIT_POLICY is kept, DIFFSEG_THREADS (or `diffseg --threads N`)
+OMP_NUM_THREADS (or MKL_NUM_THREADS) / OMP_WAIT_POLICY is kept, DIFFSEG_THREADS (or `diffseg --threads N`)
 picks the thread count (torch caps OMP_NUM_THREADS at the machine's cores). No torch import here (cli.py imports this before torch).
 """
 
@@ -91,7 +91,8 @@ def _positive(value: str, where: str) -> int:
 
 def choose(environ: MutableMapping[str, str], threads: int | None = None) -> ThreadSettings:
     """The settings for this process: `threads` (--threads) > DIFFSEG_THREADS > OMP_NUM_THREADS
-    > the available cores; a user's OMP_WAIT_POLICY > PASSIVE."""
+    > MKL_NUM_THREADS (torch's pool obeys it too) > the available cores; a user's
+    OMP_WAIT_POLICY > PASSIVE."""
     cores = available_cores()
     if threads is not None:
         n, src = _positive(str(threads), "--threads"), "--threads"
@@ -99,6 +100,8 @@ def choose(environ: MutableMapping[str, str], threads: int | None = None) -> Thr
         n, src = _positive(environ[THREADS_ENV], THREADS_ENV), THREADS_ENV
     elif environ.get("OMP_NUM_THREADS"):
         n, src = _positive(environ["OMP_NUM_THREADS"].split(",")[0], "OMP_NUM_THREADS"), "OMP_NUM_THREADS"
+    elif environ.get("MKL_NUM_THREADS"):
+        n, src = _positive(environ["MKL_NUM_THREADS"], "MKL_NUM_THREADS"), "MKL_NUM_THREADS"
     else:
         n, src = cores, "available cores"
     if environ.get("OMP_WAIT_POLICY"):
@@ -119,7 +122,7 @@ def apply(threads: int | None = None, environ: MutableMapping[str, str] | None =
     global _APPLIED
     env = os.environ if environ is None else environ
     s = choose(env, threads)
-    env["OMP_NUM_THREADS"] = str(s.threads)
+    env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(s.threads)  # torch's pool reads both
     env["OMP_WAIT_POLICY"] = s.wait_policy
     torch = sys.modules.get("torch")
     if torch is not None and environ is None and torch.get_num_threads() != s.threads:
