@@ -68,6 +68,10 @@ def suite(quick: bool) -> list[tuple[str, list[str]]]:
         ("Loader efficiency", ["bench_loader", "--samples", "4" if quick else "16"]),
         ("Feature codecs", ["bench_codec"]),
         ("Peak memory, 8 vs 64 samples (demo dataset, tiny)", ["bench_memory"]),
+        (
+            "Contention: idle vs one busy process, old vs new thread settings",
+            ["bench_contention", "--images", "4" if quick else "32", "--iters", "4" if quick else "60"],
+        ),
     ]
 
 

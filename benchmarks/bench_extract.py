@@ -30,6 +30,8 @@ from pathlib import Path
 
 import torch
 
+from benchmarks._cuda import sync
+
 
 def preset_bytes(resolution=(512, 512), n_classes: int = 19) -> dict[str, int]:
     """Bytes of one branch of one sample for each preset (SD 2.1 U-Net shapes, float16)."""
@@ -68,11 +70,13 @@ def bare_unet_seconds(models, calls) -> float:
     gen = torch.Generator().manual_seed(0)
     m = models
     with torch.inference_mode():
+        sync(m.device)
         t0 = time.perf_counter()
         for shape, t, ehs in calls:
             x = torch.randn(shape, generator=gen).to(m.device, m.dtype)
             e = torch.randn(ehs, generator=gen).to(m.device, m.dtype)
             m.unet(x, torch.tensor(t, device=m.device), encoder_hidden_states=e)
+        sync(m.device)
         return time.perf_counter() - t0
 
 
@@ -83,6 +87,7 @@ def run(
     images: int = 2,
     split: str = "val",
     out: str | None = None,
+    device: str = "cpu",
 ) -> dict:
     """Extract `images` demo samples at size x size and compare with the bare U-Net calls."""
     from diffseg.stages.extract import job as extract
@@ -98,7 +103,7 @@ def run(
             preset=preset,
             resolution=(size, size),
             limit=images,
-            device="cpu",
+            device=device,
         )
         t0 = time.perf_counter()
         models = models_for(plan)

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks._cuda import sync
 from diffseg.cache.synthetic import make_cache
 from diffseg.pipeline.config import TrajectoryConfig, preset
 from diffseg.pipeline.extractor import FeatureExtractor
@@ -50,7 +51,7 @@ def synthetic_label(size: int, n_classes: int, seed: int = 0) -> np.ndarray:
     return np.broadcast_to(cols[None, :], (size, size)).astype(np.uint8).copy()
 
 
-def time_cached(cache: Path, out: Path, iters: int, workers: int) -> dict:
+def time_cached(cache: Path, out: Path, iters: int, workers: int, device: str = "cpu") -> dict:
     """Median seconds per cached iteration (after the first) and the data-wait share."""
     train.main(
         cache=cache,
@@ -61,7 +62,7 @@ def time_cached(cache: Path, out: Path, iters: int, workers: int) -> dict:
         eval_every=0,
         ckpt_every=10**6,
         workers=workers,
-        device="cpu",
+        device=device,
         log_every=1,
     )
     recs = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
@@ -94,8 +95,10 @@ def time_online_extraction(models, cfg: TrajectoryConfig, size: int, cond_classe
         t = {1: float("inf"), 2: float("inf")}
         for _ in range(repeat):
             for k in (1, 2):
+                sync(models.device)
                 t0 = time.perf_counter()
                 ex[k].extract_tensors(branch, image, ["s0"], grad_mode="no_grad", **kw)
+                sync(models.device)
                 t[k] = min(t[k], time.perf_counter() - t0)
         per_eval = max(t[2] - t[1], 0.0)
         out[branch] = {
@@ -127,7 +130,9 @@ def run(
     cond_classes: int = 6,
     online: bool = True,
     workdir: Path | None = None,
+    device: str = "cpu",
 ) -> dict:
+    """`device` cuda: the U-Net in float16 (as extraction runs it there), training with autocast."""
     torch.manual_seed(0)
     results: dict = {
         "model": model,
@@ -136,10 +141,12 @@ def run(
         "workers": workers,
         "cond_classes": cond_classes,
         "threads": torch.get_num_threads(),
+        "device": device,
         "presets": {},
     }
     t0 = time.perf_counter()
-    models = load_models(model, device="cpu", dtype=torch.float32)
+    dtype = torch.float16 if torch.device(device).type == "cuda" else torch.float32
+    models = load_models(model, device=device, dtype=dtype)
     results["model_build_s"] = time.perf_counter() - t0
     measured: dict = {}  # per layer set: the cost per U-Net evaluation does not depend on the step count
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
@@ -156,7 +163,7 @@ def run(
                 block=size // 8,
                 features="label",
             )  # random values of the preset's shapes
-            cached = time_cached(cache, Path(tmp) / name / "run", iters, workers)
+            cached = time_cached(cache, Path(tmp) / name / "run", iters, workers, device)
             row: dict[str, Any] = {"layers": len(cfg.layers), "saved_steps": len(cfg.save_steps), "cached": cached}
             if online:
                 if cfg.layers not in measured:

@@ -105,6 +105,32 @@ class Device(str, enum.Enum):
     cuda = "cuda"
 
 
+@app.callback()
+def root(
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help=(
+                "CPU threads for torch's intra-op pool (or DIFFSEG_THREADS). Default: OMP_NUM_THREADS "
+                "if set, else the cores available to this process (affinity mask, cgroup quota); idle threads sleep "
+                "(OMP_WAIT_POLICY=PASSIVE unless set), so a busy shared machine does not stall runs."
+            ),
+        ),
+    ] = None,
+) -> None:
+    """Thread settings first: before any command imports torch (core/threads.py)."""
+    from diffseg.core import threads as thread_settings
+
+    if "torch" in sys.modules and threads is None:
+        return  # called in-process (tests, a Python session): leave the host's settings alone
+    try:
+        thread_settings.apply(threads)
+    except DiffsegError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from None
+
+
 def user_errors(func):
     """Turn a DiffsegError into one line on stderr and exit code 1 (no traceback)."""
 
@@ -545,7 +571,12 @@ def train(
         int | None, typer.Option(min=1, help="Checkpoint every N iterations.", show_default=_shown("ckpt_every"))
     ] = None,
     workers: Annotated[
-        int | None, typer.Option(min=0, help="DataLoader worker processes.", show_default=_shown("workers"))
+        int | None,
+        typer.Option(
+            min=0,
+            help="Reader threads that prefetch batches (0: read in the training thread, no prefetch).",
+            show_default=_shown("workers"),
+        ),
     ] = None,
     in_memory: Annotated[
         bool | None,
@@ -651,7 +682,7 @@ def ablate(
     workers: Annotated[
         int | None,
         typer.Option(
-            min=0, help="DataLoader worker processes per cell.", show_default=_shown("workers", ABLATION_CELL)
+            min=0, help="Reader threads per cell (train --workers).", show_default=_shown("workers", ABLATION_CELL)
         ),
     ] = None,
     features: Annotated[bool, typer.Option(help="Also run the feature-selection axis (steps, layers, kinds).")] = True,

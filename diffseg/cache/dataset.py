@@ -11,8 +11,10 @@ without it (eval, predict, ablate) the dataset decodes on the CPU and the item i
 Features stay float16 on purpose: half the bytes through the worker queue and the pinned
 copy; the trainer converts them on the device (`x.to(device, non_blocking=True).float()`).
 
-The dataset is picklable before and after use: it keeps the path and the selection, and
-each process (DataLoader worker) opens its own CacheReader on first access. With
+Training reads through loader.py (reader threads filling batch buffers: `layout()` and
+`read_into()`); the Dataset protocol stays for tools and tests. The dataset is picklable
+before and after use: it keeps the path and the selection, and each process opens its own
+CacheReader on first access. With
 `in_memory=True` the selection is loaded into RAM on first use (call `preload()` in the
 main process before creating the DataLoader, so forked workers share the pages).
 """
@@ -112,6 +114,26 @@ class FeatureDataset(Dataset):
                 out[layer] = (first[".basis"], first[".mean"])
         return out
 
+    # -- the stored arrays of a sample (loader.py reads them into its batch buffers) ------------
+    def layout(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """{array name: (per-sample shape of the selection, stored dtype)}: the selected features
+        (branch/layer, steps subset) and the labels, as stored (no decode)."""
+        r, out = self.reader, {}
+        for name in self._names():
+            out[name] = ((len(self.step_indices), *r.array_shape(name)[1:]), r.source(name).dtype)
+        out[schema.LABELS] = (r.array_shape(schema.LABELS), r.source(schema.LABELS).dtype)
+        return out
+
+    def read_into(self, pos: int, out: dict[str, np.ndarray]) -> None:
+        """Dataset position `pos`'s arrays into `out` {name: C-contiguous array of layout()'s shape};
+        safe to call from several threads at once (the reads release the GIL)."""
+        if self.in_memory:
+            mem = self.preload()
+            for name, dst in out.items():
+                dst[...] = mem[name][pos].numpy()
+        else:
+            self._load(self.indices[pos], out=out)
+
     def __getitem__(self, pos: int) -> dict:
         i = self.indices[pos]
         arrays: dict[str, Any]
@@ -137,11 +159,7 @@ class FeatureDataset(Dataset):
 
     # -- in memory ----------------------------------------------------------------------
     def selection_bytes(self) -> int:
-        r = self.reader
-        per = int(np.prod(r.label_shape))  # uint8 labels
-        for name in self._names():
-            S, *rest = r.array_shape(name)
-            per += len(self.step_indices) * int(np.prod(rest)) * 2
+        per = sum(int(np.prod(shape)) * dtype.itemsize for shape, dtype in self.layout().values())
         return per * len(self)
 
     def preload(self) -> dict[str, torch.Tensor]:
@@ -155,11 +173,9 @@ class FeatureDataset(Dataset):
                 f"but only {avail / 2**30:.2f} GiB of memory is available: drop --in-memory or "
                 "select fewer layers/steps"
             )
-        r, mem = self.reader, {}
-        for name in self._names() + [schema.LABELS]:
-            S_sel = len(self.step_indices)
-            shape = r.array_shape(name) if name == schema.LABELS else (S_sel, *r.array_shape(name)[1:])
-            mem[name] = torch.empty((len(self), *shape), dtype=torch.uint8 if name == schema.LABELS else torch.float16)
+        mem = {}
+        for name, (shape, dtype) in self.layout().items():
+            mem[name] = torch.from_numpy(np.empty((len(self), *shape), dtype))
         for pos, i in enumerate(self.indices):  # read straight into the RAM copy
             self._load(i, out={name: t[pos].numpy() for name, t in mem.items()})
         self._memory = mem

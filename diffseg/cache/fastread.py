@@ -104,6 +104,8 @@ class ChunkSource:
         `out` (C-contiguous, the result's shape and dtype) receives it without a copy."""
         if self.mode == "raw":
             return self._read_raw(i, steps, out)
+        if self.mode == "zstd" and steps is None and out is not None:
+            return self._read_zstd(i, out)  # decoded straight into `out` (a loader's batch slot)
         arr = self._read_zstd(i) if self.mode == "zstd" else self._read_zarr(i)
         arr = arr if steps is None else arr[list(steps)]
         if out is None:
@@ -167,8 +169,10 @@ class ChunkSource:
         except ValueError as err:  # zarr's crc32c codec: "Stored and computed checksum do not match"
             raise CorruptChunk(f"{self.name}, chunk {i}: {err}") from err
 
-    def _read_zstd(self, i: int) -> np.ndarray:
-        out = np.empty(self.shape, self.dtype)
+    def _read_zstd(self, i: int, out: np.ndarray | None = None) -> np.ndarray:
+        if out is None:
+            out = np.empty(self.shape, self.dtype)
+        assert out.shape == self.shape and out.dtype == self.dtype and out.flags.c_contiguous, "bad out array"
         try:
             with open(self._file(i), "rb") as f:
                 data = f.read()

@@ -15,6 +15,7 @@ import time
 from contextlib import contextmanager
 
 from diffseg.core.errors import DiffsegError
+from diffseg.core.threads import available_cores
 from diffseg.stages.extract.plan import ExtractPlan
 from diffseg.stages.extract.worker import run_block, warm_up
 
@@ -37,10 +38,6 @@ def blocks(pending: list[int], n_workers: int) -> list[list[int]]:
     return out
 
 
-def _cpu_count() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 def _local_cluster(plan: ExtractPlan, n: int):
     """A LocalCluster (CPU) or a SpecCluster of one pinned worker per GPU (CUDA)."""
     from distributed import LocalCluster, Nanny, Scheduler, SpecCluster
@@ -60,7 +57,7 @@ def _local_cluster(plan: ExtractPlan, n: int):
         return SpecCluster(
             workers=workers, scheduler={"cls": Scheduler, "options": {"dashboard_address": None}}, silence_logs=40
         ), 1
-    threads = max(1, _cpu_count() // n)
+    threads = max(1, available_cores() // n)
     cluster = LocalCluster(
         n_workers=n,
         threads_per_worker=1,

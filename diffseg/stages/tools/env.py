@@ -9,6 +9,7 @@ import sys
 
 import torch
 
+from diffseg.core import threads
 from diffseg.pipeline.attention import xformers_status
 
 _PACKAGES = ("torch", "diffusers", "transformers", "zarr", "numcodecs", "dask", "distributed", "xformers")
@@ -28,8 +29,13 @@ def lines() -> list[str]:
     out += [
         f"platform: {platform.platform()}",
         f"cpus: {os.cpu_count()}",
+        f"cpus available: {threads.available_cores()} (affinity {threads.affinity_cores()}, "
+        f"cgroup quota {threads.cgroup_quota() or 'none'})",
         f"torch threads: {torch.get_num_threads()}",
+        f"OMP_WAIT_POLICY: {os.environ.get('OMP_WAIT_POLICY', 'unset')}",
     ]
+    chosen = threads.applied()
+    out.append(f"thread settings: {chosen.describe() if chosen else 'not applied (not run from the diffseg command)'}")
     if torch.cuda.is_available():
         for i in range(torch.cuda.device_count()):
             props = torch.cuda.get_device_properties(i)

@@ -1,7 +1,7 @@
 """Training progress: a window of iterations -> one metrics.jsonl record and one progress line.
 
 The record holds the mean loss terms, the lr of both parameter groups, throughput
-(samples/s over all processes), data-wait seconds (time blocked on the DataLoader) and
+(samples/s over all processes), data-wait seconds (time blocked on the BatchLoader) and
 their share of the window's wall time. The line is a tqdm bar with those in its postfix
 on a terminal, a plain line every `log_every` iterations otherwise (logs, CI).
 """

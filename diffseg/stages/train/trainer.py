@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
 
 import diffseg
 from diffseg.cache import CacheReader, FeatureDataset
+from diffseg.cache.loader import BatchLoader
 from diffseg.core.errors import DiffsegError
 from diffseg.nn import LossConfig, ipkl_loss
 from diffseg.stages.device import autocast_dtype
@@ -195,7 +195,8 @@ class Trainer:
         }
 
     # -- loop ---------------------------------------------------------------------------
-    def _loader(self) -> DataLoader:
+    def _loader(self) -> BatchLoader:
+        """This rank's micro-batches, in the sampler's order, read by `workers` threads."""
         cfg = self.cfg
         stop = cfg.iters if cfg.stop_at is None else min(cfg.stop_at, cfg.iters)
         sampler = MicroBatchSampler(
@@ -209,16 +210,7 @@ class Trainer:
             stop=stop,
             order=self.order,
         )
-        if cfg.in_memory:
-            self.data.preload()  # before the workers fork: they share the pages
-        return DataLoader(
-            self.data,
-            batch_sampler=sampler,
-            num_workers=cfg.workers,
-            persistent_workers=cfg.workers > 0,
-            pin_memory=self.device.type == "cuda",
-            prefetch_factor=4 if cfg.workers > 0 else None,
-        )
+        return BatchLoader(self.data, sampler, device=self.device, readers=cfg.workers)
 
     def fit(self) -> None:
         cfg, main = self.cfg, self.env.main
@@ -228,7 +220,7 @@ class Trainer:
         if self.start:
             progress.note(f"resuming {self.run} at iteration {self.start} with its recorded config")
         window = Window()
-        batches = iter(self._loader())
+        batches = self._loader()
         self.model.train()
         try:
             for k in range(self.start, stop):
@@ -250,6 +242,7 @@ class Trainer:
                 checkpoint.save_weights(self.model.state_dict(), self.run / checkpoint.FINAL)
                 self._evaluate(cfg.iters, log, progress, final=True)
         finally:
+            batches.close()  # reader threads joined, also when a step failed
             progress.close()
             if log is not None:
                 log.close()

@@ -1,0 +1,5 @@
+"""`python -m diffseg ...`: the same entry point as the `diffseg` command."""
+
+from diffseg.cli import main
+
+main()
