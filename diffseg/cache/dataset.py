@@ -66,6 +66,8 @@ class FeatureDataset(Dataset):
         # on the training device by `decoder(device)` (a RAM copy holds them decoded)
         self.encoded = encoded
         self.coded = {k for k in self._names() if reader.expands(k)} if encoded and not in_memory else set()
+        self._plain = {k for k in self._names() if k not in self.coded} | {schema.LABELS}
+        self._suffixes = {k: set(reader.codec(k).stored(reader.array_shape(k))) for k in self.coded}
         self._reader: CacheReader | None = None
         self._memory: dict[str, torch.Tensor] | None = None
 
@@ -119,8 +121,13 @@ class FeatureDataset(Dataset):
         """{array name: (per-sample shape of the selection, stored dtype)}: the selected features
         (branch/layer, steps subset) and the labels, as stored (no decode)."""
         r, out = self.reader, {}
+        S = len(self.step_indices)
         for name in self._names():
-            out[name] = ((len(self.step_indices), *r.array_shape(name)[1:]), r.source(name).dtype)
+            if name in self.coded:  # its stored parts, as the codec wrote them
+                for suffix, (shape, dtype) in r.codec(name).stored(r.array_shape(name)).items():
+                    out[name + suffix] = ((S, *shape[1:]), np.dtype(dtype))
+            else:
+                out[name] = ((S, *r.array_shape(name)[1:]), r.source(name).dtype)
         out[schema.LABELS] = (r.array_shape(schema.LABELS), r.source(schema.LABELS).dtype)
         return out
 
@@ -132,7 +139,26 @@ class FeatureDataset(Dataset):
             for name, dst in out.items():
                 dst[...] = mem[name][pos].numpy()
         else:
-            self._load(self.indices[pos], out=out)
+            i = self.indices[pos]
+            self._load(i, out={k: v for k, v in out.items() if k in self._plain})
+            for name in self.coded:
+                for suffix, part in self.reader.read_parts(i, name, self.step_indices).items():
+                    out[name + suffix][...] = part
+
+    def batch_feats(self, arrays: dict[str, torch.Tensor]) -> dict[str, dict[str, Any]]:
+        """{branch: {layer: tensor, or {suffix: tensor} for a coded array}} from layout()'s arrays."""
+        parts: dict[str, dict[str, torch.Tensor]] = {}
+        for key, t in arrays.items():
+            for name in self.coded:
+                if key.startswith(name) and key[len(name) :] in self._suffixes[name]:
+                    parts.setdefault(name, {})[key[len(name) :]] = t
+        return {
+            b: {
+                layer: parts[n] if (n := schema.feature_name(b, layer)) in self.coded else arrays[n]
+                for layer in self.layers
+            }
+            for b in self.branches
+        }
 
     def __getitem__(self, pos: int) -> dict:
         i = self.indices[pos]

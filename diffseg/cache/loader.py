@@ -163,9 +163,7 @@ class BatchLoader:
             self._pool.append(slot)  # reused once `copied` has passed
         label = moved.pop(schema.LABELS).long()
         index = torch.tensor([int(self.data.indices[p]) for p in pending.positions], dtype=torch.long)
-        feats = {
-            b: {layer: moved[schema.feature_name(b, layer)] for layer in self.data.layers} for b in self.data.branches
-        }
+        feats = self.data.batch_feats(moved)
         return {"index": index, "label": label, "feats": feats}
 
     # -- shutdown --------------------------------------------------------------------------------
