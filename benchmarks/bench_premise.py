@@ -318,6 +318,16 @@ def markdown(res: dict) -> str:
             + " | ".join("n/a" if per[t]["ratio"] is None else f"{per[t]['ratio']:.2f}" for t in TARGETS)
             + " |"
         )
+    for model, per in res["xattn"].items():
+        by_block = []
+        for block in ("up1", "up2", "up3"):
+            vals = [
+                [v for k, v in per[t]["per_layer"].items() if k.startswith(block + ".") and v is not None]
+                for t in TARGETS
+            ]
+            if all(vals):
+                by_block.append(f"{block} " + " / ".join(f"{np.mean(v):.2f}" for v in vals))
+        lines.append(f"\n{model}, mean of an up block's layers ({' / '.join(TARGETS)}): " + "; ".join(by_block))
     lines += ["", "Read plainly (a difference within the two stds added is called noise):", ""]
     arms = res["arms"]
     for a, b in (("mini", "tiny"), ("mini", "pixels"), ("tiny", "pixels")):
