@@ -45,6 +45,10 @@ def suite(quick: bool) -> list[tuple[str, list[str]]]:
                 "Ablation cost and data wait, sd21-random, 256 px",
                 ["bench_train", "--model", "sd21-random", "--size", "256", "--presets", "reference,5step,lite"],
             ),
+            (
+                "The premise: mini vs tiny vs pixels features, demo main-run recipe, 3 seeds",
+                ["bench_premise", "--seeds", "0,1,2"],
+            ),
         ]
     )
     return [

@@ -1,0 +1,391 @@
+"""The paper's premise, measured in miniature: what trained diffusion features add over random
+ones and over the pixels alone, in the source style and across the demo's domain shifts.
+
+One invocation trains the same head, with the demo's main-run recipe (DemoConfig `full`:
+48 training images at 128 px, 16 per target, preset `5step` saving t = 60, 20, 1, kinds
+res, blk, xattn, 300 iterations, `light` fusion, lr 6e-4, warm-up 25, batch 4), once per
+seed on each of three feature sets, and scores it on `val`, `val-night` and `val-fog`:
+
+- `mini`: features of the built-in trained model (diffseg/pipeline/weights/mini);
+- `tiny`: features of the built-in random model, same layers and steps;
+- `pixels`: no diffusion model at all. Each cache sample holds the very image view the U-Net
+  was given for the `mini` cache (same crop, flip and photometric draw: the extraction's own
+  SampleRunner.view), scaled to [-1, 1] as the VAE sees it and rearranged by space-to-depth
+  at stride 8 (torch pixel_unshuffle: 3 x 8 x 8 = 192 channels at 1/8 of the resolution),
+  as one feature layer at one "step". The layer sits in the `up3.res2` slot (stride 8) only
+  because the cache names layers by U-Net position; the record says model `pixels`. The
+  fusion block derives its 1/16 and 1/32 levels from it (StridedDown), as it does for any
+  selection without coarser layers, and the head is the same. Labels are checked equal to
+  the `mini` cache's, sample by sample.
+
+Stages run through their entry points (extract.job.main, train.job.main_seeds, which
+scores every target at the end with the trainer's own scoring, as `diffseg eval` does).
+Nothing is tuned here: the recipe is the demo's, and val / val-night / val-fog only report.
+
+Also printed for `mini` and `tiny`: the mean inside/outside ratio of cross-attention on each
+target (`xattn_inside_outside`, the unconditional branch that the evaluation scores, whose
+prompt names every class).
+
+    python -m benchmarks.bench_premise                 # the full measurement (tens of minutes)
+    python -m benchmarks.bench_premise --size small --seeds 0,1 --iters 4   # a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ARMS = ("mini", "tiny", "pixels")
+PIXEL_LAYER = "up3.res2"  # the stride-8 slot the pixels occupy (see the module docstring)
+PIXEL_STRIDE = 8
+
+
+def _ints(value: str | None) -> tuple[int, ...] | None:
+    return None if value is None else tuple(int(v) for v in value.split(","))
+
+
+def extract_options(cfg, model: str) -> dict[str, Any]:
+    """The demo's stage-one options (stages/demo/job.py extract_all) with another model."""
+    return dict(
+        dataset="demo",
+        model=model,
+        preset=cfg.preset,
+        steps=_ints(cfg.steps),
+        save_steps=_ints(cfg.save_steps),
+        kinds=tuple(cfg.kinds.split(",")),
+        resolution=(cfg.resolution, cfg.resolution),
+        uncond_prompt="classes",
+        device="cpu",
+    )
+
+
+def splits(cfg) -> dict[str, int]:
+    from diffseg.stages.demo.config import TARGETS
+
+    return {"train": cfg.train_images, **{t: cfg.target_images for t in TARGETS}}
+
+
+def extract_model(cfg, model: str, folder: Path) -> dict[str, Path]:
+    from diffseg.stages.extract import job as extract
+
+    caches = {}
+    for split, n in splits(cfg).items():
+        caches[split] = folder / split
+        extract.main(**extract_options(cfg, model), split=split, limit=n, out=caches[split])
+    return caches
+
+
+# -- the pixels-only baseline ---------------------------------------------------------------
+def space_to_depth(image_HW3: np.ndarray) -> np.ndarray:
+    """uint8 [H, W, 3] -> float16 [1, 192, H/8, W/8]: the image in [-1, 1] (the VAE's input scale),
+    each 8 x 8 patch stacked on channels (torch pixel_unshuffle order)."""
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(image_HW3)).permute(2, 0, 1).float() / 127.5 - 1.0
+    return torch.nn.functional.pixel_unshuffle(x[None], PIXEL_STRIDE).to(torch.float16).numpy()
+
+
+def pixel_record(source):
+    """The record of a pixels cache: `source`'s record (dataset, views, prompts, resolution) with
+    model `pixels`, one layer and one step."""
+    from diffseg.cache.record import ModelRecord
+    from diffseg.core.layers import LayerSpec
+
+    W, H = source.resolution
+    spec = LayerSpec(kind="res", stride=PIXEL_STRIDE, channels=3 * PIXEL_STRIDE**2, size=(H // 8, W // 8))
+    trajectory = {**source.extract.trajectory, "steps": [0], "save_steps": [0], "layers": [PIXEL_LAYER]}
+    fingerprint = hashlib.sha256(b"pixels: space-to-depth, stride 8, [-1, 1]").hexdigest()
+    return dataclasses.replace(
+        source,
+        model=ModelRecord(name="pixels", fingerprint=fingerprint, prediction_type="none"),
+        extract=dataclasses.replace(source.extract, trajectory=trajectory),
+        layers={PIXEL_LAYER: spec},
+        skipped=(),
+        timings={},
+        host={},
+    )
+
+
+def pixel_cache(cfg, model: str, source: Path, split: str, n: int, out: Path) -> Path:
+    """A cache at `out` whose only feature layer holds the pixels of the views that `model`'s cache
+    `source` was extracted from (the same plan: the extraction's own view code)."""
+    from diffseg.cache import CacheReader, CacheWriter, schema
+    from diffseg.stages.extract.plan import build_plan
+    from diffseg.stages.extract.worker import SampleRunner
+
+    class PixelRunner(SampleRunner):
+        """The extraction's runner with the U-Net replaced by space-to-depth of the view."""
+
+        def __init__(self, plan, writer):
+            super().__init__(plan, models=None, writer=writer, extractor="no model: pixels")
+
+        def features(self, sid, image, label, view=0):
+            x = space_to_depth(image)
+            return {schema.feature_name(b, PIXEL_LAYER): x for b in self.plan.branches}
+
+    src = CacheReader(source)
+    orig_max = None
+    if src.is_eval:
+        h, w = src.zarr_array(schema.ORIG_LABELS).shape[1:]
+        orig_max = (int(h), int(w))
+    writer = CacheWriter.create(out, pixel_record(src.record), src.ids, orig_label_max=orig_max)
+    plan = build_plan(**extract_options(cfg, model), split=split, limit=n, out=source)
+    runner = PixelRunner(plan, writer)
+    for i in src.complete_indices():
+        done = runner.run(i)
+        if not done.written:
+            raise RuntimeError(f"pixels cache {out}: sample {done.id} failed: {done.reason}")
+        mine = CacheReader(out).read(i, [schema.LABELS])[schema.LABELS]
+        if not np.array_equal(mine, src.read(i, [schema.LABELS])[schema.LABELS]):
+            raise RuntimeError(f"pixels cache {out}: sample {done.id} has another view than {source}")
+    return out
+
+
+def pixel_caches(cfg, model: str, sources: dict[str, Path], folder: Path) -> dict[str, Path]:
+    return {s: pixel_cache(cfg, model, sources[s], s, n, folder / s) for s, n in splits(cfg).items()}
+
+
+# -- cross-attention inside / outside its class ----------------------------------------------
+def xattn_inside_outside(cache: Path, branch: str = "uncond") -> dict:
+    """Benchmark-local (the demo report has its own; to be merged into one function): for every
+    sample, `xattn` layer and class present in the label, the class's map (mean over the saved
+    steps, upsampled by its stride) averaged inside the class's mask / outside it (ignore pixels
+    excluded); -> {"ratio": mean of those ratios, "n": how many, "per_layer": {layer: mean}}."""
+    from diffseg.cache import CacheReader, schema
+    from diffseg.core.classes import IGNORE
+
+    reader = CacheReader(cache)
+    layers = [layer for layer, spec in reader.layer_specs.items() if spec.kind == "xattn"]
+    classes = list(reader.record.extract.classes)
+    ratios: dict[str, list[float]] = {layer: [] for layer in layers}
+    for i in reader.complete_indices():
+        names = [schema.feature_name(branch, layer) for layer in layers]
+        got = reader.read(i, [*names, schema.LABELS])
+        label = got[schema.LABELS]
+        valid = label != IGNORE
+        for layer, name in zip(layers, names):
+            stride = reader.layer_specs[layer].stride
+            maps_Chw = got[name].astype(np.float64).mean(axis=0)
+            for k, cls in enumerate(classes):
+                inside = label == cls
+                outside = valid & ~inside
+                if not inside.any() or not outside.any():
+                    continue
+                full = np.kron(maps_Chw[k], np.ones((stride, stride)))[: label.shape[0], : label.shape[1]]
+                out_mean = full[outside].mean()
+                if out_mean > 0:
+                    ratios[layer].append(float(full[inside].mean() / out_mean))
+    every = [r for rs in ratios.values() for r in rs]
+    return {
+        "ratio": float(np.mean(every)) if every else None,
+        "n": len(every),
+        "per_layer": {layer: float(np.mean(rs)) if rs else None for layer, rs in ratios.items()},
+    }
+
+
+# -- the measurement ------------------------------------------------------------------------
+def train_arm(cfg, caches: dict[str, Path], out: Path, seeds: tuple[int, ...]) -> dict:
+    from diffseg.stages.demo.config import TARGETS
+    from diffseg.stages.runs.files import read_json
+    from diffseg.stages.runs.seeds import SUMMARY_JSON
+    from diffseg.stages.train import job as train
+
+    train.main_seeds(
+        cache=caches["train"],
+        seeds=seeds,
+        out=out,
+        resume=out.is_dir(),
+        eval_caches=[caches[t] for t in TARGETS],
+        fusion=cfg.fusion,
+        iters=cfg.iters,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        warmup=cfg.warmup,
+        eval_every=0,
+        ckpt_every=cfg.iters,
+        workers=0,
+        device="cpu",
+    )
+    return read_json(out / SUMMARY_JSON)
+
+
+def uptime() -> str:
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "load average: " + ", ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def run(cfg, seeds: tuple[int, ...], work: Path, threads: int) -> dict:
+    import torch
+
+    from diffseg.stages.demo.config import TARGETS
+
+    torch.set_num_threads(threads)
+    res: dict[str, Any] = {
+        "recipe": dataclasses.asdict(cfg),
+        "seeds": list(seeds),
+        "threads": threads,
+        "uptime_start": uptime(),
+        "timings_s": {},
+        "arms": {},
+        "xattn": {},
+    }
+    caches: dict[str, dict[str, Path]] = {}
+    for model in ("mini", "tiny"):
+        t0 = time.perf_counter()
+        caches[model] = extract_model(cfg, model, work / "cache" / model)
+        res["timings_s"][f"extract {model}"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    caches["pixels"] = pixel_caches(cfg, "mini", caches["mini"], work / "cache" / "pixels")
+    res["timings_s"]["write pixels caches"] = time.perf_counter() - t0
+    for model in ("mini", "tiny"):
+        res["xattn"][model] = {t: xattn_inside_outside(caches[model][t]) for t in TARGETS}
+    for arm in ARMS:
+        t0 = time.perf_counter()
+        summary = train_arm(cfg, caches[arm], work / "runs" / arm, seeds)
+        res["timings_s"][f"train {arm} ({len(seeds)} seeds)"] = time.perf_counter() - t0
+        res["arms"][arm] = {t: {k: summary["targets"][t][k] for k in ("miou", "mean", "std")} for t in TARGETS} | {
+            "mean over targets": {k: summary["mean_miou"][k] for k in ("miou", "mean", "std")}
+        }
+    res["uptime_end"] = uptime()
+    return res
+
+
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{100 * v:.1f}"
+
+
+def _cell(row: dict) -> str:
+    return f"{_pct(row['mean'])} +- {_pct(row['std'])}"
+
+
+def compare(a: dict, b: dict) -> tuple[float, bool]:
+    """(difference of the means, whether it is within noise: smaller than the two stds added)."""
+    diff = a["mean"] - b["mean"]
+    return diff, abs(diff) <= a["std"] + b["std"]
+
+
+def markdown(res: dict) -> str:
+    from diffseg.stages.demo.config import TARGETS
+
+    cols = [*TARGETS, "mean over targets"]
+    seeds = res["seeds"]
+    cfg = res["recipe"]
+    lines = [
+        f"Recipe: demo `{cfg['size']}` main run ({cfg['train_images']} training images at {cfg['resolution']} px, "
+        f"{cfg['target_images']} per target, preset {cfg['preset']} saving t = {cfg['save_steps']}, kinds "
+        f"{cfg['kinds']}, {cfg['iters']} iterations, {cfg['fusion']} fusion, lr {cfg['lr']}, warm-up "
+        f"{cfg['warmup']}, batch {cfg['batch_size']}); seeds {', '.join(map(str, seeds))}; "
+        f"torch threads {res['threads']}.",
+        "",
+        f"mIoU in % (mean +- std over {len(seeds)} seeds, std with n - 1):",
+        "",
+        "| features | " + " | ".join(cols) + " |",
+        "|---|" + "---:|" * len(cols),
+    ]
+    for arm, rows in res["arms"].items():
+        lines.append(f"| {arm} | " + " | ".join(_cell(rows[c]) for c in cols) + " |")
+    lines += ["", "Per seed (mIoU %):", "", "| features | target | " + " | ".join(f"seed {s}" for s in seeds) + " |"]
+    lines.append("|---|---|" + "---:|" * len(seeds))
+    for arm, rows in res["arms"].items():
+        for c in cols:
+            lines.append(f"| {arm} | {c} | " + " | ".join(_pct(rows[c]["miou"][str(s)]) for s in seeds) + " |")
+    lines += [
+        "",
+        "Cross-attention inside/outside its class mask (mean ratio over images, xattn layers and classes "
+        "present; unconditional branch; 1.00 = flat):",
+        "",
+        "| features | " + " | ".join(TARGETS) + " |",
+        "|---|" + "---:|" * len(TARGETS),
+    ]
+    for model, per in res["xattn"].items():
+        lines.append(
+            f"| {model} | "
+            + " | ".join("n/a" if per[t]["ratio"] is None else f"{per[t]['ratio']:.2f}" for t in TARGETS)
+            + " |"
+        )
+    for model, per in res["xattn"].items():
+        by_block = []
+        for block in ("up1", "up2", "up3"):
+            vals = [
+                [v for k, v in per[t]["per_layer"].items() if k.startswith(block + ".") and v is not None]
+                for t in TARGETS
+            ]
+            if all(vals):
+                by_block.append(f"{block} " + " / ".join(f"{np.mean(v):.2f}" for v in vals))
+        lines.append(f"\n{model}, mean of an up block's layers ({' / '.join(TARGETS)}): " + "; ".join(by_block))
+    lines += ["", "Read plainly (a difference within the two stds added is called noise):", ""]
+    arms = res["arms"]
+    for a, b in (("mini", "tiny"), ("mini", "pixels"), ("tiny", "pixels")):
+        parts = []
+        for c in cols:
+            diff, noise = compare(arms[a][c], arms[b][c])
+            parts.append(f"{c} {100 * diff:+.1f}" + (" (noise)" if noise else ""))
+        lines.append(f"- {a} - {b}, points: " + "; ".join(parts))
+    for arm in arms:
+        gaps = []
+        for t in TARGETS[1:]:
+            diff, noise = compare(arms[arm][TARGETS[0]], arms[arm][t])
+            gaps.append(f"{t} {100 * -diff:+.1f}" + (" (noise)" if noise else ""))
+        lines.append(f"- domain gap for {arm} (target - {TARGETS[0]}, points): " + "; ".join(gaps))
+    lines += ["", "Timings (s): " + "; ".join(f"{k} {v:.0f}" for k, v in res["timings_s"].items())]
+    lines += [f"Load: at start `{res['uptime_start']}`; at end `{res['uptime_end']}`."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from diffseg.stages.demo.config import DemoConfig, demo_config
+    from diffseg.stages.runs.seeds import parse_seeds
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", default="full", help="the demo size whose recipe is used (full | small)")
+    ap.add_argument("--seeds", default="0,1,2", help="training seeds per arm")
+    ap.add_argument("--iters", type=int, default=None, help="override the recipe's iterations (smoke runs)")
+    ap.add_argument("--train-images", type=int, default=None, help="override (smoke runs)")
+    ap.add_argument("--target-images", type=int, default=None, help="override (smoke runs)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: on a shared CPU, 2 threads thrash)")
+    ap.add_argument("--work", default=None, help="keep caches and runs here (a rerun resumes); default: a temp dir")
+    ap.add_argument("--json", default=str(HERE / "premise.json"), help="where the JSON goes")
+    ap.add_argument("--show", default=None, help="print the tables of an earlier run's JSON and stop")
+    args = ap.parse_args(argv)
+    if args.show is not None:
+        res = json.loads(Path(args.show).read_text())
+        print(markdown(res))
+        return res
+    overrides = {
+        k: v
+        for k, v in (("iters", args.iters), ("train_images", args.train_images), ("target_images", args.target_images))
+        if v is not None
+    }
+    cfg: DemoConfig = dataclasses.replace(demo_config(args.size), **overrides)
+    seeds = parse_seeds(args.seeds)
+    if len(seeds) < 2:
+        sys.exit("--seeds: give at least two (a spread needs them)")
+    with contextlib.redirect_stdout(sys.stderr):  # the stages' reports: stdout keeps the tables alone
+        if args.work is None:
+            with tempfile.TemporaryDirectory() as tmp:
+                res = run(cfg, seeds, Path(tmp), args.threads)
+        else:
+            res = run(cfg, seeds, Path(args.work), args.threads)
+    Path(args.json).write_text(json.dumps(res, indent=1, default=str))
+    print(markdown(res))
+    print(f"written: {args.json}", file=sys.stderr)
+    return res
+
+
+if __name__ == "__main__":
+    main()
