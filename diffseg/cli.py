@@ -291,6 +291,14 @@ def extract(
     strict: Annotated[
         bool, typer.Option(help="Stop at the first bad sample (default: skip, warn and record).")
     ] = False,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Images per U-Net call in the uncond branch (default 1). Recorded: batched calls round "
+            "differently, so a resume must use the same.",
+        ),
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option(help="Print bytes per sample, the total and the free disk; write nothing.")
     ] = False,
@@ -337,6 +345,7 @@ def extract(
         classes=_csv(classes),
         descriptions=descriptions,
         strict=strict,
+        batch_size=batch_size,
         dry_run=dry_run,
     )
 

@@ -17,6 +17,7 @@ import platform
 import socket
 import sys
 import time
+from contextlib import closing
 from datetime import UTC, datetime
 
 from diffseg.core.errors import CacheMismatch, DataError, DiffsegError
@@ -288,8 +289,10 @@ def _run_local(plan: ExtractPlan, samples: Samples, models, progress: bool, lock
     writer = create_cache(plan, samples, _model_info(models, extractor, plan))
     runner = SampleRunner(plan, models, writer, dataset=samples.dataset, extractor=extractor)
     with Recorder(plan, writer, samples, progress, lock) as rec:
-        for i in share.shard_indices(writer.pending(), writer.n, plan.shard):
-            rec.add([runner.run(i)])
+        pending = share.shard_indices(writer.pending(), writer.n, plan.shard, plan.batch_size)
+        with closing(runner.run_many(pending)) as outcomes:  # closed at once when add() raises (--strict)
+            for out in outcomes:
+                rec.add([out])
         return rec.finish(startup, None)
 
 
@@ -308,7 +311,7 @@ def _run_dask(plan: ExtractPlan, samples: Samples, progress: bool, lock=None) ->
         )
         writer = create_cache(plan, samples, info)
         with Recorder(plan, writer, samples, progress, lock) as rec:
-            pending = share.shard_indices(writer.pending(), writer.n, plan.shard)
+            pending = share.shard_indices(writer.pending(), writer.n, plan.shard, plan.batch_size)
             for outcomes in xd.run_blocks(client, plan, pending, threads):
                 rec.add(outcomes)
             return rec.finish(startup, n)
