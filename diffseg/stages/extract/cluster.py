@@ -4,7 +4,7 @@
 threads = cores // N, so N workers never oversubscribe the cores; CUDA: one worker per GPU,
 pinned by its own CUDA_VISIBLE_DEVICES in a SpecCluster). `--scheduler ADDRESS` joins an
 existing cluster. Tasks are contiguous blocks of pending samples (every sample owns its
-chunks, so any block is chunk-aligned); each worker builds the model once, writes its
+chunks, so any block is chunk-aligned; blocks start and end on --batch-size edges); each worker builds the model once, writes its
 samples itself and returns `Outcome`s; failed tasks are retried twice.
 """
 

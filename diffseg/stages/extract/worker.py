@@ -1,4 +1,4 @@
-"""Stage one's unit of work: one sample (load, view, both branches, write) and a block of them.
+"""Stage one's unit of work: samples (load, view, both branches, write), overlapped (overlap.py).
 
 The same `SampleRunner` serves the in-process loop and the dask workers. On a worker the
 frozen model and the runner live in a process-local cache keyed by (model, device, dtype)
