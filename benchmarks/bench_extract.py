@@ -6,6 +6,11 @@
 Everything the extraction adds (data loading and views, VAE encode, feature taps, the
 inversion math, float16 conversion, Zarr writes, progress) shows up as efficiency < 1.
 Start-up (model build, cache creation) is measured apart and reported on its own line.
+
+On a shared machine wall times swing with the other jobs, so the table also gives the CPU time
+of the calling thread (the one that runs the U-Net; time.thread_time, waits excluded) and the
+bare U-Net's CPU time: their ratio says how much of the U-Net thread's work is the U-Net, i.e.
+the efficiency the run would reach with a free core for the loader and writer threads.
 Also prints the bytes per 512x512 sample of each preset (SD 2.1 shapes, from layer specs).
 
 Run: `python benchmarks/bench_extract.py --model sd21-random --size 256 --preset 5step --images 2`
@@ -128,9 +133,13 @@ def run(
                 log.calls.clear()
                 out_k = str(Path(tmp) / f"cache{k}-{r}")
                 cfg = dataclasses.replace(plan, out=out_k, overlap=overlap, batch_size=batch)
+                cpu0 = time.thread_time()
                 summary = extract.run(cfg, models=models, progress=False)
+                cpu = time.thread_time() - cpu0
                 calls = list(log.calls)
+                cpu0 = time.thread_time()
                 bare = bare_unet_seconds(models, calls)
+                bare_cpu = time.thread_time() - cpu0
                 row = best.setdefault(
                     k,
                     {"overlap": overlap, "batch_size": batch, "unet_calls": len(calls), "extract_runs_s": []},
@@ -138,10 +147,14 @@ def run(
                 row["batch_shapes"] = sorted({c[0] for c in calls})
                 row["extract_runs_s"].append(summary["extract_s"])
                 row.setdefault("bare_runs_s", []).append(bare)
+                row.setdefault("cpu_runs_s", []).append(cpu)
+                row.setdefault("bare_cpu_runs_s", []).append(bare_cpu)
         for k in sorted(best):
             row = best[k]
             row["extract_s"], row["bare_unet_s"] = min(row["extract_runs_s"]), min(row["bare_runs_s"])
             row["efficiency"] = row["bare_unet_s"] / row["extract_s"]
+            row["cpu_s"], row["bare_cpu_s"] = min(row["cpu_runs_s"]), min(row["bare_cpu_runs_s"])
+            row["cpu_share"] = row["bare_cpu_s"] / row["cpu_s"]
             rows.append(row)
         log.close()
     return {
@@ -166,8 +179,9 @@ def markdown(r: dict) -> str:
         f"{r['startup_warm_s']:.1f} s (excluded); torch threads {r['threads']}; best of the interleaved rounds",
         "",
         "| model | size | preset | branches | images | overlap | batch | U-Net calls | bare U-Net s "
-        "| extraction s | efficiency | speed vs first row | extraction runs s | bare runs s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| extraction s | efficiency | speed vs first row | extraction runs s | bare runs s "
+        "| calling thread CPU s (bare) | U-Net share of it |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in r["rows"]:
         lines.append(
@@ -175,7 +189,8 @@ def markdown(r: dict) -> str:
             f"{'on' if row['overlap'] else 'off'} | {row['batch_size']} | {row['unet_calls']} | "
             f"{row['bare_unet_s']:.2f} | {row['extract_s']:.2f} | {row['efficiency']:.3f} | "
             f"{base / row['extract_s']:.2f}x | {' '.join(f'{x:.2f}' for x in row['extract_runs_s'])} | "
-            f"{' '.join(f'{x:.2f}' for x in row['bare_runs_s'])} |"
+            f"{' '.join(f'{x:.2f}' for x in row['bare_runs_s'])} | {row['cpu_s']:.2f} ({row['bare_cpu_s']:.2f}) | "
+            f"{row['cpu_share']:.3f} |"
         )
     lines += ["", "| preset | bytes per 512x512 sample per branch (SD 2.1) | MiB |", "|---|---|---|"]
     lines += [f"| {k} | {v} | {v / mib:.1f} |" for k, v in r["bytes_per_sample_512"].items()]

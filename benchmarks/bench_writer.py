@@ -96,8 +96,8 @@ def run(samples: dict[str, int] | None = None, rounds: int = 3) -> dict:
                     if how == "tofile":
                         times[how].append(_tofile_all(Path(tmp) / f"raw-{r}", n, feats))
                     elif how == "nested":
-                        times[how].append(_tofile_nested(Path(tmp) / f"nested-{r}", n, feats))
-                        shutil.rmtree(Path(tmp) / f"nested-{r}")
+                        times[how].append(_tofile_nested(Path(tmp) / f"nested-raw-{r}", n, feats))
+                        shutil.rmtree(Path(tmp) / f"nested-raw-{r}")
                     else:
                         times[how].append(_write_all(path, n, feats, label, direct=how == "direct"))
                     shutil.rmtree(path)

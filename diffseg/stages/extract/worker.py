@@ -117,12 +117,14 @@ class SampleRunner:
         per: list[dict[str, np.ndarray]] = [{} for _ in items]
         for branch in self.plan.branches:
             if branch == "cond":
-                outs = [self.extractor.cond(it.image, it.label, it.sid, it.view) for it in items]
+                outs = [self.extractor.cond(it.image, it.label, it.sid, it.view, it.latent) for it in items]
             elif len(items) == 1:
-                outs = [self.extractor.uncond(items[0].image, items[0].sid, items[0].view)]
+                outs = [self.extractor.uncond(items[0].image, items[0].sid, items[0].view, items[0].latent)]
             else:
                 images = np.stack([it.image for it in items])
-                batched = self.extractor.uncond_batch(images, [it.sid for it in items], [it.view for it in items])
+                sids, views = [it.sid for it in items], [it.view for it in items]
+                latents = torch.cat([it.latent for it in items])
+                batched = self.extractor.uncond_batch(images, sids, views, latents)
                 outs = [{k: v[b] for k, v in batched.items()} for b in range(len(items))]
             for arrays, out in zip(per, outs):
                 for layer in self.plan.branch_layers(branch):
@@ -131,7 +133,8 @@ class SampleRunner:
 
     # -- the three steps of a sample (overlap.py runs them in three threads) -----------------------
     def prepare(self, i: int) -> Prepared | Outcome:
-        """Read, decode and view sample i, and hash its source; a bad sample -> its Outcome."""
+        """Read, decode and view sample i, hash its source and VAE-encode its view; a bad sample ->
+        its Outcome."""
         t0 = time.perf_counter()
         try:
             sample = self.dataset.load(i // self.plan.views)
@@ -139,8 +142,10 @@ class SampleRunner:
         except DataError as err:  # a bad sample: reported to the coordinator, never silent
             return Outcome(index=i, id=self.ids[i], written=False, reason=str(err), seconds=time.perf_counter() - t0)
         digest = sample_digest(sample.image, sample.label)
+        view = i % self.plan.views
+        latent = self.extractor.latent(image, view)  # the VAE here too: off the U-Net's thread
         return Prepared(
-            index=i, sid=sid, image=image, label=label, orig=orig, digest=digest, view=i % self.plan.views, t0=t0
+            index=i, sid=sid, image=image, label=label, orig=orig, digest=digest, view=view, latent=latent, t0=t0
         )
 
     def compute(self, batch: list[Prepared | Outcome], wanted) -> tuple[list[tuple], bool]:
@@ -199,6 +204,7 @@ class Prepared:
     orig: np.ndarray | None  # evaluation caches: the original label
     digest: np.ndarray | None
     view: int
+    latent: torch.Tensor  # [1, 4, H/8, W/8]: its VAE latent, shared by both branches
     t0: float  # when its preparation began (Outcome.seconds)
 
 
