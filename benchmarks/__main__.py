@@ -39,6 +39,10 @@ def suite(quick: bool) -> list[tuple[str, list[str]]]:
                     "2",
                     "--threads",
                     "1",
+                    "--batch",
+                    "2",
+                    "--rounds",
+                    "1",
                 ],
             ),
             (
@@ -54,7 +58,7 @@ def suite(quick: bool) -> list[tuple[str, list[str]]]:
     return [
         *big,
         (
-            "Extraction efficiency, tiny, 128 px, 5step, 4 images",
+            "Extraction efficiency, tiny, 128 px, 5step, 32 images",
             [
                 "bench_extract",
                 "--model",
@@ -64,11 +68,16 @@ def suite(quick: bool) -> list[tuple[str, list[str]]]:
                 "--preset",
                 "5step",
                 "--images",
-                "4",
+                "32",
+                "--split",
+                "train",
+                "--branches",
+                "uncond",
                 "--threads",
                 "1",
             ],
         ),
+        ("Writer overhead", ["bench_writer"]),
         ("Loader efficiency", ["bench_loader", "--samples", "4" if quick else "16"]),
         ("Feature codecs", ["bench_codec"]),
         ("Peak memory, 8 vs 64 samples (demo dataset, tiny)", ["bench_memory"]),

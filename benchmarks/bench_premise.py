@@ -119,6 +119,13 @@ def pixel_record(source):
     )
 
 
+class NoModel:
+    """The extractor of the pixels runner: no VAE latent, no U-Net."""
+
+    def latent(self, image, view):
+        return None
+
+
 def pixel_cache(cfg, model: str, source: Path, split: str, n: int, out: Path) -> Path:
     """A cache at `out` whose only feature layer holds the pixels of the views that `model`'s cache
     `source` was extracted from (the same plan: the extraction's own view code)."""
@@ -130,11 +137,13 @@ def pixel_cache(cfg, model: str, source: Path, split: str, n: int, out: Path) ->
         """The extraction's runner with the U-Net replaced by space-to-depth of the view."""
 
         def __init__(self, plan, writer):
-            super().__init__(plan, models=None, writer=writer, extractor="no model: pixels")
+            super().__init__(plan, models=None, writer=writer, extractor=NoModel())
 
-        def features(self, sid, image, label, view=0):
-            x = space_to_depth(image)
-            return {schema.feature_name(b, PIXEL_LAYER): x for b in self.plan.branches}
+        def batch_features(self, items):
+            return [
+                {schema.feature_name(b, PIXEL_LAYER): space_to_depth(it.image) for b in self.plan.branches}
+                for it in items
+            ]
 
     src = CacheReader(source)
     orig_max = None
@@ -144,8 +153,8 @@ def pixel_cache(cfg, model: str, source: Path, split: str, n: int, out: Path) ->
     writer = CacheWriter.create(out, pixel_record(src.record), src.ids, orig_label_max=orig_max)
     plan = build_plan(**extract_options(cfg, model), split=split, limit=n, out=source)
     runner = PixelRunner(plan, writer)
-    for i in src.complete_indices():
-        done = runner.run(i)
+    for done in runner.run_many(list(src.complete_indices())):
+        i = done.index
         if not done.written:
             raise RuntimeError(f"pixels cache {out}: sample {done.id} failed: {done.reason}")
         mine = CacheReader(out).read(i, [schema.LABELS])[schema.LABELS]

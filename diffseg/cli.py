@@ -324,6 +324,14 @@ def extract(
             "per-layer overrides after ';', e.g. 'pca:k=32;up1.*=int8' (README: Feature codecs)."
         ),
     ] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Images per U-Net call in the uncond branch (default 1). Recorded: batched calls round "
+            "differently, so a resume must use the same.",
+        ),
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option(help="Print bytes per sample (per codec), the total and the free disk; write nothing.")
     ] = False,
@@ -371,6 +379,7 @@ def extract(
         descriptions=descriptions,
         strict=strict,
         codec=codec,
+        batch_size=batch_size,
         dry_run=dry_run,
     )
 

@@ -7,6 +7,7 @@ import pytest
 import zarr
 
 from diffseg.cache import CacheReader, CacheWriter, SkippedSample, schema
+from diffseg.cache.chunkwrite import ChunkWriter
 from diffseg.cache.synthetic import make_cache, sample_arrays, street_label
 from diffseg.core.errors import DiffsegError
 
@@ -65,7 +66,7 @@ def test_status_is_written_last_a_crash_leaves_the_sample_pending(tmp_path, monk
     class Crash(Exception):
         pass
 
-    zarr_setitem = zarr.Array.__setitem__
+    zarr_setitem, chunk_write = zarr.Array.__setitem__, ChunkWriter.write
 
     def dies_on_status_write(array, key, value):
         """zarr's array assignment, except that writing the status array kills the process."""
@@ -73,8 +74,15 @@ def test_status_is_written_last_a_crash_leaves_the_sample_pending(tmp_path, monk
             raise Crash("killed before the marker")
         zarr_setitem(array, key, value)
 
+    def dies_on_status_file(writer, i, value):
+        """The writer's direct chunk files (chunkwrite.py), likewise."""
+        if writer.dir.endswith(f"/{schema.STATUS}"):
+            raise Crash("killed before the marker")
+        chunk_write(writer, i, value)
+
     with monkeypatch.context() as m:
         m.setattr(zarr.Array, "__setitem__", dies_on_status_write)
+        m.setattr(ChunkWriter, "write", dies_on_status_file)
         with pytest.raises(Crash):
             w.write_sample(1, feats, label)
     r = CacheReader(tmp_path / "c")

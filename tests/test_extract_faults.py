@@ -129,21 +129,31 @@ def test_a_full_disk_mid_sample_is_one_line_and_the_rerun_finishes(clean, tmp_pa
 
     import zarr
 
-    out = tmp_path / "full"
-    real_set = zarr.storage.LocalStore.set
+    from diffseg.cache import chunkwrite
 
-    async def failing_set(self, key, value, *args, **kwargs):
-        if key.startswith("cond/up2.res2/c/2/"):  # sample 2, in the middle of its arrays
-            raise OSError(errno.ENOSPC, "No space left on device", key)
-        return await real_set(self, key, value, *args, **kwargs)
+    out = tmp_path / "full"
+    real_set, real_write = zarr.storage.LocalStore.set, chunkwrite.atomic_write
+    key = "cond/up2.res2/c/2/"  # sample 2, in the middle of its arrays
+
+    async def failing_set(self, k, value, *args, **kwargs):
+        if k.startswith(key):
+            raise OSError(errno.ENOSPC, "No space left on device", k)
+        return await real_set(self, k, value, *args, **kwargs)
+
+    def failing_write(path, parts):  # the writer's direct chunk files (chunkwrite.py)
+        if f"/{key}" in path:
+            raise OSError(errno.ENOSPC, "No space left on device", path)
+        real_write(path, parts)
 
     monkeypatch.setattr(zarr.storage.LocalStore, "set", failing_set)
+    monkeypatch.setattr(chunkwrite, "atomic_write", failing_write)
     result = extract("--limit", "4", out=out)
     assert result.exit_code == 1 and "Traceback" not in result.output
     (line,) = [l for l in result.output.splitlines() if l.startswith("error:")]
     assert "No space left on device" in line and "sample train/0002" in line
     assert list(CacheReader(out).status) == [1, 1, 0, 0]  # nothing marked complete that is not
     monkeypatch.setattr(zarr.storage.LocalStore, "set", real_set)  # space freed
+    monkeypatch.setattr(chunkwrite, "atomic_write", real_write)
     result = extract("--limit", "4", out=out)
     assert result.exit_code == 0 and "done: 2 samples written" in result.output, result.output
     assert_same_bytes(clean, arrays(out))

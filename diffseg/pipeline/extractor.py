@@ -108,31 +108,44 @@ class FeatureExtractor:
         }
 
     # -- public numpy API (inference mode) -----------------------------------------------------
-    def uncond(self, image: np.ndarray, sample_id: str, view: int = 0) -> dict[str, np.ndarray]:
+    def latent(self, image: np.ndarray, view: int = 0) -> torch.Tensor:
+        """image uint8 [H, W, 3] -> its VAE latent [1, 4, H/8, W/8] (seeded as in the trajectory):
+        computed ahead (extraction's loader thread) and passed to the methods below as `latents`."""
+        with torch.inference_mode():
+            return self._encode(image[None], [(seeding.content_key(image), int(view))])
+
+    def uncond(self, image: np.ndarray, sample_id: str, view: int = 0, latent=None) -> dict[str, np.ndarray]:
         """image uint8 [H, W, 3] -> {layer: float16 [S, C, h, w]}."""
-        out = self.extract_tensors("uncond", image[None], [sample_id], views=[view], grad_mode="inference")
+        out = self.extract_tensors(
+            "uncond", image[None], [sample_id], views=[view], grad_mode="inference", latents=latent
+        )
         return {k: _np16(v[0]) for k, v in out.items()}
 
-    def uncond_batch(self, images: np.ndarray, sample_ids, views=None) -> dict[str, np.ndarray]:
+    def uncond_batch(self, images: np.ndarray, sample_ids, views=None, latents=None) -> dict[str, np.ndarray]:
         """images uint8 [B, H, W, 3] in one U-Net call per step -> {layer: float16 [B, S, C, h, w]}."""
-        out = self.extract_tensors("uncond", images, list(sample_ids), views=views, grad_mode="inference")
+        out = self.extract_tensors(
+            "uncond", images, list(sample_ids), views=views, grad_mode="inference", latents=latents
+        )
         return {k: _np16(v) for k, v in out.items()}
 
-    def cond(self, image: np.ndarray, label: np.ndarray, sample_id: str, view: int = 0) -> dict[str, np.ndarray]:
+    def cond(
+        self, image: np.ndarray, label: np.ndarray, sample_id: str, view: int = 0, latent=None
+    ) -> dict[str, np.ndarray]:
         """image uint8 [H, W, 3], label uint8 [H, W] train ids -> {layer: float16 [S, C, h, w]}."""
         out = self.extract_tensors(
-            "cond", image[None], [sample_id], labels=label[None], views=[view], grad_mode="inference"
+            "cond", image[None], [sample_id], labels=label[None], views=[view], grad_mode="inference", latents=latent
         )
         return {k: _np16(v[0]) for k, v in out.items()}
 
     # -- tensor API (also for online use under no_grad) ------------------------------------------
     def extract_tensors(
-        self, branch: str, images, sample_ids, labels=None, views=None, grad_mode: str = "no_grad"
+        self, branch: str, images, sample_ids, labels=None, views=None, grad_mode: str = "no_grad", latents=None
     ) -> dict[str, torch.Tensor]:
         """images uint8 [B, H, W, 3] -> {layer: float32 [B, S, C, h, w]} on the model device.
         views: the view index of each image (a training cache's "#v<k>"; default 0), part of its
         noise seeds. grad_mode "no_grad" returns ordinary tensors (usable later in autograd graphs),
-        "inference" runs under torch.inference_mode."""
+        "inference" runs under torch.inference_mode. latents: [B, 4, H/8, W/8] from latent()
+        (default: encoded here, all B in one VAE call)."""
         if len(images) != len(sample_ids):
             raise DiffsegError(f"{len(images)} images but {len(sample_ids)} sample ids")
         views = [0] * len(images) if views is None else [int(v) for v in views]
@@ -141,11 +154,20 @@ class FeatureExtractor:
         images = np.asarray(images)
         with _grad_context(grad_mode):
             if branch == "uncond":
-                return self._uncond(images, list(sample_ids), views)
+                return self._uncond(images, list(sample_ids), views, latents)
             if branch == "cond":
                 if labels is None or len(labels) != len(images):
                     raise DiffsegError("the cond branch needs one label per image")
-                per = [self._cond(images[b : b + 1], labels[b], sample_ids[b], views[b]) for b in range(len(images))]
+                per = [
+                    self._cond(
+                        images[b : b + 1],
+                        labels[b],
+                        sample_ids[b],
+                        views[b],
+                        None if latents is None else latents[b : b + 1],
+                    )
+                    for b in range(len(images))
+                ]
                 return {k: torch.cat([p[k] for p in per]) for k in per[0]}
             raise DiffsegError(f"unknown branch {branch!r} (expected uncond or cond)")
 
@@ -169,10 +191,10 @@ class FeatureExtractor:
         a_next = self.alphas_cumprod[self.cfg.steps[idx + 1]]
         return a, a_next, eta_at(t, self.cfg.eta, self.cfg.eta_window)
 
-    def _uncond(self, images, sample_ids, views) -> dict[str, torch.Tensor]:
+    def _uncond(self, images, sample_ids, views, latents=None) -> dict[str, torch.Tensor]:
         """B images, one row each -> {layer: [B, S, C, h, w]}."""
         keys = [(seeding.content_key(img), v) for img, v in zip(images, views)]
-        x = self._encode(images, keys)
+        x = self._encode(images, keys) if latents is None else latents
         B = x.shape[0]
         rows = _Rows(
             n_images=B,
@@ -183,7 +205,7 @@ class FeatureExtractor:
         )
         return self._walk(x, rows)
 
-    def _cond(self, image_1HW3, label_HW, sample_id, view) -> dict[str, torch.Tensor]:
+    def _cond(self, image_1HW3, label_HW, sample_id, view, latent=None) -> dict[str, torch.Tensor]:
         """One image, rows [uncond, class_1..class_n] -> {layer: [1, S, C, h, w]}."""
         label_HW = np.asarray(label_HW)
         if label_HW.shape != tuple(image_1HW3.shape[1:3]):
@@ -192,7 +214,7 @@ class FeatureExtractor:
             )
         present = present_classes(label_HW, self.classes)
         key = seeding.content_key(image_1HW3[0])
-        x = self._encode(image_1HW3, [(key, view)])  # [1, 4, H, W]
+        x = self._encode(image_1HW3, [(key, view)]) if latent is None else latent  # [1, 4, H, W]
         masks_K1HW = class_masks(label_HW, present, (x.shape[-2], x.shape[-1])).to(x.device)
         emb_KTD = self.text.batch([self.uncond_text] + [self.class_text[c] for c in present])
         copies = ["uncond"] + [f"class{c}" for c in present]

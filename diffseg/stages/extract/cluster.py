@@ -4,7 +4,7 @@
 threads = cores // N, so N workers never oversubscribe the cores; CUDA: one worker per GPU,
 pinned by its own CUDA_VISIBLE_DEVICES in a SpecCluster). `--scheduler ADDRESS` joins an
 existing cluster. Tasks are contiguous blocks of pending samples (every sample owns its
-chunks, so any block is chunk-aligned); each worker builds the model once, writes its
+chunks, so any block is chunk-aligned; blocks start and end on --batch-size edges); each worker builds the model once, writes its
 samples itself and returns `Outcome`s; failed tasks are retried twice.
 """
 
@@ -22,14 +22,18 @@ from diffseg.stages.extract.worker import run_block, warm_up
 BLOCKS_PER_WORKER = 4  # several blocks each: balances load and bounds what a lost worker redoes
 
 
-def blocks(pending: list[int], n_workers: int) -> list[list[int]]:
-    """Split sorted pending indices into contiguous runs of at most ceil(len / (workers * 4))."""
+def blocks(pending: list[int], n_workers: int, batch: int = 1) -> list[list[int]]:
+    """Split sorted pending indices into runs of at most ceil(len / (workers * 4)) samples (rounded
+    up to whole batches), contiguous in batches: a block starts and ends on a batch edge (sample i
+    is in batch i // batch), so no batch (--batch-size) is split between two workers."""
     if not pending:
         return []
     size = max(1, -(-len(pending) // (max(1, n_workers) * BLOCKS_PER_WORKER)))
+    size = -(-size // batch) * batch
     out, cur = [], [pending[0]]
     for i in pending[1:]:
-        if i == cur[-1] + 1 and len(cur) < size:
+        same_batch = i // batch == cur[-1] // batch
+        if same_batch or (i // batch == cur[-1] // batch + 1 and len(cur) + batch <= size):
             cur.append(i)
         else:
             out.append(cur)
@@ -116,7 +120,7 @@ def run_blocks(client, plan: ExtractPlan, pending: list[int], threads: int | Non
     """Yield the list of Outcomes of each block as it completes (retried twice on failure)."""
     from distributed import as_completed
 
-    jobs = blocks(pending, n_workers(client))
+    jobs = blocks(pending, n_workers(client), plan.batch_size)
     plan_f = client.scatter(plan, broadcast=True)
     futures = [client.submit(run_block, plan_f, job, threads, retries=2, pure=False) for job in jobs]
     try:

@@ -17,6 +17,7 @@ import platform
 import socket
 import sys
 import time
+from contextlib import closing
 from datetime import UTC, datetime
 
 from diffseg.core.errors import CacheMismatch, DataError, DiffsegError
@@ -174,7 +175,7 @@ def fit_codec(plan: ExtractPlan, ids: list[str], models, extractor=None, dataset
     from diffseg.cache import is_cache
     from diffseg.cache.codecs import resolve
     from diffseg.cache.convert import fit_shared
-    from diffseg.stages.extract.worker import SampleRunner
+    from diffseg.stages.extract.worker import Prepared, SampleRunner
 
     names = [f"{b}/{layer}" for b, layer in plan.array_names()]
     if all(c.name != "pca" for c in resolve(plan.codec, names).values()) or is_cache(plan.out):
@@ -182,12 +183,10 @@ def fit_codec(plan: ExtractPlan, ids: list[str], models, extractor=None, dataset
     runner = SampleRunner(plan, models, writer=_IdsOnly(ids), dataset=dataset, extractor=extractor)
 
     def sample(i: int):
-        try:
-            source = runner.dataset.load(i // plan.views)
-            sid, image, label, _ = runner.view(i, source)
-        except DataError:  # a bad sample is skipped by the extraction too
+        prepared = runner.prepare(i)  # the extraction's own read, view and VAE encode
+        if not isinstance(prepared, Prepared):  # a bad sample is skipped by the extraction too
             return None
-        return runner.features(sid, image, label, i % plan.views)
+        return runner.batch_features([prepared])[0]
 
     t0 = time.perf_counter()
     shared = fit_shared(plan.codec, names, len(ids), sample)
@@ -331,8 +330,10 @@ def _run_local(plan: ExtractPlan, samples: Samples, models, progress: bool, lock
     writer = create_cache(plan, samples, _model_info(models, extractor, plan), shared)
     runner = SampleRunner(plan, models, writer, dataset=samples.dataset, extractor=extractor)
     with Recorder(plan, writer, samples, progress, lock) as rec:
-        for i in share.shard_indices(writer.pending(), writer.n, plan.shard):
-            rec.add([runner.run(i)])
+        pending = share.shard_indices(writer.pending(), writer.n, plan.shard, plan.batch_size)
+        with closing(runner.run_many(pending)) as outcomes:  # closed at once when add() raises (--strict)
+            for out in outcomes:
+                rec.add([out])
         return rec.finish(startup, None)
 
 
@@ -352,7 +353,7 @@ def _run_dask(plan: ExtractPlan, samples: Samples, progress: bool, lock=None) ->
         shared = client.submit(worker_fit_codec, plan, samples.ids, pure=False).result()
         writer = create_cache(plan, samples, info, shared)
         with Recorder(plan, writer, samples, progress, lock) as rec:
-            pending = share.shard_indices(writer.pending(), writer.n, plan.shard)
+            pending = share.shard_indices(writer.pending(), writer.n, plan.shard, plan.batch_size)
             for outcomes in xd.run_blocks(client, plan, pending, threads):
                 rec.add(outcomes)
             return rec.finish(startup, n)

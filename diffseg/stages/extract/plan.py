@@ -70,6 +70,8 @@ class ExtractPlan:
     workers: int | None
     scheduler: str | None
     shard: tuple[int, int] | None = None  # (I, N): this process extracts share I of N (share.py)
+    batch_size: int = 1  # uncond images per U-Net call; sample i is in batch i // batch_size (recorded)
+    overlap: bool = True  # reads and writes in threads beside the U-Net (overlap.py); False: benchmarks
 
     def branch_layers(self, branch: str) -> tuple[str, ...]:
         """Layers this branch stores: every branch stores every layer (the branches share the
@@ -179,6 +181,7 @@ def build_plan(
     descriptions=None,
     strict=False,
     codec=None,
+    batch_size=None,
     **unused,
 ) -> ExtractPlan:
     """The CLI keywords of `extract` (cli.py) resolved into a plan; raises DiffsegError on bad values.
@@ -241,7 +244,10 @@ def build_plan(
         scheduler=scheduler,
         shard=shard,
         codec=normalize_spec(codec or "raw"),
+        batch_size=1 if batch_size is None else int(batch_size),
     )
+    if plan.batch_size < 1:
+        raise DiffsegError(f"--batch-size {plan.batch_size}: expected at least 1")
     if "xattn" in traj.kinds and uncond_prompt != "classes":
         raise DiffsegError(
             "xattn layers need --uncond-prompt classes: with the empty prompt the "
@@ -301,6 +307,7 @@ def extract_record(plan: ExtractPlan, image_ids: list[str]):
         ids_sha256=hashlib.sha256("\n".join(image_ids).encode()).hexdigest(),
         seeding=SCHEME,
         recipe=plan.recipe,
+        batch_size=plan.batch_size,
     )
 
 

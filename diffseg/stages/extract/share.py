@@ -45,12 +45,17 @@ def parse_shard(text: str) -> tuple[int, int]:
     return int(i), int(n)
 
 
-def shard_indices(indices: list[int], n: int, shard: tuple[int, int] | None) -> list[int]:
-    """The indices (of n samples) that belong to shard (I, N); all of them without a shard."""
+def shard_indices(indices: list[int], n: int, shard: tuple[int, int] | None, batch: int = 1) -> list[int]:
+    """The indices (of n samples) that belong to shard (I, N); all of them without a shard. Shard
+    edges fall on multiples of `batch` (--batch-size), so no batch is split between shards."""
     if shard is None:
         return list(indices)
     i, k = shard
-    lo, hi = i * n // k, (i + 1) * n // k
+
+    def edge(j: int) -> int:
+        return n if j == k else j * n // k // batch * batch
+
+    lo, hi = edge(i), edge(i + 1)
     return [j for j in indices if lo <= j < hi]
 
 

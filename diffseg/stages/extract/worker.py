@@ -1,4 +1,4 @@
-"""Stage one's unit of work: one sample (load, view, both branches, write) and a block of them.
+"""Stage one's unit of work: samples (load, view, both branches, write), overlapped (overlap.py).
 
 The same `SampleRunner` serves the in-process loop and the dask workers. On a worker the
 frozen model and the runner live in a process-local cache keyed by (model, device, dtype)
@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Generator
+from contextlib import closing
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,7 +72,7 @@ def make_extractor(plan: ExtractPlan, models):
 
 
 class SampleRunner:
-    """Computes and writes samples of one plan: `run(i) -> Outcome` never writes a partial sample."""
+    """Computes and writes samples of one plan: `run_many(indices)` never writes a partial sample."""
 
     def __init__(self, plan: ExtractPlan, models, writer=None, dataset=None, extractor=None):
         self.plan, self.models, self._writer = plan, models, writer
@@ -108,31 +110,102 @@ class SampleRunner:
         image, label = eval_view(sid, sample.image, sample.label, self.plan.resolution)
         return sid, image, label, np.ascontiguousarray(sample.label)
 
-    def features(self, sid: str, image: np.ndarray, label: np.ndarray, view: int = 0) -> dict[str, np.ndarray]:
-        """{"<branch>/<layer>": float16 [S, C, h, w]} for every planned branch; `view`: the view
-        index (part of the noise seeds, with the pixels' content)."""
-        arrays = {}
+    def batch_features(self, items: list[Prepared]) -> list[dict[str, np.ndarray]]:
+        """Per sample {"<branch>/<layer>": float16 [S, C, h, w]} for every planned branch. The
+        uncond branch runs the samples in one U-Net call per step (--batch-size; each keeps its
+        own noise, seeded from its pixels and view), the cond branch one image at a time."""
+        per: list[dict[str, np.ndarray]] = [{} for _ in items]
         for branch in self.plan.branches:
             if branch == "cond":
-                out = self.extractor.cond(image, label, sid, view)
+                outs = [self.extractor.cond(it.image, it.label, it.sid, it.view, it.latent) for it in items]
+            elif len(items) == 1:
+                outs = [self.extractor.uncond(items[0].image, items[0].sid, items[0].view, items[0].latent)]
             else:
-                out = self.extractor.uncond(image, sid, view)
-            for layer in self.plan.branch_layers(branch):
-                arrays[f"{branch}/{layer}"] = out[layer]
-        return arrays
+                images = np.stack([it.image for it in items])
+                sids, views = [it.sid for it in items], [it.view for it in items]
+                latents = torch.cat([it.latent for it in items])
+                batched = self.extractor.uncond_batch(images, sids, views, latents)
+                outs = [{k: v[b] for k, v in batched.items()} for b in range(len(items))]
+            for arrays, out in zip(per, outs):
+                for layer in self.plan.branch_layers(branch):
+                    arrays[f"{branch}/{layer}"] = out[layer]
+        return per
 
-    def run(self, i: int) -> Outcome:
+    # -- the three steps of a sample (overlap.py runs them in three threads) -----------------------
+    def prepare(self, i: int) -> Prepared | Outcome:
+        """Read, decode and view sample i, hash its source and VAE-encode its view; a bad sample ->
+        its Outcome."""
         t0 = time.perf_counter()
         try:
             sample = self.dataset.load(i // self.plan.views)
             sid, image, label, orig = self.view(i, sample)
         except DataError as err:  # a bad sample: reported to the coordinator, never silent
-            if not self.plan.strict:
-                self.writer.mark_skipped(i)
             return Outcome(index=i, id=self.ids[i], written=False, reason=str(err), seconds=time.perf_counter() - t0)
-        arrays = self.features(sid, image, label, i % self.plan.views)
-        self.writer.write_sample(i, arrays, label, orig, sample_digest(sample.image, sample.label))
-        return Outcome(index=i, id=sid, written=True, seconds=time.perf_counter() - t0)
+        digest = sample_digest(sample.image, sample.label)
+        view = i % self.plan.views
+        latent = self.extractor.latent(image, view)  # the VAE here too: off the U-Net's thread
+        return Prepared(
+            index=i, sid=sid, image=image, label=label, orig=orig, digest=digest, view=view, latent=latent, t0=t0
+        )
+
+    def compute(self, batch: list[Prepared | Outcome], wanted) -> tuple[list[tuple], bool]:
+        """One batch (the samples of one i // batch_size) -> ([(item, arrays or None)] to write, in
+        index order, only the `wanted` ones; go on?). Its good members are computed together
+        whether wanted or not (a batch's members decide its bytes); --strict ends at a bad one."""
+        good = [it for it in batch if isinstance(it, Prepared)]
+        arrays = dict(zip([it.index for it in good], self.batch_features(good))) if good else {}
+        pairs: list[tuple] = []
+        for it in batch:
+            if it.index not in wanted:
+                continue
+            pairs.append((it, arrays.get(it.index)))
+            if isinstance(it, Outcome) and self.plan.strict:
+                return pairs, False
+        return pairs, True
+
+    def write(self, item: Prepared | Outcome, arrays) -> Outcome:
+        """Write a computed sample (status last), or mark a bad one skipped (unless --strict)."""
+        if isinstance(item, Outcome):
+            if not self.plan.strict:
+                self.writer.mark_skipped(item.index)
+            return item
+        self.writer.write_sample(item.index, arrays, item.label, item.orig, item.digest)
+        return Outcome(index=item.index, id=item.sid, written=True, seconds=time.perf_counter() - item.t0)
+
+    def run_many(self, indices: list[int]) -> Generator[Outcome, None, None]:
+        """Extract and write the samples `indices` (sorted), one Outcome each in order, overlapping
+        the reads and writes with the U-Net (overlap.py). Batches are aligned to absolute indices
+        (sample i is in batch i // batch_size), so a batch's members never depend on which samples
+        are pending: the complete members of a partly pending batch are recomputed, not written."""
+        from diffseg.stages.extract import overlap
+
+        n, size = len(self.ids), self.plan.batch_size
+        wanted = set(indices)
+        members = sorted({j for i in wanted for j in range(i // size * size, min(i // size * size + size, n))})
+        return overlap.run(
+            members,
+            self.prepare,
+            lambda batch: self.compute(batch, wanted),
+            self.write,
+            key=lambda it: it.index // size,
+            depth=size,
+            overlap=self.plan.overlap,
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Prepared:
+    """A sample ready for the U-Net: its view, labels and source digest."""
+
+    index: int
+    sid: str
+    image: np.ndarray  # uint8 [H, W, 3]
+    label: np.ndarray  # uint8 [H, W]
+    orig: np.ndarray | None  # evaluation caches: the original label
+    digest: np.ndarray | None
+    view: int
+    latent: torch.Tensor  # [1, 4, H/8, W/8]: its VAE latent, shared by both branches
+    t0: float  # when its preparation began (Outcome.seconds)
 
 
 def runner_for(plan: ExtractPlan) -> SampleRunner:
@@ -164,9 +237,9 @@ def run_block(plan: ExtractPlan, indices: list[int], torch_threads: int | None) 
     outcomes = []
     with _LOCK:
         runner = runner_for(plan)
-        for i in indices:
-            out = runner.run(i)
-            outcomes.append(out)
-            if not out.written and plan.strict:
-                break
+        with closing(runner.run_many(indices)) as outs:
+            for out in outs:
+                outcomes.append(out)
+                if not out.written and plan.strict:
+                    break
     return outcomes
