@@ -125,7 +125,7 @@ RootOpt = Annotated[
     Path | None,
     typer.Option(help="Dataset root. Default: $DIFFSEG_DATA/<folder> or data/<folder> (gta, synthia, ...)."),
 ]
-SplitOpt = Annotated[str, typer.Option(help="train | val (demo also: val-night, val-fog).")]
+SplitOpt = Annotated[str, typer.Option(help="train | val (demo also: val-night, val-fog, and dev for tuning).")]
 SplitFileOpt = Annotated[
     Path | None,
     typer.Option(exists=True, dir_okay=False, help="Text file of sample ids, one per line, restricting the split."),
