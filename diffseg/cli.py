@@ -151,7 +151,7 @@ RootOpt = Annotated[
     Path | None,
     typer.Option(help="Dataset root. Default: $DIFFSEG_DATA/<folder> or data/<folder> (gta, synthia, ...)."),
 ]
-SplitOpt = Annotated[str, typer.Option(help="train | val (demo also: val-night, val-fog).")]
+SplitOpt = Annotated[str, typer.Option(help="train | val (demo also: val-night, val-fog, and dev for tuning).")]
 SplitFileOpt = Annotated[
     Path | None,
     typer.Option(exists=True, dir_okay=False, help="Text file of sample ids, one per line, restricting the split."),
@@ -706,17 +706,31 @@ def ablate(
             help="Train every cell once per seed (e.g. 0,1,2) under <cell>/seed-<k>/; tables show mean +- std."
         ),
     ] = None,
+    cells: Annotated[str | None, typer.Option(help="Only these planned cells, comma-separated (e.g. ipkl-l2).")] = None,
+    rcs_temperature: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            help="Rare-class sampling temperature of every cell; 0: uniform over images.",
+            show_default=_shown("rcs_temperature"),
+        ),
+    ] = None,
 ) -> None:
     """The paper's Table IV (and feature-selection cells) from one cache; finished cells are kept."""
     from diffseg.stages.ablate import job as stage
     from diffseg.stages.runs.seeds import parse_seeds
 
+    chosen: dict[str, tuple] = {}  # only what was given reaches the stage
+    if seeds is not None:
+        chosen["seeds"] = parse_seeds(seeds)
+    if cells is not None:
+        chosen["only"] = tuple(c.strip() for c in cells.split(",") if c.strip())
     stage.main(
         cache=cache,
         eval_caches=list(eval_cache),
         out=out,
         features=features,
-        **({"seeds": parse_seeds(seeds)} if seeds is not None else {}),
+        **chosen,
         **_given(
             iters=iters,
             batch_size=batch_size,
@@ -726,6 +740,7 @@ def ablate(
             workers=workers,
             device=device,
             seed=seed,
+            rcs_temperature=rcs_temperature,
         ),
     )
 
@@ -768,13 +783,20 @@ def predict(
 @user_errors
 def demo(
     out: Annotated[Path, typer.Option(help="Folder of the report, caches and the main run (DIR/run).")] = Path("demo"),
-    size: Annotated[DemoSize, typer.Option(help="full (< 10 min on 2 CPU cores) or small (CI).")] = DemoSize.full,
+    size: Annotated[DemoSize, typer.Option(help="full (about 12 min on 2 CPU cores) or small (CI).")] = DemoSize.full,
+    model: Annotated[
+        str | None,
+        typer.Option(help="Model of stage one (default: the trained built-in mini; e.g. tiny, or a directory)."),
+    ] = None,
+    full_grid: Annotated[
+        bool, typer.Option(help="Also the feature-selection ablation cells (one seed each: slower).")
+    ] = False,
     device: Annotated[Device, typer.Option(help="auto picks cuda when available.")] = Device.auto,
 ) -> None:
-    """The whole method end to end on the built-in tiny model and demo dataset, with a report."""
+    """The whole method end to end on the built-in trained mini model and demo dataset, with a report."""
     from diffseg.stages.demo import job as stage
 
-    stage.main(out=out, size=size.value, device=device.value)
+    stage.main(out=out, size=size.value, model=model, full_grid=full_grid, device=device.value)
 
 
 @app.command()

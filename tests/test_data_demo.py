@@ -11,12 +11,12 @@ from diffseg.data.demo import DEMO_COUNTS, render_sample
 
 
 def test_splits_counts_and_ids():
-    assert DEMO_SPLITS == ("train", "val", "val-night", "val-fog")
+    assert DEMO_SPLITS == ("train", "val", "val-night", "val-fog", "dev")
     for split in DEMO_SPLITS:
         ds = open_dataset("demo", split=split)
         assert len(ds) == DEMO_COUNTS[split] and ds.root is None and ds.name == "demo"
         assert ds.ids[0] == f"{split}/0000" and ds.ids == sorted(ds.ids)
-    assert DEMO_COUNTS == {"train": 48, "val": 16, "val-night": 16, "val-fog": 16}
+    assert DEMO_COUNTS == {"train": 48, "val": 16, "val-night": 16, "val-fog": 16, "dev": 32}
     assert len(open_dataset("demo", split="val", demo_count=3)) == 3
     with pytest.raises(DiffsegError, match="unknown split"):
         open_dataset("demo", split="test")
@@ -93,3 +93,17 @@ def test_split_file(tmp_path):
     ids.write_text("val/0099\n")
     with pytest.raises(DiffsegError, match="val/0099"):
         open_dataset("demo", split="val", split_file=ids)
+
+
+def test_dev_split_is_its_own_scenes_in_the_source_style():
+    # tuning happens on dev: none of its scenes may be a training or reporting sample
+    def scenes(split: str, n: int) -> set[bytes]:
+        return {render_sample(0, split, i, (64, 64))[1].tobytes() for i in range(n)}
+
+    dev = scenes("dev", DEMO_COUNTS["dev"])
+    assert len(dev) == DEMO_COUNTS["dev"]
+    for split in ("train", "val", "val-night", "val-fog"):
+        assert not dev & scenes(split, DEMO_COUNTS[split]), split
+    dev_mean = np.mean([render_sample(0, "dev", i)[0].mean() for i in range(8)])
+    night_mean = np.mean([render_sample(0, "val-night", i)[0].mean() for i in range(8)])
+    assert dev_mean > 1.5 * night_mean  # daylight, like train and val

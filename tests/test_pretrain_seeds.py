@@ -16,10 +16,12 @@ def _state(rng: np.random.Generator) -> bytes:
 def test_stream_word_is_no_split_index():
     # the second entropy word is the split index for evaluation samples, PRETRAIN_STREAM here
     assert PRETRAIN_STREAM >= 2**16 > len(DEMO_SPLITS)
+    assert "dev" in DEMO_SPLITS  # the tuning split is checked like every other split below
 
 
 def test_no_pretraining_generator_equals_an_evaluation_generator():
-    # every split (train included: a demo head trains on it), seeds 0-2, 4x the default counts
+    # every split (train: a demo head trains on it; dev: the demo is tuned on it), seeds 0-2,
+    # 4x the default counts
     evaluation = {
         _state(np.random.default_rng((seed, s, i)))
         for seed in range(3)

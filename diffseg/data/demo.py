@@ -2,7 +2,11 @@
 
 No files: sample i of split s is rendered from `np.random.default_rng((seed, s, i))`, so
 it is the same on every machine. `train` and `val` share the daylight source style;
-`val-night` and `val-fog` are shifted target domains for domain generalisation.
+`val-night` and `val-fog` are shifted target domains for domain generalisation. `dev`
+(daylight, its own split index, so its own scenes) is for tuning: choices such as the
+demo's head recipe, iterations, or the steps and layers read from `mini` are made on `dev`,
+never on `val`, `val-night` or `val-fog`, which only report. It is in the source style on
+purpose: domain generalisation may not look at the target domains to choose anything.
 """
 
 from __future__ import annotations
@@ -16,9 +20,10 @@ from diffseg.data.demo_scene import draw_scene
 from diffseg.data.demo_style import render
 from diffseg.data.splits import check_split, restrict
 
-DEMO_SPLITS = ("train", "val", "val-night", "val-fog")
-DEMO_COUNTS = {"train": 48, "val": 16, "val-night": 16, "val-fog": 16}
-_STYLE = {"train": "source", "val": "source", "val-night": "night", "val-fog": "fog"}
+# The position in DEMO_SPLITS is the split's word in the sample seed: append, never reorder.
+DEMO_SPLITS = ("train", "val", "val-night", "val-fog", "dev")
+DEMO_COUNTS = {"train": 48, "val": 16, "val-night": 16, "val-fog": 16, "dev": 32}
+_STYLE = {"train": "source", "val": "source", "val-night": "night", "val-fog": "fog", "dev": "source"}
 
 
 def render_sample(

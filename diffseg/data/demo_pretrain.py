@@ -7,8 +7,9 @@ the caption can name the classes present (as alt-text would); pre-training never
 them as masks.
 
 Disjoint from evaluation by construction: demo sample i of split s is rendered from
-`np.random.default_rng((seed, s, i))` with s a split index (< len(DEMO_SPLITS)), while
-pre-training image i comes from `default_rng((seed, PRETRAIN_STREAM, i))`. For seeds and
+`np.random.default_rng((seed, s, i))` with s a split index (< len(DEMO_SPLITS), the tuning
+split `dev` included), while pre-training image i comes from
+`default_rng((seed, PRETRAIN_STREAM, i))`. For seeds and
 indices below 2**32 both are three-word entropies that differ in their second word, and
 numpy's SeedSequence maps distinct entropies of at most four words to distinct states
 (its mixing is a bijection), so no pre-training scene can equal an evaluation scene.

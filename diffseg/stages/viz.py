@@ -1,5 +1,5 @@
 """Pictures shared by the stages: palette masks, image | prediction | ground truth panels with a
-legend, prediction grids per target domain, and the ablation bar chart.
+legend, prediction grids per target domain, titled rows of images, and the ablation bar chart.
 
 Labels are train-id maps `[H, W] uint8` (0..18, 255 = ignore); images are RGB `[H, W, 3] uint8`.
 Masks are saved as palette PNGs (mode "P"): the pixel values stay the train ids, the palette
@@ -173,6 +173,34 @@ def prediction_grid(
         canvas.paste(b, (0, y))
         y += b.height
     draw_legend(ImageDraw.Draw(canvas), classes, y, width, fnt)
+    return canvas
+
+
+def image_rows(rows: Mapping[str, Sequence[np.ndarray]], cell_h: int = 128) -> Image.Image:
+    """Titled rows of RGB images (e.g. inputs over their reconstructions, or generated samples), each
+    image scaled to cell_h pixels tall."""
+    assert rows and all(rows.values()), "image_rows needs at least one image per row"
+    fnt = font()
+    blocks = []
+    for name, images in rows.items():
+        pics = [
+            Image.fromarray(img).resize(
+                (max(1, round(img.shape[1] * cell_h / img.shape[0])), cell_h), Image.Resampling.BILINEAR
+            )
+            for img in images
+        ]
+        block = Image.new("RGB", (sum(p.width for p in pics) + GAP * (len(pics) - 1), TITLE_H + cell_h), BACKGROUND)
+        ImageDraw.Draw(block).text((4, 3), name, fill=TEXT, font=fnt)
+        x = 0
+        for pic in pics:
+            block.paste(pic, (x, TITLE_H))
+            x += pic.width + GAP
+        blocks.append(block)
+    canvas = Image.new("RGB", (max(b.width for b in blocks), sum(b.height + GAP for b in blocks)), BACKGROUND)
+    y = 0
+    for b in blocks:
+        canvas.paste(b, (0, y))
+        y += b.height + GAP
     return canvas
 
 

@@ -43,3 +43,30 @@ def reconstruct(models, images_BHW3: np.ndarray) -> np.ndarray:
     """Encode (posterior mean, as the extractor does) and decode: uint8 [B, H, W, 3]."""
     x = torch.from_numpy(images_BHW3).permute(0, 3, 1, 2).to(models.device, models.dtype) / 127.5 - 1
     return _to_uint8(models.vae.decode(models.vae.encode(x).latent_dist.mean).sample)
+
+
+def style_prompt(style: str, classes: tuple[int, ...]) -> str:
+    """The canonical caption of a `style` scene showing `classes` (pre-training's words, no randomness)."""
+    from diffseg.core.classes import CLASS_NAMES
+    from diffseg.pipeline.pretrain.captions import STYLE_WORDS
+
+    return f"a photo of a city street, {', '.join(CLASS_NAMES[c] for c in classes)}; {STYLE_WORDS[style][0]}"
+
+
+def model_pictures(
+    spec: str,
+    prompts: list[str],
+    images_BHW3: np.ndarray,
+    seed: int = 0,
+    steps: int = 25,
+    guidance: float = 3.0,
+    device: str | torch.device = "cpu",
+) -> tuple[np.ndarray, np.ndarray]:
+    """(one DDIM sample per prompt at the images' size, the images' autoencoder reconstructions) of the
+    model `spec` (a built-in name or a directory, as `--model` takes it), both uint8 [B, H, W, 3]."""
+    from diffseg.pipeline.models import load_models
+
+    models = load_models(spec, device)
+    generator = torch.Generator().manual_seed(seed)
+    samples = generate(models, prompts, generator, size=int(images_BHW3.shape[1]), steps=steps, guidance=guidance)
+    return samples, reconstruct(models, images_BHW3)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from diffseg.cache import CacheReader
@@ -144,13 +145,15 @@ def main(
     out: Path,
     features: bool = True,
     seeds: tuple[int, ...] | None = None,
+    only: Sequence[str] | None = None,
     **options,
 ) -> Path:
     """Run every missing cell, then write ablation.md/.csv/.png under `out`; returns `out`.
 
     `options`: TrainConfig fields given for every cell (None or absent: not given, ABLATION_CELL's
     or TrainConfig's default). `seeds`: every cell once per seed under `<cell>/seed-<k>/`, the tables
-    showing mean +- std over them."""
+    showing mean +- std over them. `only`: the names of the planned cells to run (e.g. the full
+    method alone on another cache, as the demo's recipe cells do); None: all of them."""
     if not eval_caches:
         raise DiffsegError("ablate needs at least one --eval-cache (the targets the cells are scored on)")
     options = given(**options)
@@ -159,6 +162,14 @@ def main(
     options["device"] = resolve_device(options.get("device", default("device"))).type
     layout = cache_layout(cache)
     cells = plan_cells(layout, features=features)
+    if only is not None:
+        unknown = sorted(set(only) - {c.name for c in cells})
+        if unknown:
+            raise DiffsegError(
+                f"ablate: no cell named {', '.join(unknown)} (cells: {', '.join(c.name for c in cells)})"
+            )
+        # a kept cell whose twin is left out trains itself
+        cells = [replace(c, same_as=None) if c.same_as not in (None, *only) else c for c in cells if c.name in only]
     names = target_names([str(p) for p in eval_caches])
     out = Path(out)
     (out / "cells").mkdir(parents=True, exist_ok=True)
