@@ -3,7 +3,7 @@ ones and over the pixels alone, in the source style and across the demo's domain
 
 One invocation trains the same head, with the demo's main-run recipe (DemoConfig `full`:
 48 training images at 128 px, 16 per target, preset `5step` saving t = 60, 20, 1, kinds
-res, blk, xattn, 300 iterations, `light` fusion, lr 6e-4, warm-up 25, batch 4), once per
+res, blk, xattn, its main-run iterations (300 when the README's numbers were taken, 200 since), `light` fusion, lr 6e-4, warm-up 25, batch 4), once per
 seed on each of three feature sets, and scores it on `val`, `val-night` and `val-fog`:
 
 - `mini`: features of the built-in trained model (diffseg/pipeline/weights/mini);
@@ -23,7 +23,7 @@ scores every target at the end with the trainer's own scoring, as `diffseg eval`
 Nothing is tuned here: the recipe is the demo's, and val / val-night / val-fog only report.
 
 Also printed for `mini` and `tiny`: the mean inside/outside ratio of cross-attention on each
-target (`xattn_inside_outside`, the unconditional branch that the evaluation scores, whose
+target (`diffseg.stages.tools.attention.xattn_ratio`, the unconditional branch that the evaluation scores, whose
 prompt names every class).
 
     python -m benchmarks.bench_premise                 # the full measurement (tens of minutes)
@@ -168,43 +168,6 @@ def pixel_caches(cfg, model: str, sources: dict[str, Path], folder: Path) -> dic
 
 
 # -- cross-attention inside / outside its class ----------------------------------------------
-def xattn_inside_outside(cache: Path, branch: str = "uncond") -> dict:
-    """Benchmark-local (the demo report has its own; to be merged into one function): for every
-    sample, `xattn` layer and class present in the label, the class's map (mean over the saved
-    steps, upsampled by its stride) averaged inside the class's mask / outside it (ignore pixels
-    excluded); -> {"ratio": mean of those ratios, "n": how many, "per_layer": {layer: mean}}."""
-    from diffseg.cache import CacheReader, schema
-    from diffseg.core.classes import IGNORE
-
-    reader = CacheReader(cache)
-    layers = [layer for layer, spec in reader.layer_specs.items() if spec.kind == "xattn"]
-    classes = list(reader.record.extract.classes)
-    ratios: dict[str, list[float]] = {layer: [] for layer in layers}
-    for i in reader.complete_indices():
-        names = [schema.feature_name(branch, layer) for layer in layers]
-        got = reader.read(i, [*names, schema.LABELS])
-        label = got[schema.LABELS]
-        valid = label != IGNORE
-        for layer, name in zip(layers, names):
-            stride = reader.layer_specs[layer].stride
-            maps_Chw = got[name].astype(np.float64).mean(axis=0)
-            for k, cls in enumerate(classes):
-                inside = label == cls
-                outside = valid & ~inside
-                if not inside.any() or not outside.any():
-                    continue
-                full = np.kron(maps_Chw[k], np.ones((stride, stride)))[: label.shape[0], : label.shape[1]]
-                out_mean = full[outside].mean()
-                if out_mean > 0:
-                    ratios[layer].append(float(full[inside].mean() / out_mean))
-    every = [r for rs in ratios.values() for r in rs]
-    return {
-        "ratio": float(np.mean(every)) if every else None,
-        "n": len(every),
-        "per_layer": {layer: float(np.mean(rs)) if rs else None for layer, rs in ratios.items()},
-    }
-
-
 # -- the measurement ------------------------------------------------------------------------
 def train_arm(cfg, caches: dict[str, Path], out: Path, seeds: tuple[int, ...]) -> dict:
     from diffseg.stages.demo.config import TARGETS
@@ -242,6 +205,7 @@ def run(cfg, seeds: tuple[int, ...], work: Path, threads: int) -> dict:
     import torch
 
     from diffseg.stages.demo.config import TARGETS
+    from diffseg.stages.tools.attention import xattn_ratio
 
     torch.set_num_threads(threads)
     res: dict[str, Any] = {
@@ -262,7 +226,7 @@ def run(cfg, seeds: tuple[int, ...], work: Path, threads: int) -> dict:
     caches["pixels"] = pixel_caches(cfg, "mini", caches["mini"], work / "cache" / "pixels")
     res["timings_s"]["write pixels caches"] = time.perf_counter() - t0
     for model in ("mini", "tiny"):
-        res["xattn"][model] = {t: xattn_inside_outside(caches[model][t]) for t in TARGETS}
+        res["xattn"][model] = {t: xattn_ratio(caches[model][t]) for t in TARGETS}
     for arm in ARMS:
         t0 = time.perf_counter()
         summary = train_arm(cfg, caches[arm], work / "runs" / arm, seeds)
@@ -330,10 +294,7 @@ def markdown(res: dict) -> str:
     for model, per in res["xattn"].items():
         by_block = []
         for block in ("up1", "up2", "up3"):
-            vals = [
-                [v for k, v in per[t]["per_layer"].items() if k.startswith(block + ".") and v is not None]
-                for t in TARGETS
-            ]
+            vals = [[v for k, v in per[t]["layers"].items() if k.startswith(block + ".") and v == v] for t in TARGETS]
             if all(vals):
                 by_block.append(f"{block} " + " / ".join(f"{np.mean(v):.2f}" for v in vals))
         lines.append(f"\n{model}, mean of an up block's layers ({' / '.join(TARGETS)}): " + "; ".join(by_block))
