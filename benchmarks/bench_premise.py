@@ -58,18 +58,10 @@ def _ints(value: str | None) -> tuple[int, ...] | None:
 
 
 def extract_options(cfg, model: str) -> dict[str, Any]:
-    """The demo's stage-one options (stages/demo/job.py extract_all) with another model."""
-    return dict(
-        dataset="demo",
-        model=model,
-        preset=cfg.preset,
-        steps=_ints(cfg.steps),
-        save_steps=_ints(cfg.save_steps),
-        kinds=tuple(cfg.kinds.split(",")),
-        resolution=(cfg.resolution, cfg.resolution),
-        uncond_prompt="classes",
-        device="cpu",
-    )
+    """The demo's stage-one options with another model, on the CPU."""
+    from diffseg.stages.demo.job import extract_options as demo_extract_options
+
+    return demo_extract_options(cfg, model, "cpu")
 
 
 def splits(cfg) -> dict[str, int]:
@@ -170,26 +162,13 @@ def pixel_caches(cfg, model: str, sources: dict[str, Path], folder: Path) -> dic
 # -- cross-attention inside / outside its class ----------------------------------------------
 # -- the measurement ------------------------------------------------------------------------
 def train_arm(cfg, caches: dict[str, Path], out: Path, seeds: tuple[int, ...]) -> dict:
-    from diffseg.stages.demo.config import TARGETS
+    from diffseg.stages.demo.job import main_run_options
     from diffseg.stages.runs.files import read_json
     from diffseg.stages.runs.seeds import SUMMARY_JSON
     from diffseg.stages.train import job as train
 
     train.main_seeds(
-        cache=caches["train"],
-        seeds=seeds,
-        out=out,
-        resume=out.is_dir(),
-        eval_caches=[caches[t] for t in TARGETS],
-        fusion=cfg.fusion,
-        iters=cfg.iters,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        warmup=cfg.warmup,
-        eval_every=0,
-        ckpt_every=cfg.iters,
-        workers=0,
-        device="cpu",
+        cache=caches["train"], seeds=seeds, out=out, resume=out.is_dir(), **main_run_options(cfg, caches, "cpu")
     )
     return read_json(out / SUMMARY_JSON)
 

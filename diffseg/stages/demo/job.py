@@ -56,7 +56,9 @@ def model_folder(model: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", Path(model).name or model) or "model"
 
 
-def _common(cfg: DemoConfig, model: str, device: str) -> dict[str, Any]:
+def extract_options(cfg: DemoConfig, model: str, device: str) -> dict[str, Any]:
+    """The demo's stage-one options (besides split, limit and out): the one place they are spelled,
+    also for the benchmarks that reuse the demo's recipe."""
     return dict(
         dataset="demo",
         model=model,
@@ -88,7 +90,7 @@ def extract_all(cfg: DemoConfig, out: Path, model: str, device: str, recipe: boo
             for k, v in opts.items()
         )
         _step(f"extract --dataset demo --model {model} --split {split} --limit {n}{flags} --out {cache}")
-        extract.main(**_common(cfg, model, device), split=split, limit=n, out=cache, **opts)
+        extract.main(**extract_options(cfg, model, device), split=split, limit=n, out=cache, **opts)
         caches[name] = cache
     return caches
 
@@ -102,22 +104,24 @@ def train_main(cfg: DemoConfig, run: Path, caches: dict[str, Path], device: str)
 
     resume = (run / "config.json").is_file()  # a rerun of the demo continues (or re-scores) the main run
     _step(f"train --cache {caches['train']} --out {run}" + (" --resume" if resume else ""))
-    train.main(
-        cache=caches["train"],
-        out=run,
-        resume=resume,
+    train.main(cache=caches["train"], out=run, resume=resume, **main_run_options(cfg, caches, device))
+    return run
+
+
+def main_run_options(cfg: DemoConfig, caches: dict[str, Path], device: str) -> dict[str, Any]:
+    """The main run's stage-two options (besides cache, out, resume and seed), scored on every target."""
+    return dict(
         eval_caches=[caches[t] for t in TARGETS],
-        fusion=cfg.fusion,
-        iters=cfg.iters,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        warmup=cfg.warmup,
         eval_every=0,
         ckpt_every=cfg.iters,
         workers=0,
-        device=device,
+        **_head(cfg, cfg.iters, device),
     )
-    return run
+
+
+def _head(cfg: DemoConfig, iters: int, device: str) -> dict[str, Any]:
+    """The head recipe every demo training shares (main runs: cfg.iters; cells: cfg.ablation_iters)."""
+    return dict(iters=iters, batch_size=cfg.batch_size, fusion=cfg.fusion, lr=cfg.lr, warmup=cfg.warmup, device=device)
 
 
 def evaluate_main(run: Path, caches: dict[str, Path], device: str) -> dict:
@@ -140,12 +144,7 @@ def _ablate(cfg: DemoConfig, cache: Path, folder: Path, caches: dict[str, Path],
         eval_caches=[caches[t] for t in TARGETS],
         out=folder,
         seeds=cfg.seeds,
-        iters=cfg.ablation_iters,
-        batch_size=cfg.batch_size,
-        fusion=cfg.fusion,
-        lr=cfg.lr,
-        warmup=cfg.warmup,
-        device=device,
+        **_head(cfg, cfg.ablation_iters, device),
         **extra,
     )
     return folder
@@ -170,12 +169,7 @@ def features_all(cfg: DemoConfig, out: Path, caches: dict[str, Path], device: st
         out=folder,
         only=names,
         seed=cfg.seeds[0],
-        iters=cfg.ablation_iters,
-        batch_size=cfg.batch_size,
-        fusion=cfg.fusion,
-        lr=cfg.lr,
-        warmup=cfg.warmup,
-        device=device,
+        **_head(cfg, cfg.ablation_iters, device),
     )
     return folder
 
