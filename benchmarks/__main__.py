@@ -53,6 +53,10 @@ def suite(quick: bool) -> list[tuple[str, list[str]]]:
                 "The premise: mini vs tiny vs pixels features, demo main-run recipe, 3 seeds",
                 ["bench_premise", "--seeds", "0,1,2"],
             ),
+            (
+                "Demo mIoU per feature codec, paired seeds",
+                ["bench_codec_miou", "--seeds", "0,1,2", "--json", "benchmarks/codec_miou.json"],
+            ),
         ]
     )
     return [
