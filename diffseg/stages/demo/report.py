@@ -328,8 +328,8 @@ def write_report(
         "",
         f"- images {cfg['resolution']}x{cfg['resolution']} px; source `train` split: {cfg['train_images']} images "
         f"(conditional + unconditional branch); targets `val` (source style), `val-night`, `val-fog`: "
-        f"{cfg['target_images']} images each. The demo's settings were chosen on the `dev` split, never on the "
-        "targets.",
+        f"{cfg['target_images']} images each. No setting was chosen by looking at the targets: the iterations "
+        "are a time-budget choice, not tuned (tuning belongs on the `dev` split).",
         f"- stage one: model `{model}`"
         + (f" (and `{compare_model}` for the comparison)" if compare_model else "")
         + f", preset `{cfg['preset']}`"
