@@ -3,16 +3,10 @@ test_extract_run.py): for every codec a clean extraction, a run killed with SIGK
 `cache convert` of a raw cache store byte-identical arrays (codes, scales, outliers, bases); a resume
 with another codec is refused with one line."""
 
-import os
-import signal
-import subprocess
-import sys
-import time
-
 import numpy as np
 import pytest
 from test_codecs import assert_same_stored
-from test_extract_run import BASE, extract
+from test_extract_run import extract, kill_after_first_sample
 
 from diffseg.cache import CacheReader
 from diffseg.cache.convert import convert
@@ -53,17 +47,7 @@ def test_coded_extraction_decodes_close_to_raw_and_reruns_to_nothing(raw, coded)
 def test_coded_extraction_killed_and_resumed_is_byte_identical(coded, tmp_path):
     spec, clean = coded
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-c", "from diffseg.cli import main; main()", *BASE, "--out", str(out), "--codec", spec]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    first = out / "status" / "c" / "0"  # sample 0's completion marker (written last)
-    deadline = time.time() + 180
-    while not first.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.002)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    status = CacheReader(out).status
-    assert status[0] == 1 and (status == 0).any(), f"kill came too late to interrupt: {status}"
+    kill_after_first_sample(out, "--codec", spec)
     result = extract("--codec", spec, out=out)
     assert result.exit_code == 0, result.output
     assert_same_stored(clean, out)

@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 
 import numpy as np
 import pytest
-from test_extract_run import BASE, arrays, assert_same_bytes, extract
+from test_extract_run import arrays, assert_same_bytes, extract, kill_after_first_sample
 
 from diffseg.cache import CacheReader, CacheWriter, schema
 from diffseg.core.errors import DiffsegError
@@ -158,16 +155,7 @@ def test_a_partly_pending_batch_is_recomputed_whole(batched, tmp_path):
 
 def test_killed_batched_run_resumes_to_identical_arrays(batched, tmp_path):
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-c", "from diffseg.cli import main; main()", *BASE, "--batch-size", "2", "--out", str(out)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
-    first = out / "status" / "c" / "0"
-    deadline = time.time() + 120
-    while not first.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.002)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    status = CacheReader(out).status
-    assert status[0] == 1 and (status == 0).any(), f"kill came too late to interrupt: {status}"
+    status = kill_after_first_sample(out, "--batch-size", "2", timeout=120)
     result = extract("--batch-size", "2", out=out)
     assert result.exit_code == 0, result.output
     assert f"done: {int((status == 0).sum())} samples written" in result.output

@@ -38,6 +38,24 @@ def extract(*args, out):
     return result
 
 
+def kill_after_first_sample(out, *flags: str, timeout: float = 180):
+    """Run `extract BASE *flags --out out` in a child process and SIGKILL it as soon as sample 0's
+    completion marker (written last) exists; asserts the kill interrupted it (sample 0 complete,
+    another still pending); -> the cache's status array after the kill."""
+    cmd = [sys.executable, "-c", "from diffseg.cli import main; main()", *BASE, *flags, "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    first = out / "status" / "c" / "0"
+    deadline = time.time() + timeout
+    while not first.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.002)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    status = CacheReader(out).status
+    assert status[0] == 1 and (status == 0).any(), f"kill came too late to interrupt: {status}"
+    return status
+
+
 def arrays(path) -> dict[str, np.ndarray]:
     """Every array of a cache (features, labels, status), complete samples only."""
     r = CacheReader(path)
@@ -98,17 +116,7 @@ def test_same_command_twice_gives_identical_bytes_and_rerun_resumes(base, tmp_pa
 
 def test_killed_run_resumes_to_identical_arrays(base, tmp_path):
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-c", "from diffseg.cli import main; main()", *BASE, "--out", str(out)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    first = out / "status" / "c" / "0"  # sample 0's completion marker (written last)
-    deadline = time.time() + 120
-    while not first.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.002)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    status = CacheReader(out).status
-    assert status[0] == 1 and (status == 0).any(), f"kill came too late to interrupt: {status}"
+    status = kill_after_first_sample(out)
     result = extract(out=out)
     assert result.exit_code == 0, result.output
     assert f"done: {int((status == 0).sum())} samples written" in result.output
