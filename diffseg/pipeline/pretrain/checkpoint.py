@@ -34,3 +34,34 @@ def hash_seed(seed: int, phase: int, step: int) -> int:
     import numpy as np
 
     return int(np.random.SeedSequence((seed, phase, step)).generate_state(2, np.uint64)[0] >> 1)
+
+
+class PhaseState:
+    """One phase's resumable state: its modules (by checkpoint key), optimizer and LR schedule."""
+
+    def __init__(self, path: Path, modules: dict[str, torch.nn.Module], opt, sched, name: str):
+        self.path, self.modules, self.opt, self.sched, self.name = path, modules, opt, sched, name
+
+    def resume(self, log) -> int:
+        """Load the checkpoint if there is one; -> the step to start from."""
+        if (state := load(self.path)) is None:
+            return 0
+        for key, module in self.modules.items():
+            module.load_state_dict(state[key])
+        self.opt.load_state_dict(state["opt"])
+        self.sched.load_state_dict(state["sched"])
+        log(f"{self.name}: resumed at step {state['step']}")
+        return state["step"]
+
+    def save(self, step: int) -> None:
+        state = {k: m.state_dict() for k, m in self.modules.items()}
+        save(self.path, {**state, "opt": self.opt.state_dict(), "sched": self.sched.state_dict(), "step": step})
+
+
+def optimizer_step(loss: torch.Tensor, opt, sched, params) -> None:
+    """Backward, clip the gradient norm at 1, step the optimizer and the LR schedule (every phase)."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    sched.step()

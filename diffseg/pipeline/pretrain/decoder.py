@@ -32,13 +32,8 @@ def train_decoder(cfg: PretrainConfig, data: ImageSet, vae, out: Path, log):
     params = decoder_parameters(vae)
     opt = torch.optim.AdamW(params, lr=cfg.decoder_lr, weight_decay=0.0)
     sched = get_cosine_schedule_with_warmup(opt, cfg.warmup, cfg.decoder_steps)
-    path, start = out / "decoder.ckpt", 0
-    if (state := ck.load(path)) is not None:
-        vae.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        sched.load_state_dict(state["sched"])
-        start = state["step"]
-        log(f"decoder: resumed at step {start}")
+    phase = ck.PhaseState(out / "decoder.ckpt", {"model": vae}, opt, sched, "decoder")
+    start = phase.resume(log)
     vae.eval().requires_grad_(False)
     vae.decoder.train()
     for p in params:
@@ -49,16 +44,12 @@ def train_decoder(cfg: PretrainConfig, data: ImageSet, vae, out: Path, log):
         with torch.no_grad():
             z = vae.encode(x).latent_dist.mean
         loss = (vae.decode(z).sample - x).abs().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
+        ck.optimizer_step(loss, opt, sched, params)
         done = step + 1
         if done % 10 == 0 or done == cfg.decoder_steps:
             rate = (time.perf_counter() - t0) / (done - start)
             log(f"decoder step {done}/{cfg.decoder_steps} l1 {loss.item():.4f} {rate:.2f} s/step")
         if done % cfg.checkpoint_every == 0 or done == cfg.decoder_steps:
-            ck.save(path, dict(model=vae.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(), step=done))
+            phase.save(done)
     vae.eval().requires_grad_(False)
     return vae

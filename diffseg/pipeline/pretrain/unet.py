@@ -83,14 +83,8 @@ def train_unet(cfg: PretrainConfig, data: ImageSet, latents_N4hw: torch.Tensor, 
     ]
     opt = torch.optim.AdamW(groups, weight_decay=0.01)
     sched = get_cosine_schedule_with_warmup(opt, cfg.warmup, cfg.unet_steps)
-    path, start = out / "unet.ckpt", 0
-    if (state := ck.load(path)) is not None:
-        unet.load_state_dict(state["unet"])
-        text_encoder.load_state_dict(state["text"])
-        opt.load_state_dict(state["opt"])
-        sched.load_state_dict(state["sched"])
-        start = state["step"]
-        log(f"unet: resumed at step {start}")
+    phase = ck.PhaseState(out / "unet.ckpt", {"unet": unet, "text": text_encoder}, opt, sched, "unet")
+    start = phase.resume(log)
     scheduler, tokens = noise_scheduler(), Tokens(tokenizer)
     params = [p for g in groups for p in g["params"]]
     t0, avg = time.perf_counter(), None
@@ -99,11 +93,7 @@ def train_unet(cfg: PretrainConfig, data: ImageSet, latents_N4hw: torch.Tensor, 
         idx = rng.integers(len(latents_N4hw), size=cfg.unet_batch)
         ids = tokens([caption(rng, data.classes(i), data.style(i)) for i in idx])
         loss = v_loss(unet, text_encoder, scheduler, latents_N4hw[idx], ids, ck.step_generator(cfg.seed, PHASE, step))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
+        ck.optimizer_step(loss, opt, sched, params)
         done = step + 1
         value = loss.item()
         avg = value if avg is None else 0.95 * avg + 0.05 * value
@@ -111,13 +101,6 @@ def train_unet(cfg: PretrainConfig, data: ImageSet, latents_N4hw: torch.Tensor, 
             rate = (time.perf_counter() - t0) / (done - start)
             log(f"unet step {done}/{cfg.unet_steps} loss {value:.4f} avg {avg:.4f} {rate:.2f} s/step")
         if done % cfg.checkpoint_every == 0 or done == cfg.unet_steps:
-            state = dict(
-                unet=unet.state_dict(),
-                text=text_encoder.state_dict(),
-                opt=opt.state_dict(),
-                sched=sched.state_dict(),
-                step=done,
-            )
-            ck.save(path, state)
+            phase.save(done)
     unet.eval().requires_grad_(False), text_encoder.eval().requires_grad_(False)
     return unet, text_encoder

@@ -70,29 +70,20 @@ def train_vae(cfg: PretrainConfig, data: ImageSet, out: Path, log) -> Autoencode
     vae = build_vae(cfg).train()
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
     sched = get_cosine_schedule_with_warmup(opt, cfg.warmup, cfg.vae_steps)
-    path, start = out / "vae.ckpt", 0
-    if (state := ck.load(path)) is not None:
-        vae.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        sched.load_state_dict(state["sched"])
-        start = state["step"]
-        log(f"vae: resumed at step {start}")
+    phase = ck.PhaseState(out / "vae.ckpt", {"model": vae}, opt, sched, "vae")
+    start = phase.resume(log)
     t0 = time.perf_counter()
     for step in range(start, cfg.vae_steps):
         loss, rec = vae_loss(
             vae, crops(data, cfg, PHASE, step), cfg.kl_weight, ck.step_generator(cfg.seed, PHASE, step)
         )
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step()
-        sched.step()
+        ck.optimizer_step(loss, opt, sched, vae.parameters())
         done = step + 1
         if done % 10 == 0 or done == cfg.vae_steps:
             rate = (time.perf_counter() - t0) / (done - start)
             log(f"vae step {done}/{cfg.vae_steps} l1 {rec:.4f} loss {loss.item():.4f} {rate:.2f} s/step")
         if done % cfg.checkpoint_every == 0 or done == cfg.vae_steps:
-            ck.save(path, dict(model=vae.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(), step=done))
+            phase.save(done)
     vae.eval().requires_grad_(False)
     return vae
 
