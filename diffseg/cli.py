@@ -12,7 +12,7 @@ import enum
 import functools
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -707,6 +707,14 @@ def ablate(
         ),
     ] = None,
     cells: Annotated[str | None, typer.Option(help="Only these planned cells, comma-separated (e.g. ipkl-l2).")] = None,
+    jobs: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Cell runs trained at once, each in its own process with cores/jobs threads (logs in "
+            "OUT/logs/); 1: one after another, here. On a CPU one job per core is fastest for small heads.",
+        ),
+    ] = 1,
     rcs_temperature: Annotated[
         float | None,
         typer.Option(
@@ -720,11 +728,13 @@ def ablate(
     from diffseg.stages.ablate import job as stage
     from diffseg.stages.runs.seeds import parse_seeds
 
-    chosen: dict[str, tuple] = {}  # only what was given reaches the stage
+    chosen: dict[str, Any] = {}  # only what was given reaches the stage
     if seeds is not None:
         chosen["seeds"] = parse_seeds(seeds)
     if cells is not None:
         chosen["only"] = tuple(c.strip() for c in cells.split(",") if c.strip())
+    if jobs != 1:
+        chosen["jobs"] = jobs
     stage.main(
         cache=cache,
         eval_caches=list(eval_cache),
@@ -792,11 +802,21 @@ def demo(
         bool, typer.Option(help="Also the feature-selection ablation cells (one seed each: slower).")
     ] = False,
     device: Annotated[Device, typer.Option(help="auto picks cuda when available.")] = Device.auto,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Extractions and trainings run at once, each in its own process with cores/jobs threads "
+            "(logs in OUT/logs/). Default: one per available core on a CPU, 1 on a GPU; 1 runs everything here, "
+            "in order.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """The whole method end to end on the built-in trained mini model and demo dataset, with a report."""
     from diffseg.stages.demo import job as stage
 
-    stage.main(out=out, size=size.value, model=model, full_grid=full_grid, device=device.value)
+    stage.main(out=out, size=size.value, model=model, full_grid=full_grid, device=device.value, jobs=jobs)
 
 
 @app.command()

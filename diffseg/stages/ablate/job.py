@@ -21,12 +21,14 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from diffseg.cache import CacheReader
 from diffseg.core import location
 from diffseg.core.errors import DiffsegError
+from diffseg.core.jobs import Done, Job, run_jobs
+from diffseg.core.threads import available_cores
 from diffseg.stages.ablate.cells import CacheLayout, Cell, plan_cells
 from diffseg.stages.ablate.report import write_reports
 from diffseg.stages.device import resolve_device
@@ -138,7 +140,49 @@ def run_cell(cell: Cell, cell_dir: Path, options: dict, eval_caches: Sequence[st
     return did
 
 
-def main(
+@dataclass(frozen=True)
+class Plan:
+    """What one `ablate` call trains: its cells, and one run (cell, run folder, train options) per cell
+    and seed. The demo submits these runs beside its other jobs, then calls `main` to tabulate."""
+
+    cache: str | Path
+    eval_caches: tuple[str | Path, ...]
+    out: Path
+    cells: list[Cell]  # every planned cell (also those without a run of their own)
+    todo: list[Cell]  # the cells that train
+    names: list[str]  # target names
+    options: dict  # the given training options, device resolved
+    seeds: tuple[int, ...] | None
+
+    def runs(self) -> list[tuple[Cell, Path, dict]]:
+        out = []
+        for cell in self.todo:
+            cell_dir = self.out / "cells" / cell.name
+            for run_dir, run_options in (
+                [(cell_dir, self.options)]
+                if self.seeds is None
+                else [(seed_dir(cell_dir, s), {**self.options, "seed": s}) for s in self.seeds]
+            ):
+                opts = cell_options(cell, cache=self.cache, eval_caches=self.eval_caches, options=run_options)
+                out.append((cell, run_dir, opts))
+        return out
+
+    def job_name(self, cell: Cell, options: dict) -> str:
+        return cell.name + (f"-seed{options['seed']}" if self.seeds is not None else "")
+
+    def jobs(self, prefix: str = "") -> list[Job]:
+        """One job per run, named `<prefix><cell>[-seed<k>]` (core.jobs); each returns what it did."""
+        return [
+            Job(
+                prefix + self.job_name(cell, opts),
+                run_cell,
+                dict(cell=cell, cell_dir=run_dir, options=opts, eval_caches=self.eval_caches, names=self.names),
+            )
+            for cell, run_dir, opts in self.runs()
+        ]
+
+
+def plan(
     *,
     cache: str | Path,
     eval_caches: Sequence[str | Path],
@@ -147,13 +191,8 @@ def main(
     seeds: tuple[int, ...] | None = None,
     only: Sequence[str] | None = None,
     **options,
-) -> Path:
-    """Run every missing cell, then write ablation.md/.csv/.png under `out`; returns `out`.
-
-    `options`: TrainConfig fields given for every cell (None or absent: not given, ABLATION_CELL's
-    or TrainConfig's default). `seeds`: every cell once per seed under `<cell>/seed-<k>/`, the tables
-    showing mean +- std over them. `only`: the names of the planned cells to run (e.g. the full
-    method alone on another cache, as the demo's recipe cells do); None: all of them."""
+) -> Plan:
+    """The cells and runs of one ablation (see `main`); refuses bad arguments before anything runs."""
     if not eval_caches:
         raise DiffsegError("ablate needs at least one --eval-cache (the targets the cells are scored on)")
     options = given(**options)
@@ -171,46 +210,72 @@ def main(
         # a kept cell whose twin is left out trains itself
         cells = [replace(c, same_as=None) if c.same_as not in (None, *only) else c for c in cells if c.name in only]
     names = target_names([str(p) for p in eval_caches])
-    out = Path(out)
-    (out / "cells").mkdir(parents=True, exist_ok=True)
     todo = [c for c in cells if c.runs]
-    skipped = [c for c in cells if not c.runs]
+    return Plan(cache, tuple(eval_caches), Path(out), cells, todo, names, options, seeds)
+
+
+def main(
+    *,
+    cache: str | Path,
+    eval_caches: Sequence[str | Path],
+    out: Path,
+    features: bool = True,
+    seeds: tuple[int, ...] | None = None,
+    only: Sequence[str] | None = None,
+    jobs: int = 1,
+    **options,
+) -> Path:
+    """Run every missing cell, then write ablation.md/.csv/.png under `out`; returns `out`.
+
+    `options`: TrainConfig fields given for every cell (None or absent: not given, ABLATION_CELL's
+    or TrainConfig's default). `seeds`: every cell once per seed under `<cell>/seed-<k>/`, the tables
+    showing mean +- std over them. `only`: the names of the planned cells to run (e.g. the full
+    method alone on another cache, as the demo's recipe cells do); None: all of them. `jobs`: runs
+    trained at once, each in its own process (core.jobs; 1: one after another, here)."""
+    p = plan(cache=cache, eval_caches=eval_caches, out=out, features=features, seeds=seeds, only=only, **options)
+    (p.out / "cells").mkdir(parents=True, exist_ok=True)
     log(
-        f"ablate: {len(todo)} cells to train on {cache} ({len(skipped)} listed without a run of their own: "
-        f"same config as another cell or not applicable), targets {', '.join(names)}"
+        f"ablate: {len(p.todo)} cells to train on {cache} ({len(p.cells) - len(p.todo)} listed without a run of "
+        f"their own: same config as another cell or not applicable), targets {', '.join(p.names)}"
     )
+    return tabulate(p, run_jobs(p.jobs(), workers=jobs, cores=available_cores(), logs=p.out / "logs", echo=log))
+
+
+def tabulate(p: Plan, done: dict[str, Done] | None = None) -> Path:
+    """Read every run's scores (all runs finished) and write the tables; `done`: the runs' job results
+    by `Plan.job_name`, for each cell's line (what was done, in how many seconds)."""
     results: dict[str, dict[str, float | None]] = {}
-    spreads: dict[str, dict[str, float | None]] | None = {} if seeds is not None else None
-    for k, cell in enumerate(todo, start=1):
-        cell_dir = out / "cells" / cell.name
-        t0 = time.perf_counter()
-        runs = (
-            [(cell_dir, options)] if seeds is None else [(seed_dir(cell_dir, s), {**options, "seed": s}) for s in seeds]
-        )
-        found: dict[str, list] = {n: [] for n in names}
-        dids = []
-        for run_dir, run_options in runs:
-            opts = cell_options(cell, cache=cache, eval_caches=eval_caches, options=run_options)
-            dids.append(run_cell(cell, run_dir, opts, eval_caches, names))
+    spreads: dict[str, dict[str, float | None]] | None = {} if p.seeds is not None else None
+    runs = p.runs()
+    for k, cell in enumerate(p.todo, start=1):
+        mine = [(run_dir, p.job_name(c, opts)) for c, run_dir, opts in runs if c.name == cell.name]
+        found: dict[str, list] = {n: [] for n in p.names}
+        for run_dir, _ in mine:
             scores = read_scores(run_dir)["targets"]
-            for n in names:
+            for n in p.names:
                 found[n].append(scores[n]["miou"])
         stats = {n: mean_std(v) for n, v in found.items()}
         results[cell.name] = {n: m for n, (m, _) in stats.items()}
         if spreads is not None:
             spreads[cell.name] = {n: sd for n, (_, sd) in stats.items()}
         shown = ", ".join(f"{n} {100 * v:.2f}" if v is not None else f"{n} n/a" for n, v in results[cell.name].items())
-        did = dids[0] if len(set(dids)) == 1 else ", ".join(dids)
-        log(f"[{k}/{len(todo)}] {cell.name}: {did} in {time.perf_counter() - t0:.1f} s; mIoU {shown}")
+        jobs = [done[name] for _, name in mine if done and name in done]
+        did = (
+            f"{', '.join(sorted({str(d.result) for d in jobs}))} in {sum(d.seconds for d in jobs):.1f} s"
+            if jobs
+            else "scores read"
+        )
+        log(f"[{k}/{len(p.todo)}] {cell.name}: {did}; mIoU {shown}")
+    options, seeds, out = p.options, p.seeds, p.out
     in_header = ("iters", "batch_size", "fusion", "lr", "warmup", "seed")
     o = {**{name: default(name) for name in in_header}, **ABLATION_CELL, **options}
     seeds_shown = f"seed {o['seed']}" if seeds is None else f"seeds {', '.join(map(str, seeds))} (mean +- std)"
     where = f"`{out / 'cells'}/<cell>/`" if seeds is None else f"`{out / 'cells'}/<cell>/seed-<k>/`"
     header = (
-        f"# diffseg ablate\n\nTraining cache: `{cache}`; {o['iters']} iterations per cell, batch {o['batch_size']}, "
+        f"# diffseg ablate\n\nTraining cache: `{p.cache}`; {o['iters']} iterations per cell, batch {o['batch_size']}, "
         f"fusion `{o['fusion']}`, lr {o['lr']}, warm-up {o['warmup']}, {seeds_shown}. Cells: {where} "
         f"(normal run directories)."
     )
-    write_reports(out, cells, names, results, header, spreads)
+    write_reports(out, p.cells, p.names, results, header, spreads)
     log(f"ablate: wrote {out / 'ablation.md'}, {out / 'ablation.csv'}, {out / 'ablation.png'}")
     return out

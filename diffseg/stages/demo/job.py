@@ -28,8 +28,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from diffseg.core.jobs import Done, Job, JobPool
 from diffseg.stages.demo.config import COMPARE_MODEL, MODEL, TARGETS, DemoConfig, demo_config
-from diffseg.stages.demo.report import pictures, ratios, write_report
+from diffseg.stages.demo.report import ablation_chart, pictures, ratios, write_report
 
 # Issue 9's cells: the full method (ipkl-l2) with one recipe choice changed, each against the
 # Table IV ipkl-l2 cell (photometric views on, one view, rare-class sampling at T = 0.01).
@@ -72,40 +73,53 @@ def extract_options(cfg: DemoConfig, model: str, device: str) -> dict[str, Any]:
     )
 
 
-def extract_all(cfg: DemoConfig, out: Path, model: str, device: str, recipe: bool = False) -> dict[str, Path]:
+def extract_jobs(cfg: DemoConfig, out: Path, model: str, device: str, recipe: bool = False) -> tuple[list[Job], dict]:
     """Stage one for the training split and every target (the `extract` defaults for the rest); with
-    `recipe`, also the training caches the recipe cells need."""
-    from diffseg.stages.extract import job as extract
-
+    `recipe`, also the training caches the recipe cells need. Returns (one job per cache, {name: cache})."""
     folder = out / "cache" / model_folder(model)
-    jobs: list[tuple[str, str, dict]] = [("train", "train", {}), *((t, t, {}) for t in TARGETS)]
+    specs: list[tuple[str, str, dict]] = [("train", "train", {}), *((t, t, {}) for t in TARGETS)]
     if recipe:
-        jobs += [(variant, "train", opts) for variant, opts, _, _ in RECIPE_CELLS.values() if variant]
-    caches = {}
-    for name, split, opts in jobs:
+        specs += [(variant, "train", opts) for variant, opts, _, _ in RECIPE_CELLS.values() if variant]
+    jobs, caches = [], {}
+    for name, split, opts in specs:
         cache = folder / name
         n = cfg.train_images if split == "train" else cfg.target_images
         flags = "".join(
             f" --{k.replace('_', '-')} {v}" if not isinstance(v, bool) else f" --{'' if v else 'no-'}{k}"
             for k, v in opts.items()
         )
-        _step(f"extract --dataset demo --model {model} --split {split} --limit {n}{flags} --out {cache}")
-        extract.main(**extract_options(cfg, model, device), split=split, limit=n, out=cache, **opts)
+        line = f"extract --dataset demo --model {model} --split {split} --limit {n}{flags} --out {cache}"
+        kwargs = dict(**extract_options(cfg, model, device), split=split, limit=n, out=cache, **opts)
+        jobs.append(Job(extract_job_name(model, name), _extract, dict(line=line, kwargs=kwargs)))
         caches[name] = cache
-    return caches
+    return jobs, caches
+
+
+def extract_job_name(model: str, cache: str) -> str:
+    return f"extract-{model_folder(model)}-{cache}"
+
+
+def _extract(line: str, kwargs: dict) -> None:
+    from diffseg.stages.extract import job as extract
+
+    _step(line)
+    extract.main(**kwargs)
 
 
 def _ints(value: str | None) -> tuple[int, ...] | None:
     return None if value is None else tuple(int(v) for v in value.split(","))
 
 
-def train_main(cfg: DemoConfig, run: Path, caches: dict[str, Path], device: str) -> Path:
+def main_run(cfg: DemoConfig, run: Path, caches: dict[str, Path], device: str) -> dict:
+    """Train the main run (resumed by a rerun of the demo) and score it on every target; the scores."""
+    from diffseg.stages import evaluate
     from diffseg.stages.train import job as train
 
     resume = (run / "config.json").is_file()  # a rerun of the demo continues (or re-scores) the main run
     _step(f"train --cache {caches['train']} --out {run}" + (" --resume" if resume else ""))
     train.main(cache=caches["train"], out=run, resume=resume, **main_run_options(cfg, caches, device))
-    return run
+    _step(f"eval --run {run} " + " ".join(f"--cache {caches[t]}" for t in TARGETS))
+    return evaluate.main(run=run, caches=[caches[t] for t in TARGETS], as_json=False, device=device)
 
 
 def main_run_options(cfg: DemoConfig, caches: dict[str, Path], device: str) -> dict[str, Any]:
@@ -124,119 +138,149 @@ def _head(cfg: DemoConfig, iters: int, device: str) -> dict[str, Any]:
     return dict(iters=iters, batch_size=cfg.batch_size, fusion=cfg.fusion, lr=cfg.lr, warmup=cfg.warmup, device=device)
 
 
-def evaluate_main(run: Path, caches: dict[str, Path], device: str) -> dict:
-    from diffseg.stages import evaluate
-
-    _step(f"eval --run {run} " + " ".join(f"--cache {caches[t]}" for t in TARGETS))
-    return evaluate.main(run=run, caches=[caches[t] for t in TARGETS], as_json=False, device=device)
-
-
-def _ablate(cfg: DemoConfig, cache: Path, folder: Path, caches: dict[str, Path], device: str, **extra) -> Path:
-    from diffseg.stages.ablate import job as ablate
-
-    seeds = ",".join(map(str, cfg.seeds))
-    flags = "" if extra.get("features") else " --no-features"
-    flags += f" --cells {','.join(extra['only'])}" if extra.get("only") else ""
-    flags += "".join(f" --{k.replace('_', '-')} {v}" for k, v in extra.items() if k not in ("features", "only"))
-    _step(f"ablate --cache {cache} --seeds {seeds}{flags} --out {folder}")
-    ablate.main(
-        cache=cache,
-        eval_caches=[caches[t] for t in TARGETS],
-        out=folder,
-        seeds=cfg.seeds,
-        **_head(cfg, cfg.ablation_iters, device),
-        **extra,
-    )
-    return folder
-
-
-def ablate_all(cfg: DemoConfig, out: Path, caches: dict[str, Path], device: str) -> Path:
-    """The Table IV cells, every cell once per seed."""
-    return _ablate(cfg, caches["train"], out / "ablation", caches, device, features=False)
-
-
-def features_all(cfg: DemoConfig, out: Path, caches: dict[str, Path], device: str) -> Path:
-    """`--full-grid`: the feature-selection cells, one seed (the first), beside the Table IV cells."""
+def ablation_plans(cfg: DemoConfig, out: Path, caches: dict[str, Path], device: str, full_grid: bool) -> dict:
+    """{name: ablate Plan}: Table IV (every cell once per seed), issue 9's recipe cells (the full method
+    alone, on another training cache or with another option) and, with `full_grid`, the
+    feature-selection cells (one seed, the first). The training caches must exist (plans read them)."""
     from diffseg.stages.ablate import job as ablate
     from diffseg.stages.ablate.cells import feature_cells
 
-    names = tuple(c.name for c in feature_cells(ablate.cache_layout(caches["train"])) if c.not_applicable is None)
-    folder = out / "ablation-features"
-    _step(f"ablate --cache {caches['train']} --seed {cfg.seeds[0]} --cells {','.join(names)} --out {folder}")
-    ablate.main(
-        cache=caches["train"],
-        eval_caches=[caches[t] for t in TARGETS],
-        out=folder,
-        only=names,
-        seed=cfg.seeds[0],
-        **_head(cfg, cfg.ablation_iters, device),
+    head = _head(cfg, cfg.ablation_iters, device)
+    targets = [caches[t] for t in TARGETS]
+    seeds = ",".join(map(str, cfg.seeds))
+    plans = {}
+    _step(f"ablate --cache {caches['train']} --seeds {seeds} --no-features --out {out / 'ablation'}")
+    plans["table4"] = ablate.plan(
+        cache=caches["train"], eval_caches=targets, out=out / "ablation", seeds=cfg.seeds, features=False, **head
     )
-    return folder
-
-
-def recipe_all(cfg: DemoConfig, out: Path, caches: dict[str, Path], device: str) -> dict[str, Path]:
-    """Issue 9's cells: the full method alone, on another training cache or with another option."""
-    folders = {}
-    for name, (variant, _, train_opts, _) in RECIPE_CELLS.items():
-        folders[name] = _ablate(
-            cfg,
-            caches[variant or "train"],
-            out / "ablation" / f"recipe-{name}",
-            caches,
-            device,
-            features=False,
-            only=("ipkl-l2",),
-            **train_opts,
+    if full_grid:
+        layout = ablate.cache_layout(caches["train"])
+        names = tuple(c.name for c in feature_cells(layout) if c.not_applicable is None)
+        folder = out / "ablation-features"
+        _step(f"ablate --cache {caches['train']} --seed {cfg.seeds[0]} --cells {','.join(names)} --out {folder}")
+        plans["features"] = ablate.plan(
+            cache=caches["train"], eval_caches=targets, out=folder, only=names, seed=cfg.seeds[0], **head
         )
-    return folders
+    if cfg.recipe_cells:
+        for name, (variant, _, train_opts, _) in RECIPE_CELLS.items():
+            cache, folder = caches[variant or "train"], out / "ablation" / f"recipe-{name}"
+            flags = "".join(f" --{k.replace('_', '-')} {v}" for k, v in train_opts.items())
+            _step(f"ablate --cache {cache} --seeds {seeds} --no-features --cells ipkl-l2{flags} --out {folder}")
+            plans[f"recipe-{name}"] = ablate.plan(
+                cache=cache,
+                eval_caches=targets,
+                out=folder,
+                seeds=cfg.seeds,
+                features=False,
+                only=("ipkl-l2",),
+                **head,
+                **train_opts,
+            )
+    return plans
+
+
+def default_jobs(device: str) -> int:
+    """Jobs at once: one per available core on a CPU (each single-threaded), one on a GPU."""
+    from diffseg.core.threads import available_cores
+    from diffseg.stages.device import resolve_device
+
+    return 1 if resolve_device(device).type != "cpu" else available_cores()
 
 
 def main(
-    *, out: Path, size: str = "full", model: str | None = None, full_grid: bool = False, device: str = "auto"
+    *,
+    out: Path,
+    size: str = "full",
+    model: str | None = None,
+    full_grid: bool = False,
+    device: str = "auto",
+    jobs: int | None = None,
 ) -> Path:
+    """The demo; `jobs`: extractions and trainings at once, each in its own process (core.jobs; None:
+    `default_jobs`; 1: one after another in this process)."""
+    from diffseg.core.threads import available_cores
+    from diffseg.stages.ablate import job as ablate
+
     cfg = demo_config(size)
     model = model or MODEL
     compare = COMPARE_MODEL if model != COMPARE_MODEL else None
+    workers = jobs if jobs is not None else default_jobs(device)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    timings: dict[str, float] = {}
     start = time.perf_counter()
     load_start = os.getloadavg()[0]
+    cores = available_cores()
 
-    def timed(name: str, step, *args):
-        t = time.perf_counter()
-        result = step(*args)
-        timings[name] = time.perf_counter() - t
-        return result
-
-    caches = timed(f"extract ({model})", extract_all, cfg, out, model, device, cfg.recipe_cells)
-    run = timed(f"train ({model})", train_main, cfg, out / "run", caches, device)
-    results = timed("eval", evaluate_main, run, caches, device)
-    runs = {model: (run, results, caches)}
+    # 1. stage one for both models, and the two main runs as soon as their caches exist
+    work, caches = extract_jobs(cfg, out, model, device, cfg.recipe_cells)
+    runs = {model: (out / "run", caches)}
     if compare:
-        other = timed(f"extract ({compare})", extract_all, cfg, out, compare, device)
-        other_run = timed(f"train ({compare})", train_main, cfg, out / f"run-{model_folder(compare)}", other, device)
-        runs[compare] = (other_run, evaluate_main(other_run, other, device), other)
-    ablation = timed("ablate (Table IV)", ablate_all, cfg, out, caches, device)
-    if full_grid:
-        timed("ablate (feature selection, one seed)", features_all, cfg, out, caches, device)
-    recipe = timed("ablate (recipe cells)", recipe_all, cfg, out, caches, device) if cfg.recipe_cells else {}
-    attention = timed("xattn ratios", ratios, {m: c for m, (_, _, c) in runs.items()})
-    pics = timed("pictures", pictures, cfg, out, model, run, caches, ablation, device)
-    timings["total"] = time.perf_counter() - start
+        more, other = extract_jobs(cfg, out, compare, device)
+        work += more
+        runs[compare] = (out / f"run-{model_folder(compare)}", other)
+    for m, (run, cs) in runs.items():
+        needs = tuple(extract_job_name(m, name) for name in ("train", *TARGETS))
+        work.append(Job(f"train-{model_folder(m)}", main_run, dict(cfg=cfg, run=run, caches=cs, device=device), needs))
+    with JobPool(workers=workers, cores=cores, logs=out / "logs") as pool:
+        done = pool.run(work)
+        # 2. the ablation cells (their plans read the training caches written above) and the pictures
+        plans = ablation_plans(cfg, out, caches, device, full_grid)
+        later = [
+            Job(
+                "pictures",
+                pictures,
+                dict(cfg=cfg, out=out, model=model, run=runs[model][0], caches=caches, device=device),
+            )
+        ]
+        later += [j for name, p in plans.items() for j in p.jobs(prefix=f"{name}-")]
+        done.update(pool.run(later))
+    tables = {
+        name: ablate.tabulate(p, {k.removeprefix(f"{name}-"): d for k, d in done.items() if k.startswith(f"{name}-")})
+        for name, p in plans.items()
+    }
+    timings = _job_seconds(done, model, compare)
+    t = time.perf_counter()
+    attention = ratios({m: cs for m, (_, cs) in runs.items()})
+    timings["xattn ratios"] = time.perf_counter() - t
+    pics = {**done["pictures"].result, "ablation": [ablation_chart(out, tables["table4"])]}
+    timings[f"total (wall; {workers} job{'s' * (workers > 1)} at once)"] = time.perf_counter() - start
 
     report = write_report(
-        cfg={**asdict(cfg), "model": model, "compare_model": compare, "full_grid": full_grid},
+        cfg={**asdict(cfg), "model": model, "compare_model": compare, "full_grid": full_grid, "jobs": workers},
         out=out,
-        runs={m: (r, res) for m, (r, res, _) in runs.items()},
-        ablation=ablation,
-        recipe={name: (folder, RECIPE_CELLS[name][3]) for name, folder in recipe.items()},
+        runs={m: (run, done[f"train-{model_folder(m)}"].result) for m, (run, _) in runs.items()},
+        ablation=tables["table4"],
+        recipe={name: (tables[f"recipe-{name}"], RECIPE_CELLS[name][3]) for name in RECIPE_CELLS if cfg.recipe_cells},
         attention=attention,
         pictures=pics,
         timings=timings,
         load=(load_start, os.getloadavg()[0]),
     )
     shutil.rmtree(out / "tmp", ignore_errors=True)
-    print(f"\nDemo finished in {timings['total']:.0f} s. Report: {report}", flush=True)
-    print(f"Main run (accepted by `diffseg eval` and `diffseg predict`): {run}")
+    total = timings[next(k for k in timings if k.startswith("total"))]
+    print(f"\nDemo finished in {total:.0f} s. Report: {report}", flush=True)
+    print(f"Main run (accepted by `diffseg eval` and `diffseg predict`): {runs[model][0]}")
     return report
+
+
+def _job_seconds(done: dict[str, Done], model: str, compare: str | None) -> dict[str, float]:
+    """Seconds per step, summed over its jobs (which ran side by side)."""
+    groups = {
+        f"extract ({model})": f"extract-{model_folder(model)}-",
+        f"train + eval ({model})": f"train-{model_folder(model)}",
+    }
+    if compare:
+        groups[f"extract ({compare})"] = f"extract-{model_folder(compare)}-"
+        groups[f"train + eval ({compare})"] = f"train-{model_folder(compare)}"
+    groups["pictures"] = "pictures"
+    groups |= {
+        "ablate (Table IV)": "table4-",
+        "ablate (feature selection, one seed)": "features-",
+        "ablate (recipe cells)": "recipe-",
+    }
+    out = {}
+    for label, prefix in groups.items():
+        seconds = [d.seconds for name, d in done.items() if name.startswith(prefix)]
+        if seconds:
+            out[label] = sum(seconds)
+    return out

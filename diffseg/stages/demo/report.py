@@ -62,9 +62,8 @@ def predict_cached(run: Path, cache: Path, n: int, device: str) -> list[tuple[np
     return rows
 
 
-def pictures(
-    cfg, out: Path, model: str, run: Path, caches: dict[str, Path], ablation: Path, device: str
-) -> dict[str, list[Path]]:
+def pictures(cfg, out: Path, model: str, run: Path, caches: dict[str, Path], device: str) -> dict[str, list[Path]]:
+    """Every picture but the ablation chart (`ablation_chart`, once the cells are done)."""
     from diffseg.cache import CacheReader
     from diffseg.stages.tools.cacheshow import write_pictures
     from diffseg.stages.viz import prediction_grid
@@ -87,14 +86,15 @@ def pictures(
             shutil.move(str(p), dest)
             flat.append(dest)
     shutil.rmtree(folder / "features", ignore_errors=True)
-    chart = folder / "ablation.png"
+    return {"predictions": [grid], "model": model_pictures(cfg, folder, model, rows, device), "features": flat}
+
+
+def ablation_chart(out: Path, ablation: Path) -> Path:
+    """The Table IV chart beside the other pictures."""
+    chart = Path(out) / "pictures" / "ablation.png"
+    chart.parent.mkdir(exist_ok=True)
     shutil.copyfile(ablation / "ablation.png", chart)
-    return {
-        "predictions": [grid],
-        "model": model_pictures(cfg, folder, model, rows, device),
-        "features": flat,
-        "ablation": [chart],
-    }
+    return chart
 
 
 # The classes every generated sample is asked for: road, sidewalk, building, vegetation, sky, car.
@@ -412,6 +412,13 @@ def write_report(
         *[f"![{p.stem}]({rel(p)})" for p in pictures["features"]],
         "",
         "## Time",
+        "",
+        (
+            f"Seconds per step, summed over its jobs: {cfg['jobs']} ran at once, each in its own process "
+            "(`--jobs`; their logs are in `logs/`), so the steps add up to more than the wall time."
+            if cfg.get("jobs", 1) > 1
+            else "Seconds per step; the jobs ran one after another in one process (`--jobs 1`)."
+        ),
         "",
         "| step | seconds |",
         "|---|---:|",
