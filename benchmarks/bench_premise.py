@@ -18,8 +18,11 @@ seed on each of three feature sets, and scores it on `val`, `val-night` and `val
   selection without coarser layers, and the head is the same. Labels are checked equal to
   the `mini` cache's, sample by sample.
 
-Stages run through their entry points (extract.job.main, train.job.main_seeds, which
-scores every target at the end with the trainer's own scoring, as `diffseg eval` does).
+Stages run through their entry points (extract.job.main; train.job.main once per seed, which
+scores every target at the end with the trainer's own scoring, as `diffseg eval` does; then
+train.job.main_seeds tabulates the seeds), each extraction and training a job of
+diffseg.core.jobs: `--jobs` at once (default one per core), each in its own process with
+cores/jobs threads.
 Nothing is tuned here: the recipe is the demo's, and val / val-night / val-fog only report.
 
 Also printed for `mini` and `tiny`: the mean inside/outside ratio of cross-attention on each
@@ -70,14 +73,11 @@ def splits(cfg) -> dict[str, int]:
     return {"train": cfg.train_images, **{t: cfg.target_images for t in TARGETS}}
 
 
-def extract_model(cfg, model: str, folder: Path) -> dict[str, Path]:
+def extract_split(cfg, model: str, split: str, n: int, out: Path) -> Path:
     from diffseg.stages.extract import job as extract
 
-    caches = {}
-    for split, n in splits(cfg).items():
-        caches[split] = folder / split
-        extract.main(**extract_options(cfg, model), split=split, limit=n, out=caches[split])
-    return caches
+    extract.main(**extract_options(cfg, model), split=split, limit=n, out=out)
+    return out
 
 
 # -- the pixels-only baseline ---------------------------------------------------------------
@@ -155,21 +155,32 @@ def pixel_cache(cfg, model: str, source: Path, split: str, n: int, out: Path) ->
     return out
 
 
-def pixel_caches(cfg, model: str, sources: dict[str, Path], folder: Path) -> dict[str, Path]:
-    return {s: pixel_cache(cfg, model, sources[s], s, n, folder / s) for s, n in splits(cfg).items()}
-
-
 # -- cross-attention inside / outside its class ----------------------------------------------
 # -- the measurement ------------------------------------------------------------------------
-def train_arm(cfg, caches: dict[str, Path], out: Path, seeds: tuple[int, ...]) -> dict:
+def train_seed(cfg, caches: dict[str, Path], out: Path, seed: int) -> None:
+    """One seed of one arm: the demo's main run, scored on every target at the end."""
+    from diffseg.stages.demo.job import main_run_options
+    from diffseg.stages.runs.seeds import seed_dir
+    from diffseg.stages.train import job as train
+
+    run = seed_dir(out, seed)
+    train.main(
+        cache=caches["train"],
+        out=run,
+        resume=(run / "config.json").is_file(),
+        seed=seed,
+        **main_run_options(cfg, caches, "cpu"),
+    )
+
+
+def summary(cfg, caches: dict[str, Path], out: Path, seeds: tuple[int, ...]) -> dict:
+    """seeds.json of an arm whose seed runs are finished (train.main_seeds finds them done and tabulates)."""
     from diffseg.stages.demo.job import main_run_options
     from diffseg.stages.runs.files import read_json
     from diffseg.stages.runs.seeds import SUMMARY_JSON
     from diffseg.stages.train import job as train
 
-    train.main_seeds(
-        cache=caches["train"], seeds=seeds, out=out, resume=out.is_dir(), **main_run_options(cfg, caches, "cpu")
-    )
+    train.main_seeds(cache=caches["train"], seeds=seeds, out=out, resume=True, **main_run_options(cfg, caches, "cpu"))
     return read_json(out / SUMMARY_JSON)
 
 
@@ -180,38 +191,74 @@ def uptime() -> str:
         return "load average: " + ", ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
-def run(cfg, seeds: tuple[int, ...], work: Path, threads: int) -> dict:
-    import torch
-
+def run(cfg, seeds: tuple[int, ...], work: Path, jobs: int) -> dict:
+    """Every extraction, pixels cache and training as a job (diffseg.core.jobs): `jobs` at once, each
+    in its own process with cores/jobs threads, so the numbers depend on that thread count only."""
+    from diffseg.core.jobs import Job, JobPool
+    from diffseg.core.threads import available_cores
     from diffseg.stages.demo.config import TARGETS
     from diffseg.stages.tools.attention import xattn_ratio
 
-    torch.set_num_threads(threads)
+    cores = available_cores()
+    if jobs <= 1:  # everything here, in order
+        import torch
+
+        torch.set_num_threads(cores)
     res: dict[str, Any] = {
         "recipe": dataclasses.asdict(cfg),
         "seeds": list(seeds),
-        "threads": threads,
+        "jobs": jobs,
+        "threads": max(1, cores // jobs),
         "uptime_start": uptime(),
         "timings_s": {},
         "arms": {},
         "xattn": {},
     }
-    caches: dict[str, dict[str, Path]] = {}
-    for model in ("mini", "tiny"):
-        t0 = time.perf_counter()
-        caches[model] = extract_model(cfg, model, work / "cache" / model)
-        res["timings_s"][f"extract {model}"] = time.perf_counter() - t0
+    caches = {arm: {s: work / "cache" / arm / s for s in splits(cfg)} for arm in ARMS}
+    work_list = [
+        Job(f"extract-{model}-{s}", extract_split, dict(cfg=cfg, model=model, split=s, n=n, out=caches[model][s]))
+        for model in ("mini", "tiny")
+        for s, n in splits(cfg).items()
+    ]
+    work_list += [
+        Job(
+            f"pixels-{s}",
+            pixel_cache,
+            dict(cfg=cfg, model="mini", source=caches["mini"][s], split=s, n=n, out=caches["pixels"][s]),
+            after=(f"extract-mini-{s}",),
+        )
+        for s, n in splits(cfg).items()
+    ]
+    prefix = {"mini": "extract-mini-", "tiny": "extract-tiny-", "pixels": "pixels-"}
+    work_list += [
+        Job(
+            f"train-{arm}-seed{k}",
+            train_seed,
+            dict(cfg=cfg, caches=caches[arm], out=work / "runs" / arm, seed=k),
+            after=tuple(prefix[arm] + s for s in splits(cfg)),
+        )
+        for arm in ARMS
+        for k in seeds
+    ]
     t0 = time.perf_counter()
-    caches["pixels"] = pixel_caches(cfg, "mini", caches["mini"], work / "cache" / "pixels")
-    res["timings_s"]["write pixels caches"] = time.perf_counter() - t0
+    with JobPool(workers=jobs, cores=cores, logs=work / "logs", echo=lambda line: print(line, flush=True)) as pool:
+        done = pool.run(work_list)
+    res["timings_s"]["wall (all jobs)"] = time.perf_counter() - t0
+    for label, start in (
+        ("extract mini", "extract-mini-"),
+        ("extract tiny", "extract-tiny-"),
+        ("write pixels caches", "pixels-"),
+    ):
+        res["timings_s"][label] = sum(d.seconds for n, d in done.items() if n.startswith(start))
     for model in ("mini", "tiny"):
         res["xattn"][model] = {t: xattn_ratio(caches[model][t]) for t in TARGETS}
     for arm in ARMS:
-        t0 = time.perf_counter()
-        summary = train_arm(cfg, caches[arm], work / "runs" / arm, seeds)
-        res["timings_s"][f"train {arm} ({len(seeds)} seeds)"] = time.perf_counter() - t0
-        res["arms"][arm] = {t: {k: summary["targets"][t][k] for k in ("miou", "mean", "std")} for t in TARGETS} | {
-            "mean over targets": {k: summary["mean_miou"][k] for k in ("miou", "mean", "std")}
+        res["timings_s"][f"train {arm} ({len(seeds)} seeds)"] = sum(
+            d.seconds for n, d in done.items() if n.startswith(f"train-{arm}-")
+        )
+        summ = summary(cfg, caches[arm], work / "runs" / arm, seeds)
+        res["arms"][arm] = {t: {k: summ["targets"][t][k] for k in ("miou", "mean", "std")} for t in TARGETS} | {
+            "mean over targets": {k: summ["mean_miou"][k] for k in ("miou", "mean", "std")}
         }
     res["uptime_end"] = uptime()
     return res
@@ -242,7 +289,7 @@ def markdown(res: dict) -> str:
         f"{cfg['target_images']} per target, preset {cfg['preset']} saving t = {cfg['save_steps']}, kinds "
         f"{cfg['kinds']}, {cfg['iters']} iterations, {cfg['fusion']} fusion, lr {cfg['lr']}, warm-up "
         f"{cfg['warmup']}, batch {cfg['batch_size']}); seeds {', '.join(map(str, seeds))}; "
-        f"torch threads {res['threads']}.",
+        f"{res.get('jobs', 1)} jobs at once, torch threads {res['threads']} each.",
         "",
         f"mIoU in % (mean +- std over {len(seeds)} seeds, std with n - 1):",
         "",
@@ -306,7 +353,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--iters", type=int, default=None, help="override the recipe's iterations (smoke runs)")
     ap.add_argument("--train-images", type=int, default=None, help="override (smoke runs)")
     ap.add_argument("--target-images", type=int, default=None, help="override (smoke runs)")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: on a shared CPU, 2 threads thrash)")
+    ap.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="extractions and trainings at once, each a process with cores/jobs threads (default: one per core)",
+    )
     ap.add_argument("--work", default=None, help="keep caches and runs here (a rerun resumes); default: a temp dir")
     ap.add_argument("--json", default=str(HERE / "premise.json"), help="where the JSON goes")
     ap.add_argument("--show", default=None, help="print the tables of an earlier run's JSON and stop")
@@ -324,12 +376,15 @@ def main(argv: list[str] | None = None) -> dict:
     seeds = parse_seeds(args.seeds)
     if len(seeds) < 2:
         sys.exit("--seeds: give at least two (a spread needs them)")
+    from diffseg.core.threads import available_cores
+
+    jobs = args.jobs or available_cores()
     with contextlib.redirect_stdout(sys.stderr):  # the stages' reports: stdout keeps the tables alone
         if args.work is None:
             with tempfile.TemporaryDirectory() as tmp:
-                res = run(cfg, seeds, Path(tmp), args.threads)
+                res = run(cfg, seeds, Path(tmp), jobs)
         else:
-            res = run(cfg, seeds, Path(args.work), args.threads)
+            res = run(cfg, seeds, Path(args.work), jobs)
     Path(args.json).write_text(json.dumps(res, indent=1, default=str))
     print(markdown(res))
     print(f"written: {args.json}", file=sys.stderr)
