@@ -67,10 +67,8 @@ def extract_options(cfg, model: str) -> dict[str, Any]:
     return demo_extract_options(cfg, model, "cpu")
 
 
-def splits(cfg) -> dict[str, int]:
-    from diffseg.stages.demo.config import TARGETS
-
-    return {"train": cfg.train_images, **{t: cfg.target_images for t in TARGETS}}
+def splits(cfg, targets: tuple[str, ...]) -> dict[str, int]:
+    return {"train": cfg.train_images, **{t: cfg.target_images for t in targets}}
 
 
 def extract_split(cfg, model: str, split: str, n: int, out: Path) -> Path:
@@ -157,30 +155,26 @@ def pixel_cache(cfg, model: str, source: Path, split: str, n: int, out: Path) ->
 
 # -- cross-attention inside / outside its class ----------------------------------------------
 # -- the measurement ------------------------------------------------------------------------
-def train_seed(cfg, caches: dict[str, Path], out: Path, seed: int) -> None:
+def train_seed(cfg, caches: dict[str, Path], out: Path, seed: int, targets: tuple[str, ...]) -> None:
     """One seed of one arm: the demo's main run, scored on every target at the end."""
     from diffseg.stages.demo.job import main_run_options
     from diffseg.stages.runs.seeds import seed_dir
     from diffseg.stages.train import job as train
 
     run = seed_dir(out, seed)
-    train.main(
-        cache=caches["train"],
-        out=run,
-        resume=(run / "config.json").is_file(),
-        seed=seed,
-        **main_run_options(cfg, caches, "cpu"),
-    )
+    options = main_run_options(cfg, caches, "cpu", targets)
+    train.main(cache=caches["train"], out=run, resume=(run / "config.json").is_file(), seed=seed, **options)
 
 
-def summary(cfg, caches: dict[str, Path], out: Path, seeds: tuple[int, ...]) -> dict:
+def summary(cfg, caches: dict[str, Path], out: Path, seeds: tuple[int, ...], targets: tuple[str, ...]) -> dict:
     """seeds.json of an arm whose seed runs are finished (train.main_seeds finds them done and tabulates)."""
     from diffseg.stages.demo.job import main_run_options
     from diffseg.stages.runs.files import read_json
     from diffseg.stages.runs.seeds import SUMMARY_JSON
     from diffseg.stages.train import job as train
 
-    train.main_seeds(cache=caches["train"], seeds=seeds, out=out, resume=True, **main_run_options(cfg, caches, "cpu"))
+    options = main_run_options(cfg, caches, "cpu", targets)
+    train.main_seeds(cache=caches["train"], seeds=seeds, out=out, resume=True, **options)
     return read_json(out / SUMMARY_JSON)
 
 
@@ -191,14 +185,24 @@ def uptime() -> str:
         return "load average: " + ", ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
-def run(cfg, seeds: tuple[int, ...], work: Path, jobs: int) -> dict:
+def run(
+    cfg,
+    seeds: tuple[int, ...],
+    work: Path,
+    jobs: int,
+    targets: tuple[str, ...],
+    arms: tuple[str, ...] = ARMS,
+    models: dict[str, str] | None = None,
+) -> dict:
     """Every extraction, pixels cache and training as a job (diffseg.core.jobs): `jobs` at once, each
-    in its own process with cores/jobs threads, so the numbers depend on that thread count only."""
+    in its own process with cores/jobs threads, so the numbers depend on that thread count only.
+    `models`: the model spec of the `mini` / `tiny` arms (default their names; e.g. a pre-training's
+    OUT/model directory as `mini`, to compare it on `dev` before it ships)."""
     from diffseg.core.jobs import Job, JobPool
     from diffseg.core.threads import available_cores
-    from diffseg.stages.demo.config import TARGETS
     from diffseg.stages.tools.attention import xattn_ratio
 
+    models = {"mini": "mini", "tiny": "tiny", **(models or {})}
     cores = available_cores()
     if jobs <= 1:  # everything here, in order
         import torch
@@ -207,6 +211,8 @@ def run(cfg, seeds: tuple[int, ...], work: Path, jobs: int) -> dict:
     res: dict[str, Any] = {
         "recipe": dataclasses.asdict(cfg),
         "seeds": list(seeds),
+        "targets": list(targets),
+        "models": {a: models[a] for a in ("mini", "tiny") if a in arms},
         "jobs": jobs,
         "threads": max(1, cores // jobs),
         "uptime_start": uptime(),
@@ -214,30 +220,38 @@ def run(cfg, seeds: tuple[int, ...], work: Path, jobs: int) -> dict:
         "arms": {},
         "xattn": {},
     }
-    caches = {arm: {s: work / "cache" / arm / s for s in splits(cfg)} for arm in ARMS}
+    parts = splits(cfg, targets)
+    caches = {arm: {s: work / "cache" / arm / s for s in parts} for arm in ARMS}
+    needed = {"mini", "tiny"} & (set(arms) | ({"mini"} if "pixels" in arms else set()))  # pixels use mini's views
     work_list = [
-        Job(f"extract-{model}-{s}", extract_split, dict(cfg=cfg, model=model, split=s, n=n, out=caches[model][s]))
-        for model in ("mini", "tiny")
-        for s, n in splits(cfg).items()
-    ]
-    work_list += [
         Job(
-            f"pixels-{s}",
-            pixel_cache,
-            dict(cfg=cfg, model="mini", source=caches["mini"][s], split=s, n=n, out=caches["pixels"][s]),
-            after=(f"extract-mini-{s}",),
+            f"extract-{model}-{s}",
+            extract_split,
+            dict(cfg=cfg, model=models[model], split=s, n=n, out=caches[model][s]),
         )
-        for s, n in splits(cfg).items()
+        for model in ("mini", "tiny")
+        if model in needed
+        for s, n in parts.items()
     ]
+    if "pixels" in arms:
+        work_list += [
+            Job(
+                f"pixels-{s}",
+                pixel_cache,
+                dict(cfg=cfg, model=models["mini"], source=caches["mini"][s], split=s, n=n, out=caches["pixels"][s]),
+                after=(f"extract-mini-{s}",),
+            )
+            for s, n in parts.items()
+        ]
     prefix = {"mini": "extract-mini-", "tiny": "extract-tiny-", "pixels": "pixels-"}
     work_list += [
         Job(
             f"train-{arm}-seed{k}",
             train_seed,
-            dict(cfg=cfg, caches=caches[arm], out=work / "runs" / arm, seed=k),
-            after=tuple(prefix[arm] + s for s in splits(cfg)),
+            dict(cfg=cfg, caches=caches[arm], out=work / "runs" / arm, seed=k, targets=targets),
+            after=tuple(prefix[arm] + s for s in parts),
         )
-        for arm in ARMS
+        for arm in arms
         for k in seeds
     ]
     t0 = time.perf_counter()
@@ -251,14 +265,16 @@ def run(cfg, seeds: tuple[int, ...], work: Path, jobs: int) -> dict:
     ):
         res["timings_s"][label] = sum(d.seconds for n, d in done.items() if n.startswith(start))
     for model in ("mini", "tiny"):
-        res["xattn"][model] = {t: xattn_ratio(caches[model][t]) for t in TARGETS}
-    for arm in ARMS:
+        if model in arms:
+            res["xattn"][model] = {t: xattn_ratio(caches[model][t]) for t in targets}
+    for arm in arms:
         res["timings_s"][f"train {arm} ({len(seeds)} seeds)"] = sum(
             d.seconds for n, d in done.items() if n.startswith(f"train-{arm}-")
         )
-        summ = summary(cfg, caches[arm], work / "runs" / arm, seeds)
-        res["arms"][arm] = {t: {k: summ["targets"][t][k] for k in ("miou", "mean", "std")} for t in TARGETS} | {
-            "mean over targets": {k: summ["mean_miou"][k] for k in ("miou", "mean", "std")}
+        summ = summary(cfg, caches[arm], work / "runs" / arm, seeds, targets)
+        mean = summ.get("mean_miou", summ["targets"][targets[0]])  # one target: its own row
+        res["arms"][arm] = {t: {k: summ["targets"][t][k] for k in ("miou", "mean", "std")} for t in targets} | {
+            "mean over targets": {k: mean[k] for k in ("miou", "mean", "std")}
         }
     res["uptime_end"] = uptime()
     return res
@@ -279,8 +295,9 @@ def compare(a: dict, b: dict) -> tuple[float, bool]:
 
 
 def markdown(res: dict) -> str:
-    from diffseg.stages.demo.config import TARGETS
+    from diffseg.stages.demo.config import TARGETS as DEMO_TARGETS
 
+    TARGETS = tuple(res.get("targets", DEMO_TARGETS))
     cols = [*TARGETS, "mean over targets"]
     seeds = res["seeds"]
     cfg = res["recipe"]
@@ -327,14 +344,16 @@ def markdown(res: dict) -> str:
     lines += ["", "Read plainly (a difference within the two stds added is called noise):", ""]
     arms = res["arms"]
     for a, b in (("mini", "tiny"), ("mini", "pixels"), ("tiny", "pixels")):
+        if a not in arms or b not in arms:
+            continue
         parts = []
         for c in cols:
             diff, noise = compare(arms[a][c], arms[b][c])
             parts.append(f"{c} {100 * diff:+.1f}" + (" (noise)" if noise else ""))
         lines.append(f"- {a} - {b}, points: " + "; ".join(parts))
-    for arm in arms:
+    for arm in arms if len(TARGETS) > 1 else ():
         gaps = []
-        for t in TARGETS[1:]:
+        for t in TARGETS[1:]:  # (none when the only target is dev)
             diff, noise = compare(arms[arm][TARGETS[0]], arms[arm][t])
             gaps.append(f"{t} {100 * -diff:+.1f}" + (" (noise)" if noise else ""))
         lines.append(f"- domain gap for {arm} (target - {TARGETS[0]}, points): " + "; ".join(gaps))
@@ -350,6 +369,14 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", default="full", help="the demo size whose recipe is used (full | small)")
     ap.add_argument("--seeds", default="0,1,2", help="training seeds per arm")
+    ap.add_argument(
+        "--targets",
+        default="val,val-night,val-fog",
+        help="demo splits to score: the three reporting targets, or dev (the tuning split: compare a "
+        "candidate model there before it ships, never on the targets)",
+    )
+    ap.add_argument("--arms", default=",".join(ARMS), help="feature sets to train: mini, tiny, pixels")
+    ap.add_argument("--mini-model", default="mini", help="the model of the `mini` arm (e.g. a pretrain OUT/model)")
     ap.add_argument("--iters", type=int, default=None, help="override the recipe's iterations (smoke runs)")
     ap.add_argument("--train-images", type=int, default=None, help="override (smoke runs)")
     ap.add_argument("--target-images", type=int, default=None, help="override (smoke runs)")
@@ -379,12 +406,16 @@ def main(argv: list[str] | None = None) -> dict:
     from diffseg.core.threads import available_cores
 
     jobs = args.jobs or available_cores()
+    targets = tuple(t.strip() for t in args.targets.split(",") if t.strip())
+    arms = tuple(a.strip() for a in args.arms.split(",") if a.strip())
+    if set(arms) - set(ARMS) or not arms:
+        sys.exit(f"--arms: choose among {', '.join(ARMS)}")
     with contextlib.redirect_stdout(sys.stderr):  # the stages' reports: stdout keeps the tables alone
         if args.work is None:
             with tempfile.TemporaryDirectory() as tmp:
-                res = run(cfg, seeds, Path(tmp), jobs)
+                res = run(cfg, seeds, Path(tmp), jobs, targets, arms, {"mini": args.mini_model})
         else:
-            res = run(cfg, seeds, Path(args.work), jobs)
+            res = run(cfg, seeds, Path(args.work), jobs, targets, arms, {"mini": args.mini_model})
     Path(args.json).write_text(json.dumps(res, indent=1, default=str))
     print(markdown(res))
     print(f"written: {args.json}", file=sys.stderr)

@@ -122,10 +122,13 @@ def main_run(cfg: DemoConfig, run: Path, caches: dict[str, Path], device: str) -
     return evaluate.main(run=run, caches=[caches[t] for t in TARGETS], as_json=False, device=device)
 
 
-def main_run_options(cfg: DemoConfig, caches: dict[str, Path], device: str) -> dict[str, Any]:
-    """The main run's stage-two options (besides cache, out, resume and seed), scored on every target."""
+def main_run_options(
+    cfg: DemoConfig, caches: dict[str, Path], device: str, targets: tuple[str, ...] = TARGETS
+) -> dict[str, Any]:
+    """The main run's stage-two options (besides cache, out, resume and seed), scored on every target
+    (`targets`: other caches' names, e.g. the tuning split `dev`)."""
     return dict(
-        eval_caches=[caches[t] for t in TARGETS],
+        eval_caches=[caches[t] for t in targets],
         eval_every=0,
         ckpt_every=cfg.iters,
         workers=0,
