@@ -143,7 +143,7 @@ def run_cell(cell: Cell, cell_dir: Path, options: dict, eval_caches: Sequence[st
 @dataclass(frozen=True)
 class Plan:
     """What one `ablate` call trains: its cells, and one run (cell, run folder, train options) per cell
-    and seed. The demo submits these runs beside its other jobs, then calls `main` to tabulate."""
+    and seed. The demo submits these runs beside its other jobs, then calls `tabulate`."""
 
     cache: str | Path
     eval_caches: tuple[str | Path, ...]
@@ -214,28 +214,19 @@ def plan(
     return Plan(cache, tuple(eval_caches), Path(out), cells, todo, names, options, seeds)
 
 
-def main(
-    *,
-    cache: str | Path,
-    eval_caches: Sequence[str | Path],
-    out: Path,
-    features: bool = True,
-    seeds: tuple[int, ...] | None = None,
-    only: Sequence[str] | None = None,
-    jobs: int = 1,
-    **options,
-) -> Path:
+def main(*, jobs: int = 1, **arguments) -> Path:
     """Run every missing cell, then write ablation.md/.csv/.png under `out`; returns `out`.
 
-    `options`: TrainConfig fields given for every cell (None or absent: not given, ABLATION_CELL's
-    or TrainConfig's default). `seeds`: every cell once per seed under `<cell>/seed-<k>/`, the tables
-    showing mean +- std over them. `only`: the names of the planned cells to run (e.g. the full
-    method alone on another cache, as the demo's recipe cells do); None: all of them. `jobs`: runs
+    `arguments`: those of `plan` (cache, eval_caches, out, features, seeds, only) and the TrainConfig
+    fields given for every cell (None or absent: not given, ABLATION_CELL's or TrainConfig's
+    default). `seeds`: every cell once per seed under `<cell>/seed-<k>/`, the tables showing
+    mean +- std over them. `only`: the names of the planned cells to run (e.g. the full method
+    alone on another cache, as the demo's recipe cells do); None: all of them. `jobs`: runs
     trained at once, each in its own process (core.jobs; 1: one after another, here)."""
-    p = plan(cache=cache, eval_caches=eval_caches, out=out, features=features, seeds=seeds, only=only, **options)
+    p = plan(**arguments)
     (p.out / "cells").mkdir(parents=True, exist_ok=True)
     log(
-        f"ablate: {len(p.todo)} cells to train on {cache} ({len(p.cells) - len(p.todo)} listed without a run of "
+        f"ablate: {len(p.todo)} cells to train on {p.cache} ({len(p.cells) - len(p.todo)} listed without a run of "
         f"their own: same config as another cell or not applicable), targets {', '.join(p.names)}"
     )
     return tabulate(p, run_jobs(p.jobs(), workers=jobs, cores=available_cores(), logs=p.out / "logs", echo=log))
