@@ -238,7 +238,7 @@ def tabulate(p: Plan, done: dict[str, Done] | None = None) -> Path:
     results: dict[str, dict[str, float | None]] = {}
     spreads: dict[str, dict[str, float | None]] | None = {} if p.seeds is not None else None
     runs = p.runs()
-    for k, cell in enumerate(p.todo, start=1):
+    for cell in p.todo:
         mine = [(run_dir, p.job_name(c, opts)) for c, run_dir, opts in runs if c.name == cell.name]
         found: dict[str, list] = {n: [] for n in p.names}
         for run_dir, _ in mine:
@@ -256,7 +256,7 @@ def tabulate(p: Plan, done: dict[str, Done] | None = None) -> Path:
             if jobs
             else "scores read"
         )
-        log(f"[{k}/{len(p.todo)}] {cell.name}: {did}; mIoU {shown}")
+        log(f"{cell.name}: {did}; mIoU {shown}")
     options, seeds, out = p.options, p.seeds, p.out
     in_header = ("iters", "batch_size", "fusion", "lr", "warmup", "seed")
     o = {**{name: default(name) for name in in_header}, **ABLATION_CELL, **options}
