@@ -27,17 +27,28 @@ def stamp(folder: str, name: str, seconds: float = 0.0) -> dict:
     return {"pid": os.getpid(), "threads": torch.get_num_threads(), "policy": os.environ.get("OMP_WAIT_POLICY")}
 
 
-def user_error(path: str) -> None:
+def _after_start(folder: str, name: str) -> None:
+    """Wait until job `name` has started (so that failing now must stop a running job)."""
+    for _ in range(1200):
+        if Path(folder, f"{name}.start").exists():
+            return
+        time.sleep(0.05)
+
+
+def user_error(folder: str, path: str) -> None:
     from diffseg.core.errors import DataError
 
+    _after_start(folder, "slow")
     raise DataError(path, "not a PNG")
 
 
-def crash() -> None:
+def crash(folder: str = "") -> None:
+    _after_start(folder, "slow")
     raise RuntimeError("a bug")
 
 
-def die() -> None:
+def die(folder: str) -> None:
+    _after_start(folder, "slow")
     os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -75,27 +86,27 @@ def test_one_worker_runs_here_in_dependency_order(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    ("job", "expected"),
+    ("fn", "kwargs", "expected"),
     [
-        (Job("bad", user_error, dict(path="x/0001.png")), "bad failed: x/0001.png: not a PNG (log: "),
-        (Job("bad", crash), "bad failed: RuntimeError: a bug (traceback in "),
-        (Job("bad", die), "a worker process died (killed: out of memory or a signal) while bad, slow ran"),
+        (user_error, dict(path="x/0001.png"), "bad failed: x/0001.png: not a PNG (log: "),
+        (crash, {}, "bad failed: RuntimeError: a bug (traceback in "),
+        (die, {}, "a worker process died (killed: out of memory or a signal) while bad, slow ran"),
     ],
 )
-def test_a_failed_job_stops_the_others_and_names_its_log(tmp_path, job, expected):
+def test_a_failed_job_stops_the_others_and_names_its_log(tmp_path, fn, kwargs, expected):
     f = str(tmp_path)
     jobs = [
-        job,
-        Job("slow", stamp, dict(folder=f, name="slow", seconds=30)),
+        Job("slow", stamp, dict(folder=f, name="slow", seconds=60)),
+        Job("bad", fn, dict(folder=f, **kwargs)),  # fails once "slow" runs
         Job("never", stamp, dict(folder=f, name="never"), after=("slow",)),
     ]
-    t0 = time.time()
     with pytest.raises(DiffsegError) as err:
         run_jobs(jobs, workers=2, cores=2, logs=tmp_path / "logs", echo=lambda line: None)
-    assert expected in str(err.value) and ("bad.log" in str(err.value) or job.fn is die)
-    assert time.time() - t0 < 25  # the slow job was stopped, not waited for
-    assert not (tmp_path / "slow.end").exists() and not (tmp_path / "never.start").exists()
-    if job.fn is crash:
+    assert expected in str(err.value) and ("bad.log" in str(err.value) or fn is die)
+    # "slow" had started and was stopped, not waited for (it would have written slow.end); "never" never ran
+    assert (tmp_path / "slow.start").exists() and not (tmp_path / "slow.end").exists()
+    assert not (tmp_path / "never.start").exists()
+    if fn is crash:
         assert "Traceback" in (tmp_path / "logs" / "bad.log").read_text()
 
 
