@@ -15,9 +15,12 @@ from diffseg.core.errors import DiffsegError
 from diffseg.core.jobs import Job, JobPool, run_jobs
 
 
-def stamp(folder: str, name: str, seconds: float = 0.0) -> dict:
-    """Write <name>.start/.end time stamps; say something on stdout and stderr (fd-level too)."""
+def stamp(folder: str, name: str, seconds: float = 0.0, wait_for: str | None = None) -> dict:
+    """Write <name>.start/.end time stamps; say something on stdout and stderr (fd-level too); with
+    `wait_for`, sleep only once that job has started (both then run at once, however slow the start)."""
     Path(folder, f"{name}.start").write_text(repr(time.time()))
+    if wait_for:
+        _after_start(folder, wait_for)
     print(f"hello from {name}")
     os.write(2, f"fd2 of {name}\n".encode())
     time.sleep(seconds)
@@ -29,7 +32,7 @@ def stamp(folder: str, name: str, seconds: float = 0.0) -> dict:
 
 def _after_start(folder: str, name: str) -> None:
     """Wait until job `name` has started (so that failing now must stop a running job)."""
-    for _ in range(1200):
+    for _ in range(6000):
         if Path(folder, f"{name}.start").exists():
             return
         time.sleep(0.05)
@@ -38,16 +41,19 @@ def _after_start(folder: str, name: str) -> None:
 def user_error(folder: str, path: str) -> None:
     from diffseg.core.errors import DataError
 
+    Path(folder, "bad.start").touch()
     _after_start(folder, "slow")
     raise DataError(path, "not a PNG")
 
 
-def crash(folder: str = "") -> None:
+def crash(folder: str) -> None:
+    Path(folder, "bad.start").touch()
     _after_start(folder, "slow")
     raise RuntimeError("a bug")
 
 
 def die(folder: str) -> None:
+    Path(folder, "bad.start").touch()
     _after_start(folder, "slow")
     os.kill(os.getpid(), signal.SIGKILL)
 
@@ -96,7 +102,7 @@ def test_one_worker_runs_here_in_dependency_order(tmp_path, capsys):
 def test_a_failed_job_stops_the_others_and_names_its_log(tmp_path, fn, kwargs, expected):
     f = str(tmp_path)
     jobs = [
-        Job("slow", stamp, dict(folder=f, name="slow", seconds=60)),
+        Job("slow", stamp, dict(folder=f, name="slow", seconds=60, wait_for="bad")),
         Job("bad", fn, dict(folder=f, **kwargs)),  # fails once "slow" runs
         Job("never", stamp, dict(folder=f, name="never"), after=("slow",)),
     ]
