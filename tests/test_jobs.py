@@ -96,7 +96,7 @@ def test_one_worker_runs_here_in_dependency_order(tmp_path, capsys):
     [
         (user_error, dict(path="x/0001.png"), "bad failed: x/0001.png: not a PNG (log: "),
         (crash, {}, "bad failed: RuntimeError: a bug (traceback in "),
-        (die, {}, "a worker process died (killed: out of memory or a signal) while bad, slow ran"),
+        (die, {}, "(killed: out of memory or a signal) while bad, slow ran"),
     ],
 )
 def test_a_failed_job_stops_the_others_and_names_its_log(tmp_path, fn, kwargs, expected):

@@ -145,6 +145,15 @@ class JobPool:
         for p in processes:
             p.join()
 
+    def _died(self, names: list[str], exitcode: int | None, cause: BaseException | None = None) -> None:
+        """A worker died (out of memory, a signal): name the jobs that were running (the pool cannot
+        say whose worker it was)."""
+        how = f" (exit code {exitcode})" if exitcode is not None else ""
+        raise DiffsegError(
+            f"a worker process died{how} (killed: out of memory or a signal) while {', '.join(names)} ran; "
+            f"logs: {self.logs}/<job>.log"
+        ) from cause
+
     def run(self, jobs: Sequence[Job]) -> dict[str, Done]:
         """Run every job once, each after its `after` jobs; returns {name: Done}. Raises DiffsegError on
         the first failed job (the pool is then closed: the other jobs stop)."""
@@ -190,19 +199,19 @@ class JobPool:
                     log.unlink(missing_ok=True)
                     running[pool.submit(_run_logged, j.fn, j.kwargs, str(log))] = name
                     pending.remove(name)
-                ready, _ = wait(running, return_when=FIRST_COMPLETED)
+                ready, _ = wait(running, timeout=1.0, return_when=FIRST_COMPLETED)
+                # A killed worker breaks the pool, but the executor may only notice at its next result
+                # (seen when the parent had initialised torch's threads): look at the workers too.
+                dead = [p.exitcode for p in list((pool._processes or {}).values()) if p.exitcode is not None]
+                if dead and not ready:
+                    self._died(sorted(running.values()), dead[0])
                 for future in ready:
                     name = running.pop(future)
                     log = self.logs / f"{name}.log"
                     try:
                         status, value, seconds = future.result()
-                    except BrokenProcessPool as e:  # a worker was killed (out of memory, a signal): the pool
-                        # fails every running job, and cannot say whose worker it was
-                        names = ", ".join(sorted([name, *running.values()]))
-                        raise DiffsegError(
-                            f"a worker process died (killed: out of memory or a signal) while {names} ran; "
-                            f"logs: {self.logs}/<job>.log"
-                        ) from e
+                    except BrokenProcessPool as e:  # a worker was killed: the pool fails every running job
+                        self._died(sorted([name, *running.values()]), None, e)
                     if status != "ok":
                         raise DiffsegError(f"{name} failed: {value} (log: {log})")
                     finished(name, Done(value, seconds))
