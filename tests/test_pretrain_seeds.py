@@ -7,6 +7,8 @@ import pytest
 
 from diffseg.data.demo import DEMO_COUNTS, DEMO_SPLITS, render_sample
 from diffseg.data.demo_pretrain import PRETRAIN_STREAM, PRETRAIN_STYLES, pretrain_rng, render_pretrain
+from diffseg.pipeline.pretrain.captions import present_classes
+from diffseg.pipeline.pretrain.config import PretrainConfig
 
 
 def _state(rng: np.random.Generator) -> bytes:
@@ -43,8 +45,9 @@ def test_no_pretraining_image_or_scene_equals_an_evaluation_sample():
             images.add(digest(image))
             labels.add(digest(label))
     for i in range(100):
-        image, label, _ = render_pretrain(0, i)
-        assert digest(image) not in images and digest(label) not in labels, i
+        for z in (PretrainConfig().zoom, 4.0):  # the shipped recipe, and close-ups as tried
+            image, label, _ = render_pretrain(0, i, zoom=z)
+            assert digest(image) not in images and digest(label) not in labels, (i, z)
 
 
 def test_styles_cycle_and_images_are_reproducible():
@@ -57,3 +60,17 @@ def test_styles_cycle_and_images_are_reproducible():
 def test_out_of_range_seed_is_refused():
     with pytest.raises(AssertionError):
         pretrain_rng(2**32, 0)  # would become a two-word entropy and lose the proof
+
+
+def test_close_ups_show_fewer_classes_and_leave_the_other_images_alone():
+    n = len(PRETRAIN_STYLES)
+    plain, close = [], []
+    for i in range(4 * n):
+        a, b = render_pretrain(0, i, (64, 64)), render_pretrain(0, i, (64, 64), zoom=4.0)
+        assert b[0].shape == (64, 64, 3) and b[1].shape == (64, 64) and b[2] == a[2]
+        if (i // n) % 2 == 0:  # every other style turn stays the full scene, drawn exactly as without zoom
+            assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+        else:
+            plain.append(len(present_classes(a[1])))
+            close.append(len(present_classes(b[1])))
+    assert np.mean(close) < np.mean(plain)

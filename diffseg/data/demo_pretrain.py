@@ -34,20 +34,35 @@ def pretrain_rng(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng((seed, PRETRAIN_STREAM, index))
 
 
-def render_pretrain(seed: int, index: int, size: tuple[int, int] = (128, 128)) -> tuple[np.ndarray, np.ndarray, str]:
+def render_pretrain(
+    seed: int, index: int, size: tuple[int, int] = (128, 128), zoom: float = 1.0
+) -> tuple[np.ndarray, np.ndarray, str]:
     """(image uint8 [H, W, 3], label uint8 [H, W], style) of pre-training image `index`.
 
-    Styles cycle with the index, so every style has the same share of any prefix.
+    Styles cycle with the index, so every style has the same share of any prefix. With
+    `zoom` > 1, half the images (odd ones per style turn) are a random window of the same kind
+    of scene rendered larger, by a factor log-uniform in [1, zoom]: a close-up shows fewer
+    classes, so the caption's class list says which ones are there (a full 128 px scene shows
+    about 12 of the 19, nearly the same ones every time, and a caption of them carries almost
+    nothing the U-Net could not see). `zoom` = 1 draws nothing extra: the images are unchanged.
     """
     w, h = size
     rng = pretrain_rng(seed, index)
     style = PRETRAIN_STYLES[index % len(PRETRAIN_STYLES)]
-    canvas = draw_scene(rng, h, w)
+    z = 1.0
+    if zoom > 1 and (index // len(PRETRAIN_STYLES)) % 2 == 1:
+        z = float(np.exp(rng.uniform(0.0, np.log(zoom))))
+    W, H = max(w, round(w * z)), max(h, round(h * z))
+    canvas = draw_scene(rng, H, W)
     if style in ("dusk", "rain"):
         image = _EXTRA[style](canvas, rng)
     else:
         image = render(canvas, rng, style)
-    return image, canvas.label, style
+    label = canvas.label
+    if (w, h) != (W, H):
+        y, x = int(rng.integers(H - h + 1)), int(rng.integers(W - w + 1))
+        image, label = image[y : y + h, x : x + w], label[y : y + h, x : x + w]
+    return np.ascontiguousarray(image), np.ascontiguousarray(label), style
 
 
 def _dusk(cv: Canvas, rng: np.random.Generator) -> np.ndarray:

@@ -22,8 +22,10 @@ class DemoWorld:
 
     styles: tuple[str, ...] = tuple(PRETRAIN_STYLES)
 
-    def render(self, seed: int, index: int, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, str]:
-        return render_pretrain(seed, index, size)
+    def render(
+        self, seed: int, index: int, size: tuple[int, int], zoom: float = 1.0
+    ) -> tuple[np.ndarray, np.ndarray, str]:
+        return render_pretrain(seed, index, size, zoom)
 
 
 def main(cfg: PretrainConfig, out: str | os.PathLike, echo: bool = True) -> Path:

@@ -30,6 +30,9 @@ class PretrainConfig:
     seed: int = 0  # images (their own stream, diffseg.data.demo_pretrain), init, batches, noise
     images: int = 4000  # pre-training images, styles in turn
     size: int = 128  # image side in px (the demo's default resolution; 16 x 16 latents)
+    # > 1: half the images are close-ups, up to `zoom` x (the source's `zoom`), so that captions vary
+    # more; tried at 4 with unet_steps 2000, decoder_steps 600 (README: no gain on `dev`, not shipped)
+    zoom: float = 1.0
     threads: int = 2  # torch threads: results are reproducible for one torch build and thread count
     # 1. autoencoder (L1 reconstruction + SD's small KL weight) on random crops
     vae_steps: int = 2000
