@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import re
 import sys
 import time
 import traceback
@@ -106,6 +107,24 @@ def _run_logged(fn: Callable[..., Any], kwargs: dict, log_path: str) -> tuple[st
             os.close(saved[1])
 
 
+def _kind(name: str) -> str:
+    """Jobs of one kind: the name without a trailing "-seed<k>" or number ("train-mini-seed2" ->
+    "train-mini")."""
+    return re.sub(r"(-seed)?-?\d+$", "", name)
+
+
+def _estimate(left: list[str], done: dict[str, Done]) -> float:
+    """Seconds of work left: each job as the mean of the finished jobs of its kind, else of all."""
+    if not done:
+        return 0.0
+    overall = sum(d.seconds for d in done.values()) / len(done)
+    by_kind: dict[str, list[float]] = {}
+    for n, d in done.items():
+        by_kind.setdefault(_kind(n), []).append(d.seconds)
+    means = {k: sum(v) / len(v) for k, v in by_kind.items()}
+    return sum(means.get(_kind(n), overall) for n in left)
+
+
 def _clock(seconds: float) -> str:
     s = round(seconds)
     return f"{s // 60}:{s % 60:02d}"
@@ -164,8 +183,7 @@ class JobPool:
         def finished(name: str, done: Done) -> None:
             out[name] = done
             left = len(jobs) - len(out)
-            # the mean time of a finished job, spread over the workers, for the jobs left
-            eta = sum(d.seconds for d in out.values()) / len(out) * left / max(self.workers, 1)
+            eta = _estimate([j.name for j in jobs if j.name not in out], out) / max(self.workers, 1)
             self.echo(
                 f"[{len(out)}/{len(jobs)}] {name}: {done.seconds:.0f} s; elapsed {_clock(time.perf_counter() - start)}"
                 + (f", about {_clock(eta)} left" if left else "")
