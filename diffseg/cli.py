@@ -793,7 +793,9 @@ def predict(
 @user_errors
 def demo(
     out: Annotated[Path, typer.Option(help="Folder of the report, caches and the main run (DIR/run).")] = Path("demo"),
-    size: Annotated[DemoSize, typer.Option(help="full (about 12 min on 2 CPU cores) or small (CI).")] = DemoSize.full,
+    size: Annotated[
+        DemoSize, typer.Option(help="full (about 10 min on 2 CPU cores) or small (CI, about 1 min).")
+    ] = DemoSize.full,
     model: Annotated[
         str | None,
         typer.Option(help="Model of stage one (default: the trained built-in mini; e.g. tiny, or a directory)."),

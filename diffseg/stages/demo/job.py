@@ -12,7 +12,10 @@ cross-attention inside/outside ratios and the pictures (the model's samples and
 reconstructions, predictions, features, heat maps).
 
 Every step calls the stage's entry point (the function its command calls) with the demo's
-settings; CI runs the demo itself through the command line. Layout of `--out`:
+settings, as a job of diffseg.core.jobs: by default one worker process per core, each with one
+torch thread (its output in `logs/<job>.log`), in two batches: every extraction and the two
+main runs, then the ablation runs and the pictures. CI runs the demo itself through the
+command line. Layout of `--out`:
 `cache/<model>/<split>/`, `run/` (the main run, a normal run directory), `run-<compare>/`,
 `ablation/` (Table IV) and `ablation/recipe-<cell>/`, `pictures/`, `report.md`, `results.json`.
 The demo's choices were tuned on the demo's `dev` split, never on the targets it reports.
