@@ -74,3 +74,20 @@ def test_close_ups_show_fewer_classes_and_leave_the_other_images_alone():
             plain.append(len(present_classes(a[1])))
             close.append(len(present_classes(b[1])))
     assert np.mean(close) < np.mean(plain)
+
+
+def test_variety_leaves_kinds_out_and_changes_nothing_when_zero():
+    from diffseg.data.demo_scene import DROPPABLE, draw_scene
+
+    for i in range(10):  # variety 0 (the shipped recipe, and the demo's own splits): unchanged
+        a, b = render_pretrain(0, i, (64, 64)), render_pretrain(0, i, (64, 64), variety=0.0)
+        assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    plain = draw_scene(np.random.default_rng(5), 96, 96)
+    bare = draw_scene(np.random.default_rng(5), 96, 96, frozenset(DROPPABLE))
+    assert {2, 13, 11} & set(np.unique(plain.label).tolist())  # building, car or person
+    assert set(np.unique(bare.label).tolist()) <= {0, 1, 9, 10}  # road, sidewalk, terrain, sky
+    with pytest.raises(AssertionError):
+        draw_scene(np.random.default_rng(0), 32, 32, frozenset({"road"}))
+    # which classes show now varies: buildings in some images, not in others
+    shown = [2 in present_classes(render_pretrain(0, i, (64, 64), variety=0.5)[1]) for i in range(40)]
+    assert 5 < sum(shown) < 35

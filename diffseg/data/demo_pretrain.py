@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from diffseg.data.demo_canvas import Canvas
-from diffseg.data.demo_scene import draw_scene
+from diffseg.data.demo_scene import DROPPABLE, draw_scene
 from diffseg.data.demo_style import render, smooth_noise
 
 PRETRAIN_STREAM = 0x6D696E69  # "mini": far above any split index
@@ -35,7 +35,7 @@ def pretrain_rng(seed: int, index: int) -> np.random.Generator:
 
 
 def render_pretrain(
-    seed: int, index: int, size: tuple[int, int] = (128, 128), zoom: float = 1.0
+    seed: int, index: int, size: tuple[int, int] = (128, 128), zoom: float = 1.0, variety: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """(image uint8 [H, W, 3], label uint8 [H, W], style) of pre-training image `index`.
 
@@ -44,7 +44,10 @@ def render_pretrain(
     of scene rendered larger, by a factor log-uniform in [1, zoom]: a close-up shows fewer
     classes, so the caption's class list says which ones are there (a full 128 px scene shows
     about 12 of the 19, nearly the same ones every time, and a caption of them carries almost
-    nothing the U-Net could not see). `zoom` = 1 draws nothing extra: the images are unchanged.
+    nothing the U-Net could not see). With `variety` > 0 each kind of demo_scene.DROPPABLE
+    (buildings, trees, walls, fences, each vehicle, people, riders, poles) is left out of the scene
+    with that probability, so that which classes show varies from image to image. `zoom` = 1 and
+    `variety` = 0 draw nothing extra: the images are unchanged.
     """
     w, h = size
     rng = pretrain_rng(seed, index)
@@ -53,7 +56,8 @@ def render_pretrain(
     if zoom > 1 and (index // len(PRETRAIN_STYLES)) % 2 == 1:
         z = float(np.exp(rng.uniform(0.0, np.log(zoom))))
     W, H = max(w, round(w * z)), max(h, round(h * z))
-    canvas = draw_scene(rng, H, W)
+    drop = frozenset(k for k in DROPPABLE if rng.random() < variety) if variety > 0 else frozenset()
+    canvas = draw_scene(rng, H, W, drop)
     if style in ("dusk", "rain"):
         image = _EXTRA[style](canvas, rng)
     else:

@@ -53,8 +53,8 @@ def _color(rng: np.random.Generator, cls: int) -> np.ndarray:
 class Scene:
     """Camera and road geometry of one image; `draw()` paints everything on a Canvas."""
 
-    def __init__(self, rng: np.random.Generator, h: int, w: int):
-        self.rng, self.h, self.w = rng, h, w
+    def __init__(self, rng: np.random.Generator, h: int, w: int, drop: frozenset[str] = frozenset()):
+        self.rng, self.h, self.w, self.drop = rng, h, w, drop
         self.yh = h * rng.uniform(0.36, 0.50)  # horizon row
         self.vx = w * rng.uniform(0.38, 0.62)  # vanishing point column
         self.focal = 0.9 * w
@@ -106,6 +106,11 @@ class Scene:
         while x < self.w:
             seg = self.w * rng.uniform(0.05, 0.15)
             cls = BUILDING if rng.random() < 0.6 else VEG
+            if _KIND[cls] in self.drop:  # a dropped kind gives way to the other one, or to the sky
+                cls = VEG if cls == BUILDING else BUILDING
+                if _KIND[cls] in self.drop:
+                    x += seg
+                    continue
             top = self.yh - self.h * rng.uniform(0.02, 0.10)
             cv.rect(x, x + seg, top, self.yh + 0.5, cls, _color(rng, cls) * 0.85, 300.0)
             x += seg
@@ -117,7 +122,9 @@ class Scene:
         outer = span * rng.uniform(1.0, 1.3)
         while outer > 3.0:
             inner = outer * rng.uniform(0.35, 0.7)
-            kind = rng.choice(["building", "building", "building", "trees", "wall", "fence", "open"])
+            kind = str(rng.choice(["building", "building", "building", "trees", "wall", "fence", "open"]))
+            if kind in self.drop:
+                kind = "open"
             self.segment(sign, inner, outer, kind)
             outer = inner
 
@@ -157,7 +164,7 @@ class Scene:
             cv.fill(sl, mask, VEG, _color(rng, VEG), z)
         else:
             cls = WALL if kind == "wall" else FENCE
-            if rng.random() < 0.5:  # something behind it
+            if rng.random() < 0.5 and "trees" not in self.drop:  # something behind it
                 back = (yy >= self.yh - 1.5 * d) & (yy < foot)
                 cv.fill(sl, back, VEG, _color(rng, VEG), z * 1.3)
             mask = (yy >= foot - r * d) & (yy < foot)
@@ -181,6 +188,7 @@ class Scene:
             todo.append((ground * rng.uniform(0.08, 0.6), "rider"))
         for _ in range(rng.integers(1, 4)):
             todo.append((ground * rng.uniform(0.08, 0.6), "pole"))
+        todo = [t for t in todo if t[1] not in self.drop]
         for d, kind in sorted(todo, key=lambda t: t[0]):
             getattr(self, "draw_" + kind)(d)
 
@@ -301,9 +309,17 @@ class Scene:
             cv.lights.append((cx, top, max(0.8 * m, 1.5), (1.0, 0.85, 0.55)))
 
 
-def draw_scene(rng: np.random.Generator, h: int, w: int) -> Canvas:
-    """One random street scene of size [h, w]."""
-    return Scene(rng, h, w).draw()
+# What a scene can leave out (`drop`): facades and what stands on the street; the road, sidewalks,
+# terrain and sky always show. (Poles carry the traffic lights and signs.)
+DROPPABLE = ("building", "trees", "wall", "fence", "car", "truck", "bus", "train", "person", "rider", "pole")
+_KIND = {BUILDING: "building", VEG: "trees"}
 
 
-__all__ = ["SKY_DEPTH", "draw_scene"]
+def draw_scene(rng: np.random.Generator, h: int, w: int, drop: frozenset[str] = frozenset()) -> Canvas:
+    """One random street scene of size [h, w]; `drop`: kinds of DROPPABLE it leaves out (none: the
+    demo's scenes, unchanged)."""
+    assert drop <= set(DROPPABLE), sorted(drop - set(DROPPABLE))
+    return Scene(rng, h, w, drop).draw()
+
+
+__all__ = ["DROPPABLE", "SKY_DEPTH", "draw_scene"]

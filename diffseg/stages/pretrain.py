@@ -23,9 +23,9 @@ class DemoWorld:
     styles: tuple[str, ...] = tuple(PRETRAIN_STYLES)
 
     def render(
-        self, seed: int, index: int, size: tuple[int, int], zoom: float = 1.0
+        self, seed: int, index: int, size: tuple[int, int], zoom: float = 1.0, variety: float = 0.0
     ) -> tuple[np.ndarray, np.ndarray, str]:
-        return render_pretrain(seed, index, size, zoom)
+        return render_pretrain(seed, index, size, zoom, variety)
 
 
 def main(cfg: PretrainConfig, out: str | os.PathLike, echo: bool = True) -> Path:
