@@ -9,9 +9,10 @@ not depend on how the jobs were scheduled.
 
 Each job's output (progress bars, logs) goes to `<logs>/<name>.log`, not the terminal, where
 two jobs would interleave; the terminal gets one line per finished job, with its time, the
-elapsed time and an estimate of the rest. A job that fails stops the others (the workers are
-terminated; a worker that dies, e.g. out of memory, fails its job) and raises one DiffsegError naming the job, its message and its log; a user error
-(DiffsegError) keeps its message, anything else adds "traceback in <log>".
+elapsed time and an estimate of the rest (per kind of job). A job that fails stops the others
+(the workers are terminated) and raises one DiffsegError naming the job, its message and its
+log; a user error (DiffsegError) keeps its message, anything else adds "traceback in <log>".
+A worker that dies (out of memory, a signal) is named by the jobs that were running.
 
 With `workers` <= 1 the jobs run here, one after another, printing as they go: the same
 results (with this process's thread count), nothing redirected.
