@@ -7,7 +7,8 @@ something it needs. On the demo world, where nearly every scene shows the same d
 
 Images: the demo world's unlabelled renderer (diffseg.data.demo_pretrain), indices from
 `--first` on (default 4000: past the 4,000 that pre-training uses, so the model never saw them;
-disjoint from every demo split by construction), half of them close-ups when `--zoom` > 1.
+disjoint from every demo split by construction), half of them close-ups when `--zoom` > 1, with
+kinds of things left out when `--variety` > 0 (then the caption says which classes show).
 Captions: "a photo of a city street, <the classes present, canonical order>". Timesteps and
 noise are drawn once (seeded) and shared by the three captions, so the differences are paired.
 
@@ -26,6 +27,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--images", type=int, default=192)
     ap.add_argument("--first", type=int, default=4000, help="first image index (pre-training used 0-3999)")
     ap.add_argument("--zoom", type=float, default=1.0, help="close-ups as in PretrainConfig.zoom (1: none)")
+    ap.add_argument("--variety", type=float, default=0.0, help="scenes that leave kinds out, as PretrainConfig.variety")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
 
@@ -45,7 +47,7 @@ def main(argv: list[str] | None = None) -> dict:
     unet, text, vae = models.unet, models.text_encoder, models.vae
     images, captions = [], []
     for i in range(args.first, args.first + args.images):
-        image, label, _ = render_pretrain(0, i, (128, 128), args.zoom)
+        image, label, _ = render_pretrain(0, i, (128, 128), args.zoom, args.variety)
         images.append(image)
         names = ", ".join(CLASS_NAMES[c] for c in present_classes(label))
         captions.append(f"a photo of a city street, {names}")
@@ -58,7 +60,10 @@ def main(argv: list[str] | None = None) -> dict:
     n = len(x0)
     other = captions[7:] + captions[:7]  # another image's classes
     out = {}
-    print(f"model {args.model}: v-prediction MSE over {n} held-out images, paired noise and timesteps")
+    print(
+        f"model {args.model}: v-prediction MSE over {n} held-out images (zoom {args.zoom}, variety "
+        f"{args.variety}), paired noise and timesteps"
+    )
     print("| timesteps | true caption | empty caption | another image's | empty - true | other - true |")
     print("|---|---:|---:|---:|---:|---:|")
     for tmax in (1000, 300, 100):
