@@ -34,7 +34,7 @@ class PretrainConfig:
     # more; tried at 4 with unet_steps 2000, decoder_steps 600 (README: no gain on `dev`, not shipped)
     zoom: float = 1.0
     # > 0: each kind of thing a scene can leave out (facades, vehicles, people, poles) is left out with
-    # this probability, so that the classes a caption names vary (not yet tried: see the README)
+    # this probability, so that the classes a caption names vary (tried at 0.5: README, not shipped)
     variety: float = 0.0
     threads: int = 2  # torch threads: results are reproducible for one torch build and thread count
     # 1. autoencoder (L1 reconstruction + SD's small KL weight) on random crops
