@@ -16,10 +16,11 @@ import numpy as np
 
 from diffseg.core.classes import NUM_CLASSES
 from diffseg.pipeline.pretrain.captions import present_classes
+from diffseg.pipeline.pretrain.config import PretrainConfig
 
 
 class ImageSource(Protocol):
-    """Unlabelled training images: `render(seed, index, (W, H), zoom)` -> (image uint8 [H, W, 3], label
+    """Unlabelled training images: `render(seed, index, (W, H), zoom, variety)` -> (image uint8 [H, W, 3], label
     uint8 [H, W] (only to caption the classes present), style name); `zoom` > 1 lets the source
     show close-ups (windows of scenes rendered up to `zoom` times larger), `variety` > 0 scenes that
     leave kinds of things out (each with that probability); `styles` names every style."""
@@ -45,26 +46,26 @@ class ImageSet:
         return self.style_names[int(self.styles[i])]
 
 
-def render_set(source: ImageSource, seed: int, n: int, size: int, zoom: float = 1.0, variety: float = 0.0) -> ImageSet:
+def render_set(source: ImageSource, cfg: PretrainConfig) -> ImageSet:
+    n, size = cfg.images, cfg.size
     images = np.empty((n, size, size, 3), np.uint8)
     present = np.zeros((n, NUM_CLASSES), bool)
     styles = np.empty(n, np.int64)
     for i in range(n):
-        images[i], label, style = source.render(seed, i, (size, size), zoom, variety)
+        images[i], label, style = source.render(cfg.seed, i, (size, size), cfg.zoom, cfg.variety)
         present[i, list(present_classes(label))] = True
         styles[i] = source.styles.index(style)
     return ImageSet(images, present, styles, tuple(source.styles))
 
 
-def load_or_render(
-    path: Path, source: ImageSource, seed: int, n: int, size: int, zoom: float = 1.0, variety: float = 0.0
-) -> ImageSet:
-    key = np.array([seed, n, size, zoom, variety], np.float64)
+def load_or_render(path: Path, source: ImageSource, cfg: PretrainConfig) -> ImageSet:
+    """The image set of `cfg` (its seed, images, size, zoom and variety), from `path` when it holds it."""
+    key = np.array([cfg.seed, cfg.images, cfg.size, cfg.zoom, cfg.variety], np.float64)
     if path.is_file():
         with np.load(path) as f:
             if np.array_equal(f["key"], key):
                 return ImageSet(f["images"], f["present"], f["styles"], tuple(source.styles))
-    data = render_set(source, seed, n, size, zoom, variety)
+    data = render_set(source, cfg)
     tmp = path.with_suffix(".tmp.npz")
     np.savez(tmp, key=key, images=data.images, present=data.present, styles=data.styles)
     tmp.replace(path)

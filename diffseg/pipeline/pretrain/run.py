@@ -52,7 +52,7 @@ def _pretrain(cfg: PretrainConfig, out: Path, source: ImageSource, echo: bool) -
 
     times = {}
     t = time.perf_counter()
-    data = load_or_render(out / "images.npz", source, cfg.seed, cfg.images, cfg.size, cfg.zoom, cfg.variety)
+    data = load_or_render(out / "images.npz", source, cfg)
     times["images"] = time.perf_counter() - t
     log(f"images: {len(data.images)} at {cfg.size} px ({times['images']:.0f} s)")
     t = time.perf_counter()
