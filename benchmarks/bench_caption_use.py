@@ -9,7 +9,8 @@ Images: the demo world's unlabelled renderer (diffseg.data.demo_pretrain), indic
 `--first` on (default 4000: past the 4,000 that pre-training uses, so the model never saw them;
 disjoint from every demo split by construction), half of them close-ups when `--zoom` > 1, with
 kinds of things left out when `--variety` > 0 (then the caption says which classes show).
-Captions: "a photo of a city street, <the classes present, canonical order>". Timesteps and
+Captions: "a photo of a city street, <the classes present, canonical order>", each class name after
+its colour word with `--color-words` (as PretrainConfig.color_words writes them). Timesteps and
 noise are drawn once (seeded) and shared by the three captions, so the differences are paired.
 
     python -m benchmarks.bench_caption_use --model mini
@@ -28,6 +29,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--first", type=int, default=4000, help="first image index (pre-training used 0-3999)")
     ap.add_argument("--zoom", type=float, default=1.0, help="close-ups as in PretrainConfig.zoom (1: none)")
     ap.add_argument("--variety", type=float, default=0.0, help="scenes that leave kinds out, as PretrainConfig.variety")
+    ap.add_argument("--color-words", action="store_true", help="name each class with its colour word")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
 
@@ -40,7 +42,7 @@ def main(argv: list[str] | None = None) -> dict:
     from diffseg.core.classes import CLASS_NAMES
     from diffseg.data.demo_pretrain import render_pretrain
     from diffseg.pipeline.models import load_models
-    from diffseg.pipeline.pretrain.captions import present_classes
+    from diffseg.pipeline.pretrain.captions import COLOR_WORDS, dominant_colors, present_classes
     from diffseg.pipeline.pretrain.unet import Tokens, noise_scheduler
 
     models = load_models(args.model)
@@ -49,7 +51,11 @@ def main(argv: list[str] | None = None) -> dict:
     for i in range(args.first, args.first + args.images):
         image, label, _ = render_pretrain(0, i, (128, 128), args.zoom, args.variety)
         images.append(image)
-        names = ", ".join(CLASS_NAMES[c] for c in present_classes(label))
+        colors = dominant_colors(image, label)
+        words = [
+            (f"{COLOR_WORDS[colors[c]]} " if args.color_words else "") + CLASS_NAMES[c] for c in present_classes(label)
+        ]
+        names = ", ".join(words)
         captions.append(f"a photo of a city street, {names}")
     x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
     with torch.no_grad():
@@ -62,7 +68,7 @@ def main(argv: list[str] | None = None) -> dict:
     out = {}
     print(
         f"model {args.model}: v-prediction MSE over {n} held-out images (zoom {args.zoom}, variety "
-        f"{args.variety}), paired noise and timesteps"
+        f"{args.variety}{', colour words' if args.color_words else ''}), paired noise and timesteps"
     )
     print("| timesteps | true caption | empty caption | another image's | empty - true | other - true |")
     print("|---|---:|---:|---:|---:|---:|")

@@ -7,7 +7,7 @@ import pytest
 
 from diffseg.core.classes import CLASS_NAMES
 from diffseg.data.demo_pretrain import PRETRAIN_STYLES
-from diffseg.pipeline.pretrain.captions import STYLE_WORDS, caption, present_classes
+from diffseg.pipeline.pretrain.captions import COLOR_WORDS, STYLE_WORDS, caption, dominant_colors, present_classes
 from diffseg.pipeline.prompts import class_prompt, class_token_positions
 from diffseg.pipeline.tokenizer import build_tokenizer
 
@@ -47,4 +47,44 @@ def test_every_caption_word_is_one_token(tokenizer):
     words = {w for ws in STYLE_WORDS.values() for p in ws for w in p.split()}
     words |= {"a", "photo", "of", "city", "street", "scene", "view"}
     for w in words:
+        assert len(tokenizer(w, add_special_tokens=False).input_ids) == 1, w
+
+
+def test_dominant_colors_name_what_most_pixels_show():
+    image = np.zeros((4, 4, 3), np.uint8)
+    label = np.full((4, 4), 10, np.uint8)  # sky
+    image[:] = (128, 173, 230)  # light blue
+    label[2:, :] = 13  # car: 6 red pixels, 2 black ones
+    image[2:, :] = (166, 31, 26)
+    image[3, :2] = (20, 20, 20)
+    colors = dominant_colors(image, label)
+    assert COLOR_WORDS[colors[10]] == "blue" and COLOR_WORDS[colors[13]] == "red"
+    assert colors[0] == -1 and colors.shape == (19,)
+
+
+def test_colour_words_off_draw_the_shipped_captions():
+    # the shipped weights were trained on captions without colours: p_color 0 must not change a draw
+    colors = np.arange(19, dtype=np.int8) % len(COLOR_WORDS)
+    present = (0, 2, 10, 13, 14)
+    a, b = np.random.default_rng(3), np.random.default_rng(3)
+    assert [caption(a, present, "fog") for _ in range(200)] == [
+        caption(b, present, "fog", colors, 0.0) for _ in range(200)
+    ]
+
+
+def test_colour_words_precede_their_class_and_keep_it_findable(tokenizer):
+    colors = np.arange(19, dtype=np.int8) % len(COLOR_WORDS)
+    present = (0, 2, 10, 13, 14)
+    rng = np.random.default_rng(0)
+    caps = [caption(rng, present, "source", colors, 1.0) for _ in range(200)]
+    listed = [c for c in caps if c and c not in {class_prompt(k) for k in present}]
+    assert listed
+    for c in listed:
+        for part in re.split("[,;:]", c):
+            words = part.split()
+            if words and words[-1] in CLASS_NAMES:  # a listed class: its colour word comes first
+                assert len(words) >= 2 and words[-2] == COLOR_WORDS[colors[CLASS_NAMES.index(words[-1])]], c
+        named = sorted((k for k in present if f" {CLASS_NAMES[k]}" in c), key=lambda k: c.index(f" {CLASS_NAMES[k]}"))
+        assert all(len(p) == 1 for p in class_token_positions(tokenizer, c, named).values()), c
+    for w in COLOR_WORDS:
         assert len(tokenizer(w, add_special_tokens=False).input_ids) == 1, w

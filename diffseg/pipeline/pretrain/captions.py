@@ -8,6 +8,12 @@ layout: style and time-of-day words, several openings, shuffled or canonical cla
 class sometimes left out, sometimes one class written as its masked prompt
 ("A high quality photo; europe city; car, cars, vans ..."), and empty captions (the
 unconditional branch's prompt) for classifier-free guidance.
+
+Colour words (`PretrainConfig.color_words`): a class name may come with the colour most of its
+pixels show ("red car, grey building"), read off the image as alt-text would describe it. A
+class list alone tells the U-Net little it cannot see; the colour of *this* image's cars is
+something only the caption says, and only at the cars, so the U-Net has a reason to look up
+the car token at car pixels (attribute binding, as in captioned CLEVR-like worlds).
 """
 
 from __future__ import annotations
@@ -27,6 +33,15 @@ STYLE_WORDS = {
 OPENINGS = (PREFIX, "a photo of a city street,", "street scene;", "a photo of a street:", "city street view,", "")
 MIN_FRACTION = 0.003  # a class named in a caption covers at least ~50 px of a 128 x 128 image
 P_EMPTY, P_CLASS_PROMPT, P_DROP_CLASS, P_SHUFFLE, P_STYLE = 0.1, 0.2, 0.15, 0.5, 0.8
+# Basic colour terms the built-in tokenizer holds whole, each with its reference RGBs (0-1)
+COLOR_REFERENCES = (
+    ("black", (0.1, 0.1, 0.1)), ("white", (0.88, 0.88, 0.88)), ("grey", (0.5, 0.5, 0.5)),
+    ("red", (0.65, 0.12, 0.1)), ("blue", (0.18, 0.3, 0.6)), ("blue", (0.5, 0.68, 0.9)),
+    ("yellow", (0.88, 0.75, 0.15)), ("green", (0.25, 0.4, 0.15)), ("brown", (0.5, 0.36, 0.24)),
+)  # fmt: skip
+COLOR_WORDS = tuple(dict.fromkeys(w for w, _ in COLOR_REFERENCES))
+_REF_RGB = np.array([rgb for _, rgb in COLOR_REFERENCES], np.float32)
+_REF_WORD = np.array([COLOR_WORDS.index(w) for w, _ in COLOR_REFERENCES])
 
 
 def present_classes(label: np.ndarray, min_fraction: float = MIN_FRACTION) -> tuple[int, ...]:
@@ -35,8 +50,27 @@ def present_classes(label: np.ndarray, min_fraction: float = MIN_FRACTION) -> tu
     return tuple(int(c) for c in np.nonzero(counts >= min_fraction * label.size)[0])
 
 
-def caption(rng: np.random.Generator, classes: tuple[int, ...], style: str) -> str:
-    """One random caption of an image of `style` showing `classes`."""
+def dominant_colors(image_HW3: np.ndarray, label_HW: np.ndarray) -> np.ndarray:
+    """[NUM_CLASSES] int8: per class, the index in COLOR_WORDS most of its pixels are nearest to
+    (-1 where the class has no pixel)."""
+    rgb = image_HW3.reshape(-1, 3).astype(np.float32) / 255.0
+    nearest = _REF_WORD[((rgb[:, None, :] - _REF_RGB[None]) ** 2).sum(-1).argmin(1)]
+    k = len(COLOR_WORDS)
+    counts = np.bincount(label_HW.ravel().astype(np.int64) * k + nearest, minlength=256 * k)[: NUM_CLASSES * k]
+    counts = counts.reshape(NUM_CLASSES, k)
+    return np.where(counts.sum(1) > 0, counts.argmax(1), -1).astype(np.int8)
+
+
+def caption(
+    rng: np.random.Generator,
+    classes: tuple[int, ...],
+    style: str,
+    colors: np.ndarray | None = None,
+    p_color: float = 0.0,
+) -> str:
+    """One random caption of an image of `style` showing `classes`; with `p_color` > 0, each listed
+    class name comes after its colour word (`colors`, from dominant_colors) with that probability.
+    `p_color` 0 draws exactly the random numbers it always did (the shipped weights' captions)."""
     u = rng.random()
     if u < P_EMPTY or not classes:
         return ""
@@ -46,7 +80,13 @@ def caption(rng: np.random.Generator, classes: tuple[int, ...], style: str) -> s
     kept = [c for c in classes if rng.random() >= P_DROP_CLASS] or [classes[0]]
     if rng.random() < P_SHUFFLE:
         kept = [kept[i] for i in rng.permutation(len(kept))]
-    names = ", ".join(CLASS_NAMES[c] for c in kept)
+    words_of = [CLASS_NAMES[c] for c in kept]
+    if p_color > 0 and colors is not None:
+        words_of = [
+            f"{COLOR_WORDS[colors[c]]} {w}" if colors[c] >= 0 and rng.random() < p_color else w
+            for c, w in zip(kept, words_of)
+        ]
+    names = ", ".join(words_of)
     opening = OPENINGS[int(rng.integers(len(OPENINGS)))]
     words = STYLE_WORDS[style]
     style_text = words[int(rng.integers(len(words)))] if rng.random() < P_STYLE else ""

@@ -36,6 +36,9 @@ class PretrainConfig:
     # > 0: each kind of thing a scene can leave out (facades, vehicles, people, poles) is left out with
     # this probability, so that the classes a caption names vary (tried at 0.5: README, not shipped)
     variety: float = 0.0
+    # > 0: a caption's class names come after their colour word ("red car") with this probability
+    # (captions.py): the one thing a caption says that the U-Net must look up at the class's pixels
+    color_words: float = 0.0
     threads: int = 2  # torch threads: results are reproducible for one torch build and thread count
     # 1. autoencoder (L1 reconstruction + SD's small KL weight) on random crops
     vae_steps: int = 2000
@@ -51,7 +54,12 @@ class PretrainConfig:
     unet_steps: int = 1600
     unet_batch: int = 32
     unet_lr: float = 1e-3
-    text_lr: float = 5e-4
+    text_lr: float = 5e-4  # 0: the text encoder stays frozen at its initialisation
+    # None: CLIP's init (token embeddings std 0.02), under which every class word comes out of the
+    # 2-layer encoder as nearly the same vector (cos 0.95 between words at one position; 0.997
+    # after joint training), so no cross-attention map can tell classes apart. 1.0: token identity
+    # dominates (cos 0.06 between words; one word across contexts 0.93)
+    token_init_std: float | None = None
     warmup: int = 100  # linear warmup, then cosine decay to 0 (both phases)
     checkpoint_every: int = 50  # steps between resumable checkpoints
     unet: dict = dataclasses.field(default_factory=lambda: dict(MINI_UNET))

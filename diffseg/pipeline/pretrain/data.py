@@ -15,7 +15,7 @@ from typing import Protocol
 import numpy as np
 
 from diffseg.core.classes import NUM_CLASSES
-from diffseg.pipeline.pretrain.captions import present_classes
+from diffseg.pipeline.pretrain.captions import dominant_colors, present_classes
 from diffseg.pipeline.pretrain.config import PretrainConfig
 
 
@@ -36,6 +36,7 @@ class ImageSource(Protocol):
 class ImageSet:
     images: np.ndarray  # [N, H, W, 3] uint8
     present: np.ndarray  # [N, NUM_CLASSES] bool: the classes a caption may name
+    colors: np.ndarray  # [N, NUM_CLASSES] int8: each class's colour word (captions.dominant_colors)
     styles: np.ndarray  # [N] int index into style_names
     style_names: tuple[str, ...]
 
@@ -50,12 +51,14 @@ def render_set(source: ImageSource, cfg: PretrainConfig) -> ImageSet:
     n, size = cfg.images, cfg.size
     images = np.empty((n, size, size, 3), np.uint8)
     present = np.zeros((n, NUM_CLASSES), bool)
+    colors = np.empty((n, NUM_CLASSES), np.int8)
     styles = np.empty(n, np.int64)
     for i in range(n):
         images[i], label, style = source.render(cfg.seed, i, (size, size), cfg.zoom, cfg.variety)
         present[i, list(present_classes(label))] = True
+        colors[i] = dominant_colors(images[i], label)
         styles[i] = source.styles.index(style)
-    return ImageSet(images, present, styles, tuple(source.styles))
+    return ImageSet(images, present, colors, styles, tuple(source.styles))
 
 
 def load_or_render(path: Path, source: ImageSource, cfg: PretrainConfig) -> ImageSet:
@@ -63,10 +66,10 @@ def load_or_render(path: Path, source: ImageSource, cfg: PretrainConfig) -> Imag
     key = np.array([cfg.seed, cfg.images, cfg.size, cfg.zoom, cfg.variety], np.float64)
     if path.is_file():
         with np.load(path) as f:
-            if np.array_equal(f["key"], key):
-                return ImageSet(f["images"], f["present"], f["styles"], tuple(source.styles))
+            if np.array_equal(f["key"], key) and "colors" in f:  # (files from before colour words: render again)
+                return ImageSet(f["images"], f["present"], f["colors"], f["styles"], tuple(source.styles))
     data = render_set(source, cfg)
     tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, key=key, images=data.images, present=data.present, styles=data.styles)
+    np.savez(tmp, key=key, images=data.images, present=data.present, colors=data.colors, styles=data.styles)
     tmp.replace(path)
     return data

@@ -35,6 +35,9 @@ def build_unet_and_text(cfg: PretrainConfig, tokenizer):
         unet = UNet2DConditionModel(**cfg.unet)
         torch.manual_seed(cfg.seed)
         text_encoder = CLIPTextModel(_text_config(tokenizer, hidden, layers, heads))
+        if cfg.token_init_std is not None:  # (None: CLIP's own init, the shipped weights')
+            torch.manual_seed(cfg.seed)
+            torch.nn.init.normal_(text_encoder.get_input_embeddings().weight, 0.0, cfg.token_init_std)
     return unet, text_encoder
 
 
@@ -77,10 +80,11 @@ def train_unet(cfg: PretrainConfig, data: ImageSet, latents_N4hw: torch.Tensor, 
 
     unet, text_encoder = build_unet_and_text(cfg, tokenizer)
     unet.train(), text_encoder.train()
-    groups: list[dict[str, Any]] = [
-        dict(params=list(unet.parameters()), lr=cfg.unet_lr),
-        dict(params=list(text_encoder.parameters()), lr=cfg.text_lr),
-    ]
+    groups: list[dict[str, Any]] = [dict(params=list(unet.parameters()), lr=cfg.unet_lr)]
+    if cfg.text_lr > 0:
+        groups.append(dict(params=list(text_encoder.parameters()), lr=cfg.text_lr))
+    else:  # frozen at its initialisation, as SD 2.1's text encoder is frozen (at its pre-trained weights)
+        text_encoder.requires_grad_(False)
     opt = torch.optim.AdamW(groups, weight_decay=0.01)
     sched = get_cosine_schedule_with_warmup(opt, cfg.warmup, cfg.unet_steps)
     phase = ck.PhaseState(out / "unet.ckpt", {"unet": unet, "text": text_encoder}, opt, sched, "unet")
@@ -91,7 +95,7 @@ def train_unet(cfg: PretrainConfig, data: ImageSet, latents_N4hw: torch.Tensor, 
     for step in range(start, cfg.unet_steps):
         rng = np.random.default_rng((cfg.seed, PHASE, step))
         idx = rng.integers(len(latents_N4hw), size=cfg.unet_batch)
-        ids = tokens([caption(rng, data.classes(i), data.style(i)) for i in idx])
+        ids = tokens([caption(rng, data.classes(i), data.style(i), data.colors[i], cfg.color_words) for i in idx])
         loss = v_loss(unet, text_encoder, scheduler, latents_N4hw[idx], ids, ck.step_generator(cfg.seed, PHASE, step))
         ck.optimizer_step(loss, opt, sched, params)
         done = step + 1
