@@ -9,6 +9,10 @@ Images: the demo world's unlabelled renderer (diffseg.data.demo_pretrain), indic
 `--first` on (default 4000: past the 4,000 that pre-training uses, so the model never saw them;
 disjoint from every demo split by construction), half of them close-ups when `--zoom` > 1, with
 kinds of things left out when `--variety` > 0 (then the caption says which classes show).
+A fourth column keeps the true caption but spreads every cross-attention evenly over the image
+(each token's attention probability replaced by its mean over the pixels, per image and head): if
+the loss barely moves, the U-Net reads its caption without looking up a class's token at that
+class's pixels, and its `xattn` maps have no reason to find the class.
 Captions: "a photo of a city street, <the classes present, canonical order>", each class name after
 its colour word with `--color-words` (as PretrainConfig.color_words writes them). Timesteps and
 noise are drawn once (seeded) and shared by the three captions, so the differences are paired.
@@ -20,6 +24,31 @@ noise are drawn once (seeded) and shared by the three captions, so the differenc
 from __future__ import annotations
 
 import argparse
+
+
+class SpreadAttention:
+    """Cross-attention whose probabilities are replaced by their mean over the image's positions."""
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
+        import torch
+
+        assert encoder_hidden_states is not None and attention_mask is None and not attn.residual_connection
+        context = encoder_hidden_states
+        if attn.norm_cross:
+            context = attn.norm_encoder_hidden_states(context)
+        q = attn.head_to_batch_dim(attn.to_q(hidden_states))
+        k, v = attn.head_to_batch_dim(attn.to_k(context)), attn.head_to_batch_dim(attn.to_v(context))
+        probs = attn.get_attention_scores(q, k, None)  # [B*heads, N, T]
+        probs = probs.mean(1, keepdim=True).expand_as(probs)
+        out = attn.batch_to_head_dim(torch.bmm(probs, v))
+        return attn.to_out[1](attn.to_out[0](out)) / attn.rescale_output_factor
+
+
+def spread_cross_attention(unet) -> dict:
+    """Swap SpreadAttention onto every attn2 (cross-attention); -> the original processors."""
+    original = dict(unet.attn_processors)
+    unet.set_attn_processor({k: SpreadAttention() if ".attn2." in k else p for k, p in original.items()})
+    return original
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -70,14 +99,18 @@ def main(argv: list[str] | None = None) -> dict:
         f"model {args.model}: v-prediction MSE over {n} held-out images (zoom {args.zoom}, variety "
         f"{args.variety}{', colour words' if args.color_words else ''}), paired noise and timesteps"
     )
-    print("| timesteps | true caption | empty caption | another image's | empty - true | other - true |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print(
+        "| timesteps | true caption | empty caption | another image's | true, attention spread | empty - true "
+        "| other - true | spread - true |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for tmax in (1000, 300, 100):
         t = torch.randint(0, tmax, (n,), generator=g)
         noise = torch.randn(x0.shape, generator=g)
         xt, target = scheduler.add_noise(x0, noise, t), scheduler.get_velocity(x0, noise, t)
         row = {}
-        for name, caps in (("true", captions), ("empty", [""] * n), ("other", other)):
+        for name, caps in (("true", captions), ("empty", [""] * n), ("other", other), ("spread", captions)):
+            original = spread_cross_attention(unet) if name == "spread" else None
             total = 0.0
             with torch.no_grad():
                 for b in range(0, n, 32):
@@ -85,11 +118,13 @@ def main(argv: list[str] | None = None) -> dict:
                     pred = unet(xt[b : b + 32], t[b : b + 32], emb).sample
                     total += torch.nn.functional.mse_loss(pred, target[b : b + 32], reduction="sum").item()
             row[name] = total / target.numel()
+            if original is not None:
+                unet.set_attn_processor(original)
         out[f"t<{tmax}"] = row
-        rel = {k: (row[k] - row["true"]) / row["true"] for k in ("empty", "other")}
+        rel = {k: (row[k] - row["true"]) / row["true"] for k in ("empty", "other", "spread")}
         print(
-            f"| t < {tmax} | {row['true']:.4f} | {row['empty']:.4f} | {row['other']:.4f} | "
-            f"{100 * rel['empty']:+.2f} % | {100 * rel['other']:+.2f} % |"
+            f"| t < {tmax} | {row['true']:.4f} | {row['empty']:.4f} | {row['other']:.4f} | {row['spread']:.4f} | "
+            f"{100 * rel['empty']:+.2f} % | {100 * rel['other']:+.2f} % | {100 * rel['spread']:+.2f} % |"
         )
     return out
 

@@ -37,7 +37,8 @@ class PretrainConfig:
     # this probability, so that the classes a caption names vary (tried at 0.5: README, not shipped)
     variety: float = 0.0
     # > 0: a caption's class names come after their colour word ("red car") with this probability
-    # (captions.py): the one thing a caption says that the U-Net must look up at the class's pixels
+    # (captions.py), something only the caption says (tried at 0.8 with token_init_std 1.0: the
+    # caption then matters, but is read as one global vector; xattn stays flat: README, not shipped)
     color_words: float = 0.0
     threads: int = 2  # torch threads: results are reproducible for one torch build and thread count
     # 1. autoencoder (L1 reconstruction + SD's small KL weight) on random crops
