@@ -36,8 +36,10 @@ def build_unet_and_text(cfg: PretrainConfig, tokenizer):
         torch.manual_seed(cfg.seed)
         text_encoder = CLIPTextModel(_text_config(tokenizer, hidden, layers, heads))
         if cfg.token_init_std is not None:  # (None: CLIP's own init, the shipped weights')
+            tokens = text_encoder.get_input_embeddings()
+            assert isinstance(tokens, torch.nn.Embedding), type(tokens)
             torch.manual_seed(cfg.seed)
-            torch.nn.init.normal_(text_encoder.get_input_embeddings().weight, 0.0, cfg.token_init_std)
+            torch.nn.init.normal_(tokens.weight, 0.0, cfg.token_init_std)
     return unet, text_encoder
 
 
