@@ -15,7 +15,7 @@ the loss barely moves, the U-Net reads its caption without looking up a class's 
 class's pixels, and its `xattn` maps have no reason to find the class.
 Captions: "a photo of a city street, <the classes present, canonical order>", each class name after
 its colour word with `--color-words` (as PretrainConfig.color_words writes them). Timesteps and
-noise are drawn once (seeded) and shared by the three captions, so the differences are paired.
+noise are drawn once (seeded) and shared by the four columns, so the differences are paired.
 
     python -m benchmarks.bench_caption_use --model mini
     python -m benchmarks.bench_caption_use --model .pretrain/mini/model --images 64   # a candidate
