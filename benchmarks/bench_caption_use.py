@@ -26,26 +26,16 @@ from __future__ import annotations
 import argparse
 
 
-class SpreadAttention:
-    """Cross-attention whose probabilities are replaced by their mean over the image's positions."""
-
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
-        import torch
-
-        assert encoder_hidden_states is not None and attention_mask is None and not attn.residual_connection
-        context = encoder_hidden_states
-        if attn.norm_cross:
-            context = attn.norm_encoder_hidden_states(context)
-        q = attn.head_to_batch_dim(attn.to_q(hidden_states))
-        k, v = attn.head_to_batch_dim(attn.to_k(context)), attn.head_to_batch_dim(attn.to_v(context))
-        probs = attn.get_attention_scores(q, k, None)  # [B*heads, N, T]
-        probs = probs.mean(1, keepdim=True).expand_as(probs)
-        out = attn.batch_to_head_dim(torch.bmm(probs, v))
-        return attn.to_out[1](attn.to_out[0](out)) / attn.rescale_output_factor
-
-
 def spread_cross_attention(unet) -> dict:
-    """Swap SpreadAttention onto every attn2 (cross-attention); -> the original processors."""
+    """Swap onto every attn2 (cross-attention) a processor whose probabilities are replaced by their
+    mean over the image's positions; -> the original processors. (torch is imported here, after
+    main() has set the threads.)"""
+    from diffseg.pipeline.taps import XattnCaptureProcessor
+
+    class SpreadAttention(XattnCaptureProcessor):
+        def mix(self, probs):
+            return probs.mean(1, keepdim=True).expand_as(probs)
+
     original = dict(unet.attn_processors)
     unet.set_attn_processor({k: SpreadAttention() if ".attn2." in k else p for k, p in original.items()})
     return original

@@ -41,11 +41,16 @@ class XattnCaptureProcessor:
         v = attn.head_to_batch_dim(attn.to_v(context))
         probs = attn.get_attention_scores(q, k, attention_mask)  # [B*heads, N, T], batch-major
         self.probs_BNT = probs.float().view(B, attn.heads, N, -1).mean(1)
-        out = attn.batch_to_head_dim(torch.bmm(probs, v))
+        out = attn.batch_to_head_dim(torch.bmm(self.mix(probs), v))
         out = attn.to_out[1](attn.to_out[0](out))
         if attn.residual_connection:
             out = out + residual
         return out / attn.rescale_output_factor
+
+    def mix(self, probs: torch.Tensor) -> torch.Tensor:
+        """The weights the values are mixed with, from the probabilities [B*heads, N, T]: these
+        themselves (a subclass may change them, e.g. benchmarks/bench_caption_use.py)."""
+        return probs
 
 
 class FeatureTaps:
