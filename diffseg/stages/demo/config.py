@@ -34,8 +34,8 @@ class DemoConfig:
 
 
 def demo_config(size: str) -> DemoConfig:
-    """`full` aims at about 12 minutes on 2 idle CPU cores (581 s measured with 2 jobs), `small` (the
-    CI-sized run) at 2 (62 s). The iterations are set by that budget (two main runs, 8 cells x 3
+    """`full` aims at about 12 minutes on 2 idle CPU cores, `small` (the CI-sized run) at 2 (measured
+    times: README, "What the demo shows"). The iterations are set by that budget (two main runs, 8 cells x 3
     seeds), not tuned; nothing here was chosen by looking at the targets (tuning belongs on the
     `dev` split)."""
     if size == "full":
