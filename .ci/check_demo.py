@@ -33,11 +33,14 @@ def main(out: Path) -> None:
     for model in ("mini", "tiny"):
         miou = results.get("models", {}).get(model, {}).get("miou", {})
         ratio = results.get("xattn_ratio", {}).get(model, {})
+        chance = results.get("xattn_chance", {}).get(model, {})
         for target in ("val", "val-night", "val-fog"):
             if not finite(miou.get(target)):
                 problems.append(f"{model} main run, {target}: mIoU is {miou.get(target)}")
             if not finite(ratio.get(target)):
                 problems.append(f"{model} xattn ratio, {target}: {ratio.get(target)}")
+            if not finite(chance.get(target)):
+                problems.append(f"{model} xattn chance level, {target}: {chance.get(target)}")
     if "`tiny`" not in text or "xattn in/out" not in text:
         problems.append(f"{report}: no tiny column or no cross-attention ratio")
     seeds = results.get("seeds", [])

@@ -323,7 +323,8 @@ def markdown(res: dict) -> str:
     lines += [
         "",
         "Cross-attention inside/outside its class mask (mean ratio over images, xattn layers and classes "
-        "present; unconditional branch; 1.00 = flat):",
+        "present; unconditional branch; 1.00 = flat), and in brackets its chance level (each mask scored on "
+        "the other present classes' maps):",
         "",
         "| features | " + " | ".join(TARGETS) + " |",
         "|---|" + "---:|" * len(TARGETS),
@@ -331,7 +332,9 @@ def markdown(res: dict) -> str:
     for model, per in res["xattn"].items():
         lines.append(
             f"| {model} | "
-            + " | ".join("n/a" if per[t]["ratio"] is None else f"{per[t]['ratio']:.2f}" for t in TARGETS)
+            + " | ".join(
+                "n/a" if per[t]["ratio"] is None else f"{per[t]['ratio']:.2f} ({per[t]['chance']:.2f})" for t in TARGETS
+            )
             + " |"
         )
     for model, per in res["xattn"].items():

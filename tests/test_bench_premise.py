@@ -37,6 +37,7 @@ def test_premise_benchmark_end_to_end(tmp_path, capsys):
     for model in ("mini", "tiny"):
         for t in targets[:3]:
             assert res["xattn"][model][t]["pairs"] > 0 and res["xattn"][model][t]["ratio"] > 0
+            assert res["xattn"][model][t]["chance"] > 0
 
     # the pixels baseline: one 192-channel layer per branch, the mini cache's views and labels
     pixels, mini = (

@@ -7,7 +7,7 @@ import pytest
 from diffseg.cache.synthetic import make_cache
 from diffseg.core.errors import DiffsegError
 from diffseg.stages.demo.report import NOISE_RULE, compare, comparisons, main_compare, stats
-from diffseg.stages.tools.attention import class_ratios, xattn_ratio
+from diffseg.stages.tools.attention import chance_ratios, class_ratios, xattn_ratio
 
 
 def test_within_noise_rule_uses_the_larger_spread():
@@ -54,11 +54,23 @@ def test_class_ratio_hand_case():
     assert class_ratios(maps[1:], label, [5]) == [pytest.approx(1.0)]  # a flat map: 1
 
 
+def test_chance_ratio_scores_each_mask_on_the_other_classes_maps():
+    # Channel 0 (class 5) is bright on class 7's pixels, channel 1 (class 7) on class 5's: maps that
+    # vary with the scene but have their classes swapped: both own ratios are 1/3, chance is 3.
+    maps = np.array([[[3.0, 3.0], [1.0, 1.0]], [[1.0, 1.0], [3.0, 3.0]], [[9.0, 1.0], [1.0, 1.0]]])
+    label = np.zeros((4, 4), np.uint8)
+    label[:2] = 7  # class 7 on the top half, class 5 on the bottom half; class 0 (channel 2) absent
+    label[2:] = 5
+    assert class_ratios(maps, label, [5, 7, 0]) == [pytest.approx(1 / 3), pytest.approx(1 / 3)]
+    assert chance_ratios(maps, label, [5, 7, 0]) == [pytest.approx(3.0), pytest.approx(3.0)]
+    assert chance_ratios(maps[:1], label, [5]) == []  # one present class: nothing to compare with
+
+
 def test_xattn_ratio_finds_peaked_maps(tmp_path):
     # synthetic "scene" xattn maps are 0.6 on their class plus uniform noise in [0, 0.1)
     good = xattn_ratio(make_cache(tmp_path / "peaked", 3, xattn_classes=19, features="scene"))
     assert good["images"] == 3 and good["pairs"] > 0 and set(good["layers"]) == {"up3.xattn1"}
-    assert good["ratio"] > 3
+    assert good["ratio"] > 3 and 0 < good["chance"] < 1  # each class's map is dark on the other classes
     with pytest.raises(DiffsegError, match="no xattn layer"):
         xattn_ratio(make_cache(tmp_path / "none", 2))
 

@@ -291,19 +291,14 @@ def write_report(
     for t in (*TARGETS, "mean"):
         values = {m: (main_mean[m] if t == "mean" else main_miou[m].get(t)) for m in models}
         cells = " | ".join(_pct(values[m]) for m in models)
-        ratio = " | ".join(
-            f"{attention[m][t]['ratio']:.2f}"
-            if t != "mean"
-            else f"{np.mean([attention[m][k]['ratio'] for k in TARGETS]):.2f}"
-            for m in models
-        )
+        ratio = " | ".join(_xattn_cell(attention[m], t) for m in models)
         diff = ""
         if compare_model:
             c = main_compare(values[model], values[compare_model], spread[t])
             diff = f" | {_diff_text(c)}"
         vs_rows.append(f"| {t} | {cells}{diff} | {ratio} |")
     head_models = " | ".join(f"mIoU `{m}` (%)" for m in models)
-    head_ratio = " | ".join(f"xattn in/out `{m}`" for m in models)
+    head_ratio = " | ".join(f"xattn in/out `{m}` (chance)" for m in models)
     lines = [
         "# diffseg demo report",
         "",
@@ -354,7 +349,8 @@ def write_report(
         "smaller than the spread over seeds of the ablation's `ipkl-l2` cell (the same method, fewer "
         "iterations) on that target. `xattn in/out`: the mean over present classes (>= 1 % of the image), "
         "images, `xattn` layers and saved steps of a class's cross-attention inside its mask divided by outside "
-        "it (1: the map does not know where the class is; `diffseg.stages.tools.attention`).",
+        "it, and in brackets its chance level: the same mean with each mask scored on the *other* present classes' maps. A map knows where its class is by as much as the first number beats the second "
+        "(`diffseg.stages.tools.attention`).",
         "",
         "### Per-class IoU (%), main run",
         "",
@@ -455,6 +451,7 @@ def write_report(
         "mean_miou": results.get("mean_miou"),
         "models": {m: {"run": str(runs[m][0]), "miou": main_miou[m], "mean_miou": main_mean[m]} for m in models},
         "xattn_ratio": {m: {t: attention[m][t]["ratio"] for t in TARGETS} for m in models},
+        "xattn_chance": {m: {t: attention[m][t]["chance"] for t in TARGETS} for m in models},
         "noise_rule": NOISE_RULE,
         "seeds": list(cfg["seeds"]),
         "cells": table,
@@ -463,6 +460,15 @@ def write_report(
     }
     (out / "results.json").write_text(json.dumps(summary, indent=2))
     return report
+
+
+def _xattn_cell(attention: dict[str, dict], target: str) -> str:
+    """ "ratio (chance)" of one model on a target, or their means over the targets ("mean")."""
+
+    def pick(key: str) -> float:
+        return attention[target][key] if target != "mean" else float(np.mean([attention[k][key] for k in TARGETS]))
+
+    return f"{pick('ratio'):.2f} ({pick('chance'):.2f})"
 
 
 def results_mean(miou: dict[str, float | None]) -> float | None:

@@ -9,6 +9,12 @@ present class are several times brighter on it (the paper's Fig. 3).
 `xattn_ratio` averages that ratio over every present class (at least MIN_FRACTION of the
 pixels, and not all of them), image, `xattn` layer and saved step of a cache: one number per
 cache, as the demo report and the premise benchmark quote it, plus the same mean per layer.
+
+Its chance level comes with it: the same mean with each class's mask scored on the maps of the
+*other* present classes. A mean of ratios exceeds 1 for maps that vary with the image without
+knowing their class (a ratio of 3 on one class and 1/3 on another averages 1.67): randomly
+initialised but sharp cross-attention scored 1.68 on `dev`, untrained (README, "Why the
+cross-attention stays flat"). A map finds its class by as much as its ratio beats the chance level.
 """
 
 from __future__ import annotations
@@ -25,25 +31,39 @@ from diffseg.stages.tools.cacheshow import upscale
 MIN_FRACTION = 0.01  # a class counts as present from 1 % of the image's pixels
 
 
-def class_ratios(maps_Khw: np.ndarray, label_HW: np.ndarray, class_ids: list[int]) -> list[float]:
-    """Inside/outside ratio of each present class's map (channel k is class class_ids[k])."""
-    n = label_HW.size
-    out = []
+def _present_masks(label_HW: np.ndarray, class_ids: list[int]) -> dict[int, np.ndarray]:
+    """{channel k: mask of class class_ids[k]} for each class present (not too small, not everywhere)."""
+    n, out = label_HW.size, {}
     for k, c in enumerate(class_ids):
         inside = label_HW == c
         count = int(inside.sum())
-        if count < MIN_FRACTION * n or count == n:
-            continue
-        full = upscale(maps_Khw[k].astype(np.float64), label_HW.shape)
-        outside_mean = float(full[~inside].mean())
-        out.append(float(full[inside].mean()) / max(outside_mean, 1e-12))
+        if MIN_FRACTION * n <= count < n:
+            out[k] = inside
     return out
 
 
+def _ratio(full_HW: np.ndarray, inside_HW: np.ndarray) -> float:
+    return float(full_HW[inside_HW].mean()) / max(float(full_HW[~inside_HW].mean()), 1e-12)
+
+
+def class_ratios(maps_Khw: np.ndarray, label_HW: np.ndarray, class_ids: list[int]) -> list[float]:
+    """Inside/outside ratio of each present class's map (channel k is class class_ids[k])."""
+    masks = _present_masks(label_HW, class_ids)
+    return [_ratio(upscale(maps_Khw[k].astype(np.float64), label_HW.shape), inside) for k, inside in masks.items()]
+
+
+def chance_ratios(maps_Khw: np.ndarray, label_HW: np.ndarray, class_ids: list[int]) -> list[float]:
+    """The same ratio of every other present class's map on each present class's mask (chance level)."""
+    masks = _present_masks(label_HW, class_ids)
+    full = {j: upscale(maps_Khw[j].astype(np.float64), label_HW.shape) for j in masks}
+    return [_ratio(full[j], inside) for k, inside in masks.items() for j in masks if j != k]
+
+
 def xattn_ratio(cache: str | Path, branch: str = "uncond", limit: int | None = None) -> dict:
-    """{"ratio": mean over classes, images, layers and steps; "layers": {layer: mean}; "images": n;
-    "pairs": number of (class, image, layer, step) ratios averaged}; the first `limit` complete
-    samples. Refuses a cache whose branch holds no `xattn` layer (one line naming it)."""
+    """{"ratio": mean over classes, images, layers and steps; "chance": the same over mismatched
+    (map, mask) pairs; "layers": {layer: mean}; "images": n; "pairs": number of (class, image,
+    layer, step) ratios averaged}; the first `limit` complete samples. Refuses a cache whose branch
+    holds no `xattn` layer (one line naming it)."""
     reader = CacheReader(cache)
     held = set(reader.feature_names())
     layers = [
@@ -58,6 +78,7 @@ def xattn_ratio(cache: str | Path, branch: str = "uncond", limit: int | None = N
     class_ids = [CLASS_NAMES.index(name) for name in names]
     indices = reader.complete_indices()[:limit]
     per_layer: dict[str, list[float]] = {k: [] for k in layers}
+    chance: list[float] = []
     for i in indices:
         label = reader.orig_label(i) if reader.is_eval else reader.read(i, [schema.LABELS])[schema.LABELS]
         arrays = reader.read(i, [schema.feature_name(branch, k) for k in layers])
@@ -65,9 +86,11 @@ def xattn_ratio(cache: str | Path, branch: str = "uncond", limit: int | None = N
             maps_SKhw = arrays[schema.feature_name(branch, k)]
             for maps_Khw in maps_SKhw:
                 per_layer[k] += class_ratios(maps_Khw, label, class_ids)
+                chance += chance_ratios(maps_Khw, label, class_ids)
     every = [r for values in per_layer.values() for r in values]
     return {
         "ratio": float(np.mean(every)) if every else float("nan"),
+        "chance": float(np.mean(chance)) if chance else float("nan"),
         "layers": {k: float(np.mean(v)) if v else float("nan") for k, v in per_layer.items()},
         "images": len(indices),
         "pairs": len(every),
