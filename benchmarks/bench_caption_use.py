@@ -13,6 +13,11 @@ A fourth column keeps the true caption but spreads every cross-attention evenly 
 (each token's attention probability replaced by its mean over the pixels, per image and head): if
 the loss barely moves, the U-Net reads its caption without looking up a class's token at that
 class's pixels, and its `xattn` maps have no reason to find the class.
+A second table says where the attention goes under the true caption, per timestep range, over the
+up blocks' cross-attention layers (those stage one taps for `xattn`): its entropy over the 77 tokens
+(ln 77 = 4.34 nats is uniform), the share of it on the caption's class-name tokens, and the
+inside/outside ratio of each named class's map (head-mean, as stage one stores it; the same
+arithmetic as `diffseg tools attention`, here on the caption the model was trained with).
 Captions: "a photo of a city street, <the classes present, canonical order>", each class name after
 its colour word with `--color-words` (as PretrainConfig.color_words writes them). Timesteps and
 noise are drawn once (seeded) and shared by the four columns, so the differences are paired.
@@ -24,6 +29,9 @@ noise are drawn once (seeded) and shared by the four columns, so the differences
 from __future__ import annotations
 
 import argparse
+import math
+
+import numpy as np
 
 
 def spread_cross_attention(unet) -> dict:
@@ -41,7 +49,49 @@ def spread_cross_attention(unet) -> dict:
     return original
 
 
+def watched_names(unet) -> list[str]:
+    """The up blocks' cross-attention processors (the layers stage one taps for `xattn`)."""
+    return [k for k in unet.attn_processors if k.startswith("up_blocks.") and ".attn2." in k]
+
+
+def watch_cross_attention(unet) -> tuple[dict, dict]:
+    """Swap onto the up blocks' attn2 layers processors that also sum their attention entropy;
+    -> ({layer: processor}, the original processors)."""
+    from diffseg.pipeline.taps import XattnCaptureProcessor
+
+    class WatchAttention(XattnCaptureProcessor):
+        entropy, calls = 0.0, 0
+
+        def mix(self, probs):
+            self.entropy += float(-(probs * probs.clamp_min(1e-12).log()).sum(-1).mean())
+            self.calls += 1
+            return probs
+
+    original = dict(unet.attn_processors)
+    watched = {k: WatchAttention() for k in watched_names(unet)}
+    unet.set_attn_processor({k: watched.get(k, p) for k, p in original.items()})
+    return watched, original
+
+
+def attention_stats(watched: dict, positions: list[dict], labels: list) -> tuple[list[float], list[float]]:
+    """(share of attention on the class-name tokens, inside/outside ratio of each named class) of
+    one batch, from each watched layer's head-mean probabilities [B, N, T]."""
+    from diffseg.stages.tools.attention import class_ratios
+
+    shares, ratios = [], []
+    for proc in watched.values():
+        probs = proc.probs_BNT.numpy()
+        side = math.isqrt(probs.shape[1])
+        for b, pos in enumerate(positions):
+            every = [k for ks in pos.values() for k in ks]
+            shares.append(float(probs[b][:, every].sum(-1).mean()))
+            maps_Khw = [probs[b][:, list(ks)].mean(-1).reshape(side, side) for ks in pos.values()]
+            ratios += class_ratios(np.stack(maps_Khw), labels[b], list(pos))
+    return shares, ratios
+
+
 def main(argv: list[str] | None = None) -> dict:
+    """-> {"loss": {"t<1000": {caption: MSE}, ...}, "attention": {"t<1000": {entropy, tokens, share, ratio}, ...}}."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="mini", help="a built-in name or a diffusers directory")
     ap.add_argument("--images", type=int, default=192)
@@ -55,7 +105,6 @@ def main(argv: list[str] | None = None) -> dict:
     from diffseg.core import threads
 
     threads.apply(args.threads)
-    import numpy as np
     import torch
 
     from diffseg.core.classes import CLASS_NAMES
@@ -63,19 +112,21 @@ def main(argv: list[str] | None = None) -> dict:
     from diffseg.pipeline.models import load_models
     from diffseg.pipeline.pretrain.captions import COLOR_WORDS, dominant_colors, present_classes
     from diffseg.pipeline.pretrain.unet import Tokens, noise_scheduler
+    from diffseg.pipeline.prompts import class_token_positions
 
     models = load_models(args.model)
     unet, text, vae = models.unet, models.text_encoder, models.vae
-    images, captions = [], []
+    images, labels, captions, positions = [], [], [], []
     for i in range(args.first, args.first + args.images):
         image, label, _ = render_pretrain(0, i, (128, 128), args.zoom, args.variety)
         images.append(image)
+        labels.append(label)
         colors = dominant_colors(image, label)
-        words = [
-            (f"{COLOR_WORDS[colors[c]]} " if args.color_words else "") + CLASS_NAMES[c] for c in present_classes(label)
-        ]
+        present = present_classes(label)
+        words = [(f"{COLOR_WORDS[colors[c]]} " if args.color_words else "") + CLASS_NAMES[c] for c in present]
         names = ", ".join(words)
         captions.append(f"a photo of a city street, {names}")
+        positions.append(class_token_positions(models.tokenizer, captions[-1], present))
     x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
     with torch.no_grad():
         x0 = torch.cat([vae.encode(x[b : b + 32]).latent_dist.mean for b in range(0, len(x), 32)])
@@ -94,21 +145,36 @@ def main(argv: list[str] | None = None) -> dict:
         "| other - true | spread - true |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    attention = {}
     for tmax in (1000, 300, 100):
         t = torch.randint(0, tmax, (n,), generator=g)
         noise = torch.randn(x0.shape, generator=g)
         xt, target = scheduler.add_noise(x0, noise, t), scheduler.get_velocity(x0, noise, t)
         row = {}
         for name, caps in (("true", captions), ("empty", [""] * n), ("other", other), ("spread", captions)):
-            original = spread_cross_attention(unet) if name == "spread" else None
-            total = 0.0
+            watched: dict = {}
+            if name == "spread":
+                original = spread_cross_attention(unet)
+            elif name == "true":
+                watched, original = watch_cross_attention(unet)
+            total, shares, ratios = 0.0, list[float](), list[float]()
             with torch.no_grad():
                 for b in range(0, n, 32):
                     emb = text(tokens(caps[b : b + 32]))[0]
                     pred = unet(xt[b : b + 32], t[b : b + 32], emb).sample
                     total += torch.nn.functional.mse_loss(pred, target[b : b + 32], reduction="sum").item()
+                    if watched:
+                        batch = attention_stats(watched, positions[b : b + 32], labels[b : b + 32])
+                        shares, ratios = shares + batch[0], ratios + batch[1]
             row[name] = total / target.numel()
-            if original is not None:
+            if watched:
+                attention[f"t<{tmax}"] = dict(
+                    entropy=sum(p.entropy for p in watched.values()) / sum(p.calls for p in watched.values()),
+                    tokens=int(emb.shape[1]),
+                    share=float(np.mean(shares)),
+                    ratio=float(np.mean(ratios)) if ratios else float("nan"),
+                )
+            if name in ("spread", "true"):
                 unet.set_attn_processor(original)
         out[f"t<{tmax}"] = row
         rel = {k: (row[k] - row["true"]) / row["true"] for k in ("empty", "other", "spread")}
@@ -116,7 +182,16 @@ def main(argv: list[str] | None = None) -> dict:
             f"| t < {tmax} | {row['true']:.4f} | {row['empty']:.4f} | {row['other']:.4f} | {row['spread']:.4f} | "
             f"{100 * rel['empty']:+.2f} % | {100 * rel['other']:+.2f} % | {100 * rel['spread']:+.2f} % |"
         )
-    return out
+    print(f"\nCross-attention under the true caption ({len(watched_names(unet))} up-block attn2 layers):")
+    print("| timesteps | entropy (nats) | uniform | share on class names | uniform share | class map inside/outside |")
+    print("|---|---:|---:|---:|---:|---:|")
+    named = float(np.mean([sum(len(ks) for ks in pos.values()) for pos in positions]))
+    for key, a in attention.items():
+        print(
+            f"| {key.replace('<', ' < ')} | {a['entropy']:.2f} | {np.log(a['tokens']):.2f} | {a['share']:.3f} | "
+            f"{named / a['tokens']:.3f} | {a['ratio']:.3f} |"
+        )
+    return {"loss": out, "attention": attention}
 
 
 if __name__ == "__main__":

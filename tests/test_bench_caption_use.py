@@ -2,6 +2,8 @@
 
 import math
 
+import pytest
+
 from benchmarks import bench_caption_use
 
 
@@ -12,12 +14,29 @@ def test_caption_use_runs_and_pairs_the_three_captions(capsys):
     res = bench_caption_use.main(
         ["--model", "tiny", "--images", "4", "--zoom", "4", "--variety", "0.5", "--color-words", "--threads", threads]
     )
-    assert list(res) == ["t<1000", "t<300", "t<100"]
-    for row in res.values():
+    assert list(res["loss"]) == list(res["attention"]) == ["t<1000", "t<300", "t<100"]
+    for row in res["loss"].values():
         assert set(row) == {"true", "empty", "other", "spread"}
         assert all(math.isfinite(v) and v > 0 for v in row.values())
+    for a in res["attention"].values():
+        assert a["tokens"] == 77 and 0 < a["entropy"] <= math.log(77) + 1e-6
+        assert 0 < a["share"] < 1 and math.isfinite(a["ratio"]) and a["ratio"] > 0
     out = capsys.readouterr().out
-    assert "| t < 100 |" in out and "colour words" in out
+    assert "| t < 100 |" in out and "colour words" in out and "class map inside/outside" in out
+
+
+def test_attention_stats_reads_share_and_ratio_off_the_head_mean_maps():
+    import numpy as np
+    import torch
+
+    class Watched:  # a processor after one forward: head-mean probabilities [B, N = 2 x 2, T = 4]
+        probs_BNT = torch.tensor([[[0.1, 0.6, 0.2, 0.1]] * 2 + [[0.4, 0.1, 0.2, 0.3]] * 2])
+
+    label = np.array([[5, 5], [7, 7]], np.uint8)  # class 5 on the top row, class 7 on the bottom row
+    shares, ratios = bench_caption_use.attention_stats({"l": Watched()}, [{5: (1,), 7: (2, 3)}], [label])
+    assert shares == [pytest.approx((0.9 + 0.9 + 0.6 + 0.6) / 4)]
+    # class 5's map (token 1) is 0.6 inside, 0.1 outside; class 7's (tokens 2-3, mean) 0.25 inside, 0.15 outside
+    assert ratios == [pytest.approx(6.0), pytest.approx(0.25 / 0.15)]
 
 
 def test_spread_attention_gives_every_pixel_the_same_cross_attention_output():
