@@ -88,3 +88,32 @@ def test_colour_words_precede_their_class_and_keep_it_findable(tokenizer):
         assert all(len(p) == 1 for p in class_token_positions(tokenizer, c, named).values()), c
     for w in COLOR_WORDS:
         assert len(tokenizer(w, add_special_tokens=False).input_ids) == 1, w
+
+
+def test_every_class_captions_name_all_19_and_draw_only_the_absent_ones_colours(tokenizer):
+    colors = np.arange(19, dtype=np.int8) % len(COLOR_WORDS)
+    present = (0, 2, 10, 13)
+    a, b = np.random.default_rng(5), np.random.default_rng(5)
+    assert [caption(a, present, "fog", colors, 1.0) for _ in range(100)] == [
+        caption(b, present, "fog", colors, 1.0, 0.0) for _ in range(100)
+    ]  # p_all 0: the colour-word captions' draws, unchanged
+    rng = np.random.default_rng(0)
+    caps = [caption(rng, present, "night", colors, 1.0, 1.0) for _ in range(300)]
+    listed = [c for c in caps if c and c not in {class_prompt(k) for k in present}]
+    assert len(listed) > 150
+    absent_words = set()
+    for c in listed:
+        colour_of = {}  # class -> the word before its name
+        for part in re.split("[,;:]", c):
+            for k, name in enumerate(CLASS_NAMES):
+                if part.strip().endswith(" " + name):
+                    colour_of[k] = part.strip()[: -len(name)].split()[-1]
+        assert set(colour_of) == set(range(19)), c  # every class named, each after a colour word
+        for k, word in colour_of.items():
+            assert word in COLOR_WORDS, c
+            if k in present:
+                assert word == COLOR_WORDS[colors[k]], c  # a present class keeps its own colour
+            else:
+                absent_words.add(word)
+        assert len(tokenizer(c).input_ids) <= tokenizer.model_max_length, c  # nothing truncated
+    assert len(absent_words) == len(COLOR_WORDS)  # absent classes: drawn over every colour

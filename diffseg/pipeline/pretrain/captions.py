@@ -16,6 +16,11 @@ something only the caption says, and only at the cars, which gives the U-Net a r
 up the car token at car pixels (attribute binding, as in captioned CLEVR-like worlds). Measured
 (README, "Why the cross-attention stays flat"): the U-Net uses the colours, but reads them
 without looking them up by place.
+
+Every class (`PretrainConfig.all_classes`): a class list may name all 19 classes, the absent ones
+with a random colour word. Such a caption no longer says which classes are present, only colours,
+and more of them than the mean of its values can carry cleanly: a pixel that looks up its own
+class's token gets its colour without the 18 others' in the way.
 """
 
 from __future__ import annotations
@@ -69,10 +74,13 @@ def caption(
     style: str,
     colors: np.ndarray | None = None,
     p_color: float = 0.0,
+    p_all: float = 0.0,
 ) -> str:
     """One random caption of an image of `style` showing `classes`; with `p_color` > 0, each listed
-    class name comes after its colour word (`colors`, from dominant_colors) with that probability.
-    `p_color` 0 draws exactly the random numbers it always did (the shipped weights' captions)."""
+    class name comes after its colour word (`colors`, from dominant_colors) with that probability;
+    with `p_all` > 0, a class list names every class with that probability, the absent ones (not
+    in `classes`) with a random colour word. `p_color` and `p_all` 0 draw exactly the random
+    numbers they always did (the shipped weights' captions)."""
     u = rng.random()
     if u < P_EMPTY or not classes:
         return ""
@@ -80,10 +88,16 @@ def caption(
         name = CLASS_NAMES[classes[int(rng.integers(len(classes)))]]
         return TEMPLATE.format(name=name, description=DEFAULT_DESCRIPTIONS[name])
     kept = [c for c in classes if rng.random() >= P_DROP_CLASS] or [classes[0]]
+    every = p_all > 0 and rng.random() < p_all
+    if every:
+        kept = list(range(NUM_CLASSES))
     if rng.random() < P_SHUFFLE:
         kept = [kept[i] for i in rng.permutation(len(kept))]
     words_of = [CLASS_NAMES[c] for c in kept]
     if p_color > 0 and colors is not None:
+        if every:  # the absent classes' colours are drawn: only the present ones' say anything
+            drawn = rng.integers(len(COLOR_WORDS), size=NUM_CLASSES)
+            colors = np.where(np.isin(np.arange(NUM_CLASSES), classes), colors, drawn)
         words_of = [
             f"{COLOR_WORDS[colors[c]]} {w}" if colors[c] >= 0 and rng.random() < p_color else w
             for c, w in zip(kept, words_of)

@@ -40,6 +40,10 @@ class PretrainConfig:
     # (captions.py), something only the caption says (tried at 0.8 with token_init_std 1.0: the
     # caption then matters, but is read as one global vector; xattn stays flat: README, not shipped)
     color_words: float = 0.0
+    # > 0: a class-list caption names every class with this probability, the absent ones with a
+    # random colour word (with color_words; captions.py), so that its colours exceed what the mean of
+    # its values carries cleanly
+    all_classes: float = 0.0
     threads: int = 2  # torch threads: results are reproducible for one torch build and thread count
     # 1. autoencoder (L1 reconstruction + SD's small KL weight) on random crops
     vae_steps: int = 2000

@@ -97,7 +97,12 @@ def train_unet(cfg: PretrainConfig, data: ImageSet, latents_N4hw: torch.Tensor, 
     for step in range(start, cfg.unet_steps):
         rng = np.random.default_rng((cfg.seed, PHASE, step))
         idx = rng.integers(len(latents_N4hw), size=cfg.unet_batch)
-        ids = tokens([caption(rng, data.classes(i), data.style(i), data.colors[i], cfg.color_words) for i in idx])
+        ids = tokens(
+            [
+                caption(rng, data.classes(i), data.style(i), data.colors[i], cfg.color_words, cfg.all_classes)
+                for i in idx
+            ]
+        )
         loss = v_loss(unet, text_encoder, scheduler, latents_N4hw[idx], ids, ck.step_generator(cfg.seed, PHASE, step))
         ck.optimizer_step(loss, opt, sched, params)
         done = step + 1
