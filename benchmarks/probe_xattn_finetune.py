@@ -57,11 +57,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     from diffseg.pipeline.models import load_models
     from diffseg.pipeline.pretrain import checkpoint as ck
-    from diffseg.pipeline.pretrain.captions import caption
     from diffseg.pipeline.pretrain.config import PretrainConfig
     from diffseg.pipeline.pretrain.data import load_or_render
     from diffseg.pipeline.pretrain.run import export
-    from diffseg.pipeline.pretrain.unet import Tokens, noise_scheduler, v_loss
+    from diffseg.pipeline.pretrain.unet import Tokens, batch_captions, noise_scheduler, v_loss
     from diffseg.pipeline.pretrain.vae import encode_all
     from diffseg.stages.demo.config import demo_config
     from diffseg.stages.demo.job import extract_options
@@ -114,12 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
     for step in range(args.steps):
         rng = np.random.default_rng((cfg.seed, PHASE, step))
         idx = rng.integers(len(latents), size=args.batch)
-        ids = tokens(
-            [
-                caption(rng, data.classes(i), data.style(i), data.colors[i], cfg.color_words, cfg.all_classes)
-                for i in idx
-            ]
-        )
+        ids = tokens(batch_captions(rng, data, idx, cfg))
         loss = v_loss(unet, text, scheduler, latents[idx], ids, ck.step_generator(cfg.seed, PHASE, step))
         ck.optimizer_step(loss, opt, sched, params)
         avg = loss.item() if avg is None else 0.95 * avg + 0.05 * loss.item()

@@ -76,6 +76,11 @@ def v_loss(unet, text_encoder, scheduler, x0_B4hw, ids_BT, generator) -> torch.T
     return torch.nn.functional.mse_loss(unet(x_t, t_B, emb_BTD).sample, target)
 
 
+def batch_captions(rng: np.random.Generator, data: ImageSet, idx, cfg: PretrainConfig) -> list[str]:
+    """One fresh caption per image index of a batch, in `cfg`'s caption recipe."""
+    return [caption(rng, data.classes(i), data.style(i), data.colors[i], cfg.color_words, cfg.all_classes) for i in idx]
+
+
 def train_unet(cfg: PretrainConfig, data: ImageSet, latents_N4hw: torch.Tensor, tokenizer, out: Path, log):
     """Train (or resume) phase 2 on scaled latents; returns (unet, text_encoder)."""
     from diffusers.optimization import get_cosine_schedule_with_warmup
@@ -97,12 +102,7 @@ def train_unet(cfg: PretrainConfig, data: ImageSet, latents_N4hw: torch.Tensor, 
     for step in range(start, cfg.unet_steps):
         rng = np.random.default_rng((cfg.seed, PHASE, step))
         idx = rng.integers(len(latents_N4hw), size=cfg.unet_batch)
-        ids = tokens(
-            [
-                caption(rng, data.classes(i), data.style(i), data.colors[i], cfg.color_words, cfg.all_classes)
-                for i in idx
-            ]
-        )
+        ids = tokens(batch_captions(rng, data, idx, cfg))
         loss = v_loss(unet, text_encoder, scheduler, latents_N4hw[idx], ids, ck.step_generator(cfg.seed, PHASE, step))
         ck.optimizer_step(loss, opt, sched, params)
         done = step + 1
