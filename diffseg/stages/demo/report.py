@@ -349,7 +349,8 @@ def write_report(
         "smaller than the spread over seeds of the ablation's `ipkl-l2` cell (the same method, fewer "
         "iterations) on that target. `xattn in/out`: the mean over present classes (>= 1 % of the image), "
         "images, `xattn` layers and saved steps of a class's cross-attention inside its mask divided by outside "
-        "it, and in brackets its chance level: the same mean with each mask scored on the *other* present classes' maps. A map knows where its class is by as much as the first number beats the second "
+        "it, and in brackets its chance level: the same mean with each mask scored on the *other* present "
+        "classes' maps. A map knows where its class is by as much as the first number beats the second "
         "(`diffseg.stages.tools.attention`).",
         "",
         "### Per-class IoU (%), main run",
