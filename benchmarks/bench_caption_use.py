@@ -17,7 +17,7 @@ A second table says where the attention goes under the true caption, per timeste
 up blocks' cross-attention layers (those stage one taps for `xattn`): its entropy over the 77 tokens
 (ln 77 = 4.34 nats is uniform), the share of it on the caption's class-name tokens, and the
 inside/outside ratio of each named class's map (head-mean, as stage one stores it; the same
-arithmetic as `diffseg tools attention`, here on the caption the model was trained with).
+arithmetic as `diffseg.stages.tools.attention`, here on the caption the model was trained with).
 Captions: "a photo of a city street, <the classes present, canonical order>", each class name after
 its colour word with `--color-words` (as PretrainConfig.color_words writes them). Timesteps and
 noise are drawn once (seeded) and shared by the four columns, so the differences are paired.
@@ -34,6 +34,13 @@ import math
 import numpy as np
 
 
+def _swap_processors(unet, new: dict) -> dict:
+    """Put the processors `new` ({name: processor}) on `unet`, the rest as they are; -> the originals."""
+    original = dict(unet.attn_processors)
+    unet.set_attn_processor({k: new.get(k, p) for k, p in original.items()})
+    return original
+
+
 def spread_cross_attention(unet) -> dict:
     """Swap onto every attn2 (cross-attention) a processor whose probabilities are replaced by their
     mean over the image's positions; -> the original processors. (torch is imported here, after
@@ -44,9 +51,7 @@ def spread_cross_attention(unet) -> dict:
         def mix(self, probs):
             return probs.mean(1, keepdim=True).expand_as(probs)
 
-    original = dict(unet.attn_processors)
-    unet.set_attn_processor({k: SpreadAttention() if ".attn2." in k else p for k, p in original.items()})
-    return original
+    return _swap_processors(unet, {k: SpreadAttention() for k in unet.attn_processors if ".attn2." in k})
 
 
 def watched_names(unet) -> list[str]:
@@ -67,10 +72,8 @@ def watch_cross_attention(unet) -> tuple[dict, dict]:
             self.calls += 1
             return probs
 
-    original = dict(unet.attn_processors)
     watched = {k: WatchAttention() for k in watched_names(unet)}
-    unet.set_attn_processor({k: watched.get(k, p) for k, p in original.items()})
-    return watched, original
+    return watched, _swap_processors(unet, watched)
 
 
 def attention_stats(watched: dict, positions: list[dict], labels: list) -> tuple[list[float], list[float]]:

@@ -93,7 +93,6 @@ def main(argv: list[str] | None = None) -> dict:
     sched = get_cosine_schedule_with_warmup(opt, min(50, args.steps // 4), max(args.steps, 1))
     params = [p for g in groups for p in g["params"]]
     scheduler, tokens = noise_scheduler(), Tokens(tokenizer)
-    extract_opts = extract_options(demo_config(args.size), "", "cpu")
     checks: list[dict] = []
 
     def check(step: int, loss: float | None) -> None:
@@ -102,7 +101,8 @@ def main(argv: list[str] | None = None) -> dict:
         for d in (model_dir, cache):
             shutil.rmtree(d, ignore_errors=True)
         export(model_dir, unet, vae, text, tokenizer)
-        extract.main(**{**extract_opts, "model": str(model_dir)}, split="dev", limit=args.dev_images, out=str(cache))
+        opts = extract_options(demo_config(args.size), str(model_dir), "cpu")
+        extract.main(**opts, split="dev", limit=args.dev_images, out=str(cache))
         r = xattn_ratio(cache)
         checks.append(dict(step=step, loss=loss, ratio=r["ratio"], chance=r["chance"]))
         print(f"step {step}: xattn {r['ratio']:.3f} (chance {r['chance']:.3f}) on {r['images']} dev images", flush=True)

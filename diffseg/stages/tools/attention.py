@@ -47,17 +47,25 @@ def _ratio(full_HW: np.ndarray, inside_HW: np.ndarray) -> float:
     return float(full_HW[inside_HW].mean()) / max(float(full_HW[~inside_HW].mean()), 1e-12)
 
 
+def ratios_and_chance(maps_Khw: np.ndarray, label_HW: np.ndarray, class_ids: list[int]) -> tuple[list, list]:
+    """(inside/outside ratio of each present class's map, the same ratio of every other present
+    class's map on each present class's mask: the chance level); channel k is class class_ids[k].
+    Each map is upscaled once for both."""
+    masks = _present_masks(label_HW, class_ids)
+    full = {k: upscale(maps_Khw[k].astype(np.float64), label_HW.shape) for k in masks}
+    own = [_ratio(full[k], inside) for k, inside in masks.items()]
+    chance = [_ratio(full[j], inside) for k, inside in masks.items() for j in masks if j != k]
+    return own, chance
+
+
 def class_ratios(maps_Khw: np.ndarray, label_HW: np.ndarray, class_ids: list[int]) -> list[float]:
     """Inside/outside ratio of each present class's map (channel k is class class_ids[k])."""
-    masks = _present_masks(label_HW, class_ids)
-    return [_ratio(upscale(maps_Khw[k].astype(np.float64), label_HW.shape), inside) for k, inside in masks.items()]
+    return ratios_and_chance(maps_Khw, label_HW, class_ids)[0]
 
 
 def chance_ratios(maps_Khw: np.ndarray, label_HW: np.ndarray, class_ids: list[int]) -> list[float]:
     """The same ratio of every other present class's map on each present class's mask (chance level)."""
-    masks = _present_masks(label_HW, class_ids)
-    full = {j: upscale(maps_Khw[j].astype(np.float64), label_HW.shape) for j in masks}
-    return [_ratio(full[j], inside) for k, inside in masks.items() for j in masks if j != k]
+    return ratios_and_chance(maps_Khw, label_HW, class_ids)[1]
 
 
 def xattn_ratio(cache: str | Path, branch: str = "uncond", limit: int | None = None) -> dict:
@@ -86,8 +94,9 @@ def xattn_ratio(cache: str | Path, branch: str = "uncond", limit: int | None = N
         for k in layers:
             maps_SKhw = arrays[schema.feature_name(branch, k)]
             for maps_Khw in maps_SKhw:
-                per_layer[k] += class_ratios(maps_Khw, label, class_ids)
-                chance += chance_ratios(maps_Khw, label, class_ids)
+                own, mismatched = ratios_and_chance(maps_Khw, label, class_ids)
+                per_layer[k] += own
+                chance += mismatched
     every = [r for values in per_layer.values() for r in values]
     return {
         "ratio": float(np.mean(every)) if every else float("nan"),
