@@ -16,8 +16,9 @@ class's pixels, and its `xattn` maps have no reason to find the class.
 A second table says where the attention goes under the true caption, per timestep range, over the
 up blocks' cross-attention layers (those stage one taps for `xattn`): its entropy over the 77 tokens
 (ln 77 = 4.34 nats is uniform), the share of it on the caption's class-name tokens, and the
-inside/outside ratio of each named class's map (head-mean, as stage one stores it; the same
-arithmetic as `diffseg.stages.tools.attention`, here on the caption the model was trained with).
+inside/outside ratio of each named class's map with its chance level (head-mean, as stage one
+stores it; `diffseg.stages.tools.attention`'s arithmetic, here on the caption the model was trained
+with).
 Captions: "a photo of a city street, <the classes present, canonical order>", each class name after
 its colour word with `--color-words` (as PretrainConfig.color_words writes them). Timesteps and
 noise are drawn once (seeded) and shared by the four columns, so the differences are paired.
@@ -76,12 +77,13 @@ def watch_cross_attention(unet) -> tuple[dict, dict]:
     return watched, _swap_processors(unet, watched)
 
 
-def attention_stats(watched: dict, positions: list[dict], labels: list) -> tuple[list[float], list[float]]:
-    """(share of attention on the class-name tokens, inside/outside ratio of each named class) of
-    one batch, from each watched layer's head-mean probabilities [B, N, T]."""
-    from diffseg.stages.tools.attention import class_ratios
+def attention_stats(watched: dict, positions: list[dict], labels: list) -> tuple[list[float], list[float], list[float]]:
+    """(share of attention on the class-name tokens, inside/outside ratio of each named class, its
+    chance level: each mask scored on the other named classes' maps) of one batch, from each
+    watched layer's head-mean probabilities [B, N, T]."""
+    from diffseg.stages.tools.attention import ratios_and_chance
 
-    shares, ratios = [], []
+    shares, ratios, chance = list[float](), list[float](), list[float]()
     for proc in watched.values():
         probs = proc.probs_BNT.numpy()
         side = math.isqrt(probs.shape[1])
@@ -89,12 +91,13 @@ def attention_stats(watched: dict, positions: list[dict], labels: list) -> tuple
             every = [k for ks in pos.values() for k in ks]
             shares.append(float(probs[b][:, every].sum(-1).mean()))
             maps_Khw = [probs[b][:, list(ks)].mean(-1).reshape(side, side) for ks in pos.values()]
-            ratios += class_ratios(np.stack(maps_Khw), labels[b], list(pos))
-    return shares, ratios
+            own, mismatched = ratios_and_chance(np.stack(maps_Khw), labels[b], list(pos))
+            ratios, chance = ratios + own, chance + mismatched
+    return shares, ratios, chance
 
 
 def main(argv: list[str] | None = None) -> dict:
-    """-> {"loss": {"t<1000": {caption: MSE}, ...}, "attention": {"t<1000": {entropy, tokens, share, ratio}, ...}}."""
+    """-> {"loss": {"t<1000": {caption: MSE}, ...}, "attention": {"t<1000": {entropy, tokens, share, ratio, chance}, ...}}."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="mini", help="a built-in name or a diffusers directory")
     ap.add_argument("--images", type=int, default=192)
@@ -160,7 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
                 original = spread_cross_attention(unet)
             elif name == "true":
                 watched, original = watch_cross_attention(unet)
-            total, shares, ratios = 0.0, list[float](), list[float]()
+            total, shares, ratios, chance = 0.0, list[float](), list[float](), list[float]()
             with torch.no_grad():
                 for b in range(0, n, 32):
                     emb = text(tokens(caps[b : b + 32]))[0]
@@ -168,7 +171,7 @@ def main(argv: list[str] | None = None) -> dict:
                     total += torch.nn.functional.mse_loss(pred, target[b : b + 32], reduction="sum").item()
                     if watched:
                         batch = attention_stats(watched, positions[b : b + 32], labels[b : b + 32])
-                        shares, ratios = shares + batch[0], ratios + batch[1]
+                        shares, ratios, chance = shares + batch[0], ratios + batch[1], chance + batch[2]
             row[name] = total / target.numel()
             if watched:
                 attention[f"t<{tmax}"] = dict(
@@ -176,6 +179,7 @@ def main(argv: list[str] | None = None) -> dict:
                     tokens=int(emb.shape[1]),
                     share=float(np.mean(shares)),
                     ratio=float(np.mean(ratios)) if ratios else float("nan"),
+                    chance=float(np.mean(chance)) if chance else float("nan"),
                 )
             if name in ("spread", "true"):
                 unet.set_attn_processor(original)
@@ -186,13 +190,16 @@ def main(argv: list[str] | None = None) -> dict:
             f"{100 * rel['empty']:+.2f} % | {100 * rel['other']:+.2f} % | {100 * rel['spread']:+.2f} % |"
         )
     print(f"\nCross-attention under the true caption ({len(watched_names(unet))} up-block attn2 layers):")
-    print("| timesteps | entropy (nats) | uniform | share on class names | uniform share | class map inside/outside |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print(
+        "| timesteps | entropy (nats) | uniform | share on class names | uniform share | class map inside/outside "
+        "| chance level |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
     named = float(np.mean([sum(len(ks) for ks in pos.values()) for pos in positions]))
     for key, a in attention.items():
         print(
             f"| {key.replace('<', ' < ')} | {a['entropy']:.2f} | {np.log(a['tokens']):.2f} | {a['share']:.3f} | "
-            f"{named / a['tokens']:.3f} | {a['ratio']:.3f} |"
+            f"{named / a['tokens']:.3f} | {a['ratio']:.3f} | {a['chance']:.3f} |"
         )
     return {"loss": out, "attention": attention}
 

@@ -21,6 +21,7 @@ def test_caption_use_runs_and_pairs_the_three_captions(capsys):
     for a in res["attention"].values():
         assert a["tokens"] == 77 and 0 < a["entropy"] <= math.log(77) + 1e-6
         assert 0 < a["share"] < 1 and math.isfinite(a["ratio"]) and a["ratio"] > 0
+        assert math.isfinite(a["chance"]) and a["chance"] > 0
     out = capsys.readouterr().out
     assert "| t < 100 |" in out and "colour words" in out and "class map inside/outside" in out
 
@@ -33,10 +34,12 @@ def test_attention_stats_reads_share_and_ratio_off_the_head_mean_maps():
         probs_BNT = torch.tensor([[[0.1, 0.6, 0.2, 0.1]] * 2 + [[0.4, 0.1, 0.2, 0.3]] * 2])
 
     label = np.array([[5, 5], [7, 7]], np.uint8)  # class 5 on the top row, class 7 on the bottom row
-    shares, ratios = bench_caption_use.attention_stats({"l": Watched()}, [{5: (1,), 7: (2, 3)}], [label])
+    shares, ratios, chance = bench_caption_use.attention_stats({"l": Watched()}, [{5: (1,), 7: (2, 3)}], [label])
     assert shares == [pytest.approx((0.9 + 0.9 + 0.6 + 0.6) / 4)]
     # class 5's map (token 1) is 0.6 inside, 0.1 outside; class 7's (tokens 2-3, mean) 0.25 inside, 0.15 outside
     assert ratios == [pytest.approx(6.0), pytest.approx(0.25 / 0.15)]
+    # chance: class 7's map on class 5's mask (0.15 / 0.25), class 5's map on class 7's (0.1 / 0.6)
+    assert chance == [pytest.approx(0.15 / 0.25), pytest.approx(0.1 / 0.6)]
 
 
 def test_spread_attention_gives_every_pixel_the_same_cross_attention_output():
