@@ -34,7 +34,11 @@ def _app_command() -> Any:
 def _type_name(param: Any, ctx: Any) -> str:
     if getattr(param, "is_flag", False):
         return "flag"
-    return str(param.display_type(ctx)).strip("<>")
+    if hasattr(param, "display_type"):  # typer's own click (typer >= 0.2x)
+        return str(param.display_type(ctx)).strip("<>")
+    kind = param.type  # plain click
+    choices = getattr(kind, "choices", None)
+    return "|".join(str(c) for c in choices) if choices else str(kind.name).lower()
 
 
 def _default(param: Any) -> str:
