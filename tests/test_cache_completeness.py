@@ -157,8 +157,14 @@ def test_train_refuses_a_cache_with_pending_samples_unless_allowed_and_records_t
     run = train.main(cache=cache, out=tmp_path / "run", allow_partial=True, **FAST_TRAIN)
     recorded = json.loads((run / "caches.json").read_text())["train"]
     assert recorded["samples"] == 5 and recorded["partial"] == {"pending": 1, "used": 4, "indices": [0, 1, 2, 3]}
+    # resumed, it reads the same samples or refuses: here one of them turned pending again (a rewrite started)
+    (cache / "status" / "c" / "3").unlink()
+    with pytest.raises(DiffsegError, match=r"started on 4 complete samples \(1 pending\).*now has 3 complete"):
+        train.main(cache=cache, out=run, resume=True, allow_partial=True, **FAST_TRAIN)
     # a finished cache with a sample skipped for a recorded reason (an unreadable image) is complete
-    CacheWriter.open(cache).mark_skipped(4)
+    w = CacheWriter.open(cache)
+    w.mark_skipped(3)
+    w.mark_skipped(4)
     whole = train.main(cache=cache, out=tmp_path / "run2", **FAST_TRAIN)
     assert "partial" not in json.loads((whole / "caches.json").read_text())["train"]
 

@@ -160,6 +160,12 @@ class Trainer:
                     f"--resume: {self.cfg.cache} changed since {self.run} started: {key} was "
                     f"{recorded[key]}, now {self.train_fp[key]}"
                 )
+        was, now = recorded.get("partial"), self.record.train_cache.get("partial")
+        if was != now:  # a partial run resumes on the very samples it started with, or not at all
+            raise DiffsegError(
+                f"--resume: {self.run} started on {_samples(was)} of {self.cfg.cache}, which now has "
+                f"{_samples(now)}: start a new run with --out"
+            )
         ckpts = checkpoint.list_checkpoints(self.run)
         if not ckpts:
             return  # interrupted before the first checkpoint: start over, same result
@@ -334,3 +340,10 @@ class Trainer:
             if miou is not None
             else f"eval at iteration {iteration}: no labelled pixels"
         )
+
+
+def _samples(partial: dict | None) -> str:
+    """A run record's "partial" entry (runs/usage.py) in words."""
+    if partial is None:
+        return "every sample complete"
+    return f"{partial['used']} complete samples ({partial['pending']} pending)"
