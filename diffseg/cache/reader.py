@@ -148,17 +148,18 @@ class CacheReader:
         if name not in self._sources:
             if name not in self.group:
                 raise DiffsegError(f"{self.path} has no array {name!r} (it holds {self.feature_names()})")
-            self.check_array(name)
-            self._sources[name] = ChunkSource(store.array(self.group, name), self._root)
+            array = store.array(self.group, name)
+            self.check_array(name, array)
+            self._sources[name] = ChunkSource(array, self._root)
         return self._sources[name]
 
-    def array_problem(self, name: str) -> str | None:
+    def array_problem(self, name: str, array: zarr.Array | None = None) -> str | None:
         """How array `name`'s metadata disagrees with the record (expected.py), as one line, or None."""
-        problem = array_problem(self.record, name, store.array(self.group, name))
+        problem = array_problem(self.record, name, array if array is not None else store.array(self.group, name))
         return None if problem is None else f"{str(self.path).rstrip('/')}/{name}: {problem}"
 
-    def check_array(self, name: str) -> None:
-        problem = self.array_problem(name)
+    def check_array(self, name: str, array: zarr.Array | None = None) -> None:
+        problem = self.array_problem(name, array)
         if problem is not None:
             raise DiffsegError(problem)
 
