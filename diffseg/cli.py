@@ -178,6 +178,10 @@ def _cache_location(value):
 
 
 CACHE_HELP = "Cache folder or fsspec URL (s3://bucket/cache/name, gs://..., file://...)."
+PARTIAL_HELP = (
+    "Use a cache whose samples are not all written yet (pending: extraction running or interrupted): its complete "
+    "samples are read and the run records which. Without it such a cache is refused."
+)
 CacheArg = Annotated[str, typer.Argument(callback=_cache_location, help=CACHE_HELP)]
 
 
@@ -606,6 +610,7 @@ def train(
         ),
     ] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out (or the latest run of this cache).")] = False,
+    allow_partial: Annotated[bool, typer.Option(help=PARTIAL_HELP)] = False,
 ) -> None:
     """Stage two: fit the DIFF fusion block and DAFormer head from a cache (never loads the U-Net).
 
@@ -642,9 +647,11 @@ def train(
     if seeds is not None:
         from diffseg.stages.runs.seeds import parse_seeds
 
-        stage.main_seeds(cache=cache, seeds=parse_seeds(seeds), out=out, resume=resume, **options)
+        stage.main_seeds(
+            cache=cache, seeds=parse_seeds(seeds), out=out, resume=resume, allow_partial=allow_partial, **options
+        )
     else:
-        stage.main(cache=cache, out=out, resume=resume, **options)
+        stage.main(cache=cache, out=out, resume=resume, allow_partial=allow_partial, **options)
 
 
 @app.command("eval")
@@ -657,11 +664,12 @@ def evaluate(
     ],
     as_json: JsonOpt = False,
     device: Annotated[Device, typer.Option(help="auto picks cuda when available.")] = Device.auto,
+    allow_partial: Annotated[bool, typer.Option(help=PARTIAL_HELP)] = False,
 ) -> None:
     """Score a run on evaluation caches: per-class IoU, mIoU (mIoU16/13 for Synthia runs)."""
     from diffseg.stages import evaluate as stage
 
-    stage.main(run=run, caches=list(cache), as_json=as_json, device=device.value)
+    stage.main(run=run, caches=list(cache), as_json=as_json, device=device.value, allow_partial=allow_partial)
 
 
 @app.command()

@@ -39,7 +39,15 @@ def test_verify_complete_cache_passes(tmp_path):
     res = runner.invoke(app, ["cache", "verify", str(tmp_path / "c"), "--json"])
     assert res.exit_code == 0, res.output
     d = json.loads(res.stdout)
-    assert d == {"path": str(tmp_path / "c"), "samples": 2, "complete": 2, "skipped": 0, "problems": []}
+    assert d == {
+        "path": str(tmp_path / "c"),
+        "samples": 2,
+        "complete": 2,
+        "read_back": 2,
+        "pending": 0,
+        "skipped": 0,
+        "problems": [],
+    }
 
 
 def test_verify_incomplete_cache_exits_1_naming_the_sample(tmp_path):

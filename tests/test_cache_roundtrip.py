@@ -50,15 +50,6 @@ def test_fast_path_equals_zarr_array_api(tmp_path):
     assert np.array_equal(out["labels"], r.zarr_array("labels")[0])
 
 
-def test_missing_chunk_reads_as_fill_value_like_zarr(tmp_path):
-    make_cache(tmp_path / "c", 1)
-    r = CacheReader(tmp_path / "c")
-    name = r.feature_names()[0]
-    r.source(name).file(0).unlink()
-    assert np.array_equal(r.read(0, [name])[name], r.zarr_array(name)[0])
-    assert not r.read(0, [name])[name].any()
-
-
 def test_status_is_written_last_a_crash_leaves_the_sample_pending(tmp_path, monkeypatch):
     w = CacheWriter.open(make_cache(tmp_path / "c", 3, write=1))
     feats, label = expected(1, w)

@@ -45,6 +45,7 @@ class FeatureDataset(Dataset):
         step_indices: Sequence[int] | None = None,
         in_memory: bool = False,
         encoded: bool = False,
+        indices: Sequence[int] | None = None,
     ):
         reader = CacheReader(path)
         self.path = path
@@ -60,7 +61,8 @@ class FeatureDataset(Dataset):
             for layer in self.layers:
                 if schema.feature_name(b, layer) not in have:
                     raise DiffsegError(f"{path} has no {b}/{layer} (it holds {sorted(have)})")
-        self.indices = reader.complete_indices()  # dataset position -> cache sample index
+        # dataset position -> cache sample index: the given samples (a run's record), else every complete one
+        self.indices = reader.complete_indices() if indices is None else [int(i) for i in indices]
         self.in_memory = in_memory
         # encoded: int8/pca arrays are handed over as their stored parts ({suffix: tensor}), expanded
         # on the training device by `decoder(device)` (a RAM copy holds them decoded)

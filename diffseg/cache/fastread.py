@@ -16,8 +16,12 @@ checked on its first read in this process (readinto, then the 4 trailing bytes; 
 runs at ~2.5x the speed of the read), later reads skip the trailer. A mismatch is a
 CorruptChunk naming the file; caches without checksums read as before.
 
-A missing chunk file reads as the fill value, as in zarr. The on-disk format stays plain
-Zarr; only the way we fetch it differs.
+A missing chunk file is a MissingChunk error, never the fill value zarr would return: the
+writer writes every chunk of a sample (even one equal to the fill value) before its status
+marker, so a sample marked complete without one lost it (a deleted file, a bad copy). The local
+paths learn it from the open's FileNotFoundError (no extra call); zarr's path (another codec, an
+fsspec URL) asks the store whether the chunk exists before reading it. The on-disk format stays
+plain Zarr; only the way we fetch it differs.
 
 Memory: each sample is megabytes of fresh arrays. glibc serves blocks > 128 KiB with
 mmap and returns freed memory to the kernel, so every sample page-faults its arrays in
@@ -38,6 +42,7 @@ import google_crc32c
 import numpy as np
 import zarr
 from numcodecs import Zstd
+from zarr.core.sync import sync
 
 from diffseg.cache.store import chunk_layout
 from diffseg.core.errors import DiffsegError
@@ -63,7 +68,7 @@ class ChunkSource:
     """Sample i of one [N, ...] array chunked (1, ...): read(i) -> np.ndarray[...]."""
 
     def __init__(self, array: zarr.Array, root: Path | None):
-        assert array.chunks == (1, *array.shape[1:]), f"{array.path}: not one chunk per sample"
+        assert array.chunks == (1, *array.shape[1:]), f"{array.path}: not one chunk per sample"  # expected.py
         self.array = array
         self.name = array.path
         self.shape = tuple(array.shape[1:])
@@ -97,7 +102,7 @@ class ChunkSource:
         assert self.dir is not None
         if self._template is not None:
             return f"{self._template[0]}{i}{self._template[1]}"
-        return str(self.dir / self.array.metadata.encode_chunk_key((i, *self._zeros)))
+        return str(self.dir / self._key(i))
 
     def read(self, i: int, steps: Sequence[int] | None = None, out: np.ndarray | None = None) -> np.ndarray:
         """The sample's array; `steps` selects along its first axis (the saved steps);
@@ -126,8 +131,7 @@ class ChunkSource:
                 else:
                     got, want = self._fill_from(f, out, picked)
         except FileNotFoundError:
-            out.fill(self.fill)
-            return out
+            raise self._missing(i) from None
         if got != want:
             raise DiffsegError(f"{self.file(i)}: chunk file is truncated ({got} of {want} bytes read)")
         return out
@@ -163,7 +167,17 @@ class ChunkSource:
             got += f.readinto(_bytes_of(out[j]))
         return got, slab * len(steps)
 
+    def _missing(self, i: int) -> MissingChunk:
+        if self.dir is not None:
+            return MissingChunk(f"its {self.name} chunk file {self.file(i)} is missing")
+        return MissingChunk(f"its {self.name} chunk {self._key(i)} is missing from the store")
+
+    def _key(self, i: int) -> str:
+        return self.array.metadata.encode_chunk_key((i, *self._zeros))
+
     def _read_zarr(self, i: int) -> np.ndarray:
+        if not sync((self.array.store_path / self._key(i)).exists()):  # zarr reads the fill value
+            raise self._missing(i)
         try:
             return np.asarray(self.array[i])
         except ValueError as err:  # zarr's crc32c codec: "Stored and computed checksum do not match"
@@ -177,8 +191,7 @@ class ChunkSource:
             with open(self._file(i), "rb") as f:
                 data = f.read()
         except FileNotFoundError:
-            out.fill(self.fill)
-            return out
+            raise self._missing(i) from None
         if self.crc:
             self._check(i, data[:-4], data[-4:])
             data = data[:-4]
@@ -188,6 +201,10 @@ class ChunkSource:
 
 class CorruptChunk(DiffsegError):
     """A chunk file whose bytes fail their checksum."""
+
+
+class MissingChunk(DiffsegError):
+    """A chunk a sample needs is not in the store (the reader names the cache and the sample)."""
 
 
 def _bytes_of(arr: np.ndarray) -> memoryview:

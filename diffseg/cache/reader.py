@@ -1,21 +1,27 @@
 """CacheReader: what a cache holds, and one sample at a time out of it.
 
-`read(i, names)` returns numpy arrays from the fast chunk path (fastread.py); it refuses
-samples whose completion marker is not written. Opening is cheap (attributes, ids and the
-status markers); arrays are opened on first use. Not meant to be pickled: datasets keep
-the path and open a reader in each worker process.
+`read(i, names)` returns numpy arrays from the fast chunk path (fastread.py). Every read of a
+sample (features, their codec's parts, labels, original labels) goes through `_sample(i)`, the
+one completeness check: a sample whose status marker is not "complete" is refused, and one
+marked complete that lacks a chunk (fastread's MissingChunk) or fails a checksum is an error
+naming the cache, the array and the sample, never the fill value. Opening is cheap (attributes,
+ids and the status markers); arrays are opened on first use, when their metadata is checked
+against the record (expected.py). Not meant to be pickled: datasets keep the path and open a
+reader in each worker process.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import zarr
 
 from diffseg.cache import codecs, schema, status, store
-from diffseg.cache.fastread import ChunkSource, CorruptChunk, keep_freed_memory
+from diffseg.cache.expected import array_problem
+from diffseg.cache.fastread import ChunkSource, CorruptChunk, MissingChunk, keep_freed_memory
 from diffseg.cache.record import CacheRecord, read_record
 from diffseg.cache.writer import logical_shape, read_shared
 from diffseg.core.errors import DiffsegError
@@ -98,6 +104,8 @@ class CacheReader:
     def shared(self, name: str) -> dict[str, np.ndarray]:
         """The arrays every sample of `name` shares (pca: {".basis": [C, k], ".mean": [C]}), else {}."""
         if name not in self._shared:
+            for suffix in self.codec(name).shared(self.array_shape(name)[1]):
+                self.check_array(name + suffix)
             self._shared[name] = read_shared(self.group, name, self.codec(name), self.array_shape(name)[1])
         return self._shared[name]
 
@@ -126,6 +134,10 @@ class CacheReader:
     def complete_indices(self) -> list[int]:
         return [int(i) for i in np.flatnonzero(self.status == schema.COMPLETE)]
 
+    def pending_indices(self) -> list[int]:
+        """Samples not written yet (an extraction still running, or interrupted); not the skipped ones."""
+        return [int(i) for i in np.flatnonzero(self.status == schema.PENDING)]
+
     def refresh_status(self) -> np.ndarray:
         """Re-read the markers (a cache still being written)."""
         self.status = status.read_all(store.array(self.group, schema.STATUS), self._root)
@@ -136,8 +148,24 @@ class CacheReader:
         if name not in self._sources:
             if name not in self.group:
                 raise DiffsegError(f"{self.path} has no array {name!r} (it holds {self.feature_names()})")
-            self._sources[name] = ChunkSource(store.array(self.group, name), self._root)
+            array = store.array(self.group, name)
+            self.check_array(name, array)
+            self._sources[name] = ChunkSource(array, self._root)
         return self._sources[name]
+
+    def array_problem(self, name: str, array: zarr.Array | None = None) -> str | None:
+        """How array `name`'s metadata disagrees with the record (expected.py), as one line, or None."""
+        problem = array_problem(self.record, name, array if array is not None else store.array(self.group, name))
+        return None if problem is None else f"{str(self.path).rstrip('/')}/{name}: {problem}"
+
+    def check_array(self, name: str, array: zarr.Array | None = None) -> None:
+        problem = self.array_problem(name, array)
+        if problem is not None:
+            raise DiffsegError(problem)
+
+    def array_names(self) -> list[str]:
+        """Every array of the cache, nested ones as "<branch>/<name>"."""
+        return [key for key, node in self.group.members(max_depth=None) if isinstance(node, zarr.Array)]
 
     def check_complete(self, i: int) -> None:
         if not 0 <= i < self.n:
@@ -145,6 +173,20 @@ class CacheReader:
         if self.status[i] != schema.COMPLETE:
             what = "skipped" if self.status[i] == schema.SKIPPED else "incomplete"
             raise DiffsegError(f"sample {self.ids[i]} (index {i}) of {self.path} is {what}")
+
+    @contextmanager
+    def _sample(self, i: int) -> Iterator[None]:
+        """Reads of sample i: refused unless it is complete; a chunk missing or corrupt inside is
+        one error naming the cache, the array and the sample (how to repair it included)."""
+        self.check_complete(i)
+        try:
+            yield
+        except (MissingChunk, CorruptChunk) as err:
+            what = "marked complete but lacks a chunk" if isinstance(err, MissingChunk) else "corrupt"
+            raise type(err)(
+                f"sample {self.ids[i]} (index {i}) of {self.path} is {what}, refused: {err}; "
+                "re-extract it (delete its status chunk and rerun extract)"
+            ) from err
 
     def read(
         self,
@@ -155,26 +197,24 @@ class CacheReader:
     ) -> dict[str, np.ndarray]:
         """{name: array of sample i}; `steps` (indices into save_steps) applies to feature
         arrays; `out` {name: preallocated array} receives them in place (e.g. a RAM copy)."""
-        self.check_complete(i)
         out = out or {}
-        try:
-            result = {}
+        result = {}
+        with self._sample(i):
             for k in names:
                 if "/" in k and self.expands(k):  # decoded here (CPU); training decodes on its device
-                    x = self.codec(k).decode_numpy(self.read_parts(i, k, steps), self.shared(k))
+                    x = self.codec(k).decode_numpy(self._parts(i, k, steps), self.shared(k))
                     result[k] = x.astype(np.float16) if k not in out else _put(out[k], x)
                 else:
                     result[k] = self.source(k).read(i, steps if "/" in k else None, out.get(k))
-            return result
-        except CorruptChunk as err:
-            raise CorruptChunk(
-                f"sample {self.ids[i]} (index {i}) of {self.path} is corrupt, refused: {err}; re-extract it "
-                "(delete its status chunk and rerun extract)"
-            ) from err
+        return result
 
     def read_parts(self, i: int, name: str, steps: Sequence[int] | None = None) -> dict[str, np.ndarray]:
         """{suffix: stored array} of feature array `name` of sample i, as the codec wrote them
         (step subset applied: every part has the steps on its first axis)."""
+        with self._sample(i):
+            return self._parts(i, name, steps)
+
+    def _parts(self, i: int, name: str, steps: Sequence[int] | None) -> dict[str, np.ndarray]:
         parts = self.codec(name).stored(self.array_shape(name))
         return {s: self.source(name + s).read(i, steps) for s in parts}
 
@@ -182,9 +222,9 @@ class CacheReader:
         """The label at its original resolution, uint8[h, w] (evaluation caches)."""
         if not self.is_eval:
             raise DiffsegError(f"{self.path} is a training cache; it keeps no original labels")
-        self.check_complete(i)
-        h, w = (int(v) for v in self.source(schema.ORIG_SIZES).read(i))
-        return np.ascontiguousarray(self.source(schema.ORIG_LABELS).read(i)[:h, :w])
+        with self._sample(i):
+            h, w = (int(v) for v in self.source(schema.ORIG_SIZES).read(i))
+            return np.ascontiguousarray(self.source(schema.ORIG_LABELS).read(i)[:h, :w])
 
     def zarr_array(self, name: str) -> zarr.Array:
         """The plain zarr array (tests and tools; the slow, general path)."""

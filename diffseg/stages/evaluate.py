@@ -4,7 +4,8 @@ Loads the run's recorded config and its final weights (else the newest checkpoin
 checks every cache against the run (same model fingerprint as the training cache, the
 layers and saved steps the run uses), and scores the unconditional branch with the
 trainer's own scoring (runs/record.py score_run, scoring.py). Prints the per-class IoU table in Markdown (or one
-JSON object with --json) and writes both into <run>/eval/<targets>.{json,md}.
+JSON object with --json) and writes both into <run>/eval/<targets>.{json,md}. A cache with
+samples still pending is refused unless --allow-partial; its row then records the samples scored.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from diffseg.stages.runs.files import write_json
 from diffseg.stages.runs.record import read_run, score_run
 
 
-def main(run: Path, caches: list[str] | list[Path], as_json: bool = False, device: str = "auto") -> dict:
-    report, table, which = score_run(read_run(run), caches, resolve_device(device))
+def main(
+    run: Path, caches: list[str] | list[Path], as_json: bool = False, device: str = "auto", allow_partial: bool = False
+) -> dict:
+    report, table, which = score_run(read_run(run), caches, resolve_device(device), allow_partial)
     report = {**report, "run": str(run), "weights": which}
     rows = report.get("targets", [report])
     folder = Path(run) / "eval"
@@ -32,5 +35,12 @@ def main(run: Path, caches: list[str] | list[Path], as_json: bool = False, devic
     else:
         print(f"{run} ({which} weights) on {', '.join(r['cache'] for r in rows)}:\n")
         print(table, end="")
+        for r in rows:
+            if "partial" in r:
+                part = r["partial"]
+                print(
+                    f"\n{r['cache']}: partial, {part['used']} complete samples scored, {part['pending']} pending",
+                    file=sys.stderr,
+                )
         print(f"\nwritten: {folder / stem}.json, .md", file=sys.stderr)
     return report

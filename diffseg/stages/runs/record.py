@@ -24,6 +24,7 @@ from diffseg.stages.device import autocast_dtype
 from diffseg.stages.runs.files import CACHES, CONFIG, digest, read_json
 from diffseg.stages.runs.model import build_segmentor, held_layers
 from diffseg.stages.runs.scoring import Target, score_targets, target_names
+from diffseg.stages.runs.usage import samples_used
 from diffseg.stages.train import checkpoint
 from diffseg.stages.train.config import TrainConfig
 from diffseg.stages.train.selection import match_eval_cache
@@ -102,10 +103,11 @@ def extract_config(record: RunRecord) -> dict:
     return extract
 
 
-def run_targets(record: RunRecord, caches: Sequence[str | Path]) -> list[Target]:
+def run_targets(record: RunRecord, caches: Sequence[str | Path], allow_partial: bool = False) -> list[Target]:
     """Open every evaluation cache and check it against the run (model fingerprint, trajectory and
-    prompt, layers, saved steps; CacheMismatch names both values): the one way train, eval, ablate
-    and the demo get the targets a run is scored on."""
+    prompt, layers, saved steps; CacheMismatch names both values) and for pending samples (refused
+    unless `allow_partial`: usage.py): the one way train, eval, ablate and the demo get the targets
+    a run is scored on."""
     cfg = record.cfg
     extract = train_extract(record)
     names = target_names([str(p) for p in caches])
@@ -124,7 +126,10 @@ def run_targets(record: RunRecord, caches: Sequence[str | Path]) -> list[Target]
             save_steps=cfg.save_steps,
         )
         dataset = reader.record.dataset.name
-        targets.append(Target(path=str(path), name=name, dataset=dataset, layers=cfg.layers, step_indices=idx))
+        usage = samples_used(reader, allow_partial)
+        targets.append(
+            Target(path=str(path), name=name, dataset=dataset, layers=cfg.layers, step_indices=idx, usage=usage)
+        )
     return targets
 
 
@@ -135,12 +140,15 @@ def score(record: RunRecord, model: Segmentor, targets: list[Target], device: to
     return score_targets(model, targets, device, synthia=synthia, autocast_dtype=autocast_dtype(device))
 
 
-def score_run(record: RunRecord, caches: Sequence[str | Path], device: torch.device | str) -> tuple[dict, str, str]:
+def score_run(
+    record: RunRecord, caches: Sequence[str | Path], device: torch.device | str, allow_partial: bool = False
+) -> tuple[dict, str, str]:
     """Score the run's saved weights (final, else the newest checkpoint) on evaluation caches checked
     against the run: (JSON report: one target its dict, several {"targets": [...], "mean_miou"};
-    Markdown table; which weights)."""
+    Markdown table; which weights). A target with pending samples: refused unless `allow_partial`,
+    then its row records the samples scored ("partial")."""
     dev = torch.device(device)
-    targets = run_targets(record, caches)  # checked before the weights are loaded
+    targets = run_targets(record, caches, allow_partial)  # checked before the weights are loaded
     model, which = load_segmentor(record, dev)
     report, table = score(record, model, targets, dev)
     return report, table, which

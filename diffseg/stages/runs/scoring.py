@@ -22,6 +22,7 @@ from diffseg.core import location
 from diffseg.core.errors import DiffsegError
 from diffseg.nn.metrics import ConfusionMatrix, markdown_table, scores
 from diffseg.nn.segmentor import Segmentor
+from diffseg.stages.runs.usage import Usage
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -33,13 +34,15 @@ class Target:
     dataset: str  # the cache record's dataset.name
     layers: tuple[str, ...]
     step_indices: tuple[int, ...]  # on this cache's S axis, in the run's step order
+    usage: Usage | None = None  # the samples scored (usage.py); None: every complete one
 
 
 class _WithOrigLabel(Dataset):
     """FeatureDataset items (uncond only) plus the label at its original resolution."""
 
     def __init__(self, target: Target):
-        self.base = FeatureDataset(target.path, ("uncond",), target.layers, target.step_indices)
+        indices = target.usage.indices if target.usage is not None else None
+        self.base = FeatureDataset(target.path, ("uncond",), target.layers, target.step_indices, indices=indices)
 
     def __len__(self) -> int:
         return len(self.base)
@@ -107,8 +110,10 @@ def score_targets(
     for t in targets:
         cm, n = confusion_on(model, t, device, workers=workers, autocast_dtype=autocast_dtype)
         confusions[t.name] = cm.numpy()
+        used = t.usage.record() if t.usage is not None else {}
         per_target.append(
             {**scores(cm, synthia=synthia), "samples": n, "dataset": t.dataset, "target": t.name, "cache": t.path}
+            | used
         )
     table = markdown_table(confusions, subsets=synthia)
     if len(per_target) == 1:

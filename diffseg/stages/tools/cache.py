@@ -126,27 +126,46 @@ def info(cache: str | Path, as_json: bool) -> int:
     return 0
 
 
-def sample_problems(r: CacheReader, i: int) -> list[str]:
-    """What is wrong with complete sample i: unreadable, wrong shape, non-finite, bad label."""
+def array_problems(r: CacheReader) -> dict[str, str]:
+    """{array: how its metadata disagrees with the cache record} (dtype, shape, chunks, codecs)."""
+    found = {name: r.array_problem(name) for name in r.array_names()}
+    return {name: p for name, p in found.items() if p is not None}
+
+
+def sample_problems(
+    r: CacheReader, i: int, names: list[str] | None = None, orig_label: bool | None = None
+) -> list[str]:
+    """What is wrong with complete sample i: unreadable (a chunk missing or corrupt), wrong shape,
+    non-finite, bad label. `names`: the arrays to read (default: every feature array and the labels);
+    `orig_label`: read the original label too (default: in an evaluation cache)."""
     who = f"sample {r.ids[i]} (index {i})"
-    names = r.feature_names() + [schema.LABELS]
+    names = r.feature_names() + [schema.LABELS] if names is None else names
     try:
         arrays = r.read(i, names)
-        orig = r.orig_label(i) if r.is_eval else None
+        orig = r.orig_label(i) if (r.is_eval if orig_label is None else orig_label) else None
     except (OSError, ValueError, RuntimeError) as err:  # reported with the sample id, not raised
-        return [f"{who}: unreadable: {err}"]
+        text = str(err)
+        return [text if text.startswith(who) else f"{who}: unreadable: {text}"]
     problems = []
     for name, a in arrays.items():
         if a.shape != r.array_shape(name):
             problems.append(f"{who}: {name} has shape {list(a.shape)}, expected {list(r.array_shape(name))}")
         elif a.dtype.kind == "f" and not np.isfinite(a).all():
             problems.append(f"{who}: {name} holds {int(a.size - np.isfinite(a).sum())} NaN/inf values")
-    bad = np.setdiff1d(np.unique(arrays[schema.LABELS]), np.r_[np.arange(19), IGNORE])
-    if bad.size:
-        problems.append(f"{who}: labels hold values {bad.tolist()} outside 0..18 and 255")
+    if schema.LABELS in arrays:
+        bad = np.setdiff1d(np.unique(arrays[schema.LABELS]), np.r_[np.arange(19), IGNORE])
+        if bad.size:
+            problems.append(f"{who}: labels hold values {bad.tolist()} outside 0..18 and 255")
     if orig is not None and min(orig.shape) == 0:
         problems.append(f"{who}: original label has empty size {list(orig.shape)}")
     return problems
+
+
+def _readable(r: CacheReader, bad: dict[str, str]) -> list[str]:
+    """The arrays verify reads for every sample (features, labels, an evaluation cache's original labels
+    and sizes), less those whose metadata is already reported (each would fail every sample alike)."""
+    names = r.feature_names() + [schema.LABELS] + ([schema.ORIG_LABELS, schema.ORIG_SIZES] if r.is_eval else [])
+    return [k for k in names if k not in bad and not any(b.startswith(k + ".") for b in bad)]
 
 
 def stale_samples(r: CacheReader, root: str | Path | None) -> list[str]:
@@ -195,18 +214,29 @@ def verify(cache: str | Path, as_json: bool, data: bool = False, root: str | Pat
     from tqdm import tqdm
 
     r = CacheReader(cache)
-    problems = [
-        f"sample {r.ids[i]} (index {i}): pending (never completed)" for i in np.flatnonzero(r.status == schema.PENDING)
-    ]
+    pending = r.pending_indices()
+    problems = [f"sample {r.ids[i]} (index {i}): pending (never completed)" for i in pending]
+    bad = array_problems(r)
+    problems += list(bad.values())
+    names = _readable(r, bad)
+    orig = {schema.ORIG_LABELS, schema.ORIG_SIZES} <= set(names)
+    names = [k for k in names if k not in (schema.ORIG_LABELS, schema.ORIG_SIZES)]
     complete = r.complete_indices()
+    read_back = 0
     for i in tqdm(complete, desc=f"verify {cache}", unit="sample", disable=None):
-        problems += sample_problems(r, i)
+        found = sample_problems(r, i, names, orig)
+        problems += found
+        read_back += not found
+    if bad:
+        read_back = 0  # an array that disagrees with the record: no sample reads back whole
     if data:
         problems += stale_samples(r, root)
     result = {
         "path": str(cache),
         "samples": r.n,
         "complete": len(complete),
+        "read_back": read_back,
+        "pending": len(pending),
         "skipped": int((r.status == schema.SKIPPED).sum()),
         "problems": problems,
     }
@@ -214,14 +244,18 @@ def verify(cache: str | Path, as_json: bool, data: bool = False, root: str | Pat
         print(json.dumps(result))
     else:
         print(
-            f"{cache}: {r.n} samples, {len(complete)} complete and read back, "
-            f"{result['skipped']} skipped, {len(problems)} problems"
+            f"{cache}: {r.n} samples: {read_back} of {len(complete)} complete samples read back, "
+            f"{len(pending)} pending, {result['skipped']} skipped; {_count(len(problems), 'problem')}"
         )
         for p in problems[:MAX_LISTED]:
             print(f"  {p}")
         if len(problems) > MAX_LISTED:
             print(f"  ... and {len(problems) - MAX_LISTED} more")
     return 1 if problems else 0
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def show(cache: str | Path, out: Path, sample: int) -> int:

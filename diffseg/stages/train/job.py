@@ -20,6 +20,7 @@ from diffseg.stages.device import resolve_device
 from diffseg.stages.runs.files import CONFIG, default_run_dir, read_json, resolve_run_dir
 from diffseg.stages.runs.model import held_layers
 from diffseg.stages.runs.seeds import seed_dir, write_summary
+from diffseg.stages.runs.usage import samples_used
 from diffseg.stages.train import distributed
 from diffseg.stages.train.classstats import class_counts
 from diffseg.stages.train.config import RUNTIME_FIELDS, TrainConfig, default, given, recipe_defaults
@@ -90,8 +91,12 @@ def rcs_in_force(reader: CacheReader, temperature: float, opts: dict) -> float:
     return float(temperature) if int(held.any(axis=0).sum()) >= 2 else 0.0
 
 
-def main(*, cache: str | Path, out: Path | None = None, resume: bool = False, **options) -> Path:
-    """Train (or resume) a run; returns its directory.
+def main(
+    *, cache: str | Path, out: Path | None = None, resume: bool = False, allow_partial: bool = False, **options
+) -> Path:
+    """Train (or resume) a run; returns its directory. A cache with samples still pending (the training
+    cache or an evaluation target) is refused unless `allow_partial` (runs/usage.py); the run's
+    caches.json then records the samples it trained on.
 
     `options`: TrainConfig fields and the selection options (`layers`, `save_steps`, `kinds`,
     `branches`), each None (or absent) when not given. A fresh run takes TrainConfig's default for
@@ -103,6 +108,7 @@ def main(*, cache: str | Path, out: Path | None = None, resume: bool = False, **
     opts = given(**options)
     known = {f.name for f in fields(TrainConfig)} - {"cache"} | set(SELECTION)
     assert set(opts) <= known, f"unknown train options {sorted(set(opts) - known)}"
+    samples_used(CacheReader(cache), allow_partial)  # before the class counts of resolve_config
     env = distributed.from_env()
     dev = resolve_device(opts.pop("device", default("device")), env.local_rank)
     if dev.type == "cuda":
@@ -116,14 +122,20 @@ def main(*, cache: str | Path, out: Path | None = None, resume: bool = False, **
             cfg, layer_specs = _recorded(Path(run), cache, runtime, opts)
         else:
             cfg, layer_specs = resolve_config(cache=cache, **opts, **runtime)
-        Trainer(cfg, layer_specs, Path(run), env, dev, fresh=not resume).fit()
+        Trainer(cfg, layer_specs, Path(run), env, dev, fresh=not resume, allow_partial=allow_partial).fit()
     finally:
         distributed.shutdown(env)
     return Path(run)
 
 
 def main_seeds(
-    *, cache: str | Path, seeds: tuple[int, ...], out: Path | None = None, resume: bool = False, **options
+    *,
+    cache: str | Path,
+    seeds: tuple[int, ...],
+    out: Path | None = None,
+    resume: bool = False,
+    allow_partial: bool = False,
+    **options,
 ) -> Path:
     """One normal run per seed under `out` (`seed-<k>/`), then seeds.json/.md with mean +- std per
     target; returns `out`. --resume continues the unfinished seed runs and starts the missing ones."""
@@ -143,7 +155,7 @@ def main_seeds(
         again = resume and (run / CONFIG).is_file()
         if again and (run / FINAL).is_file():
             continue  # finished earlier
-        main(cache=cache, out=run, resume=again, seed=seed, **options)
+        main(cache=cache, out=run, resume=again, allow_partial=allow_partial, seed=seed, **options)
     finished = all((seed_dir(parent, s) / FINAL).is_file() for s in seeds)  # not so after a --stop-at
     if finished and distributed.from_env().main:
         write_summary(parent, seeds)

@@ -37,7 +37,8 @@ from diffseg.stages.runs.files import (
 )
 from diffseg.stages.runs.model import build_segmentor
 from diffseg.stages.runs.record import RunRecord, run_targets, score
-from diffseg.stages.train import checkpoint
+from diffseg.stages.runs.usage import usage_of
+from diffseg.stages.train import checkpoint, distributed
 from diffseg.stages.train.classstats import CLASS_STATS
 from diffseg.stages.train.config import TrainConfig, recorded_part
 from diffseg.stages.train.distributed import DistEnv
@@ -59,15 +60,27 @@ BRANCH_CODE = {"uncond": 0, "cond": 1}  # part of the dropout seed
 class Trainer:
     """One run: data, model, optimizer, and the loop; rank 0 writes the run directory."""
 
-    def __init__(self, cfg: TrainConfig, layer_specs: dict, run: Path, env: DistEnv, device: torch.device, fresh: bool):
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        layer_specs: dict,
+        run: Path,
+        env: DistEnv,
+        device: torch.device,
+        fresh: bool,
+        allow_partial: bool = False,
+    ):
         self.cfg, self.run, self.env, self.device = cfg, Path(run), env, device
         self.layer_specs = layer_specs
-        # 1. data
+        # 1. data: every complete sample; pending ones refused unless allowed (usage.py), rank 0's view on every rank
         reader = CacheReader(cfg.cache)
         self.cache_record, self.ids = reader.record, reader.ids
+        usage = distributed.broadcast(env, usage_of(reader) if env.main else None).check(allow_partial)
         steps = [int(t) for t in reader.save_steps]
         step_idx = [steps.index(t) for t in cfg.save_steps]
-        self.data = FeatureDataset(cfg.cache, cfg.branches, cfg.layers, step_idx, in_memory=cfg.in_memory, encoded=True)
+        self.data = FeatureDataset(
+            cfg.cache, cfg.branches, cfg.layers, step_idx, in_memory=cfg.in_memory, encoded=True, indices=usage.indices
+        )
         # coded arrays expand on the device after the copy; pca layers stay coefficients and the model folds
         # their basis into its first 1x1 maps (the same function, fewer bytes and MACs; nn/fusion.py)
         self.decode = self.data.decoder(device, fold=True)
@@ -107,9 +120,9 @@ class Trainer:
         # 3. evaluation targets (checked now: a mismatch fails before any training)
         self.train_fp = cache_fingerprint(cfg.cache, self.cache_record, self.ids)
         # the full extract config too, so predict/eval need not reopen the training cache (runs/record.py)
-        train = {**self.train_fp, "extract": self.cache_record.extract.to_dict()}
+        train = {**self.train_fp, "extract": self.cache_record.extract.to_dict(), **usage.record()}
         self.record = RunRecord(path=self.run, cfg=cfg, layer_specs=layer_specs, train_cache=train)
-        self.targets = run_targets(self.record, cfg.eval_caches)
+        self.targets = run_targets(self.record, cfg.eval_caches, allow_partial)
         # 4. run directory and starting point
         self.start = 0
         if fresh:
@@ -147,6 +160,12 @@ class Trainer:
                     f"--resume: {self.cfg.cache} changed since {self.run} started: {key} was "
                     f"{recorded[key]}, now {self.train_fp[key]}"
                 )
+        was, now = recorded.get("partial"), self.record.train_cache.get("partial")
+        if was != now:  # a partial run resumes on the very samples it started with, or not at all
+            raise DiffsegError(
+                f"--resume: {self.run} started on {_samples(was)} of {self.cfg.cache}, which now has "
+                f"{_samples(now)}: start a new run with --out"
+            )
         ckpts = checkpoint.list_checkpoints(self.run)
         if not ckpts:
             return  # interrupted before the first checkpoint: start over, same result
@@ -321,3 +340,10 @@ class Trainer:
             if miou is not None
             else f"eval at iteration {iteration}: no labelled pixels"
         )
+
+
+def _samples(partial: dict | None) -> str:
+    """A run record's "partial" entry (runs/usage.py) in words."""
+    if partial is None:
+        return "every sample complete"
+    return f"{partial['used']} complete samples ({partial['pending']} pending)"
