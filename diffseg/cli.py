@@ -591,6 +591,13 @@ def train(
         bool | None,
         typer.Option(help="Load the selected features into RAM first.", show_default=_shown("in_memory")),
     ] = None,
+    sync_bn: Annotated[
+        bool | None,
+        typer.Option(
+            help="Under torchrun on GPUs: the head's BatchNorm statistics over all processes (SyncBatchNorm).",
+            show_default=_shown("sync_bn"),
+        ),
+    ] = None,
     device: Annotated[
         Device | None, typer.Option(help="auto picks cuda when available.", show_default=_shown("device"))
     ] = None,
@@ -636,6 +643,7 @@ def train(
         ckpt_every=ckpt_every,
         workers=workers,
         in_memory=in_memory,
+        sync_bn=sync_bn,
         device=device,
         seed=seed,
     )

@@ -5,13 +5,16 @@ import json
 import os
 import socket
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from helpers import FAST_TRAIN, SMALL
 from safetensors.torch import load_file
 
+from diffseg.cache import FeatureDataset
 from diffseg.cache.synthetic import make_cache
+from diffseg.core.errors import DiffsegError
 from diffseg.stages.runs.record import load_segmentor, read_run, run_targets, score, score_run
 from diffseg.stages.train import distributed
 from diffseg.stages.train import job as train
@@ -102,3 +105,32 @@ def test_process_group_has_a_timeout(monkeypatch):
     distributed.init(distributed.DistEnv(rank=1, world=2, local_rank=1), torch.device("cpu"))
     assert asked == {"backend": "gloo", "rank": 1, "world_size": 2, "timeout": distributed.TIMEOUT}
     assert distributed.TIMEOUT.total_seconds() == 30 * 60
+
+
+def test_sync_bn_converts_only_under_ddp_on_cuda(tmp_path):
+    """What a CPU can check of --sync-bn: the conversion (every BatchNorm becomes a SyncBatchNorm on the
+    same parameters and buffers, so the state dict and the eval-mode output are unchanged), the no-op in
+    a single process, the refusal on CPU ranks, and the option reaching the run record. The synchronised
+    forward itself needs nccl on GPUs and is not run here."""
+    cache = make_cache(tmp_path / "gtav", n=2, **SMALL)
+    run = train.main(cache=cache, out=tmp_path / "run", sync_bn=True, **FAST_TRAIN)  # one process: plain BN
+    assert json.loads((run / "config.json").read_text())["config"]["sync_bn"] is True
+    record = read_run(run)
+    model, _ = load_segmentor(record, "cpu")
+    (target,) = run_targets(record, [cache])
+    item = FeatureDataset(target.path, ("uncond",), target.layers, target.step_indices)[0]
+    feats = {k: v[None].float() for k, v in item["feats"]["uncond"].items()}
+    before, state = model(feats), {k: v.clone() for k, v in model.state_dict().items()}
+    assert distributed.sync_batchnorm(distributed.DistEnv(), model, torch.device("cuda")) is model
+    with pytest.raises(DiffsegError, match="--sync-bn needs CUDA"):
+        distributed.sync_batchnorm(distributed.DistEnv(rank=0, world=2), model, torch.device("cpu"))
+    bns = [n for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    params = {n: p for n, p in model.named_parameters()}
+    synced = distributed.sync_batchnorm(distributed.DistEnv(rank=0, world=2), model, torch.device("cuda"))
+    modules = dict(synced.named_modules())
+    assert bns and all(type(modules[n]) is torch.nn.SyncBatchNorm for n in bns)
+    assert not [m for m in modules.values() if type(m) is torch.nn.BatchNorm2d]
+    assert all(p is params[n] for n, p in synced.named_parameters())
+    assert synced.state_dict().keys() == state.keys()
+    assert all(torch.equal(v, state[k]) for k, v in synced.state_dict().items())
+    torch.testing.assert_close(synced.eval()(feats), before, rtol=0, atol=0)

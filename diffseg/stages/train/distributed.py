@@ -15,6 +15,8 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from diffseg.core.errors import DiffsegError
+
 
 @dataclass(frozen=True, kw_only=True)
 class DistEnv:
@@ -73,3 +75,14 @@ def sync_buffers(env: DistEnv, module: torch.nn.Module) -> None:
     if env.active:
         for buf in module.buffers():
             dist.broadcast(buf, src=0)
+
+
+def sync_batchnorm(env: DistEnv, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """`--sync-bn`: every BatchNorm as a SyncBatchNorm (batch statistics over all ranks), sharing the
+    parameters and buffers, so the state dict, and the plain model eval/predict build, are unchanged.
+    A single process has nothing to sync: the model is returned as it is."""
+    if not env.active:
+        return model
+    if device.type != "cuda":
+        raise DiffsegError("--sync-bn needs CUDA: torch's SyncBatchNorm runs only on GPUs (nccl)")
+    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)

@@ -40,7 +40,7 @@ from diffseg.stages.runs.record import RunRecord, run_targets, score
 from diffseg.stages.train import checkpoint
 from diffseg.stages.train.classstats import CLASS_STATS
 from diffseg.stages.train.config import TrainConfig, recorded_part
-from diffseg.stages.train.distributed import DistEnv, sync_buffers
+from diffseg.stages.train.distributed import DistEnv, sync_batchnorm, sync_buffers
 from diffseg.stages.train.order import build_order
 from diffseg.stages.train.progress import Progress, Window
 from diffseg.stages.train.sampling import MicroBatchSampler, dropout_seeds, flip_mask, micro_positions
@@ -82,6 +82,8 @@ class Trainer:
                 for k, (b, m) in self.data.fold_bases().items()
             }
         )
+        if cfg.sync_bn:
+            self.model = sync_batchnorm(env, self.model, device)
         self.forward: BranchForward | DistributedDataParallel = BranchForward(self.model)
         if env.active:
             self.forward = DistributedDataParallel(
