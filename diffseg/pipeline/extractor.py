@@ -72,7 +72,7 @@ class FeatureExtractor:
                 "unconditional branch names no classes, so it has no cross-attention maps"
             )
         # SDPA/xformers first; FeatureTaps later swaps only the capturing attn2 processors.
-        configure_attention(models.unet, models.device)
+        self.attention_backend = configure_attention(models.unet, models.device)  # recorded in the cache
         self.alphas_cumprod = models.scheduler.alphas_cumprod.double().tolist()
         tok = models.tokenizer
         self.text = prompts.TextEmbeddings(tok, models.text_encoder, models.device, models.dtype)
