@@ -4,6 +4,8 @@ these, so "auto" and the CUDA error mean the same everywhere."""
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
+
 import torch
 
 from diffseg.core.errors import DiffsegError
@@ -30,3 +32,9 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
     if device.type != "cuda":
         return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> AbstractContextManager:
+    """The one mixed-precision context of training, evaluation and prediction: autocast to `dtype`
+    (autocast_dtype(device)), none for None; the same logits in eval and predict need the same one."""
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()

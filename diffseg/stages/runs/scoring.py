@@ -10,7 +10,6 @@ non-empty union, mIoU16/13 for Synthia-trained runs; several targets: their mean
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -22,6 +21,7 @@ from diffseg.core import location
 from diffseg.core.errors import DiffsegError
 from diffseg.nn.metrics import ConfusionMatrix, markdown_table, scores
 from diffseg.nn.segmentor import Segmentor
+from diffseg.stages.device import autocast
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,7 +81,7 @@ def confusion_on(
     was_training = model.training
     model.eval()
     cm = ConfusionMatrix(model.num_classes)
-    amp = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else nullcontext()
+    amp = autocast(device, autocast_dtype)
     bad = -1  # index of a sample with non-finite logits (every rank raises, none waits alone)
     try:
         for batch in loader:

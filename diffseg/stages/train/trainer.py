@@ -25,7 +25,7 @@ from diffseg.cache import CacheReader, FeatureDataset
 from diffseg.cache.loader import BatchLoader
 from diffseg.core.errors import DiffsegError
 from diffseg.nn import LossConfig, ipkl_loss
-from diffseg.stages.device import autocast_dtype
+from diffseg.stages.device import autocast, autocast_dtype
 from diffseg.stages.runs.files import (
     CACHES,
     CONFIG,
@@ -47,7 +47,6 @@ from diffseg.stages.train.sampling import MicroBatchSampler, dropout_seeds, flip
 from diffseg.stages.train.schedule import lr_factor, set_lr
 from diffseg.stages.train.step import (
     BranchForward,
-    autocast,
     flip_samples,
     nonfinite_samples,
     raise_nonfinite,
