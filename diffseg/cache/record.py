@@ -172,6 +172,10 @@ class ExtractRecord:
     # extract --batch-size: batched U-Net calls round differently (float), so it decides the bytes
     # and a resume must use the same (caches before it: 1)
     batch_size: int = 1
+    # --blk-sum's sum of the n + 2 copies: "float32" where the U-Net runs in float16 (a resume summed
+    # the other way is refused); None: in compute_dtype, as caches before the field summed (kept out
+    # of to_dict, so their records and hashes stay as written)
+    blk_sum_dtype: str | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "classes", _ints(self.classes))
@@ -185,6 +189,8 @@ class ExtractRecord:
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
+        if self.blk_sum_dtype is None:
+            del d["blk_sum_dtype"]
         d.update(
             trajectory=_jsonable(self.trajectory),
             views_rule=self.views_rule.to_dict(),

@@ -283,6 +283,9 @@ class _Rows:
         if kind == "blk" and self.blk_sum:
             # The reference runs the uncond copy twice (uncond and the global "" prompt, equal to it)
             # besides the n class copies, and sums blk over all n + 2: 2 b_u + sum_k b_k (cond), 2 b_u.
+            # Summed in float32: n + 2 float16 copies overflow where each one fits (CPU models are
+            # float32 already, so their bytes are unchanged).
+            f_K = f_K.float()
             return 2 * f_K[: self.n_images] + f_K[self.n_images :].sum(0, keepdim=True)
         return f_K[: self.n_images]
 
