@@ -699,7 +699,9 @@ def ablate(
     workers: Annotated[
         int | None,
         typer.Option(
-            min=0, help="Reader threads per cell (train --workers).", show_default=_shown("workers", ABLATION_CELL)
+            min=0,
+            help="Reader threads per cell (train --workers); on CUDA train's default.",
+            show_default=_shown("workers", ABLATION_CELL),
         ),
     ] = None,
     features: Annotated[bool, typer.Option(help="Also run the feature-selection axis (steps, layers, kinds).")] = True,

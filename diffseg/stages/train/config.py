@@ -139,7 +139,8 @@ def given(**options) -> dict:
 
 # An ablation cell is a short run (`diffseg ablate`'s defaults, replacing TrainConfig's for every
 # cell; options given to `ablate` replace these in turn). Workers 0: cells run on the 2-core CPU
-# path, where reading inline is as fast (the data wait is ~0.2% of an iteration).
+# path, where reading inline is as fast (the data wait is ~0.2% of an iteration); on CUDA a cell
+# keeps TrainConfig's reader threads (ablate's cell_options).
 ABLATION_CELL = {"iters": 4000, "warmup": 150, "workers": 0}
 
 
