@@ -117,7 +117,7 @@ def test_a_nonfinite_feature_skips_that_sample_alone(gta, tmp_path, monkeypatch)
     assert verify.exit_code == 0 and "1 skipped" in verify.output, verify.output
 
 
-def test_a_float16_overflow_is_computed_again_in_float32(gta, tmp_path, monkeypatch):
+def test_a_float16_overflow_is_computed_again_in_float32(gta, tmp_path, monkeypatch, capsys):
     """A plan in float16 (a GPU's) whose sample turns non-finite: the sample alone runs again in float32
     and is written with finite features; a resume of a float16 --blk-sum cache summed the old way is refused."""
     import dataclasses
@@ -131,6 +131,10 @@ def test_a_float16_overflow_is_computed_again_in_float32(gta, tmp_path, monkeypa
     plan = dataclasses.replace(_plan(gta, out, blk_sum=True), compute_dtype="float16")
     summary = job.run(plan, progress=False)
     assert (summary["written"], summary["skipped"]) == (2, 0)
+    assert (
+        "warning: sample 00001: non-finite features in float16 (uncond/up3.res2: 1 NaN/inf of 2048): computed in float32"
+        in capsys.readouterr().err
+    )
     r = CacheReader(out)
     i = r.ids.index("00001")
     assert list(r.status) == [1, 1] and np.isfinite(r.read(i, ["uncond/up3.res2"])["uncond/up3.res2"]).all()

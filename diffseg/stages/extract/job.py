@@ -258,6 +258,8 @@ class Recorder:
         for out in outcomes:
             if out.written:
                 self.written += 1
+                if out.reason:
+                    self.bar.write(f"warning: sample {out.id}: {out.reason}", file=sys.stderr)
                 continue
             if self.plan.strict:
                 self.bar.close()

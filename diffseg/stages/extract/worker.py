@@ -37,7 +37,7 @@ class Outcome:
     index: int
     id: str
     written: bool  # False: a bad sample (reason set)
-    reason: str | None = None
+    reason: str | None = None  # why it was skipped; for a written sample, a warning (computed again in float32)
     seconds: float = 0.0
 
 
@@ -182,7 +182,9 @@ class SampleRunner:
             again = dataclasses.replace(item, latent=twin.extractor.latent(item.image, item.view))
             arrays = twin.batch_features([again])[0]
             if _nonfinite(arrays) is None:
-                return item, arrays
+                return dataclasses.replace(
+                    item, note=f"non-finite features in {tried} ({bad}): computed in float32"
+                ), arrays
             bad, tried = _nonfinite(arrays), f"{tried} and float32"
         reason = f"non-finite features in {tried} ({bad})"
         return Outcome(index=item.index, id=item.sid, written=False, reason=reason), None
@@ -200,7 +202,8 @@ class SampleRunner:
                 self.writer.mark_skipped(item.index)
             return item
         self.writer.write_sample(item.index, arrays, item.label, item.orig, item.digest)
-        return Outcome(index=item.index, id=item.sid, written=True, seconds=time.perf_counter() - item.t0)
+        seconds = time.perf_counter() - item.t0
+        return Outcome(index=item.index, id=item.sid, written=True, reason=item.note, seconds=seconds)
 
     def run_many(self, indices: list[int]) -> Generator[Outcome, None, None]:
         """Extract and write the samples `indices` (sorted), one Outcome each in order, overlapping
@@ -247,6 +250,7 @@ class Prepared:
     view: int
     latent: torch.Tensor  # [1, 4, H/8, W/8]: its VAE latent, shared by both branches
     t0: float  # when its preparation began (Outcome.seconds)
+    note: str | None = None  # written, but computed again in float32 (SampleRunner.finite)
 
 
 def runner_for(plan: ExtractPlan) -> SampleRunner:
