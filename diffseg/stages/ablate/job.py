@@ -161,7 +161,7 @@ class Plan:
     def runs(self) -> list[tuple[Cell, Path, dict]]:
         """(cell, run folder, train.main keywords) per run; on CUDA run k trains on GPU k mod the visible
         GPUs (`spread`), so runs trained at once (--jobs) do not all share cuda:0."""
-        out = []
+        out: list[tuple[Cell, Path, dict]] = []
         for cell in self.todo:
             cell_dir = self.out / "cells" / cell.name
             for run_dir, run_options in (

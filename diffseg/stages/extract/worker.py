@@ -157,13 +157,15 @@ class SampleRunner:
         index order, only the `wanted` ones; go on?). Its good members are computed together
         whether wanted or not (a batch's members decide its bytes); --strict ends at a bad one."""
         good = [it for it in batch if isinstance(it, Prepared)]
-        arrays = dict(zip([it.index for it in good], self.batch_features(good))) if good else {}
+        arrays: dict[int, dict | None] = {}
+        if good:
+            arrays.update(zip([it.index for it in good], self.batch_features(good)))
         pairs: list[tuple] = []
         for it in batch:
             if it.index not in wanted:
                 continue
             if isinstance(it, Prepared):
-                it, arrays[it.index] = self.finite(it, arrays[it.index])
+                it, arrays[it.index] = self.finite(it, arrays[it.index] or {})
             pairs.append((it, arrays.get(it.index)))
             if isinstance(it, Outcome) and self.plan.strict:
                 return pairs, False

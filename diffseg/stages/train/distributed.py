@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
@@ -32,6 +33,8 @@ class DistEnv:
     def active(self) -> bool:
         return self.world > 1
 
+
+M = TypeVar("M", bound=torch.nn.Module)
 
 # How long a rank waits in a collective for the others (torch's default: 10 min for nccl, 30 for
 # gloo). Rank 0 alone writes checkpoints while the others wait in the next step's allreduce; a
@@ -77,7 +80,7 @@ def sync_buffers(env: DistEnv, module: torch.nn.Module) -> None:
             dist.broadcast(buf, src=0)
 
 
-def sync_batchnorm(env: DistEnv, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+def sync_batchnorm(env: DistEnv, model: M, device: torch.device) -> M:
     """`--sync-bn`: every BatchNorm as a SyncBatchNorm (batch statistics over all ranks), sharing the
     parameters and buffers, so the state dict, and the plain model eval/predict build, are unchanged.
     A single process has nothing to sync: the model is returned as it is."""
@@ -85,4 +88,6 @@ def sync_batchnorm(env: DistEnv, model: torch.nn.Module, device: torch.device) -
         return model
     if device.type != "cuda":
         raise DiffsegError("--sync-bn needs CUDA: torch's SyncBatchNorm runs only on GPUs (nccl)")
-    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    converted = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    assert converted is model  # a root that is no BatchNorm is converted in place
+    return model
