@@ -84,7 +84,7 @@ def time_online_extraction(models, cfg: TrajectoryConfig, size: int, cond_classe
     label = synthetic_label(size, cond_classes)[None]
     out: dict = {}
     for branch in ("uncond", "cond"):
-        kw = {"labels": label} if branch == "cond" else {}
+        kw: dict[str, Any] = {"labels": label} if branch == "cond" else {}
         ex = {
             k: FeatureExtractor(
                 models, TrajectoryConfig(**{**cfg.to_dict(), "steps": cfg.steps[:2], "save_steps": (cfg.steps[k - 1],)})

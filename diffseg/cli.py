@@ -595,6 +595,13 @@ def train(
         bool | None,
         typer.Option(help="Load the selected features into RAM first.", show_default=_shown("in_memory")),
     ] = None,
+    sync_bn: Annotated[
+        bool | None,
+        typer.Option(
+            help="Under torchrun on GPUs: the head's BatchNorm statistics over all processes (SyncBatchNorm).",
+            show_default=_shown("sync_bn"),
+        ),
+    ] = None,
     device: Annotated[
         Device | None, typer.Option(help="auto picks cuda when available.", show_default=_shown("device"))
     ] = None,
@@ -641,6 +648,7 @@ def train(
         ckpt_every=ckpt_every,
         workers=workers,
         in_memory=in_memory,
+        sync_bn=sync_bn,
         device=device,
         seed=seed,
     )
@@ -699,7 +707,9 @@ def ablate(
     workers: Annotated[
         int | None,
         typer.Option(
-            min=0, help="Reader threads per cell (train --workers).", show_default=_shown("workers", ABLATION_CELL)
+            min=0,
+            help="Reader threads per cell (train --workers); on CUDA train's default.",
+            show_default=_shown("workers", ABLATION_CELL),
         ),
     ] = None,
     features: Annotated[bool, typer.Option(help="Also run the feature-selection axis (steps, layers, kinds).")] = True,

@@ -164,3 +164,29 @@ def test_seeds_give_each_cell_a_run_per_seed_and_mean_std(caches, tmp_path):
     assert "seeds 0, 1 (mean +- std)" in table and " +- " in table.split("| cell |")[1]
     with pytest.raises(DiffsegError, match="--seed and --seeds"):
         ablate.main(cache=train, eval_caches=[target], out=tmp_path / "x", seeds=(0, 1), seed=0, **kw)
+
+
+def test_cells_on_cuda_spread_over_the_gpus_and_read_with_threads(caches, monkeypatch):
+    """--jobs N on a 3-GPU machine (mocked: only planning runs): run k trains on cuda:k mod 3, not every
+    run on cuda:0, and a GPU cell keeps train's reader threads; the CPU plan is unchanged."""
+    import torch
+
+    from diffseg.stages.device import resolve_device
+    from diffseg.stages.train import job as train_stage
+    from diffseg.stages.train.config import default
+
+    root, train, target = caches
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
+    kw = {k: v for k, v in KW.items() if k not in ("workers", "seed")}
+    p = ablate.plan(cache=train, eval_caches=[target], out=root / "gpu", seeds=(0, 1), **{**kw, "device": "cuda"})
+    runs = p.runs()
+    assert len(runs) > 3
+    assert [o["device"] for _, _, o in runs] == [f"cuda:{k % 3}" for k in range(len(runs))]
+    assert not [o for _, _, o in runs if "workers" in o]  # not given: train takes TrainConfig's
+    assert train_stage.resolve_config(**runs[0][2])[0].workers == default("workers") > 0
+    assert resolve_device("cuda:2") == torch.device("cuda", 2)
+    with pytest.raises(DiffsegError, match="cuda:3: 3 CUDA devices are visible"):
+        resolve_device("cuda:3")
+    cpu = ablate.plan(cache=train, eval_caches=[target], out=root / "cpu", **{**kw, "device": "cpu"}).runs()
+    assert {(o["device"], o["workers"]) for _, _, o in cpu} == {("cpu", 0)}

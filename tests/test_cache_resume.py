@@ -100,3 +100,28 @@ def test_rewording_the_views_description_cannot_break_resume(tmp_path, monkeypat
     assert "reworded" not in (tmp_path / "c" / "zarr.json").read_text()
     with pytest.raises(CacheMismatch, match=r"extract.views_rule.cat_max_ratio=0.75; this run asks for 0.5"):
         CacheWriter.create(tmp_path / "c", *request(views_rule=replace(crop, cat_max_ratio=0.5)))
+
+
+def test_attention_backend_is_recorded_and_a_resume_with_another_is_refused(tmp_path):
+    """xformers and SDPA round differently, so one cache holds one backend's features; caches written
+    before the field ran SDPA (xformers serves only on CUDA) and read as such."""
+    make_cache(tmp_path / "c", 3, write=1)
+    assert CacheReader(tmp_path / "c").record.attention_backend == "sdpa"
+    record, ids = request()
+    old = record.to_dict()
+    assert old.pop("attention_backend") == "sdpa"
+    assert type(record).from_dict(old) == record
+    with pytest.raises(CacheMismatch, match=r"extracted with attention_backend=sdpa; this run asks for xformers:"):
+        CacheWriter.create(tmp_path / "c", replace(record, attention_backend="xformers"), ids)
+
+
+def test_a_blk_sum_summed_in_float16_is_not_resumed_in_float32(tmp_path):
+    """Caches before blk_sum_dtype summed --blk-sum's copies in the compute dtype (None, left out of the
+    record so their hashes stay); a float16 run now sums in float32 and must not continue one."""
+    make_cache(tmp_path / "c", 3, write=1)
+    record, ids = request()
+    assert "blk_sum_dtype" not in record.extract.to_dict() and record.extract.blk_sum_dtype is None
+    now = replace(record, extract=replace(record.extract, blk_sum_dtype="float32"))
+    assert type(record).from_dict(now.to_dict()) == now
+    with pytest.raises(CacheMismatch, match=r"extracted with extract.blk_sum_dtype=null; this run asks for float32:"):
+        CacheWriter.create(tmp_path / "c", now, ids)

@@ -85,7 +85,11 @@ def test_train_cache_features_equal_direct_extraction(base):
     r = CacheReader(base)
     assert r.record.kind == "train" and r.branches == ["uncond", "cond"]
     assert sorted(r.feature_names()) == sorted(f"{b}/up{i}.res2" for b in ("uncond", "cond") for i in (1, 2, 3))
-    assert r.record.model.name == "tiny" and r.record.extract.trajectory == preset("lite").to_dict()
+    assert (
+        r.record.model.name == "tiny"
+        and r.record.attention_backend == "sdpa"
+        and r.record.extract.trajectory == preset("lite").to_dict()
+    )
     assert r.record.layers["up3.res2"].to_dict() == {"kind": "res", "stride": 8, "channels": 32, "size": [8, 8]}
     assert "orig_labels" not in r.group and list(r.status) == [1, 1, 1]
     assert r.record.extract.views_rule.photometric["hue_delta"] == 18
@@ -131,7 +135,7 @@ def test_two_workers_give_the_same_arrays(base, tmp_path):
     # 2 workers on 2 cores: 1 torch thread each, as this process (module fixture): byte-identical.
     assert_same_bytes(arrays(base), arrays(out))
     record = CacheReader(out).record
-    assert record.host["workers"] == 2 and record.timings["cluster_s"] > 0
+    assert record.host["workers"] == 2 and record.attention_backend == "sdpa" and record.timings["cluster_s"] > 0
 
 
 def test_eval_cache_keeps_labels_at_the_original_size(tmp_path):

@@ -103,3 +103,21 @@ def test_corrupt_weights_are_one_clear_error(saved_dir, tmp_path):
     weights.write_bytes(weights.read_bytes()[:1000])
     with pytest.raises(DiffsegError, match=r"text_encoder: cannot load"):
         load_models(str(model))
+
+
+def test_directory_weights_load_without_a_second_copy(saved_dir, monkeypatch):
+    """U-Net and VAE ask diffusers for low_cpu_mem_usage (weights placed straight into an empty model,
+    with accelerate installed: the [gpu] extra): a dask GPU worker then holds one copy of SD 2.1, not a
+    randomly initialised model plus the loaded state dict."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    asked = {}
+    for cls in (UNet2DConditionModel, AutoencoderKL):
+
+        def spy(*args, _load=cls.from_pretrained, _name=cls.__name__, **kwargs):
+            asked[_name] = kwargs.get("low_cpu_mem_usage")
+            return _load(*args, **kwargs)
+
+        monkeypatch.setattr(cls, "from_pretrained", spy)
+    assert load_models(str(saved_dir)).fingerprint == load_models("tiny").fingerprint
+    assert asked == {"UNet2DConditionModel": True, "AutoencoderKL": True}

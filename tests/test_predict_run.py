@@ -248,3 +248,38 @@ def test_predict_takes_a_per_seed_run(run_dir, images, tmp_path):
     assert Image.open(tmp_path / "pred" / "a.png").mode == "P"
     refused = _predict(parent, str(images / "a.png"), "--out", str(tmp_path / "nope"))
     assert refused.exit_code == 1 and "seed-0" in refused.output
+
+
+def test_predict_and_eval_run_the_segmentor_under_the_same_autocast(run_dir, tmp_path, monkeypatch):
+    """On CUDA both take autocast_dtype's bf16/fp16 (forced to bf16 here, on CPU): the segmentor runs
+    under it in predict as in eval, and the mask equals the run applied under it to the cached features."""
+    from diffseg.nn.segmentor import Segmentor
+    from diffseg.stages import evaluate
+    from diffseg.stages.predict import job as predict
+    from diffseg.stages.runs import record
+
+    root, run = run_dir
+    seen: dict[str, list] = {"predict": [], "eval": []}
+    stage = ["predict"]
+    forward = Segmentor.forward
+
+    def spy(self, *args, **kwargs):
+        seen[stage[0]].append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(Segmentor, "forward", spy)
+    for module in (predict, record):
+        monkeypatch.setattr(module, "autocast_dtype", lambda device: torch.bfloat16)
+    sample = open_dataset("demo", split="val", demo_size=(64, 64)).load(0)
+    Image.fromarray(sample.image).save(tmp_path / "val0.png")
+    res = _predict(run, str(tmp_path / "val0.png"), "--out", str(tmp_path / "out"))
+    assert res.exit_code == 0, res.output
+    stage[0] = "eval"
+    evaluate.main(run, [str(root / "val")], device="cpu")
+    assert seen == {"predict": [(True, torch.bfloat16)], "eval": [(True, torch.bfloat16)]}
+    feats = CacheReader(root / "val").read(0, [f"uncond/{l}" for l in LAYERS])
+    model, _ = load_segmentor(read_run(run), "cpu")
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = forward(model, {l: torch.from_numpy(feats[f"uncond/{l}"])[None].float() for l in LAYERS})
+    up = torch.nn.functional.interpolate(logits.float(), size=(64, 64), mode="bilinear", align_corners=False)
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / "val0.png")), up.argmax(1)[0].numpy())

@@ -224,3 +224,19 @@ def test_blk_sum_hand_case():
     assert cond.feature("res", f_K).tolist() == [[1.0]]
     unc = _Rows(n_images=2, emb_KTD=torch.zeros(2), noise_parts=(), xattn_sel=[], blk_sum=True)
     assert unc.feature("blk", torch.tensor([[3.0], [4.0]])).tolist() == [[6.0], [8.0]]  # 2 b_u each
+
+
+@pytest.mark.parametrize("blk_sum", [False, True])
+def test_float16_accumulation_gives_the_float32_paths_bytes(models, sample, blk_sum):
+    """The numpy API keeps each saved step in float16 as the walk goes (half the bytes, no second stack);
+    its arrays equal the float32 result rounded at the end, as extraction stored them before."""
+    img, lab = sample
+    cfg = dataclasses.replace(resolve("lite", kinds=("res", "blk", "xattn")), blk_sum=blk_sum)
+    ex = FeatureExtractor(models, cfg, uncond_prompt="classes")
+    for branch, got in (("uncond", ex.uncond(img, "s")), ("cond", ex.cond(img, lab, "s"))):
+        labels = lab[None] if branch == "cond" else None
+        half = ex.extract_tensors(branch, img[None], ["s"], labels=labels, grad_mode="inference", dtype=torch.float16)
+        full = ex.extract_tensors(branch, img[None], ["s"], labels=labels, grad_mode="inference")
+        assert len(got) == len(cfg.layers) and all(v.dtype == torch.float16 for v in half.values())
+        for name, a in got.items():
+            assert a.dtype == np.float16 and a.tobytes() == full[name][0].numpy().astype(np.float16).tobytes(), name

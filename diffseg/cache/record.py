@@ -12,7 +12,9 @@ Documented and defaulted:
 - `extract.seeding`: the seeding scheme's name: "content-v1" (what extraction writes: trajectory
   draws seeded from the content of the VAE's input pixels, pipeline/seeding.py) or "name-v1" (the
   default, for caches written before it: draws seeded from the sample id; they still read);
-- `sample_hash`: the name of a per-sample content hash array (None: none kept).
+- `sample_hash`: the name of a per-sample content hash array (None: none kept);
+- `attention_backend`: the U-Net's attention kernels, "xformers" or "sdpa" (caches before it: "sdpa");
+  compared on resume like the model fingerprint.
 
 Pure: no zarr. `to_dict` gives JSON values; `from_dict` refuses unknown or missing keys with one line.
 """
@@ -33,10 +35,14 @@ FORMAT_VERSION = 2
 LABEL_SPACE = "cityscapes19"
 SEEDING = "name-v1"  # caches without the field: every draw seeded from (seed, sample id, branch, t, copy)
 DEFAULT_CODECS = {"features": "raw", "labels": "zstd-3"}  # raw: little-endian bytes, no compressor
+# Caches without the field ran PyTorch SDPA: xformers serves only on CUDA, and no cache was extracted on
+# a GPU before the backend was recorded.
+ATTENTION_BACKEND = "sdpa"
 # What must be equal for an existing cache to be resumed: dotted keys into to_dict().
 RESUME_FIELDS = (
     "format_version",
     "model.fingerprint",
+    "attention_backend",  # xformers and SDPA round differently: one cache, one kernel
     "dataset.name",
     "dataset.split",
     "dataset.info",
@@ -166,6 +172,10 @@ class ExtractRecord:
     # extract --batch-size: batched U-Net calls round differently (float), so it decides the bytes
     # and a resume must use the same (caches before it: 1)
     batch_size: int = 1
+    # --blk-sum's sum of the n + 2 copies: "float32" where the U-Net runs in float16 (a resume summed
+    # the other way is refused); None: in compute_dtype, as caches before the field summed (kept out
+    # of to_dict, so their records and hashes stay as written)
+    blk_sum_dtype: str | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "classes", _ints(self.classes))
@@ -179,6 +189,8 @@ class ExtractRecord:
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
+        if self.blk_sum_dtype is None:
+            del d["blk_sum_dtype"]
         d.update(
             trajectory=_jsonable(self.trajectory),
             views_rule=self.views_rule.to_dict(),
@@ -219,6 +231,7 @@ class CacheRecord:
     samples: int  # N
     codecs: dict = field(default_factory=lambda: dict(DEFAULT_CODECS))  # {array or "features": codec}
     sample_hash: str | None = None  # name of a per-sample content hash array (none kept yet)
+    attention_backend: str = ATTENTION_BACKEND  # the U-Net's attention kernels: "xformers" | "sdpa"
     skipped: tuple[SkippedSample, ...] = ()
     timings: dict = field(default_factory=dict)  # free-form: start-up and extraction seconds
     host: dict = field(default_factory=dict)  # free-form: where it ran
@@ -251,6 +264,7 @@ class CacheRecord:
             "diffseg_version": self.diffseg_version,
             "kind": self.kind,
             "model": self.model.to_dict(),
+            "attention_backend": self.attention_backend,
             "dataset": self.dataset.to_dict(),
             "extract": self.extract.to_dict(),
             "layers": {name: spec.to_dict() for name, spec in self.layers.items()},

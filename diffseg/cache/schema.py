@@ -3,7 +3,7 @@
 One Zarr v3 group per dataset split:
 
     attrs        the cache record (record.py, CacheRecord.to_dict()): format_version 2, diffseg_version,
-                 kind ("train" | "eval"), model {name, fingerprint, prediction_type},
+                 kind ("train" | "eval"), model {name, fingerprint, prediction_type}, attention_backend,
                  dataset {name, split, label_space, info}, extract {preset, trajectory (steps, save_steps,
                  layers, ...), views, views_rule {mode, scale, cat_max_ratio, redraws, flip, ...}, prompts,
                  classes, seeding, ...}, layers {name: {kind, stride, channels, size: [h, w]}},

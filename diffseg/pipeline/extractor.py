@@ -72,7 +72,7 @@ class FeatureExtractor:
                 "unconditional branch names no classes, so it has no cross-attention maps"
             )
         # SDPA/xformers first; FeatureTaps later swaps only the capturing attn2 processors.
-        configure_attention(models.unet, models.device)
+        self.attention_backend = configure_attention(models.unet, models.device)  # recorded in the cache
         self.alphas_cumprod = models.scheduler.alphas_cumprod.double().tolist()
         tok = models.tokenizer
         self.text = prompts.TextEmbeddings(tok, models.text_encoder, models.device, models.dtype)
@@ -117,14 +117,14 @@ class FeatureExtractor:
     def uncond(self, image: np.ndarray, sample_id: str, view: int = 0, latent=None) -> dict[str, np.ndarray]:
         """image uint8 [H, W, 3] -> {layer: float16 [S, C, h, w]}."""
         out = self.extract_tensors(
-            "uncond", image[None], [sample_id], views=[view], grad_mode="inference", latents=latent
+            "uncond", image[None], [sample_id], views=[view], grad_mode="inference", latents=latent, dtype=torch.float16
         )
         return {k: _np16(v[0]) for k, v in out.items()}
 
     def uncond_batch(self, images: np.ndarray, sample_ids, views=None, latents=None) -> dict[str, np.ndarray]:
         """images uint8 [B, H, W, 3] in one U-Net call per step -> {layer: float16 [B, S, C, h, w]}."""
         out = self.extract_tensors(
-            "uncond", images, list(sample_ids), views=views, grad_mode="inference", latents=latents
+            "uncond", images, list(sample_ids), views=views, grad_mode="inference", latents=latents, dtype=torch.float16
         )
         return {k: _np16(v) for k, v in out.items()}
 
@@ -133,15 +133,32 @@ class FeatureExtractor:
     ) -> dict[str, np.ndarray]:
         """image uint8 [H, W, 3], label uint8 [H, W] train ids -> {layer: float16 [S, C, h, w]}."""
         out = self.extract_tensors(
-            "cond", image[None], [sample_id], labels=label[None], views=[view], grad_mode="inference", latents=latent
+            "cond",
+            image[None],
+            [sample_id],
+            labels=label[None],
+            views=[view],
+            grad_mode="inference",
+            latents=latent,
+            dtype=torch.float16,
         )
         return {k: _np16(v[0]) for k, v in out.items()}
 
     # -- tensor API (also for online use under no_grad) ------------------------------------------
     def extract_tensors(
-        self, branch: str, images, sample_ids, labels=None, views=None, grad_mode: str = "no_grad", latents=None
+        self,
+        branch: str,
+        images,
+        sample_ids,
+        labels=None,
+        views=None,
+        grad_mode: str = "no_grad",
+        latents=None,
+        dtype: torch.dtype = torch.float32,
     ) -> dict[str, torch.Tensor]:
-        """images uint8 [B, H, W, 3] -> {layer: float32 [B, S, C, h, w]} on the model device.
+        """images uint8 [B, H, W, 3] -> {layer: `dtype` [B, S, C, h, w]} on the model device.
+        dtype: what each saved feature is kept in as the walk goes (the numpy API's float16 holds half
+        the bytes, with the values a float32 result rounds to).
         views: the view index of each image (a training cache's "#v<k>"; default 0), part of its
         noise seeds. grad_mode "no_grad" returns ordinary tensors (usable later in autograd graphs),
         "inference" runs under torch.inference_mode. latents: [B, 4, H/8, W/8] from latent()
@@ -154,7 +171,7 @@ class FeatureExtractor:
         images = np.asarray(images)
         with _grad_context(grad_mode):
             if branch == "uncond":
-                return self._uncond(images, list(sample_ids), views, latents)
+                return self._uncond(images, list(sample_ids), views, latents, dtype)
             if branch == "cond":
                 if labels is None or len(labels) != len(images):
                     raise DiffsegError("the cond branch needs one label per image")
@@ -165,6 +182,7 @@ class FeatureExtractor:
                         sample_ids[b],
                         views[b],
                         None if latents is None else latents[b : b + 1],
+                        dtype,
                     )
                     for b in range(len(images))
                 ]
@@ -191,7 +209,7 @@ class FeatureExtractor:
         a_next = self.alphas_cumprod[self.cfg.steps[idx + 1]]
         return a, a_next, eta_at(t, self.cfg.eta, self.cfg.eta_window)
 
-    def _uncond(self, images, sample_ids, views, latents=None) -> dict[str, torch.Tensor]:
+    def _uncond(self, images, sample_ids, views, latents=None, dtype=torch.float32) -> dict[str, torch.Tensor]:
         """B images, one row each -> {layer: [B, S, C, h, w]}."""
         keys = [(seeding.content_key(img), v) for img, v in zip(images, views)]
         x = self._encode(images, keys) if latents is None else latents
@@ -203,9 +221,9 @@ class FeatureExtractor:
             xattn_sel=[[(b, self.uncond_pos.get(c)) for c in self.classes] for b in range(B)],
             blk_sum=self.cfg.blk_sum,
         )
-        return self._walk(x, rows)
+        return self._walk(x, rows, dtype)
 
-    def _cond(self, image_1HW3, label_HW, sample_id, view, latent=None) -> dict[str, torch.Tensor]:
+    def _cond(self, image_1HW3, label_HW, sample_id, view, latent=None, dtype=torch.float32) -> dict[str, torch.Tensor]:
         """One image, rows [uncond, class_1..class_n] -> {layer: [1, S, C, h, w]}."""
         label_HW = np.asarray(label_HW)
         if label_HW.shape != tuple(image_1HW3.shape[1:3]):
@@ -228,15 +246,16 @@ class FeatureExtractor:
             guidance=self.cfg.guidance,
             masks_K1HW=masks_K1HW,
         )
-        return self._walk(x, rows)
+        return self._walk(x, rows, dtype)
 
-    def _walk(self, x, rows: _Rows) -> dict[str, torch.Tensor]:
+    def _walk(self, x, rows: _Rows, dtype=torch.float32) -> dict[str, torch.Tensor]:
         """The one trajectory loop: per evaluated step one U-Net call over the rows, the tap reads at
         saved steps, then the inversion step of every row (merged back into one latent for cond);
-        stops after the last step a saved feature needs. -> {layer: [B, S, C, h, w]}."""
+        stops after the last step a saved feature needs. -> {layer: `dtype` [B, S, C, h, w]}, each
+        saved step written into its slot as it comes (one buffer, no float32 copies to stack)."""
         cfg, m = self.cfg, self.models
         K = len(rows.noise_parts)
-        saved: dict[str, list] = {name: [None] * len(cfg.save_steps) for name in cfg.layers}
+        saved: dict[str, torch.Tensor] = {}
         with FeatureTaps(m.unet, cfg.layers) as taps:
             for idx in range(cfg.last_index + 1):
                 t = cfg.steps[idx]
@@ -246,7 +265,11 @@ class FeatureExtractor:
                 if t in cfg.save_steps:
                     s = cfg.save_steps.index(t)
                     for name, f in feats.items():
-                        saved[name][s] = rows.feature(parse_layer(name)[1], f).float()
+                        f_BChw = rows.feature(parse_layer(name)[1], f)
+                        if name not in saved:
+                            B, C, h, w = f_BChw.shape
+                            saved[name] = f_BChw.new_empty((B, len(cfg.save_steps), C, h, w), dtype=dtype)
+                        saved[name][:, s] = f_BChw  # cast on the copy: float32 -> float16 rounds as .to() does
                 if idx == cfg.last_index:
                     break
                 a, a_next, eta = self._step_params(idx, t)
@@ -257,7 +280,7 @@ class FeatureExtractor:
                         [seeding.randn(x.shape[1:], cfg.seed, key, v, br, t, c) for key, v, br, c in rows.noise_parts]
                     ).to(x.device)
                 x = rows.merge(inversion_step(x_K, eps_K, a, a_next, eta, noise))
-        return {name: torch.stack(v, 1) for name, v in saved.items()}
+        return {name: saved[name] for name in cfg.layers}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -283,6 +306,9 @@ class _Rows:
         if kind == "blk" and self.blk_sum:
             # The reference runs the uncond copy twice (uncond and the global "" prompt, equal to it)
             # besides the n class copies, and sums blk over all n + 2: 2 b_u + sum_k b_k (cond), 2 b_u.
+            # Summed in float32: n + 2 float16 copies overflow where each one fits (CPU models are
+            # float32 already, so their bytes are unchanged).
+            f_K = f_K.float()
             return 2 * f_K[: self.n_images] + f_K[self.n_images :].sum(0, keepdim=True)
         return f_K[: self.n_images]
 

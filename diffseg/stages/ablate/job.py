@@ -31,7 +31,7 @@ from diffseg.core.jobs import Done, Job, run_jobs
 from diffseg.core.threads import available_cores
 from diffseg.stages.ablate.cells import CacheLayout, Cell, plan_cells
 from diffseg.stages.ablate.report import write_reports
-from diffseg.stages.device import resolve_device
+from diffseg.stages.device import resolve_device, spread
 from diffseg.stages.runs.files import CONFIG, read_json, write_json
 from diffseg.stages.runs.model import held_layers
 from diffseg.stages.runs.record import per_target_miou, read_run, score_run
@@ -67,8 +67,12 @@ def cache_layout(cache: str | Path) -> CacheLayout:
 
 def cell_options(cell: Cell, *, cache: str | Path, eval_caches: Sequence[str | Path], options: dict) -> dict:
     """Keywords of `train.main` for one cell: TrainConfig's defaults replaced by ABLATION_CELL, then by
-    the options given to `ablate`, then by the cell's selection and loss; scored once, at the end."""
-    opts = {**ABLATION_CELL, **options}
+    the options given to `ablate`, then by the cell's selection and loss; scored once, at the end.
+    On a GPU a cell reads with TrainConfig's reader threads: ABLATION_CELL's inline reads suit a CPU."""
+    cell_defaults = dict(ABLATION_CELL)
+    if str(options.get("device", "")).startswith("cuda"):
+        del cell_defaults["workers"]
+    opts = {**cell_defaults, **options}
     return dict(
         cache=str(cache),
         eval_caches=[str(p) for p in eval_caches],
@@ -155,7 +159,9 @@ class Plan:
     seeds: tuple[int, ...] | None
 
     def runs(self) -> list[tuple[Cell, Path, dict]]:
-        out = []
+        """(cell, run folder, train.main keywords) per run; on CUDA run k trains on GPU k mod the visible
+        GPUs (`spread`), so runs trained at once (--jobs) do not all share cuda:0."""
+        out: list[tuple[Cell, Path, dict]] = []
         for cell in self.todo:
             cell_dir = self.out / "cells" / cell.name
             for run_dir, run_options in (
@@ -163,6 +169,7 @@ class Plan:
                 if self.seeds is None
                 else [(seed_dir(cell_dir, s), {**self.options, "seed": s}) for s in self.seeds]
             ):
+                run_options = {**run_options, "device": spread(run_options["device"], len(out))}
                 opts = cell_options(cell, cache=self.cache, eval_caches=self.eval_caches, options=run_options)
                 out.append((cell, run_dir, opts))
         return out

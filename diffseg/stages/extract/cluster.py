@@ -2,7 +2,8 @@
 
 `--workers N` starts a local cluster of worker processes (CPU: one dask thread each, torch
 threads = cores // N, so N workers never oversubscribe the cores; CUDA: one worker per GPU,
-pinned by its own CUDA_VISIBLE_DEVICES in a SpecCluster). `--scheduler ADDRESS` joins an
+pinned by its own CUDA_VISIBLE_DEVICES in a SpecCluster; each worker may use RAM / workers, see
+`worker_memory_limit`). `--scheduler ADDRESS` joins an
 existing cluster. Tasks are contiguous blocks of pending samples (every sample owns its
 chunks, so any block is chunk-aligned; blocks start and end on --batch-size edges); each worker builds the model once, writes its
 samples itself and returns `Outcome`s; failed tasks are retried twice.
@@ -42,9 +43,33 @@ def blocks(pending: list[int], n_workers: int, batch: int = 1) -> list[list[int]
     return out
 
 
+def worker_memory_limit(n_workers: int) -> int:
+    """Bytes each of `n_workers` local workers may hold before its Nanny restarts it: the machine's
+    (or cgroup's) memory split evenly. dask's own default is RAM x threads / cores, which gives a
+    one-thread GPU worker 8 GB on a 16-core 128 GB node: less than SD 2.1 needs while it loads."""
+    from distributed.system import MEMORY_LIMIT
+
+    return MEMORY_LIMIT // max(1, n_workers)
+
+
+def gpu_workers(devices: list[str], n: int) -> dict:
+    """SpecCluster worker specs: one Nanny per GPU, pinned by CUDA_VISIBLE_DEVICES, one dask thread,
+    RAM / n memory each (worker_memory_limit)."""
+    from distributed import Nanny
+
+    limit = worker_memory_limit(n)
+    return {
+        f"gpu{g}": {
+            "cls": Nanny,
+            "options": {"nthreads": 1, "memory_limit": limit, "env": {"CUDA_VISIBLE_DEVICES": devices[g]}},
+        }
+        for g in range(n)
+    }
+
+
 def _local_cluster(plan: ExtractPlan, n: int):
     """A LocalCluster (CPU) or a SpecCluster of one pinned worker per GPU (CUDA)."""
-    from distributed import LocalCluster, Nanny, Scheduler, SpecCluster
+    from distributed import LocalCluster, Scheduler, SpecCluster
 
     if plan.device == "cuda":
         import torch
@@ -54,18 +79,17 @@ def _local_cluster(plan: ExtractPlan, n: int):
             raise DiffsegError(f"--workers {n} on CUDA needs {n} GPUs; {gpus} visible")
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         devices = visible.split(",") if visible else [str(g) for g in range(gpus)]
-        workers = {
-            f"gpu{g}": {"cls": Nanny, "options": {"nthreads": 1, "env": {"CUDA_VISIBLE_DEVICES": devices[g]}}}
-            for g in range(n)
-        }
         return SpecCluster(
-            workers=workers, scheduler={"cls": Scheduler, "options": {"dashboard_address": None}}, silence_logs=40
+            workers=gpu_workers(devices, n),
+            scheduler={"cls": Scheduler, "options": {"dashboard_address": None}},
+            silence_logs=40,
         ), 1
     threads = max(1, available_cores() // n)
     cluster = LocalCluster(
         n_workers=n,
         threads_per_worker=1,
         processes=True,
+        memory_limit=worker_memory_limit(n),
         dashboard_address=None,
         silence_logs=40,
         env={"OMP_NUM_THREADS": str(threads)},

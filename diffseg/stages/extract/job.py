@@ -134,7 +134,11 @@ def _model_info(models, extractor, plan: ExtractPlan) -> dict:
     from diffseg.cache import ModelRecord
 
     model = ModelRecord(name=models.name, fingerprint=models.fingerprint, prediction_type=models.prediction_type)
-    return {"model": model, "layers": extractor.layer_specs(resolution=plan.resolution)}
+    return {
+        "model": model,
+        "layers": extractor.layer_specs(resolution=plan.resolution),
+        "attention_backend": extractor.attention_backend,
+    }
 
 
 def create_cache(plan: ExtractPlan, samples: Samples, info: dict, shared: dict | None = None):
@@ -145,6 +149,7 @@ def create_cache(plan: ExtractPlan, samples: Samples, info: dict, shared: dict |
     record = CacheRecord(
         kind=plan.kind,
         model=info["model"],
+        attention_backend=info["attention_backend"],
         dataset=DatasetRecord(
             name=plan.dataset, split=plan.split, info=dict(getattr(samples.dataset, "info", {}) or {})
         ),
@@ -253,6 +258,8 @@ class Recorder:
         for out in outcomes:
             if out.written:
                 self.written += 1
+                if out.reason:
+                    self.bar.write(f"warning: sample {out.id}: {out.reason}", file=sys.stderr)
                 continue
             if self.plan.strict:
                 self.bar.close()

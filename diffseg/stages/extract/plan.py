@@ -308,6 +308,7 @@ def extract_record(plan: ExtractPlan, image_ids: list[str]):
         seeding=SCHEME,
         recipe=plan.recipe,
         batch_size=plan.batch_size,
+        blk_sum_dtype="float32" if plan.trajectory.blk_sum and plan.compute_dtype != "float32" else None,
     )
 
 

@@ -4,10 +4,13 @@ The same `SampleRunner` serves the in-process loop and the dask workers. On a wo
 frozen model and the runner live in a process-local cache keyed by (model, device, dtype)
 and by the plan, so each worker builds the model once, whatever the number of tasks.
 A task writes its samples straight into the store and returns only small metadata.
+A sample whose features hold NaN/inf fails alone (`finite`): computed again in float32 where the
+plan runs in float16, and skipped (recorded with its reason) if still non-finite.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Generator
@@ -34,7 +37,7 @@ class Outcome:
     index: int
     id: str
     written: bool  # False: a bad sample (reason set)
-    reason: str | None = None
+    reason: str | None = None  # why it was skipped; for a written sample, a warning (computed again in float32)
     seconds: float = 0.0
 
 
@@ -78,6 +81,7 @@ class SampleRunner:
         self.plan, self.models, self._writer = plan, models, writer
         self.dataset = dataset if dataset is not None else open_plan_dataset(plan)
         self.extractor = extractor if extractor is not None else make_extractor(plan, models)
+        self._fp32: SampleRunner | None = None  # float32 twin of a float16 plan, built on the first retry
 
     @property
     def writer(self):
@@ -153,15 +157,45 @@ class SampleRunner:
         index order, only the `wanted` ones; go on?). Its good members are computed together
         whether wanted or not (a batch's members decide its bytes); --strict ends at a bad one."""
         good = [it for it in batch if isinstance(it, Prepared)]
-        arrays = dict(zip([it.index for it in good], self.batch_features(good))) if good else {}
+        arrays: dict[int, dict | None] = {}
+        if good:
+            arrays.update(zip([it.index for it in good], self.batch_features(good)))
         pairs: list[tuple] = []
         for it in batch:
             if it.index not in wanted:
                 continue
+            if isinstance(it, Prepared):
+                it, arrays[it.index] = self.finite(it, arrays[it.index] or {})
             pairs.append((it, arrays.get(it.index)))
             if isinstance(it, Outcome) and self.plan.strict:
                 return pairs, False
         return pairs, True
+
+    def finite(self, item: Prepared, arrays: dict[str, np.ndarray]) -> tuple[Prepared | Outcome, dict | None]:
+        """(item, arrays) when every feature is finite; else the sample alone computed again in float32
+        (a float16 plan: the U-Net's overflow is the likely cause) and, still non-finite, (its
+        Outcome, None): skipped with the reason, the extraction goes on."""
+        bad = _nonfinite(arrays)
+        if bad is None:
+            return item, arrays
+        tried = self.plan.compute_dtype
+        if tried != "float32":
+            twin = self._float32()
+            again = dataclasses.replace(item, latent=twin.extractor.latent(item.image, item.view))
+            arrays = twin.batch_features([again])[0]
+            if _nonfinite(arrays) is None:
+                return dataclasses.replace(
+                    item, note=f"non-finite features in {tried} ({bad}): computed in float32"
+                ), arrays
+            bad, tried = _nonfinite(arrays), f"{tried} and float32"
+        reason = f"non-finite features in {tried} ({bad})"
+        return Outcome(index=item.index, id=item.sid, written=False, reason=reason), None
+
+    def _float32(self) -> SampleRunner:
+        if self._fp32 is None:
+            plan = dataclasses.replace(self.plan, compute_dtype="float32")
+            self._fp32 = SampleRunner(plan, models_for(plan), writer=self._writer, dataset=self.dataset)
+        return self._fp32
 
     def write(self, item: Prepared | Outcome, arrays) -> Outcome:
         """Write a computed sample (status last), or mark a bad one skipped (unless --strict)."""
@@ -170,7 +204,8 @@ class SampleRunner:
                 self.writer.mark_skipped(item.index)
             return item
         self.writer.write_sample(item.index, arrays, item.label, item.orig, item.digest)
-        return Outcome(index=item.index, id=item.sid, written=True, seconds=time.perf_counter() - item.t0)
+        seconds = time.perf_counter() - item.t0
+        return Outcome(index=item.index, id=item.sid, written=True, reason=item.note, seconds=seconds)
 
     def run_many(self, indices: list[int]) -> Generator[Outcome, None, None]:
         """Extract and write the samples `indices` (sorted), one Outcome each in order, overlapping
@@ -193,6 +228,17 @@ class SampleRunner:
         )
 
 
+def _nonfinite(arrays: dict[str, np.ndarray]) -> str | None:
+    """ "<name>: k NaN/inf of n" for the first array holding any, else None."""
+    from diffseg.cache.writer import nonfinite
+
+    for name, a in arrays.items():
+        bad = nonfinite(a)
+        if bad:
+            return f"{name}: {bad} NaN/inf of {a.size}"
+    return None
+
+
 @dataclass(frozen=True, kw_only=True)
 class Prepared:
     """A sample ready for the U-Net: its view, labels and source digest."""
@@ -206,6 +252,7 @@ class Prepared:
     view: int
     latent: torch.Tensor  # [1, 4, H/8, W/8]: its VAE latent, shared by both branches
     t0: float  # when its preparation began (Outcome.seconds)
+    note: str | None = None  # written, but computed again in float32 (SampleRunner.finite)
 
 
 def runner_for(plan: ExtractPlan) -> SampleRunner:

@@ -32,7 +32,7 @@ from diffseg.core.errors import CacheMismatch, DiffsegError
 from diffseg.core.geometry import check_unet_size
 from diffseg.nn.metrics import ConfusionMatrix, miou
 from diffseg.pipeline.config import TrajectoryConfig
-from diffseg.stages.device import resolve_device
+from diffseg.stages.device import autocast, autocast_dtype, resolve_device
 from diffseg.stages.extract.views import eval_image
 from diffseg.stages.predict.inputs import InputImage, find_label, gather_inputs, read_image, read_label, warn
 from diffseg.stages.runs.record import RunRecord, extract_config, load_segmentor, read_run
@@ -113,13 +113,21 @@ def network_input(image_HW3: np.ndarray, resolution: tuple[int, int]) -> np.ndar
 
 @torch.no_grad()
 def predict_image(
-    extractor, segmentor, image_HW3: np.ndarray, resolution: tuple[int, int], sample_id: str, device
+    extractor,
+    segmentor,
+    image_HW3: np.ndarray,
+    resolution: tuple[int, int],
+    sample_id: str,
+    device,
+    amp: torch.dtype | None = None,
 ) -> np.ndarray:
-    """uint8 train ids [H, W] at the input size."""
+    """uint8 train ids [H, W] at the input size; the segmentor under eval's autocast (`amp`:
+    autocast_dtype of the device), so a prediction and an evaluation agree."""
     h, w = image_HW3.shape[:2]
     feats = extractor.uncond(network_input(image_HW3, resolution), sample_id)  # {layer: float16 [S, C, h', w']}
     feats_1SChw = {k: torch.from_numpy(v)[None].to(device).float() for k, v in feats.items()}
-    logits_1Khw = segmentor(feats_1SChw).float()
+    with autocast(torch.device(device), amp):
+        logits_1Khw = segmentor(feats_1SChw).float()
     if not bool(torch.isfinite(logits_1Khw).all()):
         raise DiffsegError(f"{sample_id}: non-finite logits (NaN/inf in the online features?)")
     up_1KHW = F.interpolate(logits_1Khw, size=(h, w), mode="bilinear", align_corners=False)
@@ -163,7 +171,7 @@ def main(
     for item in tqdm(items, desc="predict", unit="image", file=sys.stderr, dynamic_ncols=True):
         image = read_image(item.path)
         size = fixed or aspect_size(image.shape[1::-1], budget)
-        pred = predict_image(extractor, segmentor, image, size, item.name, dev)
+        pred = predict_image(extractor, segmentor, image, size, item.name, dev, autocast_dtype(torch.device(dev)))
         gt = None
         if labels is not None:
             label_path = find_label(labels, item)

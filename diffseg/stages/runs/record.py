@@ -133,11 +133,15 @@ def run_targets(record: RunRecord, caches: Sequence[str | Path], allow_partial: 
     return targets
 
 
-def score(record: RunRecord, model: Segmentor, targets: list[Target], device: torch.device) -> tuple[dict, str]:
+def score(
+    record: RunRecord, model: Segmentor, targets: list[Target], device: torch.device, *, rank: int = 0, world: int = 1
+) -> tuple[dict, str]:
     """Score `model` (the run's weights, in memory) on the run's targets: scoring.score_targets's
-    (JSON report, Markdown table), with mIoU16/13 for a Synthia-trained run."""
+    (JSON report, Markdown table), with mIoU16/13 for a Synthia-trained run; under DDP every rank
+    calls it and scores its share (rank, world)."""
     synthia = record.train_cache.get("dataset") == "synthia"
-    return score_targets(model, targets, device, synthia=synthia, autocast_dtype=autocast_dtype(device))
+    amp = autocast_dtype(device)
+    return score_targets(model, targets, device, synthia=synthia, autocast_dtype=amp, rank=rank, world=world)
 
 
 def score_run(

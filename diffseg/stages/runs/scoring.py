@@ -10,18 +10,18 @@ non-empty union, mIoU16/13 for Synthia-trained runs; several targets: their mean
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 from torch.nn import functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from diffseg.cache import FeatureDataset
 from diffseg.core import location
 from diffseg.core.errors import DiffsegError
 from diffseg.nn.metrics import ConfusionMatrix, markdown_table, scores
 from diffseg.nn.segmentor import Segmentor
+from diffseg.stages.device import autocast
 from diffseg.stages.runs.usage import Usage
 
 
@@ -68,24 +68,32 @@ def confusion_on(
     *,
     workers: int = 0,
     autocast_dtype: torch.dtype | None = None,
+    rank: int = 0,
+    world: int = 1,
 ) -> tuple[ConfusionMatrix, int]:
-    """(dataset-wide confusion matrix, samples scored) of `model` on one target."""
+    """(dataset-wide confusion matrix, samples scored) of `model` on one target.
+
+    With world > 1 (DDP, every rank calling), rank r scores samples r, r + world, ... and the
+    matrices are summed over the process group: each rank returns the whole dataset's matrix,
+    equal to one process scoring all samples (integer counts, so the sum is exact)."""
     data = _WithOrigLabel(target)
     if len(data) == 0:
         raise DiffsegError(f"{target.path} has no complete sample to evaluate")
-    loader = DataLoader(data, batch_size=1, num_workers=workers, collate_fn=_collate, pin_memory=device.type == "cuda")
+    share = Subset(data, range(rank, len(data), world))
+    loader = DataLoader(share, batch_size=1, num_workers=workers, collate_fn=_collate, pin_memory=device.type == "cuda")
     was_training = model.training
     model.eval()
     cm = ConfusionMatrix(model.num_classes)
-    amp = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else nullcontext()
+    amp = autocast(device, autocast_dtype)
+    bad = -1  # index of a sample with non-finite logits (every rank raises, none waits alone)
     try:
         for batch in loader:
             feats = {k: v.to(device, non_blocking=True).float() for k, v in batch["feats"].items()}
             with amp:
                 logits_1Khw = model(feats)
             if not bool(torch.isfinite(logits_1Khw).all()):
-                sid = data.base.reader.ids[batch["index"]]
-                raise DiffsegError(f"{target.path}: non-finite logits on sample {sid} (NaN/inf in its features?)")
+                bad = int(batch["index"])
+                break
             orig_HW = batch["orig"]
             up_1KHW = F.interpolate(
                 logits_1Khw.float(), size=tuple(orig_HW.shape), mode="bilinear", align_corners=False
@@ -93,7 +101,24 @@ def confusion_on(
             cm.update(up_1KHW.argmax(1)[0], orig_HW)
     finally:
         model.train(was_training)
+    if world > 1:
+        cm.mat, bad = _sum_over_ranks(cm.mat, bad, device)
+    if bad >= 0:
+        sid = data.base.reader.ids[bad]
+        raise DiffsegError(f"{target.path}: non-finite logits on sample {sid} (NaN/inf in its features?)")
     return cm, len(data)
+
+
+def _sum_over_ranks(mat_KK: torch.Tensor, bad: int, device: torch.device) -> tuple[torch.Tensor, int]:
+    """(the matrices summed over the process group, the largest bad index); on `device`, as nccl
+    reduces only CUDA tensors."""
+    import torch.distributed as dist
+
+    mat_KK = mat_KK.to(device)
+    flag = torch.tensor([bad], dtype=torch.int64, device=device)
+    dist.all_reduce(mat_KK, op=dist.ReduceOp.SUM)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return mat_KK.cpu(), int(flag.item())
 
 
 def score_targets(
@@ -104,11 +129,14 @@ def score_targets(
     synthia: bool,
     workers: int = 0,
     autocast_dtype: torch.dtype | None = None,
+    rank: int = 0,
+    world: int = 1,
 ) -> tuple[dict, str]:
-    """-> (JSON report per DESIGN.md, Markdown per-class IoU table)."""
+    """-> (JSON report per DESIGN.md, Markdown per-class IoU table); under DDP every rank calls it
+    with its rank and the world size, scores its share and gets the whole report (confusion_on)."""
     per_target, confusions = [], {}
     for t in targets:
-        cm, n = confusion_on(model, t, device, workers=workers, autocast_dtype=autocast_dtype)
+        cm, n = confusion_on(model, t, device, workers=workers, autocast_dtype=autocast_dtype, rank=rank, world=world)
         confusions[t.name] = cm.numpy()
         used = t.usage.record() if t.usage is not None else {}
         per_target.append(

@@ -23,7 +23,7 @@ from diffseg.core.records import from_record
 RUNTIME_FIELDS = ("device", "workers", "in_memory", "stop_at", "eval_caches")
 _TUPLES = ("eval_caches", "layers", "save_steps", "branches")
 # A record written before an option existed ran without it (a resumed old run must not change).
-BEFORE_OPTION = {"rcs_temperature": 0.0}
+BEFORE_OPTION = {"rcs_temperature": 0.0, "sync_bn": False}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,6 +56,7 @@ class TrainConfig:
     ckpt_every: int = 2000
     log_every: int = 10  # metrics.jsonl line every N iterations
     seed: int = 0
+    sync_bn: bool = False  # the head's BatchNorm statistics over all DDP ranks (SyncBatchNorm; CUDA only)
     workers: int = 2  # reader threads of the BatchLoader (cache/loader.py)
     in_memory: bool = False
     device: str = "auto"  # auto | cpu | cuda[:N]; the record holds the resolved device
@@ -138,7 +139,8 @@ def given(**options) -> dict:
 
 # An ablation cell is a short run (`diffseg ablate`'s defaults, replacing TrainConfig's for every
 # cell; options given to `ablate` replace these in turn). Workers 0: cells run on the 2-core CPU
-# path, where reading inline is as fast (the data wait is ~0.2% of an iteration).
+# path, where reading inline is as fast (the data wait is ~0.2% of an iteration); on CUDA a cell
+# keeps TrainConfig's reader threads (ablate's cell_options).
 ABLATION_CELL = {"iters": 4000, "warmup": 150, "workers": 0}
 
 

@@ -7,8 +7,6 @@ Legend: B batch, S saved steps, C channels, h/w feature size, H/W label size.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-
 import torch
 from torch import nn
 
@@ -58,7 +56,3 @@ def raise_nonfinite(bad: list[tuple[int, str]], ids: list[str], cache: str) -> N
     raise DiffsegError(
         f"{cache}: NaN/inf in the features of sample {', '.join(where)}; run `diffseg cache verify` on it"
     )
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None):
-    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()

@@ -25,7 +25,7 @@ from diffseg.cache import CacheReader, FeatureDataset
 from diffseg.cache.loader import BatchLoader
 from diffseg.core.errors import DiffsegError
 from diffseg.nn import LossConfig, ipkl_loss
-from diffseg.stages.device import autocast_dtype
+from diffseg.stages.device import autocast, autocast_dtype
 from diffseg.stages.runs.files import (
     CACHES,
     CONFIG,
@@ -41,14 +41,13 @@ from diffseg.stages.runs.usage import usage_of
 from diffseg.stages.train import checkpoint, distributed
 from diffseg.stages.train.classstats import CLASS_STATS
 from diffseg.stages.train.config import TrainConfig, recorded_part
-from diffseg.stages.train.distributed import DistEnv
+from diffseg.stages.train.distributed import DistEnv, sync_batchnorm, sync_buffers
 from diffseg.stages.train.order import build_order
 from diffseg.stages.train.progress import Progress, Window
 from diffseg.stages.train.sampling import MicroBatchSampler, dropout_seeds, flip_mask, micro_positions
 from diffseg.stages.train.schedule import lr_factor, set_lr
 from diffseg.stages.train.step import (
     BranchForward,
-    autocast,
     flip_samples,
     nonfinite_samples,
     raise_nonfinite,
@@ -95,6 +94,8 @@ class Trainer:
                 for k, (b, m) in self.data.fold_bases().items()
             }
         )
+        if cfg.sync_bn:
+            self.model = sync_batchnorm(env, self.model, device)
         self.forward: BranchForward | DistributedDataParallel = BranchForward(self.model)
         if env.active:
             self.forward = DistributedDataParallel(
@@ -257,8 +258,9 @@ class Trainer:
                     self._checkpoint(done)
                 if cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.iters:
                     self._evaluate(done, log, progress, final=False)
-            if stop == cfg.iters and main:
-                checkpoint.save_weights(self.model.state_dict(), self.run / checkpoint.FINAL)
+            if stop == cfg.iters:
+                if main:
+                    checkpoint.save_weights(self.model.state_dict(), self.run / checkpoint.FINAL)
                 self._evaluate(cfg.iters, log, progress, final=True)
         finally:
             batches.close()  # reader threads joined, also when a step failed
@@ -321,10 +323,17 @@ class Trainer:
             checkpoint.save_checkpoint(self.run, iteration, self.model.state_dict(), self._resume_state(iteration))
 
     def _evaluate(self, iteration: int, log: MetricsLog | None, progress: Progress, final: bool) -> None:
-        if not (self.env.main and self.targets):
+        """Every rank scores its share of the targets (no rank waits alone in the next allreduce);
+        rank 0 writes the report."""
+        if not self.targets:
+            return
+        sync_buffers(self.env, self.model)
+        report, table = score(
+            self.record, self.model, self.targets, self.device, rank=self.env.rank, world=self.env.world
+        )
+        if not self.env.main:
             return
         assert log is not None  # rank 0 holds the metrics log (fit)
-        report, table = score(self.record, self.model, self.targets, self.device)
         report = {"iteration": iteration, **report}
         folder = self.run / "eval"
         folder.mkdir(exist_ok=True)
