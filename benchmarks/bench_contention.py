@@ -2,7 +2,7 @@
 
 Run: `python -m benchmarks.bench_contention [--images 32] [--iters 60]`. On a shared machine
 torch's OpenMP threads used to spin for a core another process held: extracting the demo
-images with `tiny` took 6.4x its idle time next to one busy process (issue 10). Here, side
+images with `tiny` took 6.4x its idle time next to one busy process. Here, side
 by side in one run, each command runs idle and with one competing busy process (a Python
 `while True` loop: one core), under
 

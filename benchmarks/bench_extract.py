@@ -22,7 +22,7 @@ Measured (2-core CPU shared with other jobs, --threads 1, demo val, uncond branc
 sd21-random 256 px 5step 2 images: bare 39.1 s, extraction 42.1 s, efficiency 0.93;
 tiny 128 px 5step 4 images: bare 0.75 s, extraction 0.95 s, efficiency 0.79 (the tiny
 U-Net is so cheap that the VAE, the demo renderer and the writes show).
-2026-11-29, load average ~9 (benchmarks/results.md), tiny 128 px 32 images: U-Net thread CPU
+2026-11-29, load average ~9 (experiments/results.md), tiny 128 px 32 images: U-Net thread CPU
 share 0.75 without the overlap, 0.95 with it; wall 0.76 and 0.81 (no free core for the helpers).
 """
 

@@ -3,13 +3,11 @@
 import csv
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-sys.path.insert(0, str(Path(__file__).parent))
 from diffseg.cache.synthetic import make_cache, unet_geometry
 from diffseg.cli import app
 from diffseg.core.errors import DiffsegError

@@ -1,10 +1,10 @@
-"""benchmarks/bench_caption_use.py end to end on `tiny` (its numbers are measured by running it)."""
+"""experiments/bench_caption_use.py end to end on `tiny` (its numbers are measured by running it)."""
 
 import math
 
 import pytest
 
-from benchmarks import bench_caption_use
+from experiments import bench_caption_use
 
 
 def test_caption_use_runs_and_pairs_the_three_captions(capsys):

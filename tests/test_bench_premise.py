@@ -1,4 +1,4 @@
-"""The premise benchmark (benchmarks/bench_premise.py) end to end at a tiny size, so that it cannot
+"""The premise benchmark (experiments/bench_premise.py) end to end at a tiny size, so that it cannot
 rot; its numbers are measured by running it, never asserted here."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks import bench_premise
 from diffseg.cache import CacheReader, schema
+from experiments import bench_premise
 
 
 def test_space_to_depth_keeps_every_pixel():

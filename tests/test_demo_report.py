@@ -1,4 +1,4 @@
-"""The demo report's pieces (issue 12): the within-noise rule over seeds, the cross-attention
+"""The demo report's pieces: the within-noise rule over seeds, the cross-attention
 inside/outside ratio, the model pictures, and `ablate`'s cell subset the recipe cells use."""
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 
 from diffseg.cache.synthetic import make_cache
 from diffseg.core.errors import DiffsegError
-from diffseg.stages.demo.report import NOISE_RULE, compare, comparisons, main_compare, stats
+from diffseg.stages.demo.report import _diff_text, compare, comparisons, main_compare, stats
 from diffseg.stages.tools.attention import chance_ratios, class_ratios, xattn_ratio
 
 
@@ -19,8 +19,11 @@ def test_within_noise_rule_uses_the_larger_spread():
     assert near["diff"] == pytest.approx(0.01) and near["within_noise"] is True  # 0.01 < max(0.02, 0)
     far = compare(a, c)
     assert far["diff"] == pytest.approx(0.11) and far["within_noise"] is False
+    assert compare(b, a)["within_noise"] is True  # the larger spread counts whichever cell has it
     assert compare(stats([None, 0.1, 0.2]), b) == {"diff": None, "within_noise": None}
-    assert "within noise" in NOISE_RULE and "larger of the two" in NOISE_RULE
+    # as the report prints them: a difference within noise plainly, a larger one in bold
+    assert _diff_text(near) == "within noise (+1.0)" and _diff_text(far) == "**+11.0**"
+    assert _diff_text(compare(stats([None, 0.1, 0.2]), b)) == "n/a"
 
 
 def test_one_seed_main_runs_are_judged_against_the_given_spread():

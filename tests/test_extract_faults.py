@@ -38,26 +38,49 @@ def _dask_workers(pid: int) -> list[psutil.Process]:
     return [p for p in kids if "spawn_main" in (c := " ".join(p.cmdline())) and "resource_tracker" not in c]
 
 
+# Every process of a run (the CLI and its dask workers) imports this at start-up (a sitecustomize on
+# PYTHONPATH): the cache writer holds every sample but 0 before its first array until the file
+# $DIFFSEG_TEST_RELEASE exists. A kill then always lands while samples are in flight, however fast the machine.
+HOLD_WRITES = """
+import os
+if os.environ.get("DIFFSEG_TEST_RELEASE"):
+    import time
+    from pathlib import Path
+    from diffseg.cache.writer import CacheWriter
+    write = CacheWriter._write
+    def held_write(self, i, *args, **kwargs):
+        while i != 0 and not Path(os.environ["DIFFSEG_TEST_RELEASE"]).exists():
+            time.sleep(0.01)
+        return write(self, i, *args, **kwargs)
+    CacheWriter._write = held_write
+"""
+
+
 def test_a_killed_dask_worker_loses_nothing(clean, tmp_path):
     out = tmp_path / "killed-worker"
+    hook, release = tmp_path / "hook", tmp_path / "release"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(HOLD_WRITES)
+    path = os.pathsep.join([str(hook), *([ENV["PYTHONPATH"]] if ENV.get("PYTHONPATH") else [])])
     proc = subprocess.Popen(
         cli("--limit", "4", "--workers", "2", "--out", str(out)),
-        env=ENV,
+        env={**ENV, "PYTHONPATH": path, "DIFFSEG_TEST_RELEASE": str(release)},
         text=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
     first = out / "status" / "c" / "0"
-    deadline = time.time() + 240
-    while not first.exists() and proc.poll() is None and time.time() < deadline:
+    deadline = time.monotonic() + 240
+    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
     workers = _dask_workers(proc.pid)
     assert workers, "no dask worker process found"
     status = CacheReader(out).status
     victim = workers[-1]
-    victim.send_signal(signal.SIGKILL)  # mid-block: the other samples are still being computed
+    victim.send_signal(signal.SIGKILL)  # mid-block: it holds a sample that is not written yet
+    release.touch()
     output, _ = proc.communicate(timeout=300)
-    assert (status == 0).any(), f"the kill came after the last sample: {status}"
+    assert list(status) == [1, 0, 0, 0], f"samples other than 0 were written before the kill: {status}"
     assert proc.returncode == 0, output
     assert "done: " in output
     assert_same_bytes(clean, arrays(out))

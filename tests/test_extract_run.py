@@ -38,21 +38,43 @@ def extract(*args, out):
     return result
 
 
+# The child of kill_after_first_sample: the CLI, except that the cache writer stops for good inside
+# sample 1's write, once one of its arrays is written, and says so in the file $DIFFSEG_TEST_PAUSED.
+# A kill then always lands mid-run (sample 0 complete, sample 1 half written), however fast the machine.
+PAUSED_CHILD = """
+import os, threading
+from pathlib import Path
+from diffseg.cache import schema
+from diffseg.cache.writer import CacheWriter
+put = CacheWriter._put
+def put_then_pause(self, name, i, value):
+    put(self, name, i, value)
+    if i == 1 and name != schema.STATUS:
+        Path(os.environ["DIFFSEG_TEST_PAUSED"]).touch()
+        threading.Event().wait()  # until the SIGKILL
+CacheWriter._put = put_then_pause
+from diffseg.cli import main
+main()
+"""
+
+
 def kill_after_first_sample(out, *flags: str, timeout: float = 180):
-    """Run `extract BASE *flags --out out` in a child process and SIGKILL it as soon as sample 0's
-    completion marker (written last) exists; asserts the kill interrupted it (sample 0 complete,
-    another still pending); -> the cache's status array after the kill."""
-    cmd = [sys.executable, "-c", "from diffseg.cli import main; main()", *BASE, *flags, "--out", str(out)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    """Run `extract BASE *flags --out out` in a child process that pauses inside sample 1's write
+    (PAUSED_CHILD) and SIGKILL it there, once sample 0's completion marker (written last) exists
+    too; asserts the kill interrupted it (sample 0 complete, another still pending); -> the
+    cache's status array after the kill."""
+    paused = out.parent / f"{out.name}.paused"
+    cmd = [sys.executable, "-c", PAUSED_CHILD, *BASE, *flags, "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DIFFSEG_TEST_PAUSED": str(paused)}
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     first = out / "status" / "c" / "0"
-    deadline = time.time() + timeout
-    while not first.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.002)
+    deadline = time.monotonic() + timeout
+    while not (paused.exists() and first.exists()) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     status = CacheReader(out).status
-    assert status[0] == 1 and (status == 0).any(), f"kill came too late to interrupt: {status}"
+    assert status[0] == 1 and status[1] == 0, f"the kill did not land inside sample 1: {status}"
     return status
 
 

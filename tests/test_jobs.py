@@ -4,38 +4,45 @@ failures named with their log; and `ablate --jobs 2` gives the tables of `--jobs
 import csv
 import os
 import signal
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
 from diffseg.core.errors import DiffsegError
 from diffseg.core.jobs import Job, JobPool, run_jobs
 
 
-def stamp(folder: str, name: str, seconds: float = 0.0, wait_for: str | None = None) -> dict:
-    """Write <name>.start/.end time stamps; say something on stdout and stderr (fd-level too); with
-    `wait_for`, sleep only once that job has started (both then run at once, however slow the start)."""
-    Path(folder, f"{name}.start").write_text(repr(time.time()))
+def stamp(folder: str, name: str, wait_for: str | None = None, hold: float = 0.0) -> dict:
+    """Touch <name>.start, then <name>.end when done; say something on stdout and stderr (fd-level too).
+    With `wait_for`, go on only once that job has started too (a barrier: two jobs that wait for each
+    other have run at once, however slow a start); with `hold`, stay that long (a job a failure must
+    stop). -> which jobs had ended when this one started, and the worker's settings."""
+    ended = sorted(p.stem for p in Path(folder).glob("*.end"))
+    Path(folder, f"{name}.start").touch()
     if wait_for:
         _after_start(folder, wait_for)
     print(f"hello from {name}")
     os.write(2, f"fd2 of {name}\n".encode())
-    time.sleep(seconds)
-    Path(folder, f"{name}.end").write_text(repr(time.time()))
+    time.sleep(hold)
+    Path(folder, f"{name}.end").touch()
     import torch  # after the worker set its thread count
 
-    return {"pid": os.getpid(), "threads": torch.get_num_threads(), "policy": os.environ.get("OMP_WAIT_POLICY")}
+    return {
+        "pid": os.getpid(),
+        "threads": torch.get_num_threads(),
+        "policy": os.environ.get("OMP_WAIT_POLICY"),
+        "ended_before": ended,
+    }
 
 
-def _after_start(folder: str, name: str) -> None:
-    """Wait until job `name` has started (so that failing now must stop a running job)."""
-    for _ in range(6000):
-        if Path(folder, f"{name}.start").exists():
-            return
-        time.sleep(0.05)
+def _after_start(folder: str, name: str, timeout: float = 300.0) -> None:
+    """Wait until job `name` has started; a job that never starts fails the waiting one (no hang)."""
+    deadline = time.monotonic() + timeout
+    while not Path(folder, f"{name}.start").exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"job {name} did not start within {timeout:.0f} s")
+        time.sleep(0.01)
 
 
 def user_error(folder: str, path: str) -> None:
@@ -58,23 +65,18 @@ def die(folder: str) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _times(folder: Path, name: str) -> tuple[float, float]:
-    return float((folder / f"{name}.start").read_text()), float((folder / f"{name}.end").read_text())
-
-
 def test_jobs_run_side_by_side_after_what_they_need(tmp_path):
     f = str(tmp_path)
     jobs = [
         Job("c", stamp, dict(folder=f, name="c"), after=("a", "b")),
-        Job("a", stamp, dict(folder=f, name="a", seconds=1.5)),
-        Job("b", stamp, dict(folder=f, name="b", seconds=1.5)),
+        Job("a", stamp, dict(folder=f, name="a", wait_for="b")),  # a and b wait for each other: they
+        Job("b", stamp, dict(folder=f, name="b", wait_for="a")),  # finish only if they run at once
     ]
     lines = []
     done = run_jobs(jobs, workers=2, cores=2, logs=tmp_path / "logs", echo=lines.append)
     assert set(done) == {"a", "b", "c"}
-    (a0, a1), (b0, b1), (c0, _) = (_times(tmp_path, n) for n in "abc")
-    assert max(a0, b0) < min(a1, b1)  # a and b overlapped
-    assert c0 >= max(a1, b1)  # c waited for both
+    assert done["a"].result["ended_before"] == done["b"].result["ended_before"] == []
+    assert done["c"].result["ended_before"] == ["a", "b"]  # c waited for both
     assert {done[n].result["pid"] for n in "abc"} != {os.getpid()}
     assert all(done[n].result["threads"] == 1 and done[n].result["policy"] == "PASSIVE" for n in "abc")
     log = (tmp_path / "logs" / "a.log").read_text()
@@ -87,7 +89,7 @@ def test_one_worker_runs_here_in_dependency_order(tmp_path, capsys):
     jobs = [Job("b", stamp, dict(folder=f, name="b"), after=("a",)), Job("a", stamp, dict(folder=f, name="a"))]
     done = run_jobs(jobs, workers=1, cores=2, logs=tmp_path / "logs", echo=print)
     assert {d.result["pid"] for d in done.values()} == {os.getpid()}
-    assert _times(tmp_path, "a")[1] <= _times(tmp_path, "b")[0]
+    assert done["a"].result["ended_before"] == [] and done["b"].result["ended_before"] == ["a"]
     assert "hello from a" in capsys.readouterr().out and not (tmp_path / "logs").exists()
 
 
@@ -102,7 +104,7 @@ def test_one_worker_runs_here_in_dependency_order(tmp_path, capsys):
 def test_a_failed_job_stops_the_others_and_names_its_log(tmp_path, fn, kwargs, expected):
     f = str(tmp_path)
     jobs = [
-        Job("slow", stamp, dict(folder=f, name="slow", seconds=60, wait_for="bad")),
+        Job("slow", stamp, dict(folder=f, name="slow", hold=60, wait_for="bad")),
         Job("bad", fn, dict(folder=f, **kwargs)),  # fails once "slow" runs
         Job("never", stamp, dict(folder=f, name="never"), after=("slow",)),
     ]
@@ -119,10 +121,11 @@ def test_a_failed_job_stops_the_others_and_names_its_log(tmp_path, fn, kwargs, e
 def test_a_pool_serves_two_batches_with_the_same_workers(tmp_path):
     f = str(tmp_path)
     with JobPool(workers=2, cores=2, logs=tmp_path / "logs", echo=lambda line: None) as pool:
-        first = pool.run([Job(f"a{i}", stamp, dict(folder=f, name=f"a{i}", seconds=0.3)) for i in range(2)])
-        second = pool.run([Job(f"b{i}", stamp, dict(folder=f, name=f"b{i}", seconds=0.3)) for i in range(2)])
+        # each batch's two jobs wait for each other: both workers serve both batches
+        first = pool.run([Job(f"a{i}", stamp, dict(folder=f, name=f"a{i}", wait_for=f"a{1 - i}")) for i in range(2)])
+        second = pool.run([Job(f"b{i}", stamp, dict(folder=f, name=f"b{i}", wait_for=f"b{1 - i}")) for i in range(2)])
     pids = {d.result["pid"] for d in first.values()}
-    assert {d.result["pid"] for d in second.values()} <= pids
+    assert len(pids) == 2 and {d.result["pid"] for d in second.values()} == pids
 
 
 def test_bad_job_lists_are_refused(tmp_path):

@@ -1,8 +1,8 @@
-"""benchmarks/probe_xattn_finetune.py end to end on `tiny` (its numbers are measured by running it)."""
+"""experiments/probe_xattn_finetune.py end to end on `tiny` (its numbers are measured by running it)."""
 
 import math
 
-from benchmarks import probe_xattn_finetune
+from experiments import probe_xattn_finetune
 
 
 def test_probe_trains_only_cross_attention_and_scores_dev_before_and_after(tmp_path, capsys):

@@ -49,7 +49,7 @@ class XattnCaptureProcessor:
 
     def mix(self, probs: torch.Tensor) -> torch.Tensor:
         """The weights the values are mixed with, from the probabilities [B*heads, N, T]: these
-        themselves (a subclass may change them, e.g. benchmarks/bench_caption_use.py)."""
+        themselves (a subclass may change them, e.g. experiments/bench_caption_use.py)."""
         return probs
 
 

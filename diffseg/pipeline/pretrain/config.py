@@ -42,7 +42,7 @@ class PretrainConfig:
     color_words: float = 0.0
     # > 0: a class-list caption names every class with this probability, the absent ones with a
     # random colour word (with color_words; captions.py), so that its colours exceed what the mean of
-    # its values carries cleanly (tried at 1.0 by benchmarks/probe_xattn_finetune: xattn stays at its
+    # its values carries cleanly (tried at 1.0 by experiments/probe_xattn_finetune: xattn stays at its
     # chance level: README, not shipped)
     all_classes: float = 0.0
     threads: int = 2  # torch threads: results are reproducible for one torch build and thread count

@@ -1,6 +1,9 @@
 """The paper's premise, measured in miniature: what trained diffusion features add over random
 ones and over the pixels alone, in the source style and across the demo's domain shifts.
 
+Backs the premise (README "The premise, measured"): trained diffusion features (`mini`) against
+random ones (`tiny`) and the pixels alone. Outputs: experiments/premise.json, experiments/results.md.
+
 One invocation trains the same head, with the demo's main-run recipe (DemoConfig `full`:
 48 training images at 128 px, 16 per target, preset `5step` saving t = 60, 20, 1, kinds
 res, blk, xattn, its main-run iterations (300 when the README's numbers were taken, 200 since), `light` fusion, lr 6e-4, warm-up 25, batch 4), once per
@@ -29,8 +32,8 @@ Also printed for `mini` and `tiny`: the mean inside/outside ratio of cross-atten
 target (`diffseg.stages.tools.attention.xattn_ratio`, the unconditional branch that the evaluation scores, whose
 prompt names every class).
 
-    python -m benchmarks.bench_premise                 # the full measurement (tens of minutes)
-    python -m benchmarks.bench_premise --size small --seeds 0,1 --iters 4   # a smoke run
+    python -m experiments.bench_premise                 # the full measurement (tens of minutes)
+    python -m experiments.bench_premise --size small --seeds 0,1 --iters 4   # a smoke run
 """
 
 from __future__ import annotations

@@ -1,5 +1,8 @@
 """Demo mIoU per feature codec, paired over seeds: what a lossy codec costs the method.
 
+Backs the feature codecs' accuracy claim: int8, pca and bitround caches cost the demo's mIoU
+no more than its seed noise. Outputs: experiments/codec_miou.json, experiments/results.md.
+
 One invocation: stage one once with `raw` (the demo's `full` caches, `mini` features unless
 `--model` says otherwise), `diffseg cache convert` of every cache to each codec, then the
 demo's main-run recipe trained with the same seeds on every codec's caches and scored on
@@ -7,7 +10,7 @@ demo's main-run recipe trained with the same seeds on every codec's caches and s
 same initialisation, same batches), so the table reports the paired difference's mean and
 std; a difference smaller than its spread is noise.
 
-    python -m benchmarks.bench_codec_miou --codecs int8,pca:k=32,bitround --seeds 0,1,2 --iters 300
+    python -m experiments.bench_codec_miou --codecs int8,pca:k=32,bitround --seeds 0,1,2 --iters 300
 
 (`--iters 300`: the README's numbers were taken when the demo's main run had 300 iterations.)
 """

@@ -1,9 +1,12 @@
 """Does a model's U-Net use its caption? The v-prediction loss with the true caption, an empty one
 and another image's, on held-out pre-training-style images.
 
+Backs the cross-attention investigation: why `mini`'s `xattn` maps stay flat (its U-Net barely
+reads the caption). Outputs: experiments/results.md.
+
 Why: a class's cross-attention can only learn where the class is if the caption tells the U-Net
 something it needs. On the demo world, where nearly every scene shows the same dozen classes,
-`mini`'s captions barely change its loss, and its `xattn` maps stay flat (issue 12).
+`mini`'s captions barely change its loss, and its `xattn` maps stay flat.
 
 Images: the demo world's unlabelled renderer (diffseg.data.demo_pretrain), indices from
 `--first` on (default 4000: past the 4,000 that pre-training uses, so the model never saw them;
@@ -23,8 +26,8 @@ Captions: "a photo of a city street, <the classes present, canonical order>", ea
 its colour word with `--color-words` (as PretrainConfig.color_words writes them). Timesteps and
 noise are drawn once (seeded) and shared by the four columns, so the differences are paired.
 
-    python -m benchmarks.bench_caption_use --model mini
-    python -m benchmarks.bench_caption_use --model .pretrain/mini/model --images 64   # a candidate
+    python -m experiments.bench_caption_use --model mini
+    python -m experiments.bench_caption_use --model .pretrain/mini/model --images 64   # a candidate
 """
 
 from __future__ import annotations

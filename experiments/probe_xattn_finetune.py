@@ -1,5 +1,8 @@
 """Can cross-attention learn to find its classes when nothing else in the U-Net may change?
 
+Backs the cross-attention investigation: how far the `xattn` maps move towards their classes when
+only the cross-attention layers and the text encoder may learn. Outputs: experiments/results.md.
+
 Fine-tunes only a model's cross-attention layers (every attn2: to_q, to_k, to_v, to_out) and its
 text encoder on colour-word captions (PretrainConfig.color_words) of the pre-training images, with
 the rest of the U-Net frozen, then scores the `xattn` inside/outside ratio and its chance level
@@ -14,7 +17,7 @@ Images: the pre-training stream (seed 0, the first `--images`), rendered into `-
 Steps are seeded by (0, 4, step), so a rerun takes the same steps. The model directories after
 training land in `--work/model-<step>`, the dev caches in `--work/cache-<step>`.
 
-    python -m benchmarks.probe_xattn_finetune --work /tmp/probe --token-init-std 1 --key-scale 4
+    python -m experiments.probe_xattn_finetune --work /tmp/probe --token-init-std 1 --key-scale 4
 """
 
 from __future__ import annotations
