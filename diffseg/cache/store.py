@@ -111,7 +111,7 @@ def root_attributes(path: str | Path) -> dict | None:
 
 
 def is_cache(path: str | Path) -> bool:
-    """Whether a Zarr group (a cache, or something that claims to be one) exists at `path`; a
+    """Whether a Zarr group exists at `path` (a cache to resume, or a group a resume refuses); a
     diffseg creation interrupted before its record was written is none (`creation_interrupted`)."""
     attrs = root_attributes(path)
     return attrs is not None and CREATING not in attrs

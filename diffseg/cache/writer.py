@@ -7,10 +7,11 @@ samples with `write_sample`/`mark_skipped` on a writer they received pickled or 
 with `CacheWriter.open`. Every sample owns its own chunk of every array, so writers never
 touch the same file, and zarr's LocalStore writes each chunk file atomically (temp file +
 rename). The sample's `status` chunk is written last: a crash at any point leaves the
-sample pending, and the rerun rewrites it byte for byte. Before a status is written the
-cache root's zarr.json is checked: a cache folder deleted, or a bucket recreated, under a
-running extraction stops it within one sample (the writes would otherwise recreate folders
-or objects under a root that is no cache any more).
+sample pending, and the rerun rewrites it byte for byte. Before a sample's first write and
+before its status the cache root's zarr.json is checked (one stat locally, ~25 us; one GET
+on an object store): a cache folder deleted, or a bucket recreated, under a running
+extraction stops it within one sample (the writes would otherwise recreate folders or
+objects under a root that is no cache any more).
 
 Creation marks the root group as in progress (`store.CREATING`) until its record replaces the
 marker last, so a creation interrupted by a full disk or a kill is started over by the rerun.
@@ -224,7 +225,7 @@ class CacheWriter:
             self._put(schema.STATUS, i, np.uint8(schema.SKIPPED))
 
     def _check_root(self) -> None:
-        """Refuse to mark a sample in a cache whose root vanished (folder deleted, bucket recreated)."""
+        """Refuse to write or mark a sample in a cache whose root vanished (folder deleted, bucket recreated)."""
         if not store.root_exists(self.path):
             raise DiffsegError(
                 f"{self.path}: the cache vanished while being written (its {store.ROOT_METADATA} is gone: the "
