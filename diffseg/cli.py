@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from diffseg.core.errors import DiffsegError
+from diffseg.core.storage_errors import storage_error
 
 # Light (a dataclass, no torch): --help shows TrainConfig's defaults instead of restating them.
 from diffseg.stages.train.config import ABLATION_CELL
@@ -132,7 +133,8 @@ def root(
 
 
 def user_errors(func):
-    """Turn a DiffsegError into one line on stderr and exit code 1 (no traceback)."""
+    """Turn a DiffsegError, or a storage fault of core/storage_errors.py, into one line on stderr and exit code 1
+    (no traceback)."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
@@ -140,6 +142,12 @@ def user_errors(func):
             return func(*args, **kwargs)
         except DiffsegError as err:
             typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(1) from None
+        except Exception as err:  # a storage fault users meet (core/storage_errors.py) is one line too
+            line = storage_error(err)
+            if line is None:
+                raise
+            typer.echo(f"error: {line}", err=True)
             raise typer.Exit(1) from None
 
     return wrapper

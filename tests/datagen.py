@@ -55,6 +55,26 @@ def save_grey(path: Path, values: np.ndarray) -> None:
     Image.fromarray(values.astype(np.uint8), mode="L").save(_mk(path))
 
 
+def save_bomb(path: Path, size: tuple[int, int], colour_type: int = 2, bit_depth: int = 8) -> None:
+    """A PNG whose header claims `size` (W, H) pixels but that holds a single row of them: what a
+    decompression bomb shows a reader before decoding (the real one, a 1 MB file of 20000x20000
+    zeros, decodes to 1.2 GB). colour_type 2 RGB, 0 grey, 3 palette; bit_depth 16: Synthia labels."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    w, h = size
+    channels = {0: 1, 2: 3, 3: 1}[colour_type]
+    row = b"\0" + bytes(w * channels * bit_depth // 8)
+    ihdr = struct.pack(">IIBBBBB", w, h, bit_depth, colour_type, 0, 0, 0)
+    plte = chunk(b"PLTE", bytes(768)) if colour_type == 3 else b""
+    _mk(path).write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + plte + chunk(b"IDAT", zlib.compress(row)) + chunk(b"IEND", b"")
+    )
+
+
 def make_gtav(root: Path, n: int = 2, size=(32, 24), seed: int = 0) -> dict:
     rng, out = np.random.default_rng(seed), {}
     for k in range(1, n + 1):

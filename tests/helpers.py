@@ -27,3 +27,41 @@ PREDICT_TRAIN = dict(
     device="cpu",
     eval_every=0,
 )
+
+
+def fail_writes(monkeypatch, folder, code: int, after: int = 0) -> list[str]:
+    """Every file opened for writing under `folder` after the first `after` fails with OSError(code)
+    (errno.ENOSPC: a full disk, errno.EROFS: a read-only mount), at the lowest call: open (builtins,
+    io for pathlib) and os.open, which zarr, the chunk writer, the atomic writer and the lock files
+    all go through.
+    -> the paths whose opening failed (appended to as they fail); monkeypatch.undo() frees the disk."""
+    import builtins
+    import io
+    import os
+
+    real_open, real_os_open = builtins.open, os.open
+    root, opened, failed = os.path.realpath(folder), [0], []
+
+    def refuse(path) -> bool:
+        if not os.path.realpath(os.fspath(path)).startswith(root + os.sep):
+            return False
+        opened[0] += 1
+        if opened[0] <= after:
+            return False
+        failed.append(os.fspath(path))
+        return True
+
+    def fake_open(file, mode="r", *args, **kwargs):
+        if isinstance(file, str | bytes | os.PathLike) and any(c in mode for c in "wax+") and refuse(file):
+            raise OSError(code, os.strerror(code), os.fspath(file))
+        return real_open(file, mode, *args, **kwargs)
+
+    def fake_os_open(path, flags, *args, **kwargs):
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT) and refuse(path):
+            raise OSError(code, os.strerror(code), os.fspath(path))
+        return real_os_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", fake_open)
+    monkeypatch.setattr(io, "open", fake_open)
+    monkeypatch.setattr(os, "open", fake_os_open)
+    return failed

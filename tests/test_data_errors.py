@@ -175,3 +175,39 @@ def test_data_error_survives_pickling():
     assert (
         isinstance(err, DataError) and err.path == "labels/00001.png" and str(err) == "labels/00001.png: truncated PNG"
     )
+
+
+@pytest.mark.parametrize("size", [(20000, 20000), (8193, 8192)])  # far over Pillow's own limit; just over ours
+def test_an_image_over_the_pixel_limit_is_refused_from_its_header(tmp_path, monkeypatch, size):
+    from datagen import save_bomb
+    from PIL import ImageFile
+
+    from diffseg.data.readers import MAX_IMAGE_PIXELS, file_size
+
+    make_gtav(tmp_path, n=2)
+    bomb = tmp_path / "images" / "00002.png"
+    save_bomb(bomb, size)
+    decoded = []
+    real_load = ImageFile.ImageFile.load
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda img: decoded.append(img.size) or real_load(img))
+    ds = open_dataset("gtav", root=tmp_path)
+    with pytest.raises(DataError, match="image too large") as err:
+        ds.load(1)
+    assert err.value.path == str(bomb) and size not in decoded  # refused before any decoding
+    assert ds.check(1) == [str(err.value)]
+    assert size[0] * size[1] > MAX_IMAGE_PIXELS >= 5000 * 4000  # Mapillary's largest photos fit
+    with pytest.raises(DataError, match="label too large"):
+        file_size(bomb)  # an eval cache's planned label size never comes from a bomb's header
+
+
+def test_a_label_over_the_pixel_limit_is_refused_in_every_reader(tmp_path):
+    from datagen import save_bomb
+
+    make_gtav(tmp_path / "gta", n=1)
+    save_bomb(tmp_path / "gta" / "labels" / "00001.png", (9000, 9000), colour_type=3)
+    with pytest.raises(DataError, match="label too large"):
+        open_dataset("gtav", root=tmp_path / "gta").load(0)
+    make_synthia(tmp_path / "syn", n=1)  # OpenCV's 16-bit path: checked before cv2.imread decodes it
+    save_bomb(tmp_path / "syn" / "GT" / "LABELS" / "0000000.png", (9000, 9000), bit_depth=16)
+    with pytest.raises(DataError, match="label too large"):
+        open_dataset("synthia", root=tmp_path / "syn").load(0)

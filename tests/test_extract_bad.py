@@ -61,6 +61,21 @@ def test_corrupt_image_is_skipped_recorded_and_counted(gta, tmp_path):
     assert CacheReader(out).record.skipped == r.record.skipped
 
 
+def test_a_decompression_bomb_is_skipped_like_a_corrupt_image_and_recorded_relative_to_the_root(gta, tmp_path):
+    from datagen import save_bomb
+
+    save_bomb(gta / "images" / "00001.png", (20000, 20000))  # a 1 MB file of 1.2 GB pixels, in its header
+    out = tmp_path / "cache"
+    result = extract(gta, out)
+    assert result.exit_code == 0, result.output
+    assert "warning: skipped sample 00001: images/00001.png: image too large" in result.output
+    assert "done: 1 samples written, 2 skipped" in result.output
+    reasons = {s.id: s.reason for s in CacheReader(out).record.skipped}
+    assert reasons["00001"].startswith("images/00001.png: image too large")
+    assert reasons["00002"].startswith("images/00002.png: unreadable image")
+    assert not any(str(gta) in r or str(gta.resolve()) in r for r in reasons.values())  # no absolute path kept
+
+
 def test_strict_stops_at_the_first_bad_sample(gta, tmp_path):
     out = tmp_path / "cache"
     result = extract(gta, out, "--strict")

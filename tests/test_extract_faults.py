@@ -180,3 +180,39 @@ def test_a_full_disk_mid_sample_is_one_line_and_the_rerun_finishes(clean, tmp_pa
     result = extract("--limit", "4", out=out)
     assert result.exit_code == 0 and "done: 2 samples written" in result.output, result.output
     assert_same_bytes(clean, arrays(out))
+
+
+def test_a_cache_folder_deleted_mid_run_stops_it_within_one_sample(tmp_path, monkeypatch):
+    import shutil
+
+    from diffseg.cache import CacheWriter
+
+    out = tmp_path / "vanishing"
+    real_write, calls = CacheWriter.write_sample, []
+
+    def write_then_delete(self, i, *args, **kwargs):
+        calls.append(i)
+        real_write(self, i, *args, **kwargs)
+        if len(calls) == 1:
+            shutil.rmtree(out)  # a scratch purge, another user's cleanup
+
+    monkeypatch.setattr(CacheWriter, "write_sample", write_then_delete)
+    result = extract("--limit", "3", out=out)
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    (line,) = [l for l in result.output.splitlines() if l.startswith("error:")]
+    assert str(out) in line and "the cache vanished while being written" in line
+    assert calls == [0, 1] and "done:" not in result.output  # the next sample stopped it
+
+
+def test_a_rerun_on_a_read_only_mount_is_one_line(tmp_path, monkeypatch):
+    import errno
+
+    from helpers import fail_writes
+
+    out = tmp_path / "ro"
+    assert extract("--limit", "1", out=out).exit_code == 0
+    fail_writes(monkeypatch, tmp_path, errno.EROFS)  # the folder, its lock and its record: nothing writable
+    result = extract("--limit", "1", out=out)
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception  # no traceback
+    (line,) = [l for l in result.output.splitlines() if l.startswith("error:")]
+    assert str(out) in line and "read-only file system" in line and "Traceback" not in result.output

@@ -42,6 +42,28 @@ def test_named_non_image_and_empty_folder_are_errors(tmp_path):
         gather_inputs([tmp_path / "empty"])
 
 
+def test_an_image_over_the_pixel_limit_is_refused_before_decoding(tmp_path, capsys, monkeypatch):
+    from datagen import save_bomb
+    from PIL import ImageFile
+
+    save_bomb(tmp_path / "d" / "bomb.png", (13000, 13000))  # under Pillow's own refusal, 2.1 GB decoded
+    save_bomb(tmp_path / "d" / "huge.png", (20000, 20000))  # over it
+    _img(tmp_path / "d" / "ok.png")
+    decoded = []
+    real_load = ImageFile.ImageFile.load
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda img: decoded.append(img.size) or real_load(img))
+    assert [i.name for i in gather_inputs([tmp_path / "d"])] == ["ok"]
+    err = capsys.readouterr().err
+    assert "skipping" in err and "bomb.png: too large: 13000x13000" in err and "huge.png: too large" in err
+    with pytest.raises(DiffsegError, match="bomb.png: too large"):
+        gather_inputs([tmp_path / "d" / "bomb.png"])
+    assert decoded == [(8, 6)]
+    labels = tmp_path / "labels"
+    save_bomb(labels / "ok.png", (13000, 13000), colour_type=0)
+    assert read_label(labels / "ok.png", (6, 8)) is None
+    assert "ignoring label" in capsys.readouterr().err and decoded == [(8, 6)]
+
+
 def test_label_formats(tmp_path, capsys):
     lab = np.array([[0, 18], [255, 3]], np.uint8)
     Image.fromarray(lab).save(tmp_path / "l.png")

@@ -138,3 +138,88 @@ def test_file_url_is_a_local_folder(tmp_path, monkeypatch):
     assert (tmp_path / "c" / "zarr.json").is_file() and not (tmp_path / "file:").exists()
     info = RUNNER.invoke(app, ["cache", "info", f"file://{tmp_path}/c", "--json"])
     assert info.exit_code == 0 and json.loads(info.output)["complete"] == 1
+
+
+# Storage faults on an object store (core/storage_errors.py): one line naming the cache, never a traceback.
+def _fresh_s3fs():
+    """s3fs keeps one file system per argument set, whatever the environment says since: drop them."""
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()
+
+
+def _request(n=3):
+    from test_cache_resume import request
+
+    return request(n=n)
+
+
+def test_a_missing_bucket_is_one_line_that_says_so(s3, tmp_path):
+    _fresh_s3fs()
+    url = "s3://no-such-bucket-diffseg/cache"
+    result = RUNNER.invoke(app, [*EXTRACT, "--limit", "1", "--out", url])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    (line,) = [l for l in result.output.splitlines() if l.startswith("error:")]
+    assert url in line and "the bucket does not exist" in line and "free space" not in line
+
+
+def test_credentials_the_server_refuses_are_one_line(s3, monkeypatch):
+    import moto.settings
+
+    from diffseg.cache import CacheReader, CacheWriter
+    from diffseg.cache.synthetic import make_cache
+    from diffseg.core.errors import DiffsegError
+
+    url = f"s3://{BUCKET}/faults/creds"
+    make_cache(url, 2)
+    monkeypatch.setattr(moto.settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0)  # the server checks keys from now on
+    _fresh_s3fs()
+    try:
+        with pytest.raises(DiffsegError, match="access denied") as err:
+            CacheWriter.create(url, *_request(2))
+        assert url in str(err.value) and "credentials" in str(err.value)
+        with pytest.raises(DiffsegError, match="access denied"):
+            CacheReader(url)
+    finally:
+        monkeypatch.undo()
+        _fresh_s3fs()
+
+
+def test_an_unreachable_endpoint_is_one_line(s3, monkeypatch):
+    import socket
+
+    from diffseg.cache import CacheWriter
+    from diffseg.core.errors import DiffsegError
+
+    with socket.socket() as free:  # a port nothing listens on
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    _fresh_s3fs()
+    try:
+        with pytest.raises(DiffsegError, match="cannot reach the storage endpoint") as err:
+            CacheWriter.create(f"s3://{BUCKET}/faults/unreachable", *_request())
+        assert "AWS_ENDPOINT_URL" in str(err.value)
+    finally:
+        monkeypatch.undo()
+        _fresh_s3fs()
+
+
+def test_a_prefix_emptied_under_a_running_writer_stops_it_within_one_sample(s3):
+    import numpy as np
+
+    from diffseg.cache import CacheWriter
+    from diffseg.cache.synthetic import make_cache
+    from diffseg.core.errors import DiffsegError
+
+    _fresh_s3fs()
+    url, prefix = f"s3://{BUCKET}/faults/vanished", "faults/vanished/"
+    make_cache(url, 3, write=1)
+    writer = CacheWriter.open(url)
+    assert writer.pending() == [1, 2]  # the writer has listed the prefix (s3fs keeps listings)
+    objects = s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix)["Contents"]
+    s3.delete_objects(Bucket=BUCKET, Delete={"Objects": [{"Key": o["Key"]} for o in objects]})  # bucket recreated
+    arrays = {k: np.zeros(writer.shapes[k], np.float16) for k in writer.feature_names}
+    with pytest.raises(DiffsegError, match="the cache vanished while being written"):
+        writer.write_sample(1, arrays, np.zeros(writer.label_shape, np.uint8))
+    assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix=f"{prefix}status/")  # nothing marked

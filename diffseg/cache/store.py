@@ -24,6 +24,8 @@ makes them ~100x smaller and decodes at > 5 GB/s.
 
 from __future__ import annotations
 
+import json
+import os
 import warnings
 from pathlib import Path
 from typing import Literal
@@ -34,6 +36,7 @@ from zarr.core.array_spec import ArrayConfigParams
 from zarr.core.metadata import ArrayV3Metadata
 
 from diffseg.core.location import is_local, local_path, normalize
+from diffseg.core.storage_errors import storage_errors
 
 # Every feature and label chunk ends with a crc32c of its bytes (zarr's checksum codec, 4 bytes):
 # a flipped bit on disk or in transit is a refused sample, not garbage learned. Cost measured on
@@ -80,29 +83,78 @@ def remote_fs(path: str | Path):
 
 
 def open_group(path: str | Path, mode: Literal["r", "r+"] = "r") -> zarr.Group:
-    return zarr.open_group(store_for(path, read_only=(mode == "r")), mode=mode, zarr_format=3)
+    """The cache's root group; a storage fault (core/storage_errors.py) is one line naming its zarr.json."""
+    with storage_errors(f"{path}/{ROOT_METADATA}"):
+        return zarr.open_group(store_for(path, read_only=(mode == "r")), mode=mode, zarr_format=3)
+
+
+# The root attributes of a cache whose creation has begun and not finished: its arrays are being
+# created and no sample can have been written (writers open a cache by its record, which replaces
+# this marker last). The next creation clears it and starts again, so a creation interrupted by a
+# full disk or a kill is rerun like any other interrupted extraction.
+CREATING = "diffseg_creation_in_progress"
+ROOT_METADATA = "zarr.json"
+
+
+def root_attributes(path: str | Path) -> dict | None:
+    """The attributes of the Zarr group at `path`, or None when there is none."""
+    if is_local(path):
+        meta = local_path(path) / ROOT_METADATA
+        if not meta.is_file():
+            return None
+        with storage_errors(meta):
+            return dict(json.loads(meta.read_bytes()).get("attributes") or {})
+    try:
+        return dict(open_group(path, "r").attrs)
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+        return None
 
 
 def is_cache(path: str | Path) -> bool:
-    """Whether a Zarr group (a cache, or the start of one) exists at `path`."""
+    """Whether a Zarr group exists at `path` (a cache to resume, or a group a resume refuses); a
+    diffseg creation interrupted before its record was written is none (`creation_interrupted`)."""
+    attrs = root_attributes(path)
+    return attrs is not None and CREATING not in attrs
+
+
+def creation_interrupted(path: str | Path) -> bool:
+    """Whether `path` holds a cache whose creation began and never finished (holding no sample)."""
+    attrs = root_attributes(path)
+    return attrs is not None and CREATING in attrs
+
+
+def root_exists(path: str | Path) -> bool:
+    """Whether the cache root's zarr.json is still there: a deleted folder or a recreated bucket
+    lose it. One stat on a local folder; on an object store one GET, never a listing cache."""
     if is_local(path):
-        return (local_path(path) / "zarr.json").is_file()
-    try:
-        open_group(path, "r")
-        return True
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
-        return False
+        return os.path.isfile(os.path.join(local_path(path), ROOT_METADATA))
+    fs, root = remote_fs(path)
+    with storage_errors(f"{path}/{ROOT_METADATA}"):
+        try:
+            fs.cat_file(f"{root}/{ROOT_METADATA}")
+        except FileNotFoundError:
+            return False
+    return True
 
 
 def array(group: zarr.Group, name: str) -> zarr.Array:
-    """The array `name` of a cache group (a DiffsegError-free invariant: callers checked it exists)."""
-    node = group[name]
+    """The array `name` of a cache group (a DiffsegError-free invariant: callers checked it exists;
+    a storage fault, such as a truncated zarr.json, is one line naming the file)."""
+    with storage_errors(f"{group.store_path}/{name}/{ROOT_METADATA}"):
+        node = group[name]
     assert isinstance(node, zarr.Array), f"{name} is not an array"
     return node
 
 
+def has(group: zarr.Group, name: str) -> bool:
+    """Whether the group holds a node `name` (reads its zarr.json: a damaged one is one line naming it)."""
+    with storage_errors(f"{group.store_path}/{name}/{ROOT_METADATA}"):
+        return name in group
+
+
 def subgroup(group: zarr.Group, name: str) -> zarr.Group:
-    node = group[name]
+    with storage_errors(f"{group.store_path}/{name}/{ROOT_METADATA}"):
+        node = group[name]
     assert isinstance(node, zarr.Group), f"{name} is not a group"
     return node
 

@@ -7,7 +7,15 @@ samples with `write_sample`/`mark_skipped` on a writer they received pickled or 
 with `CacheWriter.open`. Every sample owns its own chunk of every array, so writers never
 touch the same file, and zarr's LocalStore writes each chunk file atomically (temp file +
 rename). The sample's `status` chunk is written last: a crash at any point leaves the
-sample pending, and the rerun rewrites it byte for byte.
+sample pending, and the rerun rewrites it byte for byte. Before a sample's first write and
+before its status the cache root's zarr.json is checked (one stat locally, ~25 us; one GET
+on an object store): a cache folder deleted, or a bucket recreated, under a running
+extraction stops it within one sample (the writes would otherwise recreate folders or
+objects under a root that is no cache any more).
+
+Creation marks the root group as in progress (`store.CREATING`) until its record replaces the
+marker last, so a creation interrupted by a full disk or a kill is started over by the rerun.
+Storage faults users meet (core/storage_errors.py) are one line naming the cache.
 
 On a local store the chunks of the codecs chunkwrite.py knows are written as files directly
 (the same bytes, the same atomic rename) rather than through zarr's array API, whose fixed
@@ -28,6 +36,7 @@ from diffseg.cache.chunkwrite import ChunkWriter, chunk_writer
 from diffseg.cache.record import CacheRecord, read_record, resume_difference
 from diffseg.core.classes import IGNORE
 from diffseg.core.errors import CacheMismatch, DiffsegError
+from diffseg.core.storage_errors import storage_error, storage_errors
 
 
 class CacheWriter:
@@ -39,7 +48,7 @@ class CacheWriter:
         self._arrays: dict[str, zarr.Array] = {}
         self._chunks: dict[str, ChunkWriter | None] = {}
         self.record: CacheRecord = read_record(path, self.group.attrs)
-        missing = [k for k in (schema.IDS, schema.STATUS) if k not in self.group]
+        missing = [k for k in (schema.IDS, schema.STATUS) if not store.has(self.group, k)]
         if missing:
             raise DiffsegError(f"{path} is a damaged cache: the {' and '.join(missing)} array is missing")
         self.ids: list[str] = [str(s) for s in np.asarray(store.array(self.group, schema.IDS)[:])]
@@ -75,19 +84,20 @@ class CacheWriter:
         if arrays is None:
             arrays = feature_arrays(record)
         record = with_codecs(record, arrays, orig_label_max is not None)
-        if store.is_cache(path):
-            return cls._resume(path, record, ids, arrays)
-        if record.sample_hash is None:
-            record = dataclasses.replace(record, sample_hash=schema.SAMPLE_HASH)
-        if store.is_local(path):
-            p = store.local_path(path)
-            if p.exists() and (not p.is_dir() or any(p.iterdir())):
-                raise DiffsegError(f"{path} exists and is not a diffseg cache: use another --out or delete it")
-        need = sorted(k for k in arrays if codecs.codec_of(record.codecs, k).name == "pca")
-        lacking = [k for k in need if k not in (shared or {})]
-        assert not lacking, f"pca arrays {lacking} need their fitted basis (shared=)"
-        _create_group(path, record, ids, arrays, orig_label_max, shared or {})
-        return cls(path)
+        with storage_errors(path):
+            if store.is_cache(path):
+                return cls._resume(path, record, ids, arrays)
+            if record.sample_hash is None:
+                record = dataclasses.replace(record, sample_hash=schema.SAMPLE_HASH)
+            if store.is_local(path) and not store.creation_interrupted(path):
+                p = store.local_path(path)
+                if p.exists() and (not p.is_dir() or any(p.iterdir())):
+                    raise DiffsegError(f"{path} exists and is not a diffseg cache: use another --out or delete it")
+            need = sorted(k for k in arrays if codecs.codec_of(record.codecs, k).name == "pca")
+            lacking = [k for k in need if k not in (shared or {})]
+            assert not lacking, f"pca arrays {lacking} need their fitted basis (shared=)"
+            _create_group(path, record, ids, arrays, orig_label_max, shared or {})
+            return cls(path)
 
     @classmethod
     def open(cls, path: str | Path) -> CacheWriter:
@@ -178,13 +188,17 @@ class CacheWriter:
         self._check_sample(i, arrays, label, orig_label)
         try:
             self._write(i, arrays, label, orig_label, sample_hash)
-        except OSError as err:
-            raise DiffsegError(
-                f"writing sample {self.ids[i]} (index {i}) into {self.path} failed: {err}; the sample is left "
-                "pending: free space (or raise the quota) and rerun to resume"
-            ) from err
+        except Exception as err:
+            where = f"{self.path}, sample {self.ids[i]} (index {i}, left pending)"
+            mapped = storage_error(err, where)
+            if mapped is not None:
+                raise mapped from err
+            if not isinstance(err, OSError):
+                raise
+            raise DiffsegError(f"{where}: writing it failed ({err}); rerun to resume once that is fixed") from err
 
     def _write(self, i: int, arrays: dict, label: np.ndarray, orig_label: np.ndarray | None, sample_hash) -> None:
+        self._check_root()  # before the first write, which would recreate a deleted folder
         if status.read_one(self._array(schema.STATUS), self._root, i) != schema.PENDING:
             self._put(schema.STATUS, i, np.uint8(schema.PENDING))  # a rewrite: pending while in flight
         for name in self.feature_names:
@@ -200,18 +214,31 @@ class CacheWriter:
             self._put(schema.ORIG_SIZES, i, np.array([h, w], np.int32))
         if self.record.sample_hash is not None and sample_hash is not None:  # caches before it keep none
             self._put(self.record.sample_hash, i, sample_hash)
+        self._check_root()
         self._put(schema.STATUS, i, np.uint8(schema.COMPLETE))
 
     def mark_skipped(self, i: int) -> None:
         """Mark sample i as skipped (a bad input); the coordinator records the reason in the record."""
         self._check_index(i)
-        self._put(schema.STATUS, i, np.uint8(schema.SKIPPED))
+        self._check_root()
+        with storage_errors(f"{self.path}, sample {self.ids[i]} (index {i}, left pending)"):
+            self._put(schema.STATUS, i, np.uint8(schema.SKIPPED))
+
+    def _check_root(self) -> None:
+        """Refuse to write or mark a sample in a cache whose root vanished (folder deleted, bucket recreated)."""
+        if not store.root_exists(self.path):
+            raise DiffsegError(
+                f"{self.path}: the cache vanished while being written (its {store.ROOT_METADATA} is gone: the "
+                "folder was deleted or the bucket recreated); what was written since is no cache: delete it "
+                "and extract again"
+            )
 
     def update_record(self, **changes: Any) -> None:
         """Replace the given record fields, e.g. skipped, timings, host (coordinating process only)."""
         group = store.open_group(self.path, "r+")  # fresh: never write back stale attributes
         record = dataclasses.replace(read_record(self.path, group.attrs), **changes)
-        group.attrs.update(record.to_dict())
+        with storage_errors(f"{self.path}/{store.ROOT_METADATA}"):
+            group.attrs.update(record.to_dict())
         self.record = record
 
     # -- checks -------------------------------------------------------------------------
@@ -284,11 +311,8 @@ def nonfinite(a: np.ndarray) -> int:
 
 def _array_names(group: zarr.Group) -> list[str]:
     """Every array in the group, nested ones as "branch/layer"."""
-    names = []
-    for key, node in group.members(max_depth=None):
-        if isinstance(node, zarr.Array):
-            names.append(key)
-    return names
+    with storage_errors(f"{group.store_path} (a zarr.json under it)"):
+        return [key for key, node in group.members(max_depth=None) if isinstance(node, zarr.Array)]
 
 
 def feature_arrays(record: CacheRecord) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -302,9 +326,13 @@ def feature_arrays(record: CacheRecord) -> dict[str, tuple[tuple[int, ...], str]
 
 
 def _create_group(path, record: CacheRecord, ids: list[str], arrays: dict, orig_label_max, shared: dict) -> None:
-    """Arrays first, attributes last: a group without format_version was never finished."""
+    """The group marked as being created first, then the arrays, and the record last in place of the
+    marker (one write of the root zarr.json): a group still marked was never finished and holds no
+    sample; `create` clears it and starts again (mode "w" empties the folder or prefix)."""
     n = len(ids)
-    group = zarr.open_group(store.store_for(path, read_only=False), mode="w", zarr_format=3)
+    group = zarr.open_group(
+        store.store_for(path, read_only=False), mode="w", zarr_format=3, attributes={store.CREATING: True}
+    )
     ids_arr = group.create_array(schema.IDS, shape=(n,), chunks=(max(n, 1),), dtype=str, overwrite=True)
     if n:
         ids_arr[:] = np.array(ids, dtype=object).astype(str)
@@ -326,4 +354,4 @@ def _create_group(path, record: CacheRecord, ids: list[str], arrays: dict, orig_
     if record.sample_hash is not None:
         store.create_small_array(group, record.sample_hash, n, (32,), np.uint8)
     store.create_small_array(group, schema.STATUS, n, (), np.uint8)
-    group.attrs.update(record.to_dict())
+    group.attrs.put(record.to_dict())  # replaces the marker

@@ -9,6 +9,7 @@ Three label kinds exist on disk (DATASETS.md):
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -22,14 +23,48 @@ _VALID_TRAIN_IDS = np.zeros(256, bool)
 _VALID_TRAIN_IDS[:NUM_CLASSES] = True
 _VALID_TRAIN_IDS[IGNORE] = True
 
+# The most pixels an input image or label may have: 8192x8192. The largest real inputs are
+# Mapillary Vistas' photos (up to ~5000x4000, 20 MP), over 3x below it; Cityscapes, GTA, ACDC,
+# BDD and Synthia are 1-2 MP. A 1 MB PNG can claim 20000x20000 (a decompression bomb: 1.2 GB
+# decoded, several GB at peak), so the size is read from the file header and a larger file is
+# refused before any decoding, as an unreadable one is. 8192x8192 RGB decodes to 192 MiB.
+MAX_IMAGE_PIXELS = 8192 * 8192
+# Pillow warns from 89.5 MP and refuses from 179 MP by itself; every size it would warn about is
+# over MAX_IMAGE_PIXELS and refused here with one line, so its warning would only repeat it.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
-def _open(path: Path, what: str) -> Image.Image:
+
+def size_problem(size_wh: tuple[int, int]) -> str | None:
+    """Why an image of `size_wh` (W, H) pixels is not decoded, or None when it may be."""
+    w, h = size_wh
+    if w * h <= MAX_IMAGE_PIXELS:
+        return None
+    return f"{w}x{h} pixels, over the 8192x8192 ({MAX_IMAGE_PIXELS}) diffseg decodes (a decompression bomb?)"
+
+
+def _header(path: Path, what: str) -> Image.Image:
+    """The file opened, its header read and its size checked; nothing decoded yet."""
     if not path.is_file():
         raise DataError(path, f"missing {what}")
     try:
         img = Image.open(path)
+    except Image.DecompressionBombError as err:  # so far over that Pillow refuses before we look
+        raise DataError(path, f"{what} too large ({err})") from None
+    except _DECODE_ERRORS as err:
+        raise DataError(path, f"unreadable {what} ({err})") from None
+    problem = size_problem(img.size)
+    if problem:
+        img.close()
+        raise DataError(path, f"{what} too large: {problem}")
+    return img
+
+
+def _open(path: Path, what: str) -> Image.Image:
+    img = _header(path, what)
+    try:
         img.load()
     except _DECODE_ERRORS as err:
+        img.close()
         raise DataError(path, f"unreadable {what} ({err})") from None
     return img
 
@@ -70,8 +105,7 @@ def read_synthia_label(path: Path, table: np.ndarray) -> np.ndarray:
     """16-bit 3-channel Synthia label -> train ids uint8 [H, W] (class id = R channel)."""
     import cv2  # Pillow keeps only the high byte of 16-bit RGB: the class would read as 0
 
-    if not path.is_file():
-        raise DataError(path, "missing label")
+    _header(path, "label").close()  # missing or too large: refused before OpenCV decodes anything
     raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if raw is None:
         raise DataError(path, "unreadable label (OpenCV could not decode it)")
@@ -84,12 +118,7 @@ def read_synthia_label(path: Path, table: np.ndarray) -> np.ndarray:
 
 
 def file_size(path: Path, what: str = "label") -> tuple[int, int]:
-    """(H, W) from the file header only (no pixel decoding)."""
-    if not path.is_file():
-        raise DataError(path, f"missing {what}")
-    try:
-        with Image.open(path) as img:
-            w, h = img.size
-    except _DECODE_ERRORS as err:
-        raise DataError(path, f"unreadable {what} ({err})") from None
+    """(H, W) from the file header only (no pixel decoding); a file over MAX_IMAGE_PIXELS is a DataError."""
+    with _header(path, what) as img:
+        w, h = img.size
     return h, w

@@ -16,6 +16,7 @@ import time
 from collections.abc import Generator
 from contextlib import closing
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -144,7 +145,8 @@ class SampleRunner:
             sample = self.dataset.load(i // self.plan.views)
             sid, image, label, orig = self.view(i, sample)
         except DataError as err:  # a bad sample: reported to the coordinator, never silent
-            return Outcome(index=i, id=self.ids[i], written=False, reason=str(err), seconds=time.perf_counter() - t0)
+            reason = skip_reason(err, self.dataset.root)
+            return Outcome(index=i, id=self.ids[i], written=False, reason=reason, seconds=time.perf_counter() - t0)
         digest = sample_digest(sample.image, sample.label)
         view = i % self.plan.views
         latent = self.extractor.latent(image, view)  # the VAE here too: off the U-Net's thread
@@ -253,6 +255,18 @@ class Prepared:
     latent: torch.Tensor  # [1, 4, H/8, W/8]: its VAE latent, shared by both branches
     t0: float  # when its preparation began (Outcome.seconds)
     note: str | None = None  # written, but computed again in float32 (SampleRunner.finite)
+
+
+def skip_reason(err: DataError, root) -> str:
+    """Why a sample is skipped, its paths relative to the dataset root: the reason is kept in the
+    cache's record, which travels with the cache to machines where the extracting machine's
+    folders mean nothing (and name a user's home)."""
+    reason = str(err)
+    if root is None:
+        return reason
+    for prefix in sorted({str(root), str(Path(root).resolve())}, key=len, reverse=True):
+        reason = reason.replace(prefix.rstrip("/") + "/", "")
+    return reason
 
 
 def runner_for(plan: ExtractPlan) -> SampleRunner:

@@ -2,9 +2,10 @@
 output folder, and the optional ground-truth labels.
 
 Inputs: image files, or folders searched recursively (sorted). Anything Pillow can open is an
-image (PNG, JPEG, BMP, WebP, TIFF...; any mode, converted to RGB). A file inside a folder that is
-not an image is skipped with a warning; a file named on the command line that is not an image
-is a DiffsegError naming it.
+image (PNG, JPEG, BMP, WebP, TIFF...; any mode, converted to RGB) of at most 8192x8192 pixels
+(diffseg.data.readers.MAX_IMAGE_PIXELS, checked from the header before decoding). A file inside a
+folder that is not such an image is skipped with a warning; a file named on the command line that
+is not one is a DiffsegError naming it.
 
 Output names: `<stem>` for a file named directly, `<path relative to the folder without its
 suffix>` for a file found in a folder (so two folders' `0001.png` do not collide: a collision is
@@ -28,6 +29,7 @@ from PIL import Image, UnidentifiedImageError
 
 from diffseg.core.classes import IGNORE, NUM_CLASSES
 from diffseg.core.errors import DiffsegError
+from diffseg.data.readers import size_problem
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,11 +43,16 @@ def warn(msg: str) -> None:
 
 
 def image_problem(path: Path) -> str | None:
-    """None when Pillow can decode the file, else the reason."""
+    """None when Pillow can decode the file and it is not over the pixel limit, else the reason."""
     try:
         with Image.open(path) as img:
+            too_large = size_problem(img.size)  # from the header: a decompression bomb is never decoded
+            if too_large:
+                return f"too large: {too_large}"
             img.load()
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
+    except Image.DecompressionBombError as err:
+        return f"too large ({err})"
+    except (UnidentifiedImageError, OSError, ValueError) as err:
         return f"not an image ({type(err).__name__}: {err})"
     return None
 
@@ -97,6 +104,10 @@ def read_label(path: Path, size_hw: tuple[int, int]) -> np.ndarray | None:
     try:
         with Image.open(path) as img:
             mode = img.mode
+            too_large = size_problem(img.size)
+            if too_large:
+                warn(f"ignoring label {path}: too large: {too_large}")
+                return None
             if mode not in ("L", "P"):
                 warn(
                     f"ignoring label {path}: mode {mode}, expected a single-channel train-id PNG "
@@ -104,7 +115,7 @@ def read_label(path: Path, size_hw: tuple[int, int]) -> np.ndarray | None:
                 )
                 return None
             label = np.asarray(img)  # mode P: the palette indices, not the colours
-    except (UnidentifiedImageError, OSError) as err:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
         warn(f"ignoring label {path}: not an image ({err})")
         return None
     if label.shape != tuple(size_hw):
