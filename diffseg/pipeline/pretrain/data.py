@@ -14,6 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
+from diffseg.core.atomic import atomic_target
 from diffseg.core.classes import NUM_CLASSES
 from diffseg.pipeline.pretrain.captions import dominant_colors, present_classes
 from diffseg.pipeline.pretrain.config import PretrainConfig
@@ -69,7 +70,6 @@ def load_or_render(path: Path, source: ImageSource, cfg: PretrainConfig) -> Imag
             if np.array_equal(f["key"], key) and "colors" in f:  # (files from before colour words: render again)
                 return ImageSet(f["images"], f["present"], f["colors"], f["styles"], tuple(source.styles))
     data = render_set(source, cfg)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, key=key, images=data.images, present=data.present, colors=data.colors, styles=data.styles)
-    tmp.replace(path)
+    with atomic_target(path) as tmp, open(tmp, "wb") as f:  # a file object: np.savez would add ".npz" to a name
+        np.savez(f, key=key, images=data.images, present=data.present, colors=data.colors, styles=data.styles)
     return data
