@@ -11,9 +11,10 @@ import torch
 
 from diffseg.core.errors import DataError, DiffsegError
 from diffseg.core.layers import LayerSpec, layer_specs
+from diffseg.core.seeds import stable_seed
 from diffseg.pipeline.builtin import SD21_UNET
 from diffseg.pipeline.config import preset
-from diffseg.stages.extract.plan import build_plan, sample_ids, stable_seed
+from diffseg.stages.extract.plan import build_plan, sample_ids
 from diffseg.stages.extract.sizes import feature_bytes
 from diffseg.stages.extract.views import eval_view, fit_inside, train_view
 
@@ -92,7 +93,7 @@ def test_view_ids():
 
 
 def test_stable_seed_is_the_same_in_another_interpreter():
-    code = "from diffseg.stages.extract.plan import stable_seed; print(stable_seed(3, 'view', 'x/1#v0'))"
+    code = "from diffseg.core.seeds import stable_seed; print(stable_seed(3, 'view', 'x/1#v0'))"
     env = {**os.environ, "PYTHONHASHSEED": "123"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert int(out.stdout) == stable_seed(3, "view", "x/1#v0")

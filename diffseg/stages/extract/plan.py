@@ -83,12 +83,6 @@ class ExtractPlan:
         return [(b, n) for b in self.branches for n in self.branch_layers(b)]
 
 
-def stable_seed(*parts) -> int:
-    """A 63-bit seed from any printable parts, equal on every machine and Python run."""
-    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
-
-
 def default_out(dataset: str, split: str) -> Path:
     return Path("cache") / (dataset if split == "train" else f"{dataset}-{split}")
 
