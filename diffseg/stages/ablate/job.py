@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from diffseg.cache import CacheReader
+from diffseg.cache.fastread import keep_freed_memory
 from diffseg.core import location
 from diffseg.core.errors import DiffsegError
 from diffseg.core.jobs import Done, Job, run_jobs
@@ -116,6 +117,7 @@ def run_cell(cell: Cell, cell_dir: Path, options: dict, eval_caches: Sequence[st
 
     The trainer scores every target at the end (eval.json); only a target it has not scored (a
     new --eval-cache, or an interruption between the final weights and eval.json) is scored here."""
+    keep_freed_memory()  # cache/fastread.py (a cell may run in a worker process: each calls it)
     started = time.perf_counter()
     did = "done earlier"
     if (cell_dir / CONFIG).is_file():

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from diffseg.cache import CacheReader, schema
+from diffseg.cache.fastread import keep_freed_memory
 from diffseg.core.classes import IGNORE
 
 MAX_LISTED = 20  # problems printed one per line before "... and N more"
@@ -194,6 +195,7 @@ def stale_samples(r: CacheReader, root: str | Path | None) -> list[str]:
 def verify(cache: str | Path, as_json: bool, data: bool = False, root: str | Path | None = None) -> int:
     from tqdm import tqdm
 
+    keep_freed_memory()  # cache/fastread.py: reused sample buffers instead of page faults on every read
     r = CacheReader(cache)
     problems = [
         f"sample {r.ids[i]} (index {i}): pending (never completed)" for i in np.flatnonzero(r.status == schema.PENDING)
