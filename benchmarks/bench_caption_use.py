@@ -113,10 +113,10 @@ def main(argv: list[str] | None = None) -> dict:
     threads.apply(args.threads)
     import torch
 
-    from diffseg.core.classes import CLASS_NAMES
+    from diffseg.core.classes import CLASS_NAMES, present_classes
     from diffseg.data.demo_pretrain import render_pretrain
     from diffseg.pipeline.models import load_models
-    from diffseg.pipeline.pretrain.captions import COLOR_WORDS, dominant_colors, present_classes
+    from diffseg.pipeline.pretrain.captions import COLOR_WORDS, MIN_FRACTION, dominant_colors
     from diffseg.pipeline.pretrain.unet import Tokens, noise_scheduler
     from diffseg.pipeline.prompts import class_token_positions
 
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> dict:
         images.append(image)
         labels.append(label)
         colors = dominant_colors(image, label)
-        present = present_classes(label)
+        present = present_classes(label, MIN_FRACTION)
         words = [(f"{COLOR_WORDS[colors[c]]} " if args.color_words else "") + CLASS_NAMES[c] for c in present]
         names = ", ".join(words)
         captions.append(f"a photo of a city street, {names}")

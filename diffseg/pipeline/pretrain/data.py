@@ -15,8 +15,8 @@ from typing import Protocol
 import numpy as np
 
 from diffseg.core.atomic import atomic_target
-from diffseg.core.classes import NUM_CLASSES
-from diffseg.pipeline.pretrain.captions import dominant_colors, present_classes
+from diffseg.core.classes import NUM_CLASSES, present_classes
+from diffseg.pipeline.pretrain.captions import MIN_FRACTION, dominant_colors
 from diffseg.pipeline.pretrain.config import PretrainConfig
 
 
@@ -56,7 +56,7 @@ def render_set(source: ImageSource, cfg: PretrainConfig) -> ImageSet:
     styles = np.empty(n, np.int64)
     for i in range(n):
         images[i], label, style = source.render(cfg.seed, i, (size, size), cfg.zoom, cfg.variety)
-        present[i, list(present_classes(label))] = True
+        present[i, list(present_classes(label, MIN_FRACTION))] = True
         colors[i] = dominant_colors(images[i], label)
         styles[i] = source.styles.index(style)
     return ImageSet(images, present, colors, styles, tuple(source.styles))
