@@ -50,6 +50,8 @@ from typing import Any
 
 import numpy as np
 
+from diffseg.core.stats import pct, within_noise
+
 HERE = Path(__file__).resolve().parent
 ARMS = ("mini", "tiny", "pixels")
 PIXEL_LAYER = "up3.res2"  # the stride-8 slot the pixels occupy (see the module docstring)
@@ -281,7 +283,7 @@ def run(
 
 
 def _pct(v: float | None) -> str:
-    return "n/a" if v is None else f"{100 * v:.1f}"
+    return pct(v, 1)
 
 
 def _cell(row: dict) -> str:
@@ -291,7 +293,7 @@ def _cell(row: dict) -> str:
 def compare(a: dict, b: dict) -> tuple[float, bool]:
     """(difference of the means, whether it is within noise: smaller than the two stds added)."""
     diff = a["mean"] - b["mean"]
-    return diff, abs(diff) <= a["std"] + b["std"]
+    return diff, within_noise(diff, a["std"], b["std"], rule="stds-added")
 
 
 def markdown(res: dict) -> str:

@@ -29,6 +29,7 @@ from diffseg.cache.fastread import keep_freed_memory
 from diffseg.core import location
 from diffseg.core.errors import DiffsegError
 from diffseg.core.jobs import Done, Job, run_jobs
+from diffseg.core.stats import pct
 from diffseg.core.threads import available_cores
 from diffseg.stages.ablate.cells import CacheLayout, Cell, plan_cells
 from diffseg.stages.ablate.report import write_reports
@@ -251,7 +252,7 @@ def tabulate(p: Plan, done: dict[str, Done] | None = None) -> Path:
         results[cell.name] = {n: m for n, (m, _) in stats.items()}
         if spreads is not None:
             spreads[cell.name] = {n: sd for n, (_, sd) in stats.items()}
-        shown = ", ".join(f"{n} {100 * v:.2f}" if v is not None else f"{n} n/a" for n, v in results[cell.name].items())
+        shown = ", ".join(f"{n} {pct(v)}" for n, v in results[cell.name].items())
         jobs = [done[name] for _, name in mine if done and name in done]
         did = (
             f"{', '.join(sorted({str(d.result) for d in jobs}))} in {sum(d.seconds for d in jobs):.1f} s"

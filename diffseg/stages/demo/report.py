@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from diffseg.core.stats import mean_over_targets, pct, within_noise
 from diffseg.stages.demo.config import TARGETS
 from diffseg.stages.runs.seeds import mean_std
 
@@ -153,10 +154,7 @@ def cell_seeds(folder: Path, cell: str, seeds: tuple[int, ...], targets: tuple[s
 
     per = [read_json(seed_dir(folder / "cells" / cell, s) / SCORES)["targets"] for s in seeds]
     values: dict[str, list] = {t: [p[t]["miou"] for p in per] for t in targets}
-    values["mean"] = [
-        None if any(values[t][k] is None for t in targets) else sum(values[t][k] for t in targets) / len(targets)
-        for k in range(len(seeds))
-    ]
+    values["mean"] = [mean_over_targets([values[t][k] for t in targets]) for k in range(len(seeds))]
     return values
 
 
@@ -170,7 +168,7 @@ def compare(a: dict, b: dict) -> dict:
     if a["mean"] is None or b["mean"] is None:
         return {"diff": None, "within_noise": None}
     diff = a["mean"] - b["mean"]
-    return {"diff": diff, "within_noise": bool(abs(diff) < max(a["std"] or 0.0, b["std"] or 0.0))}
+    return {"diff": diff, "within_noise": within_noise(diff, a["std"], b["std"])}
 
 
 def _diff_text(c: dict) -> str:
@@ -232,11 +230,11 @@ def comparisons(table: dict[str, dict]) -> list[dict]:
 
 
 def _pct(v) -> str:
-    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}"
+    return pct(v, 1)
 
 
 def _ref(v: float | None) -> str:
-    return "" if v is None else f"{100 * v:.2f}"
+    return pct(v, 2, missing="")
 
 
 def _ms(s: dict) -> str:
@@ -467,18 +465,17 @@ def _xattn_cell(attention: dict[str, dict], target: str) -> str:
     """ "ratio (chance)" of one model on a target, or their means over the targets ("mean")."""
 
     def pick(key: str) -> float:
-        return attention[target][key] if target != "mean" else float(np.mean([attention[k][key] for k in TARGETS]))
+        return attention[target][key] if target != "mean" else mean_over_targets([attention[k][key] for k in TARGETS])
 
     return f"{pick('ratio'):.2f} ({pick('chance'):.2f})"
 
 
 def results_mean(miou: dict[str, float | None]) -> float | None:
-    values = [miou.get(t) for t in TARGETS]
-    return None if any(v is None for v in values) else sum(v for v in values if v is not None) / len(values)
+    return mean_over_targets([miou.get(t) for t in TARGETS])
 
 
 def main_compare(a: float | None, b: float | None, spread: float | None) -> dict:
     """One-seed main runs: their difference, within noise when smaller than `spread`."""
     if a is None or b is None:
         return {"diff": None, "within_noise": None}
-    return {"diff": a - b, "within_noise": bool(spread is not None and abs(a - b) < spread)}
+    return {"diff": a - b, "within_noise": within_noise(a - b, spread, None)}  # no spread: ranked
