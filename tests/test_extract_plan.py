@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from diffseg.cache.schema import image_of, view_id
 from diffseg.core.errors import DataError, DiffsegError
 from diffseg.core.layers import LayerSpec, layer_specs
 from diffseg.core.seeds import stable_seed
@@ -184,3 +185,10 @@ def test_blocks_are_contiguous_and_give_every_worker_several():
     got = blocks(list(range(20)), 2)  # at most ceil(20 / (2 * 4)) = 3 per block
     assert got == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9, 10, 11], [12, 13, 14], [15, 16, 17], [18, 19]]
     assert blocks([0, 1, 5, 6, 7, 9], 1) == [[0, 1], [5, 6], [7], [9]]  # gaps split blocks
+
+
+def test_view_ids_round_trip_through_the_one_format():
+    ids = sample_ids(["a", "b#v/x"], views=2)
+    assert ids == ["a#v0", "a#v1", "b#v/x#v0", "b#v/x#v1"]
+    assert [image_of(i) for i in ids] == ["a", "a", "b#v/x", "b#v/x"]  # a "#v" inside an image id stays
+    assert image_of("plain") == "plain" and view_id("plain", 3) == "plain#v3"

@@ -178,7 +178,7 @@ def stale_samples(r: CacheReader, root: str | Path | None) -> list[str]:
     problems = []
     for i in tqdm(r.complete_indices(), desc=f"hash sources of {r.path}", unit="sample", disable=None):
         who = f"sample {r.ids[i]} (index {i})"
-        image_id = r.ids[i].split("#v")[0]
+        image_id = schema.image_of(r.ids[i])
         if image_id not in index:
             problems.append(f"{who}: stale: no longer in {ds_rec.name} {ds_rec.split} (root {ds.root})")
             continue
