@@ -14,6 +14,7 @@ fsspec URL: None, and the caller uses zarr's array API.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import google_crc32c
 import numpy as np
@@ -50,7 +51,7 @@ class ChunkWriter:
         assert data.shape == self.shape, f"{data.shape} != {self.shape}"
         # numpy arrays and bytes, as google_crc32c takes them (not memoryviews)
         body = self.zstd.encode(data) if self.zstd is not None else data.reshape(-1).view(np.uint8)
-        parts = [body]
+        parts: list[Any] = [body]  # buffers (numpy's stubs type arrays as buffers only from Python 3.12)
         if self.crc:
             parts.append(int(google_crc32c.value(body)).to_bytes(4, "little"))
         atomic_write(self.file(i), parts)
