@@ -8,21 +8,27 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, overload
 
 
+@overload
+def mean_over_targets(values: Sequence[float], *, missing: Literal["none"] = "none") -> float: ...
+@overload
+def mean_over_targets(values: Sequence[float | None], *, missing: Literal["none", "skip"] = "none") -> float | None: ...
 def mean_over_targets(values: Sequence[float | None], *, missing: Literal["none", "skip"] = "none") -> float | None:
-    """The plain mean of per-target values (mIoU of each target, in order).
+    """The plain mean of per-target values (mIoU of each target, in order; at least one target).
 
     A target without a value (None; NaN for `missing="skip"` too) makes the mean None with
     `missing="none"`: a table's mean column then compares like with like (the demo report, the
     per-seed means). `missing="skip"` averages the defined ones instead (an eval report's
     `mean_miou`, where an unlabelled target has no mIoU); None when none is defined."""
+    if not values:
+        raise ValueError("a mean over no targets")
     if missing == "skip":
         values = [v for v in values if v is not None and not math.isnan(v)]
         if not values:
             return None
-    elif not values or any(v is None for v in values):
+    elif any(v is None for v in values):
         return None
     return sum(v for v in values if v is not None) / len(values)
 

@@ -238,7 +238,7 @@ def _ref(v: float | None) -> str:
 
 
 def _ms(s: dict) -> str:
-    return "n/a" if s["mean"] is None else f"{100 * s['mean']:.1f} +- {100 * s['std']:.1f}"
+    return "n/a" if s["mean"] is None else f"{pct(s['mean'], 1)} +- {pct(s['std'], 1)}"
 
 
 def _miou_by_target(results: dict) -> dict[str, float | None]:
