@@ -26,7 +26,7 @@ cores/jobs threads.
 Nothing is tuned here: the recipe is the demo's, and val / val-night / val-fog only report.
 
 Also printed for `mini` and `tiny`: the mean inside/outside ratio of cross-attention on each
-target (`diffseg.stages.tools.attention.xattn_ratio`, the unconditional branch that the evaluation scores, whose
+target (`diffseg.stages.runs.attention.xattn_ratio`, the unconditional branch that the evaluation scores, whose
 prompt names every class).
 
     python -m benchmarks.bench_premise                 # the full measurement (tens of minutes)
@@ -202,7 +202,7 @@ def run(
     OUT/model directory as `mini`, to compare it on `dev` before it ships)."""
     from diffseg.core.jobs import Job, JobPool
     from diffseg.core.threads import available_cores
-    from diffseg.stages.tools.attention import xattn_ratio
+    from diffseg.stages.runs.attention import xattn_ratio
 
     models = {"mini": "mini", "tiny": "tiny", **(models or {})}
     cores = available_cores()

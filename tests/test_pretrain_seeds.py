@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from diffseg.core.classes import present_classes
-from diffseg.data.demo import DEMO_COUNTS, DEMO_SPLITS, render_sample
-from diffseg.data.demo_pretrain import PRETRAIN_STREAM, PRETRAIN_STYLES, pretrain_rng, render_pretrain
-from diffseg.pipeline.pretrain.captions import MIN_FRACTION
-from diffseg.pipeline.pretrain.config import PretrainConfig
+from diffseg.data.demo.dataset import DEMO_COUNTS, DEMO_SPLITS, render_sample
+from diffseg.data.demo.pretrain import PRETRAIN_STREAM, PRETRAIN_STYLES, pretrain_rng, render_pretrain
+from diffseg.pretrain.captions import MIN_FRACTION
+from diffseg.pretrain.config import PretrainConfig
 
 
 def _state(rng: np.random.Generator) -> bytes:
@@ -78,7 +78,7 @@ def test_close_ups_show_fewer_classes_and_leave_the_other_images_alone():
 
 
 def test_variety_leaves_kinds_out_and_changes_nothing_when_zero():
-    from diffseg.data.demo_scene import DROPPABLE, draw_scene
+    from diffseg.data.demo.scene import DROPPABLE, draw_scene
 
     for i in range(10):  # variety 0 (the shipped recipe, and the demo's own splits): unchanged
         a, b = render_pretrain(0, i, (64, 64)), render_pretrain(0, i, (64, 64), variety=0.0)

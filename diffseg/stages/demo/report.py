@@ -1,7 +1,7 @@
 """The demo's pictures and `report.md` / `results.json`.
 
 Pictures: the model's generated samples (one per pre-training style) and autoencoder
-reconstructions of demo target images (diffseg.pipeline.pretrain.samples), a prediction grid
+reconstructions of demo target images (diffseg.pretrain.samples), a prediction grid
 (rows = target domains; image over prediction over ground truth), PCA-to-RGB views of the
 cached features per layer and step, the cross-attention heat maps of the paper's Fig. 3
 (both from `diffseg cache show`'s code), and the ablation bar chart.
@@ -105,9 +105,9 @@ SAMPLE_CLASSES = (0, 1, 2, 8, 10, 13)
 def model_pictures(cfg, folder: Path, model: str, rows: dict, device: str) -> list[Path]:
     """samples.png (one DDIM sample per pre-training style, seed 0) and reconstructions.png (the
     demo target images shown with the predictions, over the model's autoencoder reconstructions)."""
-    from diffseg.data.demo_pretrain import PRETRAIN_STYLES
-    from diffseg.pipeline.pretrain.samples import model_pictures as render
-    from diffseg.pipeline.pretrain.samples import style_prompt
+    from diffseg.data.demo.pretrain import PRETRAIN_STYLES
+    from diffseg.pretrain.samples import model_pictures as render
+    from diffseg.pretrain.samples import style_prompt
     from diffseg.stages.device import resolve_device
     from diffseg.stages.viz import image_rows
 
@@ -133,7 +133,7 @@ def model_pictures(cfg, folder: Path, model: str, rows: dict, device: str) -> li
 
 def ratios(caches_by_model: dict[str, dict[str, Path]]) -> dict[str, dict[str, dict]]:
     """{model: {target: xattn_ratio(...)}} on the target caches' unconditional branch."""
-    from diffseg.stages.tools.attention import xattn_ratio
+    from diffseg.stages.runs.attention import xattn_ratio
 
     return {m: {t: xattn_ratio(caches[t]) for t in TARGETS} for m, caches in caches_by_model.items()}
 
@@ -349,7 +349,7 @@ def write_report(
         "images, `xattn` layers and saved steps of a class's cross-attention inside its mask divided by outside "
         "it, and in brackets its chance level: the same mean with each mask scored on the *other* present "
         "classes' maps. A map knows where its class is by as much as the first number beats the second "
-        "(`diffseg.stages.tools.attention`).",
+        "(`diffseg.stages.runs.attention`).",
         "",
         "### Per-class IoU (%), main run",
         "",

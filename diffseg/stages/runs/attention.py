@@ -27,7 +27,7 @@ import numpy as np
 from diffseg.cache import CacheReader, schema
 from diffseg.core.classes import CLASS_NAMES, present_classes
 from diffseg.core.errors import DiffsegError
-from diffseg.stages.tools.cacheshow import upscale
+from diffseg.stages.viz import upscale
 
 MIN_FRACTION = 0.01  # a class counts as present from 1 % of the image's pixels
 

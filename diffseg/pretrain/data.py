@@ -1,7 +1,7 @@
 """The pre-training image set: rendered once, kept as one .npz beside the checkpoints.
 
 Images come from an `ImageSource` the caller passes in (the demo world's unlabelled renderer,
-diffseg.data.demo_pretrain, given by stages/pretrain.py: pipeline/ does not import data/).
+diffseg.data.demo.pretrain, given by stages/pretrain.py: pretrain/ takes any source, it does not import data/).
 They are a pure function of (seed, index, size), so the file is only a cache: a missing or
 mismatching one is rendered again.
 """
@@ -16,8 +16,8 @@ import numpy as np
 
 from diffseg.core.atomic import atomic_target
 from diffseg.core.classes import NUM_CLASSES, present_classes
-from diffseg.pipeline.pretrain.captions import MIN_FRACTION, dominant_colors
-from diffseg.pipeline.pretrain.config import PretrainConfig
+from diffseg.pretrain.captions import MIN_FRACTION, dominant_colors
+from diffseg.pretrain.config import PretrainConfig
 
 
 class ImageSource(Protocol):
