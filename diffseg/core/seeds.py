@@ -4,11 +4,20 @@ Each is stable across processes and machines (unlike Python's salted `hash()`), 
 different seeds for the same parts. They are kept apart on purpose: what they seed is stored or
 published, so merging them would change cached feature bytes and the demo's numbers.
 
-| function      | derivation                                              | seeds (where)                                                        | why this one stays                                                                                  |
-|---------------|---------------------------------------------------------|----------------------------------------------------------------------|-----------------------------------------------------------------------------------------------------|
-| `derive_seed` | sha256 of the parts' `repr`, joined by 0x1f; first 8 bytes, little-endian (64 bits) | the trajectory's draws: VAE posterior sample, eta noise (pipeline/seeding.py) | recorded in every cache as `extract.seeding` = "content-v1": a change must rewrite every cache's features |
-| `stable_seed` | the same over the parts' `str`, shifted right by 1 (63 bits) | extract's per-sample views (crop, flip) and photometric jitter (stages/extract/worker.py) | decides which pixels each cached view holds; `str` and `repr` differ for strings, so view ids give other seeds than `derive_seed` |
-| `hash_seed`   | numpy `SeedSequence((seed, phase, step))`, first uint64 of its state, shifted right by 1 | each pre-training step's noise, timesteps, posterior samples (pretrain/checkpoint.py) | the built-in `mini` model was trained with it; a change retrains it and moves the demo's numbers |
+    function      derivation                                 seeds                          why it stays
+    ------------  -----------------------------------------  -----------------------------  --------------------------
+    derive_seed   sha256 of the parts' repr, 0x1f-joined;    the trajectory's draws: VAE    recorded in every cache as
+                  first 8 bytes, little-endian (64 bits)     posterior sample, eta noise    extract.seeding
+                                                             (pipeline/seeding.py)          "content-v1": a change
+                                                                                            rewrites every feature
+    stable_seed   the same of the parts' str, shifted        extract's per-sample views     decides the pixels of each
+                  right by 1 (63 bits)                       (crop, flip) and photometric   cached view; str and repr
+                                                             jitter (stages/extract/        differ on strings, so view
+                                                             worker.py)                     ids give other seeds
+    hash_seed     numpy SeedSequence((seed, phase, step)),   each pre-training step's       the built-in `mini` model
+                  first uint64 of its state, shifted right   noise, timesteps, posterior    was trained with it: a
+                  by 1 (63 bits)                             samples (pretrain/checkpoint)  change retrains it and
+                                                                                            moves the demo's numbers
 
 For integer parts `stable_seed(*p) == derive_seed(*p) >> 1` (`str` and `repr` agree on ints);
 tests/test_core_seeds.py pins one value of each.
