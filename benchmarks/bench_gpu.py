@@ -132,6 +132,9 @@ def main() -> None:
     ap.add_argument("--dry", action="store_true", help="toy sizes (tiny model): check the script, measure nothing")
     ap.add_argument("--out", default=str(HERE / "gpu-results.md"))
     args = ap.parse_args()
+    from diffseg.cache.fastread import keep_freed_memory
+
+    keep_freed_memory()  # as the commands that read caches do (cache/fastread.py)
     fail_without_cuda(args.device)
     if args.dry:
         model, size, images, iters, samples, calls = "tiny", 128, 1, 2, 2, 2
