@@ -275,6 +275,9 @@ def main() -> None:
     ap.add_argument("--features", nargs="+", help="raw caches: the table of diffseg's feature codecs")
     ap.add_argument("--work", default=None, help="folder for the converted caches (default: a temporary one)")
     args = ap.parse_args()
+    from diffseg.cache.fastread import keep_freed_memory
+
+    keep_freed_memory()  # as the commands that read caches do (cache/fastread.py)
     if args.features:
         import tempfile
 

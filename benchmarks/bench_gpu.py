@@ -432,6 +432,9 @@ def main() -> None:
     ap.add_argument("--out", help="default benchmarks/gpu-results.md (--dry: benchmarks/gpu-results-dry.md)")
     ap.add_argument("--only", default="", help="comma-separated section functions, e.g. throughput,finiteness")
     args = ap.parse_args()
+    from diffseg.cache.fastread import keep_freed_memory
+
+    keep_freed_memory()  # as the commands that read caches do (cache/fastread.py)
     fail_without_cuda(args.device)
     only = tuple(s for s in args.only.split(",") if s)
     out = Path(args.out or HERE / ("gpu-results-dry.md" if args.dry else "gpu-results.md"))

@@ -45,6 +45,7 @@ from numcodecs import Zstd
 
 from benchmarks._cuda import sync
 from diffseg.cache import CacheReader, CacheWriter, FeatureDataset
+from diffseg.cache.fastread import keep_freed_memory
 from diffseg.cache.loader import BatchLoader
 from diffseg.cache.synthetic import SD21, TINY, make_cache, street_label
 
@@ -213,6 +214,7 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=16, help="samples of the SD 2.1-shaped cache (x20 tiny)")
     ap.add_argument("--dir", help="where to build the caches (default: a temporary folder)")
     args = ap.parse_args()
+    keep_freed_memory()  # as the commands that read caches do (cache/fastread.py)
     torch.set_num_threads(1)
     configs = [
         ("sd21 5step @256 (res0-2+blk0-2 of up1-3, 5 steps)", "sd21", (256, 256), (0, 1, 2), 5, args.samples),

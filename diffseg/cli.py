@@ -863,7 +863,7 @@ def pretrain(
     Rerun with the same --out to resume after an interruption. The default recipe and seed
     reproduce the shipped weights on the same torch build (2 threads).
     """
-    from diffseg.pipeline.pretrain.config import PretrainConfig, quick_config
+    from diffseg.pretrain.config import PretrainConfig, quick_config
     from diffseg.stages import pretrain as stage
 
     model = stage.main(quick_config(seed=seed) if quick else PretrainConfig(seed=seed), out)

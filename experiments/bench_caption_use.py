@@ -8,7 +8,7 @@ Why: a class's cross-attention can only learn where the class is if the caption 
 something it needs. On the demo world, where nearly every scene shows the same dozen classes,
 `mini`'s captions barely change its loss, and its `xattn` maps stay flat.
 
-Images: the demo world's unlabelled renderer (diffseg.data.demo_pretrain), indices from
+Images: the demo world's unlabelled renderer (diffseg.data.demo.pretrain), indices from
 `--first` on (default 4000: past the 4,000 that pre-training uses, so the model never saw them;
 disjoint from every demo split by construction), half of them close-ups when `--zoom` > 1, with
 kinds of things left out when `--variety` > 0 (then the caption says which classes show).
@@ -20,7 +20,7 @@ A second table says where the attention goes under the true caption, per timeste
 up blocks' cross-attention layers (those stage one taps for `xattn`): its entropy over the 77 tokens
 (ln 77 = 4.34 nats is uniform), the share of it on the caption's class-name tokens, and the
 inside/outside ratio of each named class's map with its chance level (head-mean, as stage one
-stores it; `diffseg.stages.tools.attention`'s arithmetic, here on the caption the model was trained
+stores it; `diffseg.stages.runs.attention`'s arithmetic, here on the caption the model was trained
 with).
 Captions: "a photo of a city street, <the classes present, canonical order>", each class name after
 its colour word with `--color-words` (as PretrainConfig.color_words writes them). Timesteps and
@@ -84,7 +84,7 @@ def attention_stats(watched: dict, positions: list[dict], labels: list) -> tuple
     """(share of attention on the class-name tokens, inside/outside ratio of each named class, its
     chance level: each mask scored on the other named classes' maps) of one batch, from each
     watched layer's head-mean probabilities [B, N, T]."""
-    from diffseg.stages.tools.attention import ratios_and_chance
+    from diffseg.stages.runs.attention import ratios_and_chance
 
     shares, ratios, chance = list[float](), list[float](), list[float]()
     for proc in watched.values():
@@ -116,12 +116,12 @@ def main(argv: list[str] | None = None) -> dict:
     threads.apply(args.threads)
     import torch
 
-    from diffseg.core.classes import CLASS_NAMES
-    from diffseg.data.demo_pretrain import render_pretrain
+    from diffseg.core.classes import CLASS_NAMES, present_classes
+    from diffseg.data.demo.pretrain import render_pretrain
     from diffseg.pipeline.models import load_models
-    from diffseg.pipeline.pretrain.captions import COLOR_WORDS, dominant_colors, present_classes
-    from diffseg.pipeline.pretrain.unet import Tokens, noise_scheduler
     from diffseg.pipeline.prompts import class_token_positions
+    from diffseg.pretrain.captions import COLOR_WORDS, MIN_FRACTION, dominant_colors
+    from diffseg.pretrain.unet import Tokens, noise_scheduler
 
     models = load_models(args.model)
     unet, text, vae = models.unet, models.text_encoder, models.vae
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> dict:
         images.append(image)
         labels.append(label)
         colors = dominant_colors(image, label)
-        present = present_classes(label)
+        present = present_classes(label, MIN_FRACTION)
         words = [(f"{COLOR_WORDS[colors[c]]} " if args.color_words else "") + CLASS_NAMES[c] for c in present]
         names = ", ".join(words)
         captions.append(f"a photo of a city street, {names}")

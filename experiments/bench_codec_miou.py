@@ -24,6 +24,7 @@ import os
 import time
 from pathlib import Path
 
+from diffseg.core.stats import mean_over_targets
 from diffseg.stages.demo.config import TARGETS
 
 
@@ -115,8 +116,8 @@ def markdown(res: dict) -> str:
         if name == "raw":
             diff = "-"
         else:
-            mean_raw = {k: sum(raw["miou"][t][k] for t in TARGETS) / len(TARGETS) for k in seeds}
-            mean_codec = {k: sum(row["miou"][t][k] for t in TARGETS) / len(TARGETS) for k in seeds}
+            mean_raw = {k: mean_over_targets([raw["miou"][t][k] for t in TARGETS]) for k in seeds}
+            mean_codec = {k: mean_over_targets([row["miou"][t][k] for t in TARGETS]) for k in seeds}
             dm, ds = paired(mean_raw, mean_codec)
             verdict = "within noise" if abs(dm) <= ds else ("worse" if dm < 0 else "better")
             diff = f"{dm:+.2f} +- {ds:.2f} ({verdict})"

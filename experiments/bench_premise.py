@@ -29,7 +29,7 @@ cores/jobs threads.
 Nothing is tuned here: the recipe is the demo's, and val / val-night / val-fog only report.
 
 Also printed for `mini` and `tiny`: the mean inside/outside ratio of cross-attention on each
-target (`diffseg.stages.tools.attention.xattn_ratio`, the unconditional branch that the evaluation scores, whose
+target (`diffseg.stages.runs.attention.xattn_ratio`, the unconditional branch that the evaluation scores, whose
 prompt names every class).
 
     python -m experiments.bench_premise                 # the full measurement (tens of minutes)
@@ -52,6 +52,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from diffseg.core.stats import pct, within_noise
 
 HERE = Path(__file__).resolve().parent
 ARMS = ("mini", "tiny", "pixels")
@@ -203,7 +205,7 @@ def run(
     OUT/model directory as `mini`, to compare it on `dev` before it ships)."""
     from diffseg.core.jobs import Job, JobPool
     from diffseg.core.threads import available_cores
-    from diffseg.stages.tools.attention import xattn_ratio
+    from diffseg.stages.runs.attention import xattn_ratio
 
     models = {"mini": "mini", "tiny": "tiny", **(models or {})}
     cores = available_cores()
@@ -284,7 +286,7 @@ def run(
 
 
 def _pct(v: float | None) -> str:
-    return "n/a" if v is None else f"{100 * v:.1f}"
+    return pct(v, 1)
 
 
 def _cell(row: dict) -> str:
@@ -294,7 +296,7 @@ def _cell(row: dict) -> str:
 def compare(a: dict, b: dict) -> tuple[float, bool]:
     """(difference of the means, whether it is within noise: smaller than the two stds added)."""
     diff = a["mean"] - b["mean"]
-    return diff, abs(diff) <= a["std"] + b["std"]
+    return diff, within_noise(diff, a["std"], b["std"], rule="stds-added")
 
 
 def markdown(res: dict) -> str:

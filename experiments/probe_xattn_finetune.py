@@ -6,7 +6,7 @@ only the cross-attention layers and the text encoder may learn. Outputs: experim
 Fine-tunes only a model's cross-attention layers (every attn2: to_q, to_k, to_v, to_out) and its
 text encoder on colour-word captions (PretrainConfig.color_words) of the pre-training images, with
 the rest of the U-Net frozen, then scores the `xattn` inside/outside ratio and its chance level
-(`diffseg.stages.tools.attention`) on `dev` images, before and after. The idea it tests: a frozen
+(`diffseg.stages.runs.attention`) on `dev` images, before and after. The idea it tests: a frozen
 U-Net cannot learn to decode a caption read as one global vector, so colours that only the caption
 gives would have to be looked up by place. Optional: start the token embeddings wide
 (`--token-init-std`, as PretrainConfig.token_init_std) and the keys sharper (`--key-scale`,
@@ -59,17 +59,17 @@ def main(argv: list[str] | None = None) -> dict:
     from diffusers.optimization import get_cosine_schedule_with_warmup
 
     from diffseg.pipeline.models import load_models
-    from diffseg.pipeline.pretrain import checkpoint as ck
-    from diffseg.pipeline.pretrain.config import PretrainConfig
-    from diffseg.pipeline.pretrain.data import load_or_render
-    from diffseg.pipeline.pretrain.run import export
-    from diffseg.pipeline.pretrain.unet import Tokens, batch_captions, noise_scheduler, v_loss
-    from diffseg.pipeline.pretrain.vae import encode_all
+    from diffseg.pretrain import checkpoint as ck
+    from diffseg.pretrain.config import PretrainConfig
+    from diffseg.pretrain.data import load_or_render
+    from diffseg.pretrain.run import export
+    from diffseg.pretrain.unet import Tokens, batch_captions, noise_scheduler, v_loss
+    from diffseg.pretrain.vae import encode_all
     from diffseg.stages.demo.config import demo_config
     from diffseg.stages.demo.job import extract_options
     from diffseg.stages.extract import job as extract
     from diffseg.stages.pretrain import DemoWorld
-    from diffseg.stages.tools.attention import xattn_ratio
+    from diffseg.stages.runs.attention import xattn_ratio
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,5 @@
 """The architecture's import rules ([tool.importlinter] in pyproject.toml: layers, the borders of
-cache/ (zarr), cli.py (typer) and pipeline/ (diffusers, transformers), no sibling cycles) hold."""
+cache/ (zarr), cli.py (typer), pipeline/ and pretrain/ (diffusers, transformers), no sibling cycles) hold."""
 
 import os
 import subprocess

@@ -5,7 +5,7 @@ import pytest
 
 from diffseg.core.errors import DiffsegError
 from diffseg.data import DEMO_SPLITS, open_dataset
-from diffseg.data.demo import DEMO_COUNTS, render_sample
+from diffseg.data.demo.dataset import DEMO_COUNTS, render_sample
 
 
 def test_splits_counts_and_ids():

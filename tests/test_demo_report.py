@@ -7,7 +7,7 @@ import pytest
 from diffseg.cache.synthetic import make_cache
 from diffseg.core.errors import DiffsegError
 from diffseg.stages.demo.report import _diff_text, compare, comparisons, main_compare, stats
-from diffseg.stages.tools.attention import chance_ratios, class_ratios, xattn_ratio
+from diffseg.stages.runs.attention import chance_ratios, class_ratios, xattn_ratio
 
 
 def test_within_noise_rule_uses_the_larger_spread():
@@ -79,7 +79,7 @@ def test_xattn_ratio_finds_peaked_maps(tmp_path):
 
 
 def test_model_pictures_shapes():
-    from diffseg.pipeline.pretrain.samples import model_pictures, style_prompt
+    from diffseg.pretrain.samples import model_pictures, style_prompt
 
     images = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
     prompt = style_prompt("night", (0, 10, 13))

@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 import torch
 
+from diffseg.cache.schema import image_of, view_id
 from diffseg.core.errors import DataError, DiffsegError
 from diffseg.core.layers import LayerSpec, layer_specs
+from diffseg.core.seeds import stable_seed
 from diffseg.pipeline.builtin import SD21_UNET
 from diffseg.pipeline.config import preset
-from diffseg.stages.extract.plan import build_plan, sample_ids, stable_seed
+from diffseg.stages.extract.plan import build_plan, sample_ids
 from diffseg.stages.extract.sizes import feature_bytes
 from diffseg.stages.extract.views import eval_view, fit_inside, train_view
 
@@ -92,7 +94,7 @@ def test_view_ids():
 
 
 def test_stable_seed_is_the_same_in_another_interpreter():
-    code = "from diffseg.stages.extract.plan import stable_seed; print(stable_seed(3, 'view', 'x/1#v0'))"
+    code = "from diffseg.core.seeds import stable_seed; print(stable_seed(3, 'view', 'x/1#v0'))"
     env = {**os.environ, "PYTHONHASHSEED": "123"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert int(out.stdout) == stable_seed(3, "view", "x/1#v0")
@@ -183,3 +185,10 @@ def test_blocks_are_contiguous_and_give_every_worker_several():
     got = blocks(list(range(20)), 2)  # at most ceil(20 / (2 * 4)) = 3 per block
     assert got == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9, 10, 11], [12, 13, 14], [15, 16, 17], [18, 19]]
     assert blocks([0, 1, 5, 6, 7, 9], 1) == [[0, 1], [5, 6], [7], [9]]  # gaps split blocks
+
+
+def test_view_ids_round_trip_through_the_one_format():
+    ids = sample_ids(["a", "b#v/x"], views=2)
+    assert ids == ["a#v0", "a#v1", "b#v/x#v0", "b#v/x#v1"]
+    assert [image_of(i) for i in ids] == ["a", "a", "b#v/x", "b#v/x"]  # a "#v" inside an image id stays
+    assert image_of("plain") == "plain" and view_id("plain", 3) == "plain#v3"

@@ -22,11 +22,11 @@ from typer.testing import CliRunner
 
 from diffseg.cache import CacheReader
 from diffseg.cli import app
+from diffseg.core.seeds import stable_seed
 from diffseg.data import open_dataset
 from diffseg.pipeline.config import preset
 from diffseg.pipeline.extractor import FeatureExtractor
 from diffseg.pipeline.models import load_models
-from diffseg.stages.extract.plan import stable_seed
 from diffseg.stages.extract.views import train_view
 
 BASE = ["extract", "--dataset", "demo", "--model", "tiny", "--resolution", "64x64", "--limit", "3"]

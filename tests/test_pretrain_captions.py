@@ -5,11 +5,11 @@ import re
 import numpy as np
 import pytest
 
-from diffseg.core.classes import CLASS_NAMES
-from diffseg.data.demo_pretrain import PRETRAIN_STYLES
-from diffseg.pipeline.pretrain.captions import COLOR_WORDS, STYLE_WORDS, caption, dominant_colors, present_classes
+from diffseg.core.classes import CLASS_NAMES, present_classes
+from diffseg.data.demo.pretrain import PRETRAIN_STYLES
 from diffseg.pipeline.prompts import class_prompt, class_token_positions
 from diffseg.pipeline.tokenizer import build_tokenizer
+from diffseg.pretrain.captions import COLOR_WORDS, STYLE_WORDS, caption, dominant_colors
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ from typer.testing import CliRunner
 from diffseg.cli import app
 from diffseg.core.errors import DiffsegError
 from diffseg.pipeline.models import load_models
-from diffseg.pipeline.pretrain import checkpoint as ck
-from diffseg.pipeline.pretrain.config import quick_config
+from diffseg.pretrain import checkpoint as ck
+from diffseg.pretrain.config import quick_config
 from diffseg.stages.pretrain import main as pretrain
 
 

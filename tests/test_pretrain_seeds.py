@@ -5,10 +5,11 @@ import hashlib
 import numpy as np
 import pytest
 
-from diffseg.data.demo import DEMO_COUNTS, DEMO_SPLITS, render_sample
-from diffseg.data.demo_pretrain import PRETRAIN_STREAM, PRETRAIN_STYLES, pretrain_rng, render_pretrain
-from diffseg.pipeline.pretrain.captions import present_classes
-from diffseg.pipeline.pretrain.config import PretrainConfig
+from diffseg.core.classes import present_classes
+from diffseg.data.demo.dataset import DEMO_COUNTS, DEMO_SPLITS, render_sample
+from diffseg.data.demo.pretrain import PRETRAIN_STREAM, PRETRAIN_STYLES, pretrain_rng, render_pretrain
+from diffseg.pretrain.captions import MIN_FRACTION
+from diffseg.pretrain.config import PretrainConfig
 
 
 def _state(rng: np.random.Generator) -> bytes:
@@ -71,13 +72,13 @@ def test_close_ups_show_fewer_classes_and_leave_the_other_images_alone():
         if (i // n) % 2 == 0:  # every other style turn stays the full scene, drawn exactly as without zoom
             assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
         else:
-            plain.append(len(present_classes(a[1])))
-            close.append(len(present_classes(b[1])))
+            plain.append(len(present_classes(a[1], MIN_FRACTION)))
+            close.append(len(present_classes(b[1], MIN_FRACTION)))
     assert np.mean(close) < np.mean(plain)
 
 
 def test_variety_leaves_kinds_out_and_changes_nothing_when_zero():
-    from diffseg.data.demo_scene import DROPPABLE, draw_scene
+    from diffseg.data.demo.scene import DROPPABLE, draw_scene
 
     for i in range(10):  # variety 0 (the shipped recipe, and the demo's own splits): unchanged
         a, b = render_pretrain(0, i, (64, 64)), render_pretrain(0, i, (64, 64), variety=0.0)
@@ -89,5 +90,5 @@ def test_variety_leaves_kinds_out_and_changes_nothing_when_zero():
     with pytest.raises(AssertionError):
         draw_scene(np.random.default_rng(0), 32, 32, frozenset({"road"}))
     # which classes show now varies: buildings in some images, not in others
-    shown = [2 in present_classes(render_pretrain(0, i, (64, 64), variety=0.5)[1]) for i in range(40)]
+    shown = [2 in present_classes(render_pretrain(0, i, (64, 64), variety=0.5)[1], MIN_FRACTION) for i in range(40)]
     assert 5 < sum(shown) < 35

@@ -5,9 +5,9 @@ import torch
 
 from diffseg.core.classes import CLASS_NAMES
 from diffseg.pipeline.models import load_models
-from diffseg.pipeline.pretrain.config import PretrainConfig, quick_config
-from diffseg.pipeline.pretrain.unet import build_unet_and_text
 from diffseg.pipeline.tokenizer import build_tokenizer
+from diffseg.pretrain.config import PretrainConfig, quick_config
+from diffseg.pretrain.unet import build_unet_and_text
 from diffseg.stages.pretrain import main as pretrain
 
 

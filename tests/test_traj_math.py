@@ -8,9 +8,10 @@ import pytest
 import torch
 from diffusers import DDIMInverseScheduler
 
+from diffseg.core.classes import present_classes
 from diffseg.core.errors import DiffsegError
 from diffseg.pipeline.inversion import eta_at, inversion_step, model_eps, v_to_eps
-from diffseg.pipeline.multidiffusion import class_masks, masked_average, present_classes
+from diffseg.pipeline.multidiffusion import class_masks, masked_average
 
 
 # a = 0.64 (sqrt 0.8, sqrt(1-a) 0.6), a' = 0.36 (sqrt 0.6), x_t = 1, eps = 0.5 -> x0 = 0.7 / 0.8 = 0.875
@@ -107,7 +108,7 @@ def test_class_masks_nearest_resize():
     lab = np.full((16, 16), 255, np.uint8)
     lab[:8, :8] = 2
     lab[8:, :] = 0
-    assert present_classes(lab, (0, 1, 2)) == (0, 2)
+    assert present_classes(lab) == (0, 2)
     m = class_masks(lab, (0, 2), (2, 2))
     assert m.shape == (3, 1, 2, 2)
     assert torch.equal(

@@ -5,8 +5,9 @@ import json
 import pytest
 
 from diffseg.core.errors import DiffsegError
+from diffseg.core.seeds import derive_seed
 from diffseg.pipeline import prompts
-from diffseg.pipeline.seeding import derive_seed, randn
+from diffseg.pipeline.seeding import randn
 
 
 def test_prompts_text():

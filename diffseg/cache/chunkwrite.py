@@ -7,16 +7,14 @@ The cache keeps one chunk per sample, so a sample's array is exactly one chunk f
 local store whose codec pipeline `store.chunk_layout` knows (little-endian bytes, maybe zstd,
 maybe a crc32c trailer) we encode the chunk ourselves and write the very bytes zarr would
 (tests/test_cache_chunkwrite.py compares them), atomically as zarr's LocalStore does: a
-temporary file in the same folder, then a rename. Any other codec or an fsspec URL: None, and
-the caller uses zarr's array API.
+temporary file in the same folder, then a rename (diffseg.core.atomic). Any other codec or an
+fsspec URL: None, and the caller uses zarr's array API.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import uuid
 from pathlib import Path
+from typing import Any
 
 import google_crc32c
 import numpy as np
@@ -25,6 +23,7 @@ from numcodecs import Zstd
 from zarr.codecs import ZstdCodec
 
 from diffseg.cache.store import _codecs, chunk_layout
+from diffseg.core.atomic import atomic_write
 
 
 class ChunkWriter:
@@ -52,30 +51,10 @@ class ChunkWriter:
         assert data.shape == self.shape, f"{data.shape} != {self.shape}"
         # numpy arrays and bytes, as google_crc32c takes them (not memoryviews)
         body = self.zstd.encode(data) if self.zstd is not None else data.reshape(-1).view(np.uint8)
-        parts = [body]
+        parts: list[Any] = [body]  # buffers (numpy's stubs type arrays as buffers only from Python 3.12)
         if self.crc:
             parts.append(int(google_crc32c.value(body)).to_bytes(4, "little"))
         atomic_write(self.file(i), parts)
-
-
-def atomic_write(path: str, parts) -> None:
-    """`path` := the concatenated buffers, via a temporary file and a rename (readers see the old
-    file or the new one, never a partial one; a crash leaves at most a *.partial file)."""
-    tmp = f"{path}.{uuid.uuid4().hex}.partial"
-    try:
-        f = open(tmp, "wb")  # noqa: SIM115 (closed below, before the rename)
-    except FileNotFoundError:  # a new sample's chunk folders (c/<i>/0/...)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        f = open(tmp, "wb")  # noqa: SIM115
-    try:
-        with f:
-            for p in parts:
-                f.write(p)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def chunk_writer(array: zarr.Array, root: Path | None) -> ChunkWriter | None:

@@ -277,9 +277,12 @@ def zarr_filters(codec: Codec) -> tuple:
     """Array-to-array Zarr v3 codecs of the main array (bitround's mantissa rounding)."""
     if codec.name != "bitround":
         return ()
-    from zarr.codecs.numcodecs import BitRound  # (store.py silences its "not in the v3 spec" warning)
+    from zarr.codecs.numcodecs import BitRound
 
-    return (BitRound(keepbits=int(codec.p["keepbits"])),)
+    from diffseg.cache.store import quiet_numcodecs
+
+    with quiet_numcodecs():
+        return (BitRound(keepbits=int(codec.p["keepbits"])),)
 
 
 # -- torch (the training device) --------------------------------------------------------------

@@ -28,7 +28,10 @@ mmap and returns freed memory to the kernel, so every sample page-faults its arr
 again (on the 2-core VM: 10 us per 4 KiB page, reads at ~0.5 GB/s instead of ~2.5 GB/s).
 `keep_freed_memory` raises glibc's mmap/trim thresholds once per process (as
 MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_ would), so freed sample buffers are reused;
-the process keeps its peak heap instead of shrinking. Readers call it.
+the process keeps its peak heap instead of shrinking. It changes the whole process's
+allocator, so the library never calls it on its own (not at import, not in CacheReader):
+the commands that read caches sample after sample call it first (`train`, `eval`, `ablate`'s
+cells, `cache verify`), and a library caller who wants the same speed calls it too.
 """
 
 from __future__ import annotations
@@ -53,7 +56,8 @@ _ZSTD = Zstd()  # decoding needs no level; one instance per process
 
 
 def keep_freed_memory() -> bool:
-    """Keep freed blocks up to 32 MiB in the heap for reuse (glibc only); -> whether applied."""
+    """Keep freed blocks up to 32 MiB in the heap for reuse (glibc only), for the rest of the
+    process (see the module docstring: an explicit choice of the command); -> whether applied."""
     global _TUNED
     if not _TUNED and sys.platform.startswith("linux"):
         try:

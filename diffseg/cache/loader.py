@@ -35,7 +35,6 @@ import torch
 
 from diffseg.cache import schema
 from diffseg.cache.dataset import FeatureDataset
-from diffseg.cache.fastread import keep_freed_memory
 
 IN_FLIGHT_BYTES = 1 << 30  # prefetched batch buffers beyond the first two stay under 1 GiB
 
@@ -79,7 +78,6 @@ class BatchLoader:
     ):
         if readers < 0:
             raise ValueError(f"readers must be >= 0, got {readers}")
-        keep_freed_memory()
         self.data, self.device, self.readers = data, torch.device(device), readers
         self.layout = data.layout()
         for name in self.layout:  # open every array here, not racing in the threads

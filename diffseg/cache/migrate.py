@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from diffseg.cache.record import (
     SkippedSample,
     ViewsRule,
 )
+from diffseg.core.atomic import atomic_target
 from diffseg.core.errors import DiffsegError
 from diffseg.core.layers import LayerSpec
 
@@ -173,12 +173,6 @@ def _write_meta(path: str | Path, data: bytes) -> None:
         fs.pipe_file(f"{root}/zarr.json", data)
         return
     meta_path = store.local_path(path) / "zarr.json"
-    fd, tmp = tempfile.mkstemp(prefix=".zarr.json.", dir=meta_path.parent)
-    os.chmod(tmp, stat.S_IMODE(meta_path.stat().st_mode))  # mkstemp makes 0600: keep the cache's own mode
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, meta_path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_target(meta_path) as tmp:
+        tmp.write_bytes(data)
+        os.chmod(tmp, stat.S_IMODE(meta_path.stat().st_mode))  # keep the cache's own mode (a shared cache's group bits)

@@ -21,7 +21,7 @@ import zarr
 
 from diffseg.cache import codecs, schema, status, store
 from diffseg.cache.expected import array_problem
-from diffseg.cache.fastread import ChunkSource, CorruptChunk, MissingChunk, keep_freed_memory
+from diffseg.cache.fastread import ChunkSource, CorruptChunk, MissingChunk
 from diffseg.cache.record import CacheRecord, read_record
 from diffseg.cache.writer import logical_shape, read_shared
 from diffseg.core.errors import DiffsegError
@@ -31,6 +31,7 @@ from diffseg.core.layers import LayerSpec
 class CacheReader:
     """Read-only view of one cache."""
 
+    @store.quiet_numcodecs()
     def __init__(self, path: str | Path):
         self.path = path
         if store.is_local(path) and not (store.local_path(path) / "zarr.json").is_file():
@@ -43,7 +44,6 @@ class CacheReader:
         self.ids: list[str] = [str(s) for s in np.asarray(store.array(self.group, schema.IDS)[:])]
         self.n = len(self.ids)
         self._root = store.local_path(path) if store.is_local(path) else None
-        keep_freed_memory()  # see fastread.py: fresh sample buffers would page-fault every read
         self._sources: dict[str, ChunkSource] = {}
         self._shared: dict[str, dict[str, np.ndarray]] = {}
         self.status: np.ndarray = status.read_all(store.array(self.group, schema.STATUS), self._root)  # uint8[N]
@@ -62,14 +62,17 @@ class CacheReader:
         return dict(self.record.layers)
 
     @property
+    @store.quiet_numcodecs()
     def is_eval(self) -> bool:
         return schema.ORIG_LABELS in self.group.array_keys()
 
     @property
+    @store.quiet_numcodecs()
     def label_shape(self) -> tuple[int, int]:
         h, w = store.array(self.group, schema.LABELS).shape[1:]
         return (h, w)
 
+    @store.quiet_numcodecs()
     def feature_names(self) -> list[str]:
         """Every "<branch>/<layer>" array the cache holds, in record order."""
         return [
@@ -85,6 +88,7 @@ class CacheReader:
         specs = self.layer_specs
         return {name: specs[schema.split_name(name)[1]] for name in self.feature_names()}
 
+    @store.quiet_numcodecs()
     def array_shape(self, name: str) -> tuple[int, ...]:
         """Per-sample shape of an array, e.g. (S, C, h, w) (a feature array's as decoded)."""
         shape = tuple(store.array(self.group, name).shape[1:])
@@ -101,6 +105,7 @@ class CacheReader:
         """Whether a feature array is stored as parts that `codecs.decode` expands (int8, pca)."""
         return self.codec(name).name in ("int8", "pca")
 
+    @store.quiet_numcodecs()
     def shared(self, name: str) -> dict[str, np.ndarray]:
         """The arrays every sample of `name` shares (pca: {".basis": [C, k], ".mean": [C]}), else {}."""
         if name not in self._shared:
@@ -109,6 +114,7 @@ class CacheReader:
             self._shared[name] = read_shared(self.group, name, self.codec(name), self.array_shape(name)[1])
         return self._shared[name]
 
+    @store.quiet_numcodecs()
     def stored_feature_bytes(self) -> tuple[int, int]:
         """(bytes the feature arrays' files take, float16 bytes they decode to) over complete samples."""
         complete = int((self.status == schema.COMPLETE).sum())
@@ -128,6 +134,7 @@ class CacheReader:
             names += [schema.ORIG_LABELS, schema.ORIG_SIZES]
         return sum(int(np.prod(self.array_shape(k))) * self._itemsize(k) for k in names)
 
+    @store.quiet_numcodecs()
     def _itemsize(self, name: str) -> int:
         return 2 if "/" in name else np.dtype(store.array(self.group, name).dtype).itemsize  # features: float16
 
@@ -138,12 +145,14 @@ class CacheReader:
         """Samples not written yet (an extraction still running, or interrupted); not the skipped ones."""
         return [int(i) for i in np.flatnonzero(self.status == schema.PENDING)]
 
+    @store.quiet_numcodecs()
     def refresh_status(self) -> np.ndarray:
         """Re-read the markers (a cache still being written)."""
         self.status = status.read_all(store.array(self.group, schema.STATUS), self._root)
         return self.status
 
     # -- reading ------------------------------------------------------------------------
+    @store.quiet_numcodecs()
     def source(self, name: str) -> ChunkSource:
         if name not in self._sources:
             if name not in self.group:
@@ -226,6 +235,7 @@ class CacheReader:
             h, w = (int(v) for v in self.source(schema.ORIG_SIZES).read(i))
             return np.ascontiguousarray(self.source(schema.ORIG_LABELS).read(i)[:h, :w])
 
+    @store.quiet_numcodecs()
     def zarr_array(self, name: str) -> zarr.Array:
         """The plain zarr array (tests and tools; the slow, general path)."""
         return store.array(self.group, name)

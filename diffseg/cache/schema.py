@@ -9,7 +9,8 @@ One Zarr v3 group per dataset split:
                  classes, seeding, ...}, layers {name: {kind, stride, channels, size: [h, w]}},
                  branches, resolution [W, H], samples N, codecs {array: codec}, sample_hash,
                  skipped [{id, reason}], timings {...}, host {...}
-    ids          [N] string, written at creation
+    ids          [N] string, written at creation: the image ids, or view_id(image, k) when each image
+                 has several views
     labels       [N, H, W] uint8, chunk (1, H, W), zstd
     <branch>/<layer>  [N, S, C, h, w] float16, chunk (1, S, C, h, w), no compressor (codec raw); other
                  feature codecs store other arrays under that name and "<branch>/<layer>.<part>"
@@ -26,6 +27,7 @@ times and described the views rule in a sentence. `diffseg cache migrate` rewrit
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 PENDING, COMPLETE, SKIPPED = 0, 1, 2
@@ -34,6 +36,18 @@ BRANCHES = ("uncond", "cond")
 # Arrays that are not features.
 LABELS, STATUS, IDS, ORIG_LABELS, ORIG_SIZES = "labels", "status", "ids", "orig_labels", "orig_sizes"
 SAMPLE_HASH = "sample_sha256"  # [N, 32] uint8: sha256 of the decoded source sample (the record's sample_hash)
+
+_VIEW_SUFFIX = re.compile(r"#v\d+$")
+
+
+def view_id(image_id: str, view: int) -> str:
+    """The cache id of view `view` of an image cached in several views: "<image id>#v<k>"."""
+    return f"{image_id}#v{view}"
+
+
+def image_of(cache_id: str) -> str:
+    """The image id a cache id belongs to (view_id's inverse; an id without a view suffix is its own)."""
+    return _VIEW_SUFFIX.sub("", cache_id)
 
 
 def feature_name(branch: str, layer: str) -> str:

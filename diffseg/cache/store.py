@@ -24,9 +24,11 @@ makes them ~100x smaller and decodes at > 5 GB/s.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -50,12 +52,25 @@ ROUNDED_COMPRESSORS = (ZstdCodec(level=1), Crc32cCodec())  # after bitround (cod
 # The record's `codecs` of a cache created now ("features": every <branch>/<layer> array).
 CODECS = {"features": "raw+crc32c", "labels": "zstd-3+crc32c", "orig_labels": "zstd-3+crc32c"}
 CHECKSUM_SUFFIX = "+crc32c"
-# bitround chunks (codecs.py) use numcodecs' BitRound through zarr; zarr warns on every open that it is
-# not in the Zarr v3 spec (zarr-python and numcodecs read it; README "Feature codecs" says how).
-warnings.filterwarnings("ignore", message="Numcodecs codecs are not in the Zarr version 3 specification")
 # Every chunk is written even when it equals the fill value: a complete sample then has
 # all its chunk files, and the fast reader never guesses.
 WRITE_CONFIG: ArrayConfigParams = {"write_empty_chunks": True}
+
+
+# bitround chunks (codecs.py) use numcodecs' BitRound through zarr; zarr warns each time it builds that
+# codec (creating it, opening such an array) that it is not in the Zarr v3 spec (zarr-python and
+# numcodecs read it; README "Feature codecs" says how). Silenced only around our own zarr calls, so
+# importing or using diffseg leaves the user's warning filters as they were.
+NUMCODECS_WARNING = "Numcodecs codecs are not in the Zarr version 3 specification"
+
+
+@contextlib.contextmanager
+def quiet_numcodecs() -> Iterator[None]:
+    """Around a zarr call that may build numcodecs' BitRound: its "not in the v3 spec" warning is
+    dropped inside, every other filter untouched (warnings.catch_warnings restores them on exit)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=NUMCODECS_WARNING)
+        yield
 
 
 def store_for(path: str | Path, read_only: bool):

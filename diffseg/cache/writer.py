@@ -42,6 +42,7 @@ from diffseg.core.storage_errors import storage_error, storage_errors
 class CacheWriter:
     """Writes samples of one cache. Picklable: holds the path, opens arrays lazily per process."""
 
+    @store.quiet_numcodecs()
     def __init__(self, path: str | Path):
         self.path = path
         self._group: zarr.Group | None = None
@@ -62,6 +63,7 @@ class CacheWriter:
 
     # -- opening ------------------------------------------------------------------------
     @classmethod
+    @store.quiet_numcodecs()
     def create(
         cls,
         path: str | Path,
@@ -105,6 +107,7 @@ class CacheWriter:
         return cls(path)
 
     @classmethod
+    @store.quiet_numcodecs()
     def _resume(cls, path, record: CacheRecord, ids: list[str], arrays: dict) -> CacheWriter:
         attrs = store.open_group(path, "r").attrs
         if attrs.get("format_version") is None:
@@ -136,11 +139,13 @@ class CacheWriter:
         return state
 
     @property
+    @store.quiet_numcodecs()
     def group(self) -> zarr.Group:
         if self._group is None:
             self._group = store.open_group(self.path, "r+")
         return self._group
 
+    @store.quiet_numcodecs()
     def _array(self, name: str) -> zarr.Array:
         if name not in self._arrays:
             self._arrays[name] = store.array(self.group, name).with_config(store.WRITE_CONFIG)
@@ -161,6 +166,7 @@ class CacheWriter:
     def _root(self) -> Path | None:
         return store.local_path(self.path) if store.is_local(self.path) else None
 
+    @store.quiet_numcodecs()
     def shared(self, name: str) -> dict[str, np.ndarray]:
         """The arrays every sample of feature array `name` shares (pca: basis and mean)."""
         if name not in self._shared:
@@ -233,6 +239,7 @@ class CacheWriter:
                 "and extract again"
             )
 
+    @store.quiet_numcodecs()
     def update_record(self, **changes: Any) -> None:
         """Replace the given record fields, e.g. skipped, timings, host (coordinating process only)."""
         group = store.open_group(self.path, "r+")  # fresh: never write back stale attributes

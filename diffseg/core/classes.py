@@ -71,3 +71,16 @@ def colorize(label_HW: np.ndarray) -> np.ndarray:
     lut = np.zeros((256, 3), np.uint8)
     lut[:NUM_CLASSES] = PALETTE
     return lut[label_HW]
+
+
+def present_classes(label_HW: np.ndarray, min_fraction: float = 0.0) -> tuple[int, ...]:
+    """Train ids present in a label map (ignore excluded), in train-id order: those covering at
+    least `min_fraction` of its pixels (0: any pixel).
+
+    The thresholds differ where presence means different things: any pixel where a class gets
+    drawn or its own mask (viz legends, MultiDiffusion's per-class prompts); 0.3 % where a caption
+    names it (pretrain/captions.py MIN_FRACTION: ~50 px of a 128 x 128 image); 1 % where a
+    cross-attention ratio is measured over it (the attention metric's MIN_FRACTION: a handful of
+    pixels gives a noisy ratio)."""
+    counts = np.bincount(np.asarray(label_HW).ravel(), minlength=NUM_CLASSES)[:NUM_CLASSES]
+    return tuple(int(c) for c in np.flatnonzero((counts > 0) & (counts >= min_fraction * label_HW.size)))

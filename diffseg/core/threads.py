@@ -2,7 +2,7 @@
 
 On a shared machine torch's OpenMP threads collapse: with the default wait policy an
 idle OpenMP thread spins for a core it does not get, so one competing busy process made
-extraction 6.4x slower on 2 cores (issue 10; benchmarks/bench_contention.py). The policy:
+extraction 6.4x slower on 2 cores (benchmarks/bench_contention.py). The policy:
 
 - OMP_WAIT_POLICY=PASSIVE: idle threads sleep instead of spinning;
 - intra-op threads = the cores this process may actually use: its CPU affinity
@@ -14,6 +14,8 @@ Both are environment variables read by OpenMP and torch when their thread pool s
 when torch is already loaded, e.g. in a Python session). The user wins: a set
 OMP_NUM_THREADS (or MKL_NUM_THREADS) / OMP_WAIT_POLICY is kept, DIFFSEG_THREADS (or `diffseg --threads N`)
 picks the thread count (torch caps OMP_NUM_THREADS at the machine's cores). No torch import here (cli.py imports this before torch).
+Importing this module changes nothing: only an explicit `apply()` (the CLI's entry, a job pool's
+worker) writes the environment (tests/test_side_effects.py).
 """
 
 from __future__ import annotations

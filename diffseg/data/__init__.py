@@ -12,7 +12,7 @@ from diffseg.core.classes import CLASS_NAMES, IGNORE, NUM_CLASSES, PALETTE, SYNT
 from diffseg.core.errors import DiffsegError
 from diffseg.data import acdc, bdd100k, cityscapes, darkzurich, gtav, mapillary, synthia
 from diffseg.data.base import FileDataset, Sample
-from diffseg.data.demo import DEMO_SPLITS, DemoDataset
+from diffseg.data.demo.dataset import DEMO_SPLITS, DemoDataset
 from diffseg.data.options import DatasetOptions
 from diffseg.data.roots import default_root, resolve_root
 from diffseg.data.splits import restrict

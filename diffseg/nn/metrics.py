@@ -16,6 +16,7 @@ import torch
 
 from diffseg.core.classes import CLASS_NAMES, IGNORE, NUM_CLASSES, SYNTHIA13, SYNTHIA16
 from diffseg.core.errors import DiffsegError
+from diffseg.core.stats import pct
 
 SUBSETS: dict[str, tuple[int, ...]] = {"miou16": SYNTHIA16, "miou13": SYNTHIA13}
 
@@ -132,4 +133,4 @@ def _mean_defined(iou: np.ndarray, subset: Sequence[int] | None) -> float:
 
 
 def _pct(v: float) -> str:
-    return "-" if math.isnan(v) else f"{100 * v:.2f}"
+    return pct(v, missing="-")

@@ -11,7 +11,7 @@ output shapes (4-channel latents at 1/8, 77 x 1024 token embeddings).
 
 `mini` is different: trained weights, shipped inside the package as a diffusers directory
 (SHIPPED) and loaded through the same directory code path as a real SD 2.1 checkpoint.
-diffseg.pipeline.pretrain reproduces it.
+diffseg.pretrain reproduces it.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from diffseg.core.classes import CLASS_NAMES, NUM_CLASSES
+from diffseg.core.classes import CLASS_NAMES, NUM_CLASSES, present_classes
 from diffseg.core.errors import DiffsegError
 from diffseg.core.layers import LayerSpec, layer_specs, parse_layer
 from diffseg.pipeline import prompts, seeding
@@ -33,7 +33,7 @@ from diffseg.pipeline.attention import configure_attention
 from diffseg.pipeline.config import TrajectoryConfig
 from diffseg.pipeline.encode import encode
 from diffseg.pipeline.inversion import eta_at, inversion_step, model_eps
-from diffseg.pipeline.multidiffusion import class_masks, masked_average, present_classes
+from diffseg.pipeline.multidiffusion import class_masks, masked_average
 from diffseg.pipeline.taps import FeatureTaps, class_maps
 
 GRAD_MODES = ("inference", "no_grad")
@@ -230,7 +230,8 @@ class FeatureExtractor:
             raise DiffsegError(
                 f"sample {sample_id}: label {label_HW.shape} and image {tuple(image_1HW3.shape[1:3])} sizes differ"
             )
-        present = present_classes(label_HW, self.classes)
+        shown = present_classes(label_HW)
+        present = tuple(c for c in self.classes if c in shown)  # active classes, in their order
         key = seeding.content_key(image_1HW3[0])
         x = self._encode(image_1HW3, [(key, view)]) if latent is None else latent  # [1, 4, H, W]
         masks_K1HW = class_masks(label_HW, present, (x.shape[-2], x.shape[-1])).to(x.device)

@@ -22,15 +22,16 @@ unwritable cache dir only costs time.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from diffseg.core.atomic import atomic_write
 from diffseg.core.paths import user_cache_dir
 
 COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
@@ -111,13 +112,8 @@ def memo(key: dict, compute: Callable[[], Any], slot: str | None = None) -> Any:
         if record.get("key") == key:
             return record["value"]
     value = compute()
-    try:
-        sidecar.parent.mkdir(parents=True, exist_ok=True)
-        tmp = sidecar.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"key": key, "value": value}))
-        tmp.replace(sidecar)
-    except OSError:
-        pass  # the sidecar is an optimisation: a read-only home only means rehashing next time
+    with contextlib.suppress(OSError):  # the sidecar is an optimisation: a read-only home only means rehashing
+        atomic_write(sidecar, json.dumps({"key": key, "value": value}))
     return value
 
 

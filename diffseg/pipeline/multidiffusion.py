@@ -21,12 +21,6 @@ def masked_average(latents_KBCHW, masks_K1HW: torch.Tensor) -> torch.Tensor:
     return (m * x).sum(0) / m.sum(0)
 
 
-def present_classes(label_HW: np.ndarray, classes) -> tuple[int, ...]:
-    """Active train ids that occur in the label, in the order of `classes`."""
-    seen = set(np.unique(label_HW).tolist())
-    return tuple(c for c in classes if c in seen)
-
-
 def class_masks(label_HW: np.ndarray, class_ids, latent_hw: tuple[int, int]) -> torch.Tensor:
     """[1 + n, 1, h, w] float masks: ones (global prompt), then one binary mask per class id,
     nearest-resized from the label to the latent size."""

@@ -1,8 +1,8 @@
 """Seeded generators for every random draw (METHOD.md §2, determinism).
 
 A draw is identified by its parts, e.g. (cfg.seed, content_key(image), view, "cond", t, "class3"); the seed is
-the first 8 bytes of sha256 over their repr, so it is stable across processes and machines
-(unlike Python's salted hash()). Draws are made on the CPU and then moved, so a CPU and a GPU
+`diffseg.core.seeds.derive_seed` of them (the first 8 bytes of sha256 over their repr), so it is stable across
+processes and machines (unlike Python's salted hash()). Draws are made on the CPU and then moved, so a CPU and a GPU
 run see the same noise.
 """
 
@@ -13,16 +13,12 @@ import hashlib
 import numpy as np
 import torch
 
+from diffseg.core.seeds import derive_seed
+
 # The trajectory's draws (VAE sample, eta noise) are seeded from the content of the pixels fed to
 # the VAE (content_key), the view, branch, step and copy: the same image gives the same features
 # whatever it is called (a cache id, a file name). Recorded in caches as `extract.seeding`.
 SCHEME = "content-v1"
-
-
-def derive_seed(*parts) -> int:
-    """A 64-bit seed from the parts (ints and strings)."""
-    text = "\x1f".join(repr(p) for p in parts)
-    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "little")
 
 
 def generator(*parts) -> torch.Generator:

@@ -14,6 +14,7 @@ import json
 import sys
 from pathlib import Path
 
+from diffseg.cache.fastread import keep_freed_memory
 from diffseg.stages.device import resolve_device
 from diffseg.stages.runs.files import write_json
 from diffseg.stages.runs.record import read_run, score_run
@@ -22,6 +23,7 @@ from diffseg.stages.runs.record import read_run, score_run
 def main(
     run: Path, caches: list[str] | list[Path], as_json: bool = False, device: str = "auto", allow_partial: bool = False
 ) -> dict:
+    keep_freed_memory()  # cache/fastread.py: reused sample buffers instead of page faults on every read
     report, table, which = score_run(read_run(run), caches, resolve_device(device), allow_partial)
     report = {**report, "run": str(run), "weights": which}
     rows = report.get("targets", [report])

@@ -1,8 +1,8 @@
 """`diffseg pretrain`: train the built-in `mini` model on unlabelled images of the demo world.
 
-The training itself is the diffusion side's (diffseg/pipeline/pretrain/); this stage only
-hands it the demo world's unlabelled renderer (diffseg/data/demo_pretrain.py: five styles,
-seeds disjoint from every evaluation split), since pipeline/ and data/ do not import each other.
+The training itself is diffseg/pretrain/; this stage only
+hands it the demo world's unlabelled renderer (diffseg/data/demo/pretrain.py: five styles,
+seeds disjoint from every evaluation split), since pretrain/ takes its images from the caller.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from diffseg.data.demo_pretrain import PRETRAIN_STYLES, render_pretrain
-from diffseg.pipeline.pretrain.config import PretrainConfig
-from diffseg.pipeline.pretrain.run import pretrain
+from diffseg.data.demo.pretrain import PRETRAIN_STYLES, render_pretrain
+from diffseg.pretrain.config import PretrainConfig
+from diffseg.pretrain.run import pretrain
 
 
 class DemoWorld:

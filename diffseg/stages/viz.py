@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from diffseg.core.classes import CLASS_NAMES, IGNORE, NUM_CLASSES, PALETTE, colorize
+from diffseg.core.classes import CLASS_NAMES, NUM_CLASSES, PALETTE, colorize
+from diffseg.core.classes import present_classes as classes_in
 
 # Layout of the composite pictures, in pixels.
 GAP = 4  # between panels
@@ -87,13 +88,17 @@ def draw_legend(draw: ImageDraw.ImageDraw, class_ids, top: int, width: int, fnt=
             x += SWATCH + 4 + int(fnt.getlength(CLASS_NAMES[c])) + 12
 
 
+def upscale(img_hw_: np.ndarray, size_HW: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour upscaling of [h, w, ...] to [H, W, ...]."""
+    H, W = size_HW
+    rows = np.arange(H) * img_hw_.shape[0] // H
+    cols = np.arange(W) * img_hw_.shape[1] // W
+    return img_hw_[rows][:, cols]
+
+
 def present_classes(*labels) -> list[int]:
-    """Sorted train ids (ignore excluded) that occur in any of the given label maps."""
-    seen: set[int] = set()
-    for lab in labels:
-        if lab is not None:
-            seen.update(int(v) for v in np.unique(lab) if v != IGNORE and v < NUM_CLASSES)
-    return sorted(seen)
+    """Sorted train ids (ignore excluded) that occur in any of the given label maps (None: skipped)."""
+    return sorted(set().union(*(classes_in(lab) for lab in labels if lab is not None)))
 
 
 def side_by_side(

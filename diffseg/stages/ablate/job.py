@@ -25,9 +25,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from diffseg.cache import CacheReader
+from diffseg.cache.fastread import keep_freed_memory
 from diffseg.core import location
 from diffseg.core.errors import DiffsegError
 from diffseg.core.jobs import Done, Job, run_jobs
+from diffseg.core.stats import pct
 from diffseg.core.threads import available_cores
 from diffseg.stages.ablate.cells import CacheLayout, Cell, plan_cells
 from diffseg.stages.ablate.report import write_reports
@@ -120,6 +122,7 @@ def run_cell(cell: Cell, cell_dir: Path, options: dict, eval_caches: Sequence[st
 
     The trainer scores every target at the end (eval.json); only a target it has not scored (a
     new --eval-cache, or an interruption between the final weights and eval.json) is scored here."""
+    keep_freed_memory()  # cache/fastread.py (a cell may run in a worker process: each calls it)
     started = time.perf_counter()
     did = "done earlier"
     if (cell_dir / CONFIG).is_file():
@@ -256,7 +259,7 @@ def tabulate(p: Plan, done: dict[str, Done] | None = None) -> Path:
         results[cell.name] = {n: m for n, (m, _) in stats.items()}
         if spreads is not None:
             spreads[cell.name] = {n: sd for n, (_, sd) in stats.items()}
-        shown = ", ".join(f"{n} {100 * v:.2f}" if v is not None else f"{n} n/a" for n, v in results[cell.name].items())
+        shown = ", ".join(f"{n} {pct(v)}" for n, v in results[cell.name].items())
         jobs = [done[name] for _, name in mine if done and name in done]
         did = (
             f"{', '.join(sorted({str(d.result) for d in jobs}))} in {sum(d.seconds for d in jobs):.1f} s"

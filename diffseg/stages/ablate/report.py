@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from diffseg.core.stats import pct
 from diffseg.stages.ablate.cells import Cell
 
 
@@ -41,7 +42,7 @@ def describe(cell: Cell) -> str:
 
 
 def _pct(v: float | None) -> str:
-    return "n/a" if v is None or math.isnan(v) else f"{100 * v:.2f}"
+    return pct(v)
 
 
 def _with_std(v: float, sd: float | None) -> str:

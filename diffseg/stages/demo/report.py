@@ -1,7 +1,7 @@
 """The demo's pictures and `report.md` / `results.json`.
 
 Pictures: the model's generated samples (one per pre-training style) and autoencoder
-reconstructions of demo target images (diffseg.pipeline.pretrain.samples), a prediction grid
+reconstructions of demo target images (diffseg.pretrain.samples), a prediction grid
 (rows = target domains; image over prediction over ground truth), PCA-to-RGB views of the
 cached features per layer and step, the cross-attention heat maps of the paper's Fig. 3
 (both from `diffseg cache show`'s code), and the ablation bar chart.
@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from diffseg.core.stats import mean_over_targets, pct, within_noise
 from diffseg.stages.demo.config import TARGETS
 from diffseg.stages.runs.seeds import mean_std
 
@@ -104,9 +105,9 @@ SAMPLE_CLASSES = (0, 1, 2, 8, 10, 13)
 def model_pictures(cfg, folder: Path, model: str, rows: dict, device: str) -> list[Path]:
     """samples.png (one DDIM sample per pre-training style, seed 0) and reconstructions.png (the
     demo target images shown with the predictions, over the model's autoencoder reconstructions)."""
-    from diffseg.data.demo_pretrain import PRETRAIN_STYLES
-    from diffseg.pipeline.pretrain.samples import model_pictures as render
-    from diffseg.pipeline.pretrain.samples import style_prompt
+    from diffseg.data.demo.pretrain import PRETRAIN_STYLES
+    from diffseg.pretrain.samples import model_pictures as render
+    from diffseg.pretrain.samples import style_prompt
     from diffseg.stages.device import resolve_device
     from diffseg.stages.viz import image_rows
 
@@ -132,7 +133,7 @@ def model_pictures(cfg, folder: Path, model: str, rows: dict, device: str) -> li
 
 def ratios(caches_by_model: dict[str, dict[str, Path]]) -> dict[str, dict[str, dict]]:
     """{model: {target: xattn_ratio(...)}} on the target caches' unconditional branch."""
-    from diffseg.stages.tools.attention import xattn_ratio
+    from diffseg.stages.runs.attention import xattn_ratio
 
     return {m: {t: xattn_ratio(caches[t]) for t in TARGETS} for m, caches in caches_by_model.items()}
 
@@ -153,10 +154,7 @@ def cell_seeds(folder: Path, cell: str, seeds: tuple[int, ...], targets: tuple[s
 
     per = [read_json(seed_dir(folder / "cells" / cell, s) / SCORES)["targets"] for s in seeds]
     values: dict[str, list] = {t: [p[t]["miou"] for p in per] for t in targets}
-    values["mean"] = [
-        None if any(values[t][k] is None for t in targets) else sum(values[t][k] for t in targets) / len(targets)
-        for k in range(len(seeds))
-    ]
+    values["mean"] = [mean_over_targets([values[t][k] for t in targets]) for k in range(len(seeds))]
     return values
 
 
@@ -170,7 +168,7 @@ def compare(a: dict, b: dict) -> dict:
     if a["mean"] is None or b["mean"] is None:
         return {"diff": None, "within_noise": None}
     diff = a["mean"] - b["mean"]
-    return {"diff": diff, "within_noise": bool(abs(diff) < max(a["std"] or 0.0, b["std"] or 0.0))}
+    return {"diff": diff, "within_noise": within_noise(diff, a["std"], b["std"])}
 
 
 def _diff_text(c: dict) -> str:
@@ -232,15 +230,15 @@ def comparisons(table: dict[str, dict]) -> list[dict]:
 
 
 def _pct(v) -> str:
-    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}"
+    return pct(v, 1)
 
 
 def _ref(v: float | None) -> str:
-    return "" if v is None else f"{100 * v:.2f}"
+    return pct(v, 2, missing="")
 
 
 def _ms(s: dict) -> str:
-    return "n/a" if s["mean"] is None else f"{100 * s['mean']:.1f} +- {100 * s['std']:.1f}"
+    return "n/a" if s["mean"] is None else f"{pct(s['mean'], 1)} +- {pct(s['std'], 1)}"
 
 
 def _miou_by_target(results: dict) -> dict[str, float | None]:
@@ -351,7 +349,7 @@ def write_report(
         "images, `xattn` layers and saved steps of a class's cross-attention inside its mask divided by outside "
         "it, and in brackets its chance level: the same mean with each mask scored on the *other* present "
         "classes' maps. A map knows where its class is by as much as the first number beats the second "
-        "(`diffseg.stages.tools.attention`).",
+        "(`diffseg.stages.runs.attention`).",
         "",
         "### Per-class IoU (%), main run",
         "",
@@ -467,18 +465,17 @@ def _xattn_cell(attention: dict[str, dict], target: str) -> str:
     """ "ratio (chance)" of one model on a target, or their means over the targets ("mean")."""
 
     def pick(key: str) -> float:
-        return attention[target][key] if target != "mean" else float(np.mean([attention[k][key] for k in TARGETS]))
+        return attention[target][key] if target != "mean" else mean_over_targets([attention[k][key] for k in TARGETS])
 
     return f"{pick('ratio'):.2f} ({pick('chance'):.2f})"
 
 
 def results_mean(miou: dict[str, float | None]) -> float | None:
-    values = [miou.get(t) for t in TARGETS]
-    return None if any(v is None for v in values) else sum(v for v in values if v is not None) / len(values)
+    return mean_over_targets([miou.get(t) for t in TARGETS])
 
 
 def main_compare(a: float | None, b: float | None, spread: float | None) -> dict:
     """One-seed main runs: their difference, within noise when smaller than `spread`."""
     if a is None or b is None:
         return {"diff": None, "within_noise": None}
-    return {"diff": a - b, "within_noise": bool(spread is not None and abs(a - b) < spread)}
+    return {"diff": a - b, "within_noise": within_noise(a - b, spread, None)}  # no spread: ranked

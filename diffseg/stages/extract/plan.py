@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from diffseg.cache.schema import view_id
 from diffseg.core import location
 from diffseg.core.errors import DiffsegError
 from diffseg.core.geometry import check_unet_size
@@ -81,12 +82,6 @@ class ExtractPlan:
     def array_names(self) -> list[tuple[str, str]]:
         """(branch, layer) of every feature array, branch-major."""
         return [(b, n) for b in self.branches for n in self.branch_layers(b)]
-
-
-def stable_seed(*parts) -> int:
-    """A 63-bit seed from any printable parts, equal on every machine and Python run."""
-    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
 
 
 def default_out(dataset: str, split: str) -> Path:
@@ -257,10 +252,10 @@ def build_plan(
 
 
 def sample_ids(image_ids: list[str], views: int) -> list[str]:
-    """Cache ids: one per image and view, "<id>#v<k>" when there are several views."""
+    """Cache ids: one per image and view, schema.view_id(id, k) when there are several views."""
     if views == 1:
         return list(image_ids)
-    return [f"{i}#v{k}" for i in image_ids for k in range(views)]
+    return [view_id(i, k) for i in image_ids for k in range(views)]
 
 
 def views_rule(plan: ExtractPlan):

@@ -22,8 +22,9 @@ import numpy as np
 import torch
 
 from diffseg.core.errors import DataError
+from diffseg.core.seeds import stable_seed
 from diffseg.stages.extract.hashing import sample_digest
-from diffseg.stages.extract.plan import ExtractPlan, plan_to_json, stable_seed
+from diffseg.stages.extract.plan import ExtractPlan, plan_to_json
 from diffseg.stages.extract.views import eval_view, train_view
 
 _MODELS: dict[tuple, object] = {}  # (model spec, device, dtype) -> FrozenModels

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 
 from diffseg.core import location
+from diffseg.core.atomic import atomic_write
 from diffseg.core.errors import DiffsegError
 
 RUNS = Path("runs")
@@ -61,9 +61,7 @@ def resolve_run_dir(cache: str | Path, out: Path | None, resume: bool) -> Path:
 
 
 def write_json(path: Path, obj) -> None:
-    tmp = Path(f"{path}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
 def read_json(path: Path):

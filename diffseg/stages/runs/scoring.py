@@ -9,7 +9,6 @@ non-empty union, mIoU16/13 for Synthia-trained runs; several targets: their mean
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -19,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from diffseg.cache import FeatureDataset
 from diffseg.core import location
 from diffseg.core.errors import DiffsegError
+from diffseg.core.stats import mean_over_targets
 from diffseg.nn.metrics import ConfusionMatrix, markdown_table, scores
 from diffseg.nn.segmentor import Segmentor
 from diffseg.stages.device import autocast
@@ -146,15 +146,12 @@ def score_targets(
     table = markdown_table(confusions, subsets=synthia)
     if len(per_target) == 1:
         return per_target[0], table
-    report = {"targets": per_target, "mean_miou": _mean([r["miou"] for r in per_target])}
+    report = {"targets": per_target, "mean_miou": mean_over_targets([r["miou"] for r in per_target], missing="skip")}
     if synthia:
-        report.update({f"mean_{k}": _mean([r[k] for r in per_target]) for k in ("miou16", "miou13")})
+        report.update(
+            {f"mean_{k}": mean_over_targets([r[k] for r in per_target], missing="skip") for k in ("miou16", "miou13")}
+        )
     return report, table
-
-
-def _mean(values: list[float | None]) -> float | None:
-    defined = [v for v in values if v is not None and not math.isnan(v)]
-    return sum(defined) / len(defined) if defined else None
 
 
 def target_names(paths: list[str]) -> list[str]:

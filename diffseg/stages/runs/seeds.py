@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from diffseg.core.errors import DiffsegError
+from diffseg.core.stats import pct
 from diffseg.stages.runs.files import read_json, write_json
 from diffseg.stages.runs.record import per_target_miou
 from diffseg.stages.runs.scoring import target_names
@@ -68,7 +69,7 @@ def summarize(parent: Path, seeds: Sequence[int]) -> dict:
 
 
 def _pct(v: float | None) -> str:
-    return "n/a" if v is None else f"{100 * v:.2f}"
+    return pct(v)
 
 
 def markdown(summary: dict) -> str:

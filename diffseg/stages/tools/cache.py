@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from diffseg.cache import CacheReader, schema
+from diffseg.cache.fastread import keep_freed_memory
 from diffseg.core.classes import IGNORE
 
 MAX_LISTED = 20  # problems printed one per line before "... and N more"
@@ -196,7 +197,7 @@ def stale_samples(r: CacheReader, root: str | Path | None) -> list[str]:
     problems = []
     for i in tqdm(r.complete_indices(), desc=f"hash sources of {r.path}", unit="sample", disable=None):
         who = f"sample {r.ids[i]} (index {i})"
-        image_id = r.ids[i].split("#v")[0]
+        image_id = schema.image_of(r.ids[i])
         if image_id not in index:
             problems.append(f"{who}: stale: no longer in {ds_rec.name} {ds_rec.split} (root {ds.root})")
             continue
@@ -213,6 +214,7 @@ def stale_samples(r: CacheReader, root: str | Path | None) -> list[str]:
 def verify(cache: str | Path, as_json: bool, data: bool = False, root: str | Path | None = None) -> int:
     from tqdm import tqdm
 
+    keep_freed_memory()  # cache/fastread.py: reused sample buffers instead of page faults on every read
     r = CacheReader(cache)
     pending = r.pending_indices()
     problems = [f"sample {r.ids[i]} (index {i}): pending (never completed)" for i in pending]

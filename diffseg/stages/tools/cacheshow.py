@@ -23,7 +23,8 @@ import numpy as np
 from matplotlib.patches import Patch
 
 from diffseg.cache import CacheReader, schema
-from diffseg.core.classes import CLASS_NAMES, PALETTE, colorize
+from diffseg.core.classes import CLASS_NAMES, PALETTE, colorize, present_classes
+from diffseg.stages.viz import upscale
 
 CELL_IN = 2.2  # inches per picture
 DPI = 90
@@ -52,16 +53,8 @@ def pca_rgb(feats_SChw: np.ndarray) -> np.ndarray:
     return y_N3.reshape(S, h, w, 3)
 
 
-def upscale(img_hw_: np.ndarray, size_HW: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour upscaling of [h, w, ...] to [H, W, ...]."""
-    H, W = size_HW
-    rows = np.arange(H) * img_hw_.shape[0] // H
-    cols = np.arange(W) * img_hw_.shape[1] // W
-    return img_hw_[rows][:, cols]
-
-
 def legend_handles(label_HW: np.ndarray) -> list[Patch]:
-    present = [c for c in np.unique(label_HW) if c < len(CLASS_NAMES)]
+    present = present_classes(label_HW)
     return [Patch(color=PALETTE[c] / 255, label=CLASS_NAMES[c]) for c in present]
 
 

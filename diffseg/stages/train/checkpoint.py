@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from diffseg.core.atomic import atomic_target
 from diffseg.core.errors import DiffsegError
 
 CKPT_DIR = "checkpoints"
@@ -33,9 +34,8 @@ def _paths(run_dir: Path, iteration: int) -> tuple[Path, Path]:
 
 def save_weights(state_dict: dict, path: Path) -> None:
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
-    tmp = Path(f"{path}.tmp")
-    save_file(tensors, str(tmp))
-    os.replace(tmp, path)
+    with atomic_target(path) as tmp:
+        save_file(tensors, str(tmp))
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -49,9 +49,8 @@ def save_checkpoint(run_dir: Path, iteration: int, state_dict: dict, resume_stat
     weights, state = _paths(run_dir, iteration)
     weights.parent.mkdir(parents=True, exist_ok=True)
     save_weights(state_dict, weights)
-    tmp = Path(f"{state}.tmp")
-    torch.save(resume_state, tmp)
-    os.replace(tmp, state)
+    with atomic_target(state) as tmp:
+        torch.save(resume_state, tmp)
     for it, _ in list_checkpoints(run_dir):
         if it != iteration:
             for p in _paths(run_dir, it):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 
 from diffseg.cache import CacheReader
 from diffseg.cache.schema import LABELS
+from diffseg.core.atomic import atomic_write
 from diffseg.core.classes import NUM_CLASSES
 from diffseg.core.paths import user_cache_dir
 from diffseg.stages.runs.files import cache_fingerprint, digest
@@ -59,10 +59,7 @@ def class_counts(reader: CacheReader, indices: Sequence[int]) -> tuple[np.ndarra
     print(f"counting the class pixels of {len(indices)} labels of {reader.path} (once)", file=sys.stderr, flush=True)
     counts = count_classes(reader, indices)
     record = {"key": key, "counts": counts.tolist()}
-    sidecar.parent.mkdir(parents=True, exist_ok=True)
-    tmp = sidecar.with_name(f"{sidecar.name}.{os.getpid()}.tmp")  # DDP ranks may write the same sidecar
-    tmp.write_text(json.dumps(record))
-    os.replace(tmp, sidecar)
+    atomic_write(sidecar, json.dumps(record))  # DDP ranks may write the same sidecar: each its own temporary
     return counts, record
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from diffseg.cache import CacheReader
+from diffseg.cache.fastread import keep_freed_memory
 from diffseg.core import location
 from diffseg.core.errors import DiffsegError
 from diffseg.stages.device import resolve_device
@@ -105,6 +106,7 @@ def main(
     are never taken from the record: not given, they are TrainConfig's defaults."""
     from diffseg.stages.train.trainer import Trainer  # torch-heavy; after the cheap checks
 
+    keep_freed_memory()  # cache/fastread.py: reused sample buffers instead of page faults on every read
     opts = given(**options)
     known = {f.name for f in fields(TrainConfig)} - {"cache"} | set(SELECTION)
     assert set(opts) <= known, f"unknown train options {sorted(set(opts) - known)}"

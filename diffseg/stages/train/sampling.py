@@ -18,7 +18,6 @@ under gradient accumulation.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -26,7 +25,8 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-VIEW_SUFFIX = re.compile(r"#v\d+$")  # stages/extract/plan.py: "<image id>#v<k>" when an image has several views
+from diffseg.cache.schema import image_of
+
 VIEW_DRAW, CLASS_DRAW, FLIP_DRAW = 1, 2, 3  # what a per-position generator is for (part of its seed)
 
 
@@ -34,7 +34,7 @@ def image_groups(ids: Sequence[str]) -> list[list[int]]:
     """Positions of `ids` grouped by image (the id without its "#v<k>"), images in first-seen order."""
     groups: dict[str, list[int]] = {}
     for pos, sample_id in enumerate(ids):
-        groups.setdefault(VIEW_SUFFIX.sub("", sample_id), []).append(pos)
+        groups.setdefault(image_of(sample_id), []).append(pos)
     return list(groups.values())
 
 

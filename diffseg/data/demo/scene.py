@@ -1,4 +1,4 @@
-"""Procedural street scenes for the demo dataset: layout and labels (appearance: demo_style).
+"""Procedural street scenes for the demo dataset: layout and labels (appearance: style.py).
 
 A pin-hole camera 1.5 m above a straight road: the road, sidewalks and the facades along
 them converge on one vanishing point, and every object is sized by its depth. Objects
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from diffseg.data.demo_canvas import SKY_DEPTH, Canvas
+from diffseg.data.demo.canvas import SKY_DEPTH, Canvas
 
 CAM_H = 2.0  # camera height in metres: a ground point d px below the horizon is F*CAM_H/d m away
 

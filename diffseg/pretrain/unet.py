@@ -16,10 +16,10 @@ import numpy as np
 import torch
 
 from diffseg.pipeline.builtin import SD21_SCHEDULER, _text_config
-from diffseg.pipeline.pretrain import checkpoint as ck
-from diffseg.pipeline.pretrain.captions import caption
-from diffseg.pipeline.pretrain.config import PretrainConfig
-from diffseg.pipeline.pretrain.data import ImageSet
+from diffseg.pretrain import checkpoint as ck
+from diffseg.pretrain.captions import caption
+from diffseg.pretrain.config import PretrainConfig
+from diffseg.pretrain.data import ImageSet
 
 PHASE = 2
 

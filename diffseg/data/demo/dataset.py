@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from diffseg.data.base import Sample
-from diffseg.data.demo_scene import draw_scene
-from diffseg.data.demo_style import render
+from diffseg.data.demo.scene import draw_scene
+from diffseg.data.demo.style import render
 from diffseg.data.splits import check_split, restrict
 
 # The position in DEMO_SPLITS is the split's word in the sample seed: append, never reorder.

@@ -8,17 +8,17 @@ steps an uninterrupted one would.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 
+from diffseg.core.atomic import atomic_target
+from diffseg.core.seeds import hash_seed
+
 
 def save(path: Path, state: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)  # a kill mid-write leaves the previous checkpoint intact
+    with atomic_target(path) as tmp:  # a kill mid-write leaves the previous checkpoint intact
+        torch.save(state, tmp)
 
 
 def load(path: Path) -> dict | None:
@@ -28,12 +28,6 @@ def load(path: Path) -> dict | None:
 def step_generator(seed: int, phase: int, step: int) -> torch.Generator:
     """The torch generator of one training step (noise, timesteps, posterior samples)."""
     return torch.Generator().manual_seed(hash_seed(seed, phase, step))
-
-
-def hash_seed(seed: int, phase: int, step: int) -> int:
-    import numpy as np
-
-    return int(np.random.SeedSequence((seed, phase, step)).generate_state(2, np.uint64)[0] >> 1)
 
 
 class PhaseState:

@@ -25,20 +25,18 @@ from pathlib import Path
 import numpy as np
 
 from diffseg.cache import CacheReader, schema
-from diffseg.core.classes import CLASS_NAMES
+from diffseg.core.classes import CLASS_NAMES, present_classes
 from diffseg.core.errors import DiffsegError
-from diffseg.stages.tools.cacheshow import upscale
+from diffseg.stages.viz import upscale
 
 MIN_FRACTION = 0.01  # a class counts as present from 1 % of the image's pixels
 
 
 def _present_masks(label_HW: np.ndarray, class_ids: list[int]) -> dict[int, np.ndarray]:
     """{channel k: mask of class class_ids[k]} for each class present (not too small, not everywhere)."""
-    n, out = label_HW.size, {}
+    present, out = present_classes(label_HW, MIN_FRACTION), {}
     for k, c in enumerate(class_ids):
-        inside = label_HW == c
-        count = int(inside.sum())
-        if MIN_FRACTION * n <= count < n:
+        if c in present and not (inside := label_HW == c).all():
             out[k] = inside
     return out
 

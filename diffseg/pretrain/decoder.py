@@ -13,10 +13,10 @@ from pathlib import Path
 
 import torch
 
-from diffseg.pipeline.pretrain import checkpoint as ck
-from diffseg.pipeline.pretrain.config import PretrainConfig
-from diffseg.pipeline.pretrain.data import ImageSet
-from diffseg.pipeline.pretrain.vae import crops
+from diffseg.pretrain import checkpoint as ck
+from diffseg.pretrain.config import PretrainConfig
+from diffseg.pretrain.data import ImageSet
+from diffseg.pretrain.vae import crops
 
 PHASE = 3
 

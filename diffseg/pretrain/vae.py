@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from diffseg.pipeline.pretrain import checkpoint as ck
-from diffseg.pipeline.pretrain.config import PretrainConfig
-from diffseg.pipeline.pretrain.data import ImageSet
+from diffseg.pretrain import checkpoint as ck
+from diffseg.pretrain.config import PretrainConfig
+from diffseg.pretrain.data import ImageSet
 
 if TYPE_CHECKING:  # from its module: mypy reads `from diffusers import X` as a no-torch dummy
     from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL

@@ -27,7 +27,7 @@ MINI_TEXT = (64, 2, 4)  # CLIP text encoder (hidden = U-Net cross_attention_dim,
 
 @dataclass(frozen=True, kw_only=True)
 class PretrainConfig:
-    seed: int = 0  # images (their own stream, diffseg.data.demo_pretrain), init, batches, noise
+    seed: int = 0  # images (their own stream, diffseg.data.demo.pretrain), init, batches, noise
     images: int = 4000  # pre-training images, styles in turn
     size: int = 128  # image side in px (the demo's default resolution; 16 x 16 latents)
     # > 1: half the images are close-ups, up to `zoom` x (the source's `zoom`), so that captions vary

@@ -11,7 +11,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from diffseg.data.demo_canvas import Canvas
+from diffseg.data.demo.canvas import Canvas
 
 STYLES = ("source", "night", "fog")
 _VEG, _TERRAIN, _SKY = 8, 9, 10

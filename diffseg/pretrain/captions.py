@@ -51,12 +51,6 @@ _REF_RGB = np.array([rgb for _, rgb in COLOR_REFERENCES], np.float32)
 _REF_WORD = np.array([COLOR_WORDS.index(w) for w, _ in COLOR_REFERENCES])
 
 
-def present_classes(label: np.ndarray, min_fraction: float = MIN_FRACTION) -> tuple[int, ...]:
-    """Train ids covering at least `min_fraction` of the label, in train-id order."""
-    counts = np.bincount(label.ravel(), minlength=256)[:NUM_CLASSES]
-    return tuple(int(c) for c in np.nonzero(counts >= min_fraction * label.size)[0])
-
-
 def dominant_colors(image_HW3: np.ndarray, label_HW: np.ndarray) -> np.ndarray:
     """[NUM_CLASSES] int8: per class, the index in COLOR_WORDS most of its pixels are nearest to
     (-1 where the class has no pixel)."""

@@ -1,6 +1,6 @@
 """Unlabelled pre-training images of the demo world, for the built-in `mini` model.
 
-The same scenes as the demo dataset (demo_scene) in more styles than it evaluates on:
+The same scenes as the demo dataset (scene.py) in more styles than it evaluates on:
 the demo's `source`, `night` and `fog`, plus `dusk` and `rain` added here, as Stable
 Diffusion saw photos of every time of day and weather. The labels are returned only so
 the caption can name the classes present (as alt-text would); pre-training never uses
@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from diffseg.data.demo_canvas import Canvas
-from diffseg.data.demo_scene import DROPPABLE, draw_scene
-from diffseg.data.demo_style import render, smooth_noise
+from diffseg.data.demo.canvas import Canvas
+from diffseg.data.demo.scene import DROPPABLE, draw_scene
+from diffseg.data.demo.style import render, smooth_noise
 
 PRETRAIN_STREAM = 0x6D696E69  # "mini": far above any split index
 PRETRAIN_STYLES = ("source", "night", "fog", "dusk", "rain")
@@ -44,7 +44,7 @@ def render_pretrain(
     of scene rendered larger, by a factor log-uniform in [1, zoom]: a close-up shows fewer
     classes, so the caption's class list says which ones are there (a full 128 px scene shows
     about 12 of the 19, nearly the same ones every time, and a caption of them carries almost
-    nothing the U-Net could not see). With `variety` > 0 each kind of demo_scene.DROPPABLE
+    nothing the U-Net could not see). With `variety` > 0 each kind of scene.DROPPABLE
     (buildings, trees, walls, fences, each vehicle, people, riders, poles) is left out of the scene
     with that probability, so that which classes show varies from image to image. `zoom` = 1 and
     `variety` = 0 draw nothing extra: the images are unchanged.

@@ -48,7 +48,7 @@ def reconstruct(models, images_BHW3: np.ndarray) -> np.ndarray:
 def style_prompt(style: str, classes: tuple[int, ...]) -> str:
     """The canonical caption of a `style` scene showing `classes` (pre-training's words, no randomness)."""
     from diffseg.core.classes import CLASS_NAMES
-    from diffseg.pipeline.pretrain.captions import STYLE_WORDS
+    from diffseg.pretrain.captions import STYLE_WORDS
 
     return f"a photo of a city street, {', '.join(CLASS_NAMES[c] for c in classes)}; {STYLE_WORDS[style][0]}"
 

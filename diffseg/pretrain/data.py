@@ -1,7 +1,7 @@
 """The pre-training image set: rendered once, kept as one .npz beside the checkpoints.
 
 Images come from an `ImageSource` the caller passes in (the demo world's unlabelled renderer,
-diffseg.data.demo_pretrain, given by stages/pretrain.py: pipeline/ does not import data/).
+diffseg.data.demo.pretrain, given by stages/pretrain.py: pretrain/ takes any source, it does not import data/).
 They are a pure function of (seed, index, size), so the file is only a cache: a missing or
 mismatching one is rendered again.
 """
@@ -14,9 +14,10 @@ from typing import Protocol
 
 import numpy as np
 
-from diffseg.core.classes import NUM_CLASSES
-from diffseg.pipeline.pretrain.captions import dominant_colors, present_classes
-from diffseg.pipeline.pretrain.config import PretrainConfig
+from diffseg.core.atomic import atomic_target
+from diffseg.core.classes import NUM_CLASSES, present_classes
+from diffseg.pretrain.captions import MIN_FRACTION, dominant_colors
+from diffseg.pretrain.config import PretrainConfig
 
 
 class ImageSource(Protocol):
@@ -55,7 +56,7 @@ def render_set(source: ImageSource, cfg: PretrainConfig) -> ImageSet:
     styles = np.empty(n, np.int64)
     for i in range(n):
         images[i], label, style = source.render(cfg.seed, i, (size, size), cfg.zoom, cfg.variety)
-        present[i, list(present_classes(label))] = True
+        present[i, list(present_classes(label, MIN_FRACTION))] = True
         colors[i] = dominant_colors(images[i], label)
         styles[i] = source.styles.index(style)
     return ImageSet(images, present, colors, styles, tuple(source.styles))
@@ -69,7 +70,6 @@ def load_or_render(path: Path, source: ImageSource, cfg: PretrainConfig) -> Imag
             if np.array_equal(f["key"], key) and "colors" in f:  # (files from before colour words: render again)
                 return ImageSet(f["images"], f["present"], f["colors"], f["styles"], tuple(source.styles))
     data = render_set(source, cfg)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, key=key, images=data.images, present=data.present, colors=data.colors, styles=data.styles)
-    tmp.replace(path)
+    with atomic_target(path) as tmp, open(tmp, "wb") as f:  # a file object: np.savez would add ".npz" to a name
+        np.savez(f, key=key, images=data.images, present=data.present, colors=data.colors, styles=data.styles)
     return data

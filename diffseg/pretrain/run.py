@@ -17,12 +17,12 @@ from pathlib import Path
 import torch
 
 from diffseg.core.errors import DiffsegError
-from diffseg.pipeline.pretrain import checkpoint as ck
-from diffseg.pipeline.pretrain.config import PretrainConfig
-from diffseg.pipeline.pretrain.data import ImageSource, load_or_render
-from diffseg.pipeline.pretrain.decoder import train_decoder
-from diffseg.pipeline.pretrain.unet import build_unet_and_text, train_unet
-from diffseg.pipeline.pretrain.vae import build_vae, encode_all, set_scaling_factor, train_vae
+from diffseg.pretrain import checkpoint as ck
+from diffseg.pretrain.config import PretrainConfig
+from diffseg.pretrain.data import ImageSource, load_or_render
+from diffseg.pretrain.decoder import train_decoder
+from diffseg.pretrain.unet import build_unet_and_text, train_unet
+from diffseg.pretrain.vae import build_vae, encode_all, set_scaling_factor, train_vae
 
 
 def pretrain(cfg: PretrainConfig, out: str | os.PathLike, source: ImageSource, echo: bool = True) -> Path:
