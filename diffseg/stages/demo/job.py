@@ -36,9 +36,10 @@ from diffseg.stages.demo.config import COMPARE_MODEL, MODEL, TARGETS, DemoConfig
 from diffseg.stages.demo.report import ablation_chart, pictures, ratios, write_report
 from diffseg.stages.extract.config import ExtractConfig
 
-# Issue 9's cells: the full method (ipkl-l2) with one recipe choice changed, each against the
+# The recipe cells: the full method (RECIPE_CELL) with one recipe choice changed, each against the
 # Table IV ipkl-l2 cell (photometric views on, one view, rare-class sampling at T = 0.01).
 # name: (training cache variant or None for the main one, extract options, train options, what changes)
+RECIPE_CELL = "ipkl-l2"
 RECIPE_CELLS: dict[str, tuple[str | None, dict, dict, str]] = {
     "rcs-off": (None, {}, {"rcs_temperature": 0.0}, "rare-class sampling off (`train --rcs-temperature 0`)"),
     "photometric-off": (
@@ -172,18 +173,32 @@ def ablation_plans(cfg: DemoConfig, out: Path, caches: dict[str, Path], device: 
         for name, (variant, _, train_opts, _) in RECIPE_CELLS.items():
             cache, folder = caches[variant or "train"], out / "ablation" / f"recipe-{name}"
             flags = "".join(f" --{k.replace('_', '-')} {v}" for k, v in train_opts.items())
-            _step(f"ablate --cache {cache} --seeds {seeds} --no-features --cells ipkl-l2{flags} --out {folder}")
+            _step(f"ablate --cache {cache} --seeds {seeds} --no-features --cells {RECIPE_CELL}{flags} --out {folder}")
             plans[f"recipe-{name}"] = ablate.plan(
                 cache=cache,
                 eval_caches=targets,
                 out=folder,
                 seeds=cfg.seeds,
                 features=False,
-                only=("ipkl-l2",),
+                only=(RECIPE_CELL,),
                 **head,
                 **train_opts,
             )
     return plans
+
+
+def later_jobs(cfg: DemoConfig) -> list[str]:
+    """The second batch's jobs as far as they are known before the caches exist (`ablation_plans` reads
+    them): the pictures, and every run of Table IV and of the recipe cells (at most: a cell the cache
+    cannot run, or the same as another, has none). The first batch's estimate of the time left counts
+    them; `--full-grid`'s feature cells are known only once planned."""
+    from diffseg.stages.ablate.cells import TABLE4
+    from diffseg.stages.ablate.job import run_name
+
+    names = ["pictures", *(f"table4-{run_name(c, s)}" for c in TABLE4 for s in cfg.seeds)]
+    if cfg.recipe_cells:
+        names += [f"recipe-{n}-{run_name(RECIPE_CELL, s)}" for n in RECIPE_CELLS for s in cfg.seeds]
+    return names
 
 
 def default_jobs(device: str) -> int:
@@ -229,7 +244,7 @@ def main(
         needs = tuple(extract_job_name(m, name) for name in ("train", *TARGETS))
         work.append(Job(f"train-{model_folder(m)}", main_run, dict(cfg=cfg, run=run, caches=cs, device=device), needs))
     with JobPool(workers=workers, cores=cores, logs=out / "logs") as pool:
-        done = pool.run(work)
+        done = pool.run(work, to_come=later_jobs(cfg))
         # 2. the ablation cells (their plans read the training caches written above) and the pictures
         plans = ablation_plans(cfg, out, caches, device, full_grid)
         later = [
