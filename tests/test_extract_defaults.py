@@ -15,8 +15,9 @@ from typer.testing import CliRunner
 from diffseg.cli import app
 from diffseg.core.errors import DiffsegError
 from diffseg.stages.extract import config, job
-from diffseg.stages.extract.config import DEFAULT_MODEL, ExtractConfig, option_names
+from diffseg.stages.extract.config import DEFAULT_MODEL, ExtractConfig, default, option_names
 from diffseg.stages.extract.plan import ExtractPlan, build_plan
+from diffseg.stages.extract.recipe import RECIPE_OPTIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 OLD_NAMES = {"old_workers": "dask_workers", "old_batch_size": "unet_batch"}  # hidden, warned about
@@ -51,6 +52,13 @@ def test_build_plan_and_the_job_write_no_extraction_default():
     # the resolved plan has no defaults of options either (`overlap` is the benchmarks' switch)
     with_default = {f.name for f in dataclasses.fields(ExtractPlan) if f.default is not dataclasses.MISSING}
     assert with_default == {"overlap"}
+
+
+def test_what_a_recipe_decides_defaults_to_the_recipe():
+    assert set(RECIPE_OPTIONS) <= set(option_names())
+    assert {name: default(name) for name in RECIPE_OPTIONS} == dict.fromkeys(RECIPE_OPTIONS)
+    paper = build_plan(ExtractConfig(dataset="gtav", recipe="paper", device="cpu"))
+    assert (paper.preset, paper.views, paper.trajectory.encode) == ("reference", 2, "sample")
 
 
 def test_the_default_model_is_spelled_once():

@@ -152,15 +152,13 @@ def build_plan(config: ExtractConfig) -> ExtractPlan:
     from diffseg.cache.codecs import normalize_spec
     from diffseg.pipeline.prompts import load_descriptions
     from diffseg.stages.device import resolve_device
-    from diffseg.stages.extract.recipe import recipe_options
+    from diffseg.stages.extract.recipe import RECIPE_OPTIONS, recipe_options
 
     c = config
     kind = "train" if c.split == "train" else "eval"
     if c.views is not None and c.views > 1 and kind != "train":
         raise DiffsegError(f"--views {c.views}: several views exist only for training caches (split train)")
-    given = {"preset": c.preset, "views": c.views, "photometric": c.photometric, "encode": c.encode}
-    given |= {"raw_eps": c.raw_eps, "blk_sum": c.blk_sum, "classes": c.classes, "descriptions": c.descriptions}
-    opts = recipe_options(c.recipe, given)
+    opts = recipe_options(c.recipe, {name: getattr(c, name) for name in RECIPE_OPTIONS})
     preset, descriptions = opts["preset"], opts["descriptions"]
     res, sc = resolve_sizes(c.dataset, kind, c.resolution, c.scale)
     dev = resolve_device(c.device).type
