@@ -77,7 +77,7 @@ def main() -> None:
         cache = Path(tmp) / "cache"
         run([*LAUNCH["new"], *extract, "--out", str(cache)])  # the training cache (and a warm-up)
         train = ["train", "--cache", str(cache), "--branches", "uncond", "--fusion", "light", "--iters"]
-        train += [str(args.iters), "--batch-size", "2", "--eval-every", "0", "--workers", "2", "--device", "cpu"]
+        train += [str(args.iters), "--batch-size", "2", "--eval-every", "0", "--read-threads", "2", "--device", "cpu"]
         k = 0
         for what, argv in (("extract", extract), ("train", train)):
             for settings in ("old", "new"):

@@ -105,12 +105,13 @@ def run(
     """Extract `images` demo samples at size x size under each (overlap, batch size) config, in
     one process, `rounds` times interleaved, and compare each with its own U-Net calls run bare."""
     from diffseg.stages.extract import job as extract
+    from diffseg.stages.extract.config import ExtractConfig
     from diffseg.stages.extract.plan import build_plan
     from diffseg.stages.extract.worker import models_for
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        plan = build_plan(
+        config = ExtractConfig(
             dataset="demo",
             split=split,
             out=out or str(Path(tmp) / "cache"),
@@ -121,6 +122,7 @@ def run(
             device=device,
             branches=branches,
         )
+        plan = build_plan(config)
         t0 = time.perf_counter()
         models = models_for(plan)
         build_s = time.perf_counter() - t0

@@ -68,7 +68,7 @@ def run(counts: tuple[int, ...] = (8, 64), resolution: str = "128x128", iters: i
                     "2",
                     "--eval-every",
                     "0",
-                    "--workers",
+                    "--read-threads",
                     "0",
                 ]
             )

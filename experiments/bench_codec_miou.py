@@ -39,7 +39,7 @@ def extract_raw(root: Path, model: str) -> dict[str, Path]:
     for split in ("train", *TARGETS):
         out = root / "raw" / split
         n = cfg.train_images if split == "train" else cfg.target_images
-        extract.main(**extract_options(cfg, model, "cpu"), split=split, limit=n, out=out)
+        extract.main(dataclasses.replace(extract_options(cfg, model, "cpu"), split=split, limit=n, out=str(out)))
         caches[split] = out
     return caches
 

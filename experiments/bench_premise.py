@@ -49,7 +49,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from diffseg.stages.extract.config import ExtractConfig
 
 import numpy as np
 
@@ -65,7 +68,7 @@ def _ints(value: str | None) -> tuple[int, ...] | None:
     return None if value is None else tuple(int(v) for v in value.split(","))
 
 
-def extract_options(cfg, model: str) -> dict[str, Any]:
+def extract_options(cfg, model: str) -> ExtractConfig:
     """The demo's stage-one options with another model, on the CPU."""
     from diffseg.stages.demo.job import extract_options as demo_extract_options
 
@@ -79,7 +82,7 @@ def splits(cfg, targets: tuple[str, ...]) -> dict[str, int]:
 def extract_split(cfg, model: str, split: str, n: int, out: Path) -> Path:
     from diffseg.stages.extract import job as extract
 
-    extract.main(**extract_options(cfg, model), split=split, limit=n, out=out)
+    extract.main(dataclasses.replace(extract_options(cfg, model), split=split, limit=n, out=str(out)))
     return out
 
 
@@ -146,7 +149,7 @@ def pixel_cache(cfg, model: str, source: Path, split: str, n: int, out: Path) ->
         h, w = src.zarr_array(schema.ORIG_LABELS).shape[1:]
         orig_max = (int(h), int(w))
     writer = CacheWriter.create(out, pixel_record(src.record), src.ids, orig_label_max=orig_max)
-    plan = build_plan(**extract_options(cfg, model), split=split, limit=n, out=source)
+    plan = build_plan(dataclasses.replace(extract_options(cfg, model), split=split, limit=n, out=str(source)))
     runner = PixelRunner(plan, writer)
     for done in runner.run_many(list(src.complete_indices())):
         i = done.index

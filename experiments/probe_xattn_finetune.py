@@ -23,6 +23,7 @@ training land in `--work/model-<step>`, the dev caches in `--work/cache-<step>`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shutil
 import time
 from pathlib import Path
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> dict:
             shutil.rmtree(d, ignore_errors=True)
         export(model_dir, unet, vae, text, tokenizer)
         opts = extract_options(demo_config(args.size), str(model_dir), "cpu")
-        extract.main(**opts, split="dev", limit=args.dev_images, out=str(cache))
+        extract.main(dataclasses.replace(opts, split="dev", limit=args.dev_images, out=str(cache)))
         r = xattn_ratio(cache)
         checks.append(dict(step=step, loss=loss, ratio=r["ratio"], chance=r["chance"]))
         print(f"step {step}: xattn {r['ratio']:.3f} (chance {r['chance']:.3f}) on {r['images']} dev images", flush=True)

@@ -33,7 +33,7 @@ def test_a_flipped_byte_is_found_by_verify_and_refused_by_training(tmp_path):
     assert result.exit_code == 1, result.output
     problems = json.loads(result.output)["problems"]
     assert len(problems) == 1 and "train/0001" in problems[0] and "crc32c" in problems[0], problems
-    args = ["--fusion", "light", "--iters", "2", "--warmup", "0", "--workers", "0", "--device", "cpu"]
+    args = ["--fusion", "light", "--iters", "2", "--warmup", "0", "--read-threads", "0", "--device", "cpu"]
     result = RUNNER.invoke(app, ["train", "--cache", str(out), "--out", str(tmp_path / "run"), *args])
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "train/0001" in result.output and "corrupt" in result.output

@@ -89,7 +89,7 @@ def test_dry_run_prices_every_codec_and_the_plan_uses_its_own(tmp_path):
 def test_two_dask_workers_fit_the_same_pca_basis(raw, tmp_path):
     spec = "pca:k=8;up1.*=int8"
     out, ref = tmp_path / "dask", tmp_path / "ref"
-    result = extract("--workers", "2", "--codec", spec, out=out)
+    result = extract("--dask-workers", "2", "--codec", spec, out=out)
     assert result.exit_code == 0, result.output
     convert(raw, spec, ref, progress=False)
     assert_same_stored(ref, out)

@@ -3,6 +3,7 @@
 import numpy as np
 import torch
 
+from diffseg.stages.extract.config import ExtractConfig
 from diffseg.stages.extract.plan import build_plan, views_rule
 from diffseg.stages.extract.views import CAT_MAX_RATIO, CAT_REDRAWS, _mixed, crop_box, train_view
 
@@ -77,8 +78,8 @@ def test_train_view_applies_the_rule():
 
 
 def test_the_cache_records_the_rule():
-    rule = views_rule(build_plan(dataset="demo", device="cpu"))
+    rule = views_rule(build_plan(ExtractConfig(dataset="demo", device="cpu")))
     assert (rule.mode, rule.redraws, rule.cat_max_ratio, rule.flip) == ("crop", CAT_REDRAWS, CAT_MAX_RATIO, True)
     assert f"up to {CAT_REDRAWS} times" in rule.describe() and f">= {CAT_MAX_RATIO} of" in rule.describe()
-    val = views_rule(build_plan(dataset="demo", split="val", device="cpu"))
+    val = views_rule(build_plan(ExtractConfig(dataset="demo", split="val", device="cpu")))
     assert (val.mode, val.cat_max_ratio, val.redraws) == ("resize", None, None)

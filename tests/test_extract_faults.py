@@ -33,7 +33,7 @@ def clean(tmp_path_factory):
 
 
 def _dask_workers(pid: int) -> list[psutil.Process]:
-    """The dask worker processes a `--workers N` run spawned (not the resource tracker)."""
+    """The dask worker processes a `--dask-workers N` run spawned (not the resource tracker)."""
     kids = psutil.Process(pid).children(recursive=True)
     return [p for p in kids if "spawn_main" in (c := " ".join(p.cmdline())) and "resource_tracker" not in c]
 
@@ -63,7 +63,7 @@ def test_a_killed_dask_worker_loses_nothing(clean, tmp_path):
     (hook / "sitecustomize.py").write_text(HOLD_WRITES)
     path = os.pathsep.join([str(hook), *([ENV["PYTHONPATH"]] if ENV.get("PYTHONPATH") else [])])
     proc = subprocess.Popen(
-        cli("--limit", "4", "--workers", "2", "--out", str(out)),
+        cli("--limit", "4", "--dask-workers", "2", "--out", str(out)),
         env={**ENV, "PYTHONPATH": path, "DIFFSEG_TEST_RELEASE": str(release)},
         text=True,
         stdout=subprocess.PIPE,

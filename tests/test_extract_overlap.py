@@ -1,4 +1,4 @@
-"""Overlapped extraction (stages/extract/overlap.py) and `extract --batch-size`.
+"""Overlapped extraction (stages/extract/overlap.py) and `extract --unet-batch`.
 
 The three-thread pipeline on plain functions (order, bounded queues, errors carried to the
 calling thread, --strict's stop), then end to end on the demo dataset with `tiny`: batch size 2
@@ -122,7 +122,7 @@ def test_shards_and_dask_blocks_never_split_a_batch():
 @pytest.fixture(scope="module")
 def batched(tmp_path_factory):
     out = tmp_path_factory.mktemp("batched") / "cache"
-    result = extract("--batch-size", "2", out=out)
+    result = extract("--unet-batch", "2", out=out)
     assert result.exit_code == 0, result.output
     assert CacheReader(out).record.extract.batch_size == 2
     return out
@@ -130,7 +130,7 @@ def batched(tmp_path_factory):
 
 def test_batch_size_two_reruns_byte_identical_and_another_size_is_refused(batched, tmp_path):
     again = tmp_path / "again"
-    assert extract("--batch-size", "2", out=again).exit_code == 0
+    assert extract("--unet-batch", "2", out=again).exit_code == 0
     assert_same_bytes(arrays(batched), arrays(again))
     result = extract(out=again)  # batch size 1 on a cache written with 2
     assert result.exit_code == 1 and "Traceback" not in result.output
@@ -148,15 +148,15 @@ def test_a_partly_pending_batch_is_recomputed_whole(batched, tmp_path):
     w = CacheWriter.open(out)
     w._put(schema.STATUS, 1, np.uint8(schema.PENDING))  # sample 1 (batch {0, 1}) back to pending
     r.source(name).file(1).unlink()
-    result = extract("--batch-size", "2", out=out)
+    result = extract("--unet-batch", "2", out=out)
     assert result.exit_code == 0 and "done: 1 samples written" in result.output, result.output
     assert_same_bytes(arrays(batched), arrays(out))
 
 
 def test_killed_batched_run_resumes_to_identical_arrays(batched, tmp_path):
     out = tmp_path / "killed"
-    status = kill_after_first_sample(out, "--batch-size", "2", timeout=120)
-    result = extract("--batch-size", "2", out=out)
+    status = kill_after_first_sample(out, "--unet-batch", "2", timeout=120)
+    result = extract("--unet-batch", "2", out=out)
     assert result.exit_code == 0, result.output
     assert f"done: {int((status == 0).sum())} samples written" in result.output
     assert_same_bytes(arrays(batched), arrays(out))
@@ -166,6 +166,7 @@ def test_overlapped_and_sequential_runs_write_the_same_bytes(tmp_path):
     import torch
 
     from diffseg.stages.extract import job
+    from diffseg.stages.extract.config import ExtractConfig
     from diffseg.stages.extract.plan import build_plan
 
     threads = torch.get_num_threads()
@@ -173,7 +174,7 @@ def test_overlapped_and_sequential_runs_write_the_same_bytes(tmp_path):
     try:
         kw = {"dataset": "demo", "model": "tiny", "resolution": (64, 64), "limit": 3, "device": "cpu"}
         for name, on in (("overlap", True), ("sequential", False)):
-            plan = dataclasses.replace(build_plan(**kw, out=str(tmp_path / name)), overlap=on)
+            plan = dataclasses.replace(build_plan(ExtractConfig(**kw, out=str(tmp_path / name))), overlap=on)
             assert job.run(plan, progress=False)["written"] == 3
     finally:
         torch.set_num_threads(threads)

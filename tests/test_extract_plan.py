@@ -15,22 +15,23 @@ from diffseg.core.layers import LayerSpec, layer_specs
 from diffseg.core.seeds import stable_seed
 from diffseg.pipeline.builtin import SD21_UNET
 from diffseg.pipeline.config import preset
+from diffseg.stages.extract.config import ExtractConfig
 from diffseg.stages.extract.plan import build_plan, sample_ids
 from diffseg.stages.extract.sizes import feature_bytes
 from diffseg.stages.extract.views import eval_view, fit_inside, train_view
 
 
 def test_train_defaults():
-    p = build_plan(dataset="gtav", device="cpu")
+    p = build_plan(ExtractConfig(dataset="gtav", device="cpu"))
     assert p.kind == "train" and p.split == "train"
     assert Path(p.out) == Path("cache/gtav").absolute()
     assert p.model == "stabilityai/stable-diffusion-2-1" and p.preset == "lite"
     assert p.resolution == (512, 512) and p.scale == (1280, 720)
     assert p.branches == ("uncond", "cond") and p.views == 1 and p.uncond_prompt == "empty"
     assert p.trajectory == preset("lite") and p.classes == tuple(range(19))
-    assert build_plan(dataset="synthia", device="cpu").scale == (1280, 760)
-    assert build_plan(dataset="cityscapes", device="cpu").scale == (1024, 512)
-    assert build_plan(dataset="bdd100k", device="cpu").scale == (1280, 720)
+    assert build_plan(ExtractConfig(dataset="synthia", device="cpu")).scale == (1280, 760)
+    assert build_plan(ExtractConfig(dataset="cityscapes", device="cpu")).scale == (1024, 512)
+    assert build_plan(ExtractConfig(dataset="bdd100k", device="cpu")).scale == (1280, 720)
 
 
 @pytest.mark.parametrize(
@@ -44,22 +45,24 @@ def test_train_defaults():
     ],
 )
 def test_eval_defaults(name, res):
-    p = build_plan(dataset=name, split="val", device="cpu")
+    p = build_plan(ExtractConfig(dataset=name, split="val", device="cpu"))
     assert p.kind == "eval" and p.resolution == res and p.scale is None
     assert p.branches == ("uncond",)
     assert Path(p.out) == Path(f"cache/{name}-val").absolute()
 
 
 def test_demo_is_generated_at_the_resolution():
-    p = build_plan(dataset="demo", device="cpu")
+    p = build_plan(ExtractConfig(dataset="demo", device="cpu"))
     assert p.resolution == (128, 128) and p.scale == (128, 128)
-    p = build_plan(dataset="demo", split="val-fog", resolution=(64, 128), device="cpu")
+    p = build_plan(ExtractConfig(dataset="demo", split="val-fog", resolution=(64, 128), device="cpu"))
     assert p.resolution == (64, 128) and p.scale is None and Path(p.out).name == "demo-val-fog"
 
 
 def test_overrides_reach_the_trajectory():
     p = build_plan(
-        dataset="demo", steps=(0, 5), save_steps=(5,), layers=("up2.blk1",), seed=7, encode="sample", device="cpu"
+        ExtractConfig(
+            dataset="demo", steps=(0, 5), save_steps=(5,), layers=("up2.blk1",), seed=7, encode="sample", device="cpu"
+        )
     )
     t = p.trajectory
     assert (t.steps, t.save_steps, t.layers, t.seed, t.encode) == ((0, 5), (5,), ("up2.blk1",), 7, "sample")
@@ -79,13 +82,15 @@ def test_overrides_reach_the_trajectory():
 )
 def test_bad_options_name_the_value(kw, words):
     with pytest.raises(DiffsegError) as err:
-        build_plan(dataset="gtav", device="cpu", **kw)
+        build_plan(ExtractConfig(dataset="gtav", device="cpu", **kw))
     for w in words:
         assert w in str(err.value)
 
 
 def test_classes_by_name_or_id():
-    assert build_plan(dataset="gtav", classes=("sidewalk", "12", "traffic_light"), device="cpu").classes == (1, 6, 12)
+    assert build_plan(
+        ExtractConfig(dataset="gtav", classes=("sidewalk", "12", "traffic_light"), device="cpu")
+    ).classes == (1, 6, 12)
 
 
 def test_view_ids():

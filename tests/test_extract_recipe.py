@@ -7,6 +7,7 @@ from typer.testing import CliRunner
 
 from diffseg.cli import app
 from diffseg.pipeline.prompts import class_prompt
+from diffseg.stages.extract.config import ExtractConfig
 from diffseg.stages.extract.plan import build_plan, extract_record
 from diffseg.stages.extract.recipe import REFERENCE_DESCRIPTIONS
 
@@ -15,7 +16,7 @@ GTA = "tests/fixtures/synthetic/gta"
 
 
 def _plan(**kw):
-    return build_plan(dataset="gtav", root=GTA, model="sd21-random", device="cpu", **kw)
+    return build_plan(ExtractConfig(dataset="gtav", root=GTA, model="sd21-random", device="cpu", **kw))
 
 
 def test_paper_sets_every_reference_choice():

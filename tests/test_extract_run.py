@@ -1,7 +1,7 @@
 """`diffseg extract` end to end on the demo dataset and the tiny model (64x64, lite).
 
 One uninterrupted extraction (module fixture) is the reference that the other runs (a rerun,
-a run killed with SIGKILL and resumed, `--workers 2`) must reproduce byte for byte.
+a run killed with SIGKILL and resumed, `--dask-workers 2`) must reproduce byte for byte.
 
 Every run here uses one torch thread (this process, the killed subprocess, each dask worker):
 with different thread counts the CPU kernels sum in another order, and after five trajectory
@@ -151,7 +151,7 @@ def test_killed_run_resumes_to_identical_arrays(base, tmp_path):
 
 def test_two_workers_give_the_same_arrays(base, tmp_path):
     out = tmp_path / "dask"
-    result = extract("--workers", "2", out=out)
+    result = extract("--dask-workers", "2", out=out)
     assert result.exit_code == 0, result.output
     assert "start-up: cluster" in result.output and "done: 3 samples written" in result.output
     # 2 workers on 2 cores: 1 torch thread each, as this process (module fixture): byte-identical.

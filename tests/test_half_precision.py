@@ -22,6 +22,7 @@ from safetensors.torch import load_file
 from diffseg.cache import CacheReader
 from diffseg.cache.synthetic import make_cache
 from diffseg.stages.extract import job
+from diffseg.stages.extract.config import ExtractConfig
 from diffseg.stages.extract.plan import build_plan
 from diffseg.stages.train import job as train
 from diffseg.stages.train import trainer
@@ -29,15 +30,17 @@ from diffseg.stages.train import trainer
 
 def _extract(out, dtype: str, seed: int = 0) -> dict[str, np.ndarray]:
     plan = build_plan(
-        dataset="demo",
-        model="tiny",
-        resolution=(64, 64),
-        limit=2,
-        kinds=("res", "blk", "xattn"),
-        uncond_prompt="classes",
-        device="cpu",
-        seed=seed,
-        out=str(out),
+        ExtractConfig(
+            dataset="demo",
+            model="tiny",
+            resolution=(64, 64),
+            limit=2,
+            kinds=("res", "blk", "xattn"),
+            uncond_prompt="classes",
+            device="cpu",
+            seed=seed,
+            out=str(out),
+        )
     )
     summary = job.run(dataclasses.replace(plan, compute_dtype=dtype), progress=False)
     assert summary["written"] == 2

@@ -10,6 +10,7 @@ import torch
 
 from diffseg.data import open_dataset
 from diffseg.pipeline.encode import to_pixels
+from diffseg.stages.extract.config import ExtractConfig
 from diffseg.stages.extract.plan import build_plan
 from diffseg.stages.extract.worker import SampleRunner
 from diffseg.stages.predict.job import network_input, predict_image
@@ -39,7 +40,7 @@ def _vae_input(image_HW3):
 )
 def test_predict_feeds_the_vae_what_an_eval_cache_feeds_it(image_wh, resolution):
     dataset = open_dataset("demo", split="val", demo_size=image_wh)
-    plan = build_plan(dataset="demo", split="val", resolution=resolution, model="tiny", device="cpu")
+    plan = build_plan(ExtractConfig(dataset="demo", split="val", resolution=resolution, model="tiny", device="cpu"))
     ids = [dataset.ids[0]]
     runner = SampleRunner(plan, models=None, writer=SimpleNamespace(ids=ids), dataset=dataset, extractor=object())
     sid, cache_image, _, _ = runner.view(0)  # what the evaluation cache's worker gives the extractor

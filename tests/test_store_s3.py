@@ -1,4 +1,4 @@
-"""A cache on an object store, end to end: `extract --workers 2` into s3://, train and evaluate from
+"""A cache on an object store, end to end: `extract --dask-workers 2` into s3://, train and evaluate from
 it, read it with plain zarr and dask; every array equals the same flow on a local folder, byte for
 byte, and the credentials (environment only) appear in no cache, run record or output.
 
@@ -22,7 +22,20 @@ from diffseg.cli import app
 SECRET = "diffseg-test-secret-7c1e9a"
 BUCKET = "diffseg-test"
 EXTRACT = ["extract", "--dataset", "demo", "--model", "tiny", "--resolution", "64x64", "--limit", "2"]
-TRAIN = ["--fusion", "light", "--iters", "2", "--warmup", "0", "--eval-every", "0", "--workers", "0", "--device", "cpu"]
+TRAIN = [
+    "--fusion",
+    "light",
+    "--iters",
+    "2",
+    "--warmup",
+    "0",
+    "--eval-every",
+    "0",
+    "--read-threads",
+    "0",
+    "--device",
+    "cpu",
+]
 RUNNER = CliRunner()
 
 
@@ -82,7 +95,7 @@ def test_extract_train_eval_on_s3_equal_the_local_flow(s3, tmp_path):
     dry = _ok([*EXTRACT, "--dry-run", "--out", url])
     assert "free space at s3://" in dry and "unknown" in dry and "dry run: nothing written" in dry
     assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET)  # nothing written
-    out = [_ok([*EXTRACT, "--workers", "2", "--out", url])]
+    out = [_ok([*EXTRACT, "--dask-workers", "2", "--out", url])]
     out.append(_ok([*EXTRACT, "--split", "val", "--out", url_val]))
     assert "free space at s3://" in out[0] and "unknown" in out[0]
     _ok([*EXTRACT, "--out", local])

@@ -20,7 +20,7 @@ from diffseg.stages.train import job as train
 from diffseg.stages.train.config import ABLATION_CELL, TrainConfig, default, recipe_defaults
 
 FIELDS = {f.name for f in fields(TrainConfig)} | set(train.SELECTION)
-CLI_NAME = {"eval_cache": "eval_caches"}  # typer parameter -> TrainConfig field
+CLI_NAME = {"eval_cache": "eval_caches", "read_threads": "workers"}  # typer parameter -> TrainConfig field
 
 
 @pytest.mark.parametrize("command", ["train", "ablate"])
@@ -50,7 +50,7 @@ def test_cli_passes_only_the_given_options(tmp_path):
         assert main.call_args.kwargs == {"cache": str(tmp_path), "out": None, "resume": True, "lr": 0.001}
     with mock.patch.object(ablate, "main") as main:
         args = ["ablate", "--cache", str(tmp_path), "--eval-cache", str(tmp_path), "--out", str(tmp_path / "a")]
-        assert CliRunner().invoke(app, [*args, "--no-features", "--workers", "2"]).exit_code == 0
+        assert CliRunner().invoke(app, [*args, "--no-features", "--read-threads", "2"]).exit_code == 0
         assert main.call_args.kwargs == {
             "cache": str(tmp_path),
             "eval_caches": [str(tmp_path)],
@@ -58,6 +58,25 @@ def test_cli_passes_only_the_given_options(tmp_path):
             "features": False,
             "workers": 2,
         }
+
+
+@pytest.mark.parametrize("command", ["train", "ablate"])
+def test_workers_is_the_old_name_of_read_threads(tmp_path, command):
+    """`--workers` (dask processes in `extract`) is now `--read-threads` here; the old name still
+    works for one release, with one warning line that names the new one."""
+    stage = train if command == "train" else ablate
+    args = [command, "--cache", str(tmp_path)]
+    if command == "ablate":
+        args += ["--eval-cache", str(tmp_path), "--out", str(tmp_path / "a")]
+    with mock.patch.object(stage, "main") as main:
+        result = CliRunner().invoke(app, [*args, "--workers", "3"])
+        assert result.exit_code == 0, result.output
+        assert main.call_args.kwargs["workers"] == 3
+    warnings = [line for line in result.output.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "--read-threads" in warnings[0], result.output
+    both = CliRunner().invoke(app, [*args, "--workers", "3", "--read-threads", "2"])
+    assert both.exit_code == 2 and "not both" in both.output
+    assert "--workers" not in CliRunner().invoke(app, [command, "--help"]).output
 
 
 def test_defaults_in_force_are_trainconfigs(tmp_path):
@@ -85,7 +104,7 @@ def test_warmup_not_given_is_capped_at_a_tenth_of_the_run(tmp_path):
 def test_resume_keeps_the_recorded_value_of_what_is_not_given(tmp_path):
     cache = make_cache(tmp_path / "gtav", n=3, **SMALL)
     run = train.main(cache=cache, out=tmp_path / "run", stop_at=1, **{**FAST_TRAIN, "iters": 3, "ckpt_every": 1})
-    base = ["train", "--cache", str(cache), "--out", str(run), "--resume", "--workers", "0", "--device", "cpu"]
+    base = ["train", "--cache", str(cache), "--out", str(run), "--resume", "--read-threads", "0", "--device", "cpu"]
     # a given option equal to TrainConfig's default is still given: 40000 is not the recorded 3
     refused = CliRunner().invoke(app, [*base, "--iters", str(default("iters"))])
     assert refused.exit_code == 1 and "--iters 3" in refused.output and "Traceback" not in refused.output
@@ -134,7 +153,7 @@ def test_recipe_is_recorded_and_checked_on_resume(tmp_path):
     kw = {**FAST_TRAIN, "iters": 2, "ckpt_every": 1}
     run = train.main(cache=cache, out=tmp_path / "run", recipe="paper", stop_at=1, **kw)
     assert json.loads((run / "config.json").read_text())["config"]["recipe"] == "paper"
-    base = ["train", "--cache", str(cache), "--out", str(run), "--resume", "--workers", "0", "--device", "cpu"]
+    base = ["train", "--cache", str(cache), "--out", str(run), "--resume", "--read-threads", "0", "--device", "cpu"]
     result = CliRunner().invoke(app, [*base, "--recipe", "diffseg"])
     assert result.exit_code == 1 and "--recipe paper" in result.output, result.output
     assert CliRunner().invoke(app, base).exit_code == 0

@@ -76,7 +76,7 @@ def test_resume_gives_the_same_weights(tmp_path, monkeypatch):
             "--resume",
             "--iters",
             "999",
-            "--workers",
+            "--read-threads",
             "0",
             "--device",
             "cpu",
@@ -99,7 +99,19 @@ def test_existing_out_without_resume_and_nan_feature_exit_1(tmp_path):
     cache = make_cache(tmp_path / "gtav", n=3, **SMALL)
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "x").write_text("")
-    args = ["train", "--cache", str(cache), "--iters", "1", "--fusion", "light", "--workers", "0", "--device", "cpu"]
+    args = [
+        "train",
+        "--cache",
+        str(cache),
+        "--iters",
+        "1",
+        "--fusion",
+        "light",
+        "--read-threads",
+        "0",
+        "--device",
+        "cpu",
+    ]
     result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "run")])
     assert result.exit_code == 1 and "already exists" in result.output and "--resume" in result.output
     result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "nope"), "--resume"])

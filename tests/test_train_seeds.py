@@ -36,7 +36,7 @@ def test_mean_std_and_parse():
 def test_seeds_write_one_run_each_and_a_summary(tmp_path):
     cache, evals = _caches(tmp_path)
     args = ["train", "--cache", str(cache), "--out", str(tmp_path / "runs"), "--seeds", "0,1,2"]
-    args += ["--iters", "2", "--warmup", "0", "--fusion", "light", "--workers", "0", "--device", "cpu"]
+    args += ["--iters", "2", "--warmup", "0", "--fusion", "light", "--read-threads", "0", "--device", "cpu"]
     for ev in evals:
         args += ["--eval-cache", str(ev)]
     result = RUNNER.invoke(app, args)
@@ -61,7 +61,7 @@ def test_seeds_write_one_run_each_and_a_summary(tmp_path):
     assert json.loads(ok.output)["miou"] == summary["targets"]["cityscapes"]["miou"]["1"]
     parent_eval = RUNNER.invoke(app, ["eval", "--run", str(parent), "--cache", str(evals[0])])
     assert parent_eval.exit_code == 1 and "seed-0" in parent_eval.output
-    more = ["--out", str(parent / "seed-1"), "--resume", "--iters", "3", "--workers", "0", "--device", "cpu"]
+    more = ["--out", str(parent / "seed-1"), "--resume", "--iters", "3", "--read-threads", "0", "--device", "cpu"]
     resumed = RUNNER.invoke(app, ["train", "--cache", str(cache), *more])
     assert resumed.exit_code == 1 and "--iters 2" in resumed.output  # a normal run: its record is checked
     assert RUNNER.invoke(app, ["train", "--cache", str(cache), *more[:3], *more[5:]]).exit_code == 0

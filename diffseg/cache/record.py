@@ -169,7 +169,7 @@ class ExtractRecord:
     ids_sha256: str  # of the image ids, one per line
     seeding: str = SEEDING
     recipe: str = "diffseg"  # extract --recipe the options not given came from (caches before it: diffseg)
-    # extract --batch-size: batched U-Net calls round differently (float), so it decides the bytes
+    # extract --unet-batch: batched U-Net calls round differently (float), so it decides the bytes
     # and a resume must use the same (caches before it: 1)
     batch_size: int = 1
     # --blk-sum's sum of the n + 2 copies: "float32" where the U-Net runs in float16 (a resume summed

@@ -9,10 +9,10 @@ not depend on how the jobs were scheduled.
 
 Each job's output (progress bars, logs) goes to `<logs>/<name>.log`, not the terminal, where
 two jobs would interleave; the terminal gets one line per finished job, with its time, the
-elapsed time and an estimate of the rest (per kind of job). A job that fails stops the others
-(the workers are terminated) and raises one DiffsegError naming the job, its message and its
-log; a user error (DiffsegError) keeps its message, anything else adds "traceback in <log>".
-A worker that dies (out of memory, a signal) is named by the jobs that were running.
+elapsed time and an estimate of the rest (per kind of job, counting the jobs of later batches
+that the caller names). A job that fails stops the others (the workers are terminated) and
+raises one DiffsegError naming the job, its message and its log; a user error (DiffsegError)
+keeps its message, anything else adds "traceback in <log>". A worker that dies (out of memory, a signal) is named by the jobs that were running.
 
 With `workers` <= 1 the jobs run here, one after another, printing as they go: the same
 results (with this process's thread count), nothing redirected.
@@ -136,11 +136,22 @@ class JobPool:
     and importing torch take seconds per worker). Use as a context manager; `workers` <= 1: no
     processes, every batch runs here."""
 
-    def __init__(self, *, workers: int, cores: int, logs: Path, echo: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        *,
+        workers: int,
+        cores: int,
+        logs: Path,
+        echo: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ):
         self.workers, self.logs = workers, Path(logs)
         self.threads = max(1, cores // max(workers, 1))
         self.echo = echo or (lambda line: print(line, flush=True))
+        self.clock = clock  # seconds (tests pass their own)
+        self.start = clock()  # the elapsed time counts from here, over every batch
         self._pool: ProcessPoolExecutor | None = None
+        self._history: dict[str, Done] = {}  # every finished job of every batch (the estimates)
 
     def __enter__(self) -> JobPool:
         return self
@@ -174,26 +185,29 @@ class JobPool:
             f"logs: {self.logs}/<job>.log"
         ) from cause
 
-    def run(self, jobs: Sequence[Job]) -> dict[str, Done]:
+    def run(self, jobs: Sequence[Job], to_come: Sequence[str] = ()) -> dict[str, Done]:
         """Run every job once, each after its `after` jobs; returns {name: Done}. Raises DiffsegError on
-        the first failed job (the pool is then closed: the other jobs stop)."""
+        the first failed job (the pool is then closed: the other jobs stop). `to_come`: the names of
+        the jobs a later batch will run, as far as they are known: the estimate of the time left
+        counts them too (each as the finished jobs of its kind, else of all kinds)."""
         _check(jobs)
-        start = time.perf_counter()
         out: dict[str, Done] = {}
+        history = self._history
 
         def finished(name: str, done: Done) -> None:
             out[name] = done
-            left = len(jobs) - len(out)
-            eta = _estimate([j.name for j in jobs if j.name not in out], out) / max(self.workers, 1)
+            history[name] = done
+            left = [j.name for j in jobs if j.name not in out] + list(to_come)
+            eta = _estimate(left, history) / max(self.workers, 1)
             self.echo(
-                f"[{len(out)}/{len(jobs)}] {name}: {done.seconds:.0f} s; elapsed {_clock(time.perf_counter() - start)}"
+                f"[{len(out)}/{len(jobs)}] {name}: {done.seconds:.0f} s; elapsed {_clock(self.clock() - self.start)}"
                 + (f", about {_clock(eta)} left" if left else "")
             )
 
         if self.workers <= 1:
             for j in _order(jobs):
-                t0 = time.perf_counter()
-                finished(j.name, Done(j.fn(**j.kwargs), time.perf_counter() - t0))
+                t0 = self.clock()
+                finished(j.name, Done(j.fn(**j.kwargs), self.clock() - t0))
             return out
         self.logs.mkdir(parents=True, exist_ok=True)
         if self._pool is None:

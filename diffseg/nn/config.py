@@ -14,6 +14,7 @@ from diffseg.core.errors import DiffsegError
 from diffseg.core.records import from_record
 
 STRIDES = (8, 16, 32)  # strides the fusion block consumes, fine to coarse
+FUSION_PRESETS = ("reference", "light")  # fusion_preset's names
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,4 +64,4 @@ def fusion_preset(name: str) -> FusionConfig:
         return FusionConfig(
             name="light", widths=(64, 128, 256), bottlenecks=(16, 32, 64), width_x4=32, head_channels=64
         )
-    raise DiffsegError(f"unknown fusion setting {name!r}: expected 'reference' or 'light'")
+    raise DiffsegError(f"unknown fusion setting {name!r}: expected {' or '.join(map(repr, FUSION_PRESETS))}")

@@ -178,7 +178,7 @@ class Plan:
         return out
 
     def job_name(self, cell: Cell, options: dict) -> str:
-        return cell.name + (f"-seed{options['seed']}" if self.seeds is not None else "")
+        return run_name(cell.name, options["seed"] if self.seeds is not None else None)
 
     def jobs(self, prefix: str = "") -> list[Job]:
         """One job per run, named `<prefix><cell>[-seed<k>]` (core.jobs); each returns what it did."""
@@ -190,6 +190,11 @@ class Plan:
             )
             for cell, run_dir, opts in self.runs()
         ]
+
+
+def run_name(cell: str, seed: int | None = None) -> str:
+    """The job name of one run of a cell: with `--seeds`, one per seed."""
+    return cell + (f"-seed{seed}" if seed is not None else "")
 
 
 def plan(

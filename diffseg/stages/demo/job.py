@@ -6,7 +6,7 @@ prompts, and unconditional) and the three demo targets (`val` in the source styl
 exists in both branches; stage two trains the fusion block and head (the main run), scores
 every target; the same main run is repeated on the features of the random `tiny` model
 (same head, same budget), so the report shows what trained features add; the Table IV cells
-are trained once per seed (mean +- std), with issue 9's recipe cells (photometric views off,
+are trained once per seed (mean +- std), with the recipe cells (photometric views off,
 two views, rare-class sampling off) beside them; `report.md` gathers the tables, the
 cross-attention inside/outside ratios and the pictures (the model's samples and
 reconstructions, predictions, features, heat maps).
@@ -27,17 +27,19 @@ import os
 import re
 import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from diffseg.core.jobs import Done, Job, JobPool
 from diffseg.stages.demo.config import COMPARE_MODEL, MODEL, TARGETS, DemoConfig, demo_config
 from diffseg.stages.demo.report import ablation_chart, pictures, ratios, write_report
+from diffseg.stages.extract.config import ExtractConfig
 
-# Issue 9's cells: the full method (ipkl-l2) with one recipe choice changed, each against the
+# The recipe cells: the full method (RECIPE_CELL) with one recipe choice changed, each against the
 # Table IV ipkl-l2 cell (photometric views on, one view, rare-class sampling at T = 0.01).
 # name: (training cache variant or None for the main one, extract options, train options, what changes)
+RECIPE_CELL = "ipkl-l2"
 RECIPE_CELLS: dict[str, tuple[str | None, dict, dict, str]] = {
     "rcs-off": (None, {}, {"rcs_temperature": 0.0}, "rare-class sampling off (`train --rcs-temperature 0`)"),
     "photometric-off": (
@@ -60,10 +62,10 @@ def model_folder(model: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", Path(model).name or model) or "model"
 
 
-def extract_options(cfg: DemoConfig, model: str, device: str) -> dict[str, Any]:
-    """The demo's stage-one options (besides split, limit and out): the one place they are spelled,
-    also for the benchmarks that reuse the demo's recipe."""
-    return dict(
+def extract_options(cfg: DemoConfig, model: str, device: str) -> ExtractConfig:
+    """The demo's stage-one options (add split, limit and out with `dataclasses.replace`): the one
+    place they are spelled, also for the benchmarks that reuse the demo's recipe."""
+    return ExtractConfig(
         dataset="demo",
         model=model,
         preset=cfg.preset,
@@ -92,8 +94,8 @@ def extract_jobs(cfg: DemoConfig, out: Path, model: str, device: str, recipe: bo
             for k, v in opts.items()
         )
         line = f"extract --dataset demo --model {model} --split {split} --limit {n}{flags} --out {cache}"
-        kwargs = dict(**extract_options(cfg, model, device), split=split, limit=n, out=cache, **opts)
-        jobs.append(Job(extract_job_name(model, name), _extract, dict(line=line, kwargs=kwargs)))
+        config = replace(extract_options(cfg, model, device), split=split, limit=n, out=str(cache), **opts)
+        jobs.append(Job(extract_job_name(model, name), _extract, dict(line=line, config=config)))
         caches[name] = cache
     return jobs, caches
 
@@ -102,11 +104,11 @@ def extract_job_name(model: str, cache: str) -> str:
     return f"extract-{model_folder(model)}-{cache}"
 
 
-def _extract(line: str, kwargs: dict) -> None:
+def _extract(line: str, config: ExtractConfig) -> None:
     from diffseg.stages.extract import job as extract
 
     _step(line)
-    extract.main(**kwargs)
+    extract.main(config)
 
 
 def _ints(value: str | None) -> tuple[int, ...] | None:
@@ -145,7 +147,7 @@ def _head(cfg: DemoConfig, iters: int, device: str) -> dict[str, Any]:
 
 
 def ablation_plans(cfg: DemoConfig, out: Path, caches: dict[str, Path], device: str, full_grid: bool) -> dict:
-    """{name: ablate Plan}: Table IV (every cell once per seed), issue 9's recipe cells (the full method
+    """{name: ablate Plan}: Table IV (every cell once per seed), the recipe cells (the full method
     alone, on another training cache or with another option) and, with `full_grid`, the
     feature-selection cells (one seed, the first). The training caches must exist (plans read them)."""
     from diffseg.stages.ablate import job as ablate
@@ -171,18 +173,32 @@ def ablation_plans(cfg: DemoConfig, out: Path, caches: dict[str, Path], device: 
         for name, (variant, _, train_opts, _) in RECIPE_CELLS.items():
             cache, folder = caches[variant or "train"], out / "ablation" / f"recipe-{name}"
             flags = "".join(f" --{k.replace('_', '-')} {v}" for k, v in train_opts.items())
-            _step(f"ablate --cache {cache} --seeds {seeds} --no-features --cells ipkl-l2{flags} --out {folder}")
+            _step(f"ablate --cache {cache} --seeds {seeds} --no-features --cells {RECIPE_CELL}{flags} --out {folder}")
             plans[f"recipe-{name}"] = ablate.plan(
                 cache=cache,
                 eval_caches=targets,
                 out=folder,
                 seeds=cfg.seeds,
                 features=False,
-                only=("ipkl-l2",),
+                only=(RECIPE_CELL,),
                 **head,
                 **train_opts,
             )
     return plans
+
+
+def later_jobs(cfg: DemoConfig) -> list[str]:
+    """The second batch's jobs as far as they are known before the caches exist (`ablation_plans` reads
+    them): the pictures, and every run of Table IV and of the recipe cells (at most: a cell the cache
+    cannot run, or the same as another, has none). The first batch's estimate of the time left counts
+    them; `--full-grid`'s feature cells are known only once planned."""
+    from diffseg.stages.ablate.cells import TABLE4
+    from diffseg.stages.ablate.job import run_name
+
+    names = ["pictures", *(f"table4-{run_name(c, s)}" for c in TABLE4 for s in cfg.seeds)]
+    if cfg.recipe_cells:
+        names += [f"recipe-{n}-{run_name(RECIPE_CELL, s)}" for n in RECIPE_CELLS for s in cfg.seeds]
+    return names
 
 
 def default_jobs(device: str) -> int:
@@ -228,7 +244,7 @@ def main(
         needs = tuple(extract_job_name(m, name) for name in ("train", *TARGETS))
         work.append(Job(f"train-{model_folder(m)}", main_run, dict(cfg=cfg, run=run, caches=cs, device=device), needs))
     with JobPool(workers=workers, cores=cores, logs=out / "logs") as pool:
-        done = pool.run(work)
+        done = pool.run(work, to_come=later_jobs(cfg))
         # 2. the ablation cells (their plans read the training caches written above) and the pictures
         plans = ablation_plans(cfg, out, caches, device, full_grid)
         later = [

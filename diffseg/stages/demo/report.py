@@ -380,8 +380,8 @@ def write_report(
         ],
         "",
         "mIoU in %, mean +- sample std over the seeds (the mean column: the mean over targets per seed, then "
-        "mean +- std). The recipe cells are the full method (`ipkl-l2`) with one of issue 9's training "
-        "choices changed, on the same seeds.",
+        "mean +- std). The recipe cells are the full method (`ipkl-l2`) with one training recipe "
+        "choice changed (photometric views, views per image, rare-class sampling), on the same seeds.",
         "",
         "### Differences",
         "",

@@ -1,11 +1,11 @@
 """Stage one on dask.distributed (DESIGN.md "Distributed extraction").
 
-`--workers N` starts a local cluster of worker processes (CPU: one dask thread each, torch
+`--dask-workers N` starts a local cluster of worker processes (CPU: one dask thread each, torch
 threads = cores // N, so N workers never oversubscribe the cores; CUDA: one worker per GPU,
 pinned by its own CUDA_VISIBLE_DEVICES in a SpecCluster; each worker may use RAM / workers, see
 `worker_memory_limit`). `--scheduler ADDRESS` joins an
 existing cluster. Tasks are contiguous blocks of pending samples (every sample owns its
-chunks, so any block is chunk-aligned; blocks start and end on --batch-size edges); each worker builds the model once, writes its
+chunks, so any block is chunk-aligned; blocks start and end on --unet-batch edges); each worker builds the model once, writes its
 samples itself and returns `Outcome`s; failed tasks are retried twice.
 """
 
@@ -26,7 +26,7 @@ BLOCKS_PER_WORKER = 4  # several blocks each: balances load and bounds what a lo
 def blocks(pending: list[int], n_workers: int, batch: int = 1) -> list[list[int]]:
     """Split sorted pending indices into runs of at most ceil(len / (workers * 4)) samples (rounded
     up to whole batches), contiguous in batches: a block starts and ends on a batch edge (sample i
-    is in batch i // batch), so no batch (--batch-size) is split between two workers."""
+    is in batch i // batch), so no batch (--unet-batch) is split between two workers."""
     if not pending:
         return []
     size = max(1, -(-len(pending) // (max(1, n_workers) * BLOCKS_PER_WORKER)))
@@ -76,7 +76,7 @@ def _local_cluster(plan: ExtractPlan, n: int):
 
         gpus = torch.cuda.device_count()
         if n > gpus:
-            raise DiffsegError(f"--workers {n} on CUDA needs {n} GPUs; {gpus} visible")
+            raise DiffsegError(f"--dask-workers {n} on CUDA needs {n} GPUs; {gpus} visible")
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         devices = visible.split(",") if visible else [str(g) for g in range(gpus)]
         return SpecCluster(
@@ -118,7 +118,7 @@ def client_for(plan: ExtractPlan):
         finally:
             client.close()
         return
-    assert plan.workers is not None  # job.py runs dask only with a scheduler or --workers
+    assert plan.workers is not None  # job.py runs dask only with a scheduler or --dask-workers
     cluster, threads = _local_cluster(plan, plan.workers)
     client = Client(cluster)
     try:

@@ -1,7 +1,7 @@
 """Stage one, `diffseg extract`: run the frozen U-Net trajectory once per sample and write the
 Zarr feature cache (DESIGN.md "The feature cache", "Distributed extraction").
 
-    1. plan      CLI options -> ExtractPlan (defaults, validation)       extract_plan.py
+    1. plan      ExtractConfig -> ExtractPlan (defaults, validation)     config.py, plan.py
     2. size      bytes per sample from the U-Net config, free disk       extract_sizes.py
     3. start     model build (in-process) or cluster + per-worker build  extract_worker/_dask.py
     4. create    cache created, or an existing one checked and resumed   diffseg.cache
@@ -23,14 +23,15 @@ from datetime import UTC, datetime
 from diffseg.core.errors import CacheMismatch, DataError, DiffsegError
 from diffseg.core.layers import LayerSpec, layer_specs
 from diffseg.stages.extract import share, sizes
+from diffseg.stages.extract.config import ExtractConfig
 from diffseg.stages.extract.plan import ExtractPlan, build_plan, extract_record, sample_ids
 from diffseg.stages.extract.recipe import describe
 from diffseg.stages.extract.worker import Outcome, open_plan_dataset
 
 
-def main(*, dry_run: bool = False, **options) -> dict | None:
-    """Entry point of `diffseg extract` (keywords as in cli.py)."""
-    plan = build_plan(**options)
+def main(config: ExtractConfig, *, dry_run: bool = False) -> dict | None:
+    """Entry point of `diffseg extract`: run `config` (config.py), or with `dry_run` only size it."""
+    plan = build_plan(config)
     if dry_run:
         return dry_run_report(plan)
     return run(plan)

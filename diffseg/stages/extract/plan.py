@@ -1,5 +1,5 @@
-"""Stage one planning: the CLI options resolved into one frozen `ExtractPlan` (DESIGN.md
-"Command line" defaults), plus the part of the cache record that records it.
+"""Stage one planning: an `ExtractConfig` (config.py: the options and their defaults) resolved
+into one frozen `ExtractPlan`, plus the part of the cache record that records it.
 
 Everything a worker needs to redo any sample is in the plan, so a plan is the only thing
 sent to dask workers besides sample indices. Pure: no model, no dataset, no zarr.
@@ -18,6 +18,7 @@ from diffseg.core import location
 from diffseg.core.errors import DiffsegError
 from diffseg.core.geometry import check_unet_size
 from diffseg.pipeline.config import TrajectoryConfig, resolve
+from diffseg.stages.extract.config import ExtractConfig
 
 # Size fed to the VAE for evaluation caches (whole image resized to it), (W, H).
 EVAL_RESOLUTION = {
@@ -35,7 +36,6 @@ TRAIN_SCALE = {"gtav": (1280, 720), "synthia": (1280, 760), "cityscapes": (1024,
 OTHER_SCALE = (1280, 720)
 TRAIN_CROP = (512, 512)
 DEMO_SIZE = (128, 128)
-DEFAULT_MODEL = "stabilityai/stable-diffusion-2-1"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,11 +67,11 @@ class ExtractPlan:
     descriptions_source: str  # the file they came from, or "diffseg's defaults"
     limit: int | None
     strict: bool
-    codec: str = "raw"  # feature codec spec, defaults written out (diffseg.cache.codecs)
+    codec: str  # feature codec spec, defaults written out (diffseg.cache.codecs)
     workers: int | None
     scheduler: str | None
-    shard: tuple[int, int] | None = None  # (I, N): this process extracts share I of N (share.py)
-    batch_size: int = 1  # uncond images per U-Net call; sample i is in batch i // batch_size (recorded)
+    shard: tuple[int, int] | None  # (I, N): this process extracts share I of N (share.py)
+    batch_size: int  # uncond images per U-Net call; sample i is in batch i // batch_size (recorded)
     overlap: bool = True  # reads and writes in threads beside the U-Net (overlap.py); False: benchmarks
 
     def branch_layers(self, branch: str) -> tuple[str, ...]:
@@ -141,109 +141,66 @@ def resolve_classes(classes) -> tuple[int, ...]:
     return tuple(sorted(ids))
 
 
-def build_plan(
-    *,
-    dataset,
-    root=None,
-    split="train",
-    out=None,
-    model=DEFAULT_MODEL,
-    recipe="diffseg",
-    preset=None,
-    steps=None,
-    save_steps=None,
-    layers=None,
-    kinds=None,
-    resolution=None,
-    scale=None,
-    views=None,
-    photometric=None,
-    branches=None,
-    uncond_prompt="empty",
-    limit=None,
-    split_file=None,
-    mapillary_map="A",
-    conditions=None,
-    workers=None,
-    scheduler=None,
-    shard=None,
-    device="auto",
-    seed=0,
-    encode=None,
-    raw_eps=None,
-    blk_sum=None,
-    classes=None,
-    descriptions=None,
-    strict=False,
-    codec=None,
-    batch_size=None,
-    **unused,
-) -> ExtractPlan:
-    """The CLI keywords of `extract` (cli.py) resolved into a plan; raises DiffsegError on bad values.
-    Options left None take the recipe's value (recipe.py)."""
+def build_plan(config: ExtractConfig) -> ExtractPlan:
+    """An `extract` config resolved into a plan; raises DiffsegError on bad values. Options left
+    None take the recipe's value (recipe.py), the preset's, the dataset's or the split's."""
     from diffseg.cache.codecs import normalize_spec
     from diffseg.pipeline.prompts import load_descriptions
     from diffseg.stages.device import resolve_device
-    from diffseg.stages.extract.recipe import recipe_options
+    from diffseg.stages.extract.recipe import RECIPE_OPTIONS, recipe_options
 
-    assert not (set(unused) - {"dry_run"}), f"unknown extract options {sorted(unused)}"
-    kind = "train" if split == "train" else "eval"
-    if views is not None and views > 1 and kind != "train":
-        raise DiffsegError(f"--views {views}: several views exist only for training caches (split train)")
-    given = {"preset": preset, "views": views, "photometric": photometric, "encode": encode, "raw_eps": raw_eps}
-    given |= {"blk_sum": blk_sum, "classes": classes, "descriptions": descriptions}
-    opts = recipe_options(recipe, given)
-    preset, encode, raw_eps, blk_sum = opts["preset"], opts["encode"], opts["raw_eps"], opts["blk_sum"]
-    classes, descriptions = opts["classes"], opts["descriptions"]
-    views = opts["views"] if kind == "train" else 1
-    res, sc = resolve_sizes(dataset, kind, resolution, scale)
-    dev = resolve_device(device).type
+    c = config
+    kind = "train" if c.split == "train" else "eval"
+    if c.views is not None and c.views > 1 and kind != "train":
+        raise DiffsegError(f"--views {c.views}: several views exist only for training caches (split train)")
+    opts = recipe_options(c.recipe, {name: getattr(c, name) for name in RECIPE_OPTIONS})
+    preset, descriptions = opts["preset"], opts["descriptions"]
+    res, sc = resolve_sizes(c.dataset, kind, c.resolution, c.scale)
+    dev = resolve_device(c.device).type
     traj = resolve(
         preset,
-        steps=steps,
-        save_steps=save_steps,
-        layers=layers,
-        kinds=kinds,
-        seed=seed,
-        encode=encode,
-        raw_eps=raw_eps,
-        blk_sum=blk_sum,
+        steps=c.steps,
+        save_steps=c.save_steps,
+        layers=c.layers,
+        kinds=c.kinds,
+        seed=c.seed,
+        encode=opts["encode"],
+        raw_eps=opts["raw_eps"],
+        blk_sum=opts["blk_sum"],
     )
     plan = ExtractPlan(
-        dataset=dataset,
-        root=None if root is None else str(root),
-        split=split,
-        split_file=None if split_file is None else str(Path(split_file).resolve()),
-        mapillary_map=mapillary_map,
-        conditions=None if conditions is None else tuple(conditions),
+        dataset=c.dataset,
+        root=c.root,
+        split=c.split,
+        split_file=None if c.split_file is None else str(Path(c.split_file).resolve()),
+        mapillary_map=c.mapillary_map,
+        conditions=c.conditions,
         kind=kind,
-        out=location.normalize(out or default_out(dataset, split)),
-        model=model,
+        out=location.normalize(c.out or default_out(c.dataset, c.split)),
+        model=c.model,
         device=dev,
         compute_dtype="float16" if dev == "cuda" else "float32",
-        recipe=recipe,
+        recipe=c.recipe,
         preset=preset,
         trajectory=traj,
         resolution=res,
         scale=sc,
-        views=int(views),
+        views=int(opts["views"]) if kind == "train" else 1,
         photometric=bool(opts["photometric"]) and kind == "train",
-        branches=resolve_branches(kind, branches),
-        uncond_prompt=uncond_prompt,
-        classes=resolve_classes(classes),
+        branches=resolve_branches(kind, c.branches),
+        uncond_prompt=c.uncond_prompt,
+        classes=resolve_classes(opts["classes"]),
         descriptions=None if descriptions is None else load_descriptions(descriptions),
         descriptions_source="diffseg's defaults" if descriptions is None else str(descriptions),
-        limit=limit,
-        strict=strict,
-        workers=workers,
-        scheduler=scheduler,
-        shard=shard,
-        codec=normalize_spec(codec or "raw"),
-        batch_size=1 if batch_size is None else int(batch_size),
+        limit=c.limit,
+        strict=c.strict,
+        workers=c.dask_workers,
+        scheduler=c.scheduler,
+        shard=c.shard,
+        codec=normalize_spec(c.codec),
+        batch_size=c.unet_batch,
     )
-    if plan.batch_size < 1:
-        raise DiffsegError(f"--batch-size {plan.batch_size}: expected at least 1")
-    if "xattn" in traj.kinds and uncond_prompt != "classes":
+    if "xattn" in traj.kinds and c.uncond_prompt != "classes":
         raise DiffsegError(
             "xattn layers need --uncond-prompt classes: with the empty prompt the "
             "unconditional branch names no classes, so it has no cross-attention maps"

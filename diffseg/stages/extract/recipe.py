@@ -44,6 +44,8 @@ _VALUES = {
         "descriptions": REFERENCE_DESCRIPTIONS,
     },
 }
+RECIPE_OPTIONS = tuple(_VALUES["diffseg"])  # the ExtractConfig options a recipe decides when not given
+assert all(tuple(v) == RECIPE_OPTIONS for v in _VALUES.values())
 
 
 def recipe_options(name: str, given: dict) -> dict:

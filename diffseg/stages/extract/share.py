@@ -47,7 +47,7 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 def shard_indices(indices: list[int], n: int, shard: tuple[int, int] | None, batch: int = 1) -> list[int]:
     """The indices (of n samples) that belong to shard (I, N); all of them without a shard. Shard
-    edges fall on multiples of `batch` (--batch-size), so no batch is split between shards."""
+    edges fall on multiples of `batch` (--unet-batch), so no batch is split between shards."""
     if shard is None:
         return list(indices)
     i, k = shard

@@ -118,7 +118,7 @@ class SampleRunner:
 
     def batch_features(self, items: list[Prepared]) -> list[dict[str, np.ndarray]]:
         """Per sample {"<branch>/<layer>": float16 [S, C, h, w]} for every planned branch. The
-        uncond branch runs the samples in one U-Net call per step (--batch-size; each keeps its
+        uncond branch runs the samples in one U-Net call per step (--unet-batch; each keeps its
         own noise, seeded from its pixels and view), the cond branch one image at a time."""
         per: list[dict[str, np.ndarray]] = [{} for _ in items]
         for branch in self.plan.branches:
