@@ -36,6 +36,8 @@ def test_the_reference_names_every_command_and_option():
         command, path = stack.pop()
         assert f"`{' '.join(path)}`" in page
         for param in command.params:
+            if getattr(param, "hidden", False):
+                continue  # a deprecated spelling, still accepted with a warning: not taught
             for opt in getattr(param, "opts", []) if param.param_type_name == "option" else []:
                 assert f"`{opt}`" in page, f"{' '.join(path)} {opt} missing from the CLI reference"
         for name, sub in getattr(command, "commands", {}).items():

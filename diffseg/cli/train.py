@@ -7,7 +7,7 @@ Training options default to None ("not given"): the job takes TrainConfig's defa
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -207,7 +207,7 @@ def train(
         device=device,
         seed=seed,
     )
-    run_options = dict(out=out, resume=resume, allow_partial=allow_partial)
+    run_options: dict[str, Any] = dict(out=out, resume=resume) | ({"allow_partial": True} if allow_partial else {})
     if seeds is not None:
         from diffseg.stages.runs.seeds import parse_seeds
 
@@ -230,4 +230,6 @@ def evaluate(
     """Score a run on evaluation caches: per-class IoU, mIoU (mIoU16/13 for Synthia runs)."""
     from diffseg.stages import evaluate as stage
 
-    stage.main(run=run, caches=list(cache), as_json=as_json, allow_partial=allow_partial, **given(device=device))
+    stage.main(
+        run=run, caches=list(cache), as_json=as_json, **given(device=device, allow_partial=allow_partial or None)
+    )
