@@ -1,4 +1,4 @@
-"""Generators of tiny datasets in the exact on-disk formats of DATASETS.md (for tests).
+"""Generators of tiny datasets in the exact on-disk formats of docs/guides/datasets.md (for tests).
 
 Every `make_*` writes into `root` and returns {sample id: expected train-id label uint8 [H, W]}.
 Sizes are (W, H). Content is seeded: the same call writes the same bytes.

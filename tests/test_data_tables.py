@@ -1,4 +1,4 @@
-"""Label space and id -> train-id tables, pinned against DATASETS.md written out by hand."""
+"""Label space and id -> train-id tables, pinned against docs/guides/datasets.md written out by hand."""
 
 import numpy as np
 
@@ -11,7 +11,7 @@ def _pairs(text: str) -> dict[int, int]:
     return {int(a): int(b) for a, b in (p.split(":") for p in text.split())}
 
 
-# Copied from DATASETS.md "Id -> train id tables".
+# Copied from docs/guides/datasets.md "Id -> train id tables".
 DOC_CITYSCAPES = _pairs(
     "7:0 8:1 11:2 12:3 13:4 17:5 19:6 20:7 21:8 22:9 23:10 24:11 25:12 26:13 27:14 28:15 31:16 32:17 33:18"
 )

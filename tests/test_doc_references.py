@@ -25,8 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 TOP_FOLDERS = ("diffseg", "tests", "docs", "benchmarks", "experiments")
 SCANNED_SUFFIXES = {".py", ".md", ".toml", ".yml", ".yaml", ".sh", ".txt", ".cfg"}
 # Written by a tracked script when it runs, never committed.
-GENERATED = {"benchmarks/gpu-results.md"}
-# Paths inside other projects, cited next to the project's name (where a fixture's bytes come from).
+GENERATED = {"benchmarks/gpu-results.md", "benchmarks/gpu-results-dry.md", "benchmarks/results-quick.md"}
+# Paths that are not this repository's, by the file that names them: paths inside other projects, cited
+# next to the project's name (where a fixture's bytes come from), and files a test writes for itself.
 EXTERNAL = {
     "tests/fixtures/SOURCES.md": {
         "tests/data/pseudo_bdd100k_dataset/",  # MMSegmentation
@@ -35,6 +36,9 @@ EXTERNAL = {
         "tests/test_data/",  # mseg-api
     },
     "tests/fixtures/synthetic/make_synthetic_fixtures.py": {"labels.py"},  # cityscapesScripts
+    # files a test writes into a throwaway tree (a fake repository, a spawned worker's site hook)
+    "tests/test_ci_run.py": {"tracked.py", "gone.py", "new.py", "./tracked.py", "./gone.py", "./new.py"},
+    "tests/test_extract_faults.py": {"sitecustomize.py"},
 }
 
 _PATH = re.compile(

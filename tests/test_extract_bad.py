@@ -1,5 +1,5 @@
 """Bad samples in stage one: skipped with a warning naming the file, recorded in the cache
-attributes and counted; `--strict` stops at the first with exit 1 (DESIGN.md "Errors")."""
+attributes and counted; `--strict` stops at the first with exit 1 (docs/design/architecture.md "Errors")."""
 
 import numpy as np
 import pytest

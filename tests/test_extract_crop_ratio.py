@@ -1,4 +1,4 @@
-"""Training crops follow mmseg's cat_max_ratio 0.75 (METHOD.md §8), deterministically."""
+"""Training crops follow mmseg's cat_max_ratio 0.75 (docs/design/method.md §8), deterministically."""
 
 import numpy as np
 import torch

@@ -1,4 +1,4 @@
-"""Stage one planning: DESIGN.md defaults, validation, views, crops, sizes (no model runs)."""
+"""Stage one planning: docs/design/architecture.md defaults, validation, views, crops, sizes (no model runs)."""
 
 import os
 import subprocess
@@ -175,7 +175,7 @@ def test_bytes_per_sample_of_sd21_presets_at_512():
         cfg = preset(name)
         specs = layer_specs(SD21_UNET, cfg.layers, (512, 512), 19)
         assert sum(feature_bytes(s, len(cfg.save_steps)) for s in specs.values()) == 2 * values
-    assert 2 * expect["lite"] == 13_762_560  # METHOD.md §3: 6.9 M values = 13 MiB
+    assert 2 * expect["lite"] == 13_762_560  # docs/design/method.md §3: 6.9 M values = 13 MiB
     assert round(2 * expect["reference"] / 2**20) == 236
     specs = layer_specs(SD21_UNET, ("up2.xattn0", "up0.res1"), (1024, 512), 5)
     assert specs["up2.xattn0"] == LayerSpec(kind="xattn", stride=16, channels=5, size=(32, 64))

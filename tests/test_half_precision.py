@@ -1,5 +1,5 @@
 """The half-precision extraction path (CUDA's float16, and bfloat16) runs on CPU on `tiny`:
-a GPU user's first run must not meet a dtype error the tests never saw (issue 10 item 7).
+a GPU user's first run must not meet a dtype error the tests never saw.
 
 The same plan runs in float32, float16 and bfloat16 compute, both branches, `res`, `blk`
 and `xattn` layers (attention maps, the class-token prompt), through the whole job (views,

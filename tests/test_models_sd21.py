@@ -41,7 +41,7 @@ def test_sd21_random_shapes(tmp_path, monkeypatch):
 
 
 def test_sd21_random_feature_shapes_for_every_selected_layer(tmp_path, monkeypatch):
-    """METHOD.md §3 at 256 px: up1 1280 ch at 1/32, up2 640 at 1/16, up3 320 at 1/8, for every
+    """docs/design/method.md §3 at 256 px: up1 1280 ch at 1/32, up2 640 at 1/16, up3 320 at 1/8, for every
     res/blk/xattn layer the reference preset selects, as extracted (not just as hooked)."""
     import numpy as np
 

@@ -77,7 +77,7 @@ def test_files_round_trip(tmp_path, tok):
 
 
 def test_covers_the_prompts_the_pipeline_builds(tok):
-    """Guards against drift between this vocabulary and pipeline/prompts.py, data/classes.py."""
+    """Guards against drift between this vocabulary and pipeline/prompts.py, core/classes.py."""
     from diffseg.core.classes import CLASS_NAMES
     from diffseg.pipeline import prompts
 

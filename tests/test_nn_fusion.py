@@ -61,7 +61,7 @@ def test_reference_shapes_on_meta(strides):
 
 
 def sd21_reference_specs():
-    """res + blk, j = 0..2, up blocks 1-3 of SD 2.1 (METHOD.md §3)."""
+    """res + blk, j = 0..2, up blocks 1-3 of SD 2.1 (docs/design/method.md §3)."""
     widths = {1: (32, 1280), 2: (16, 640), 3: (8, 320)}
     return {
         f"up{i}.{kind}{j}": {"stride": s, "channels": c}
@@ -83,7 +83,7 @@ def test_parameter_count_sd21_reference():
     c_in = 9 * 6 * 1280
     by_hand = c_in * 512 + 512 * 512 * 9 + 512 * 2048 + c_in * 2048 + 2 * (512 + 512 + 2048 + 2048)
     assert count(seg.fusion.reduce["32"]) == by_hand == 180_365_312
-    assert 290e6 < count(seg.fusion) < 320e6  # METHOD.md: about 300 M
+    assert 290e6 < count(seg.fusion) < 320e6  # docs/design/method.md: about 300 M
     assert 300e6 < count(seg) < 320e6
     with torch.device("meta"):
         light = Segmentor(sd21_reference_specs(), n_steps=9, fusion="light")

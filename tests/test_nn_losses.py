@@ -1,4 +1,4 @@
-"""IPKL losses against hand-computed values (METHOD.md §7)."""
+"""IPKL losses against hand-computed values (docs/design/method.md §7)."""
 
 import dataclasses
 import json

@@ -1,4 +1,4 @@
-"""Features depend on the image, not its name (METHOD.md §2, determinism): `diffseg predict` on
+"""Features depend on the image, not its name (docs/design/method.md §2, determinism): `diffseg predict` on
 the same pixels under two file names, and on an evaluation cache's image, gives the same masks.
 
 The trajectory here has eta noise (t = 20 -> 40 lies inside the eta window), so a seed taken

@@ -1,4 +1,4 @@
-"""Pre-training images never repeat an evaluation sample of the demo dataset (issue 12)."""
+"""Pre-training images never repeat an evaluation sample of the demo dataset (the pre-trained model must never have seen an image it is evaluated on)."""
 
 import hashlib
 

@@ -1,4 +1,4 @@
-"""Trajectory presets (METHOD.md §3), validation, CLI overrides and JSON round trip."""
+"""Trajectory presets (docs/design/method.md §3), validation, CLI overrides and JSON round trip."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""Class prompts (METHOD.md §4), description files, and the stable seed derivation."""
+"""Class prompts (docs/design/method.md §4), description files, and the stable seed derivation."""
 
 import json
 

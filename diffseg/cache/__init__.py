@@ -1,4 +1,4 @@
-"""The feature store (DESIGN.md "The feature cache"): the only package that imports zarr.
+"""The feature store (docs/design/architecture.md "The feature cache"): the only package that imports zarr.
 
 CacheWriter.create(path, record, ids, arrays=None, orig_label_max=None) -> writer (or resume)
 CacheReader(path).read(i, names)                                   -> numpy arrays

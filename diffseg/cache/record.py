@@ -219,7 +219,7 @@ class SkippedSample:
 
 @dataclass(frozen=True, kw_only=True)
 class CacheRecord:
-    """The root attributes of a cache (DESIGN.md "The feature cache")."""
+    """The root attributes of a cache (docs/design/architecture.md "The feature cache")."""
 
     kind: str  # "train" (crops, labels at the resolution) | "eval" (whole images, original labels kept)
     model: ModelRecord

@@ -1,4 +1,4 @@
-"""The feature cache layout, format version 2 (DESIGN.md "The feature cache").
+"""The feature cache layout, format version 2 (docs/design/architecture.md "The feature cache").
 
 One Zarr v3 group per dataset split:
 

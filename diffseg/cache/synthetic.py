@@ -42,7 +42,7 @@ def unet_geometry(channels: tuple[int, int, int, int]) -> dict:
 
 
 TINY = unet_geometry((64, 64, 64, 32))  # pipeline/builtin.py TINY_UNET (a test checks they agree)
-SD21 = unet_geometry((1280, 1280, 640, 320))  # METHOD.md §3
+SD21 = unet_geometry((1280, 1280, 640, 320))  # docs/design/method.md §3
 DEFAULT_LAYERS = ("up1.res2", "up2.res2", "up3.res2", "up1.blk1", "up2.blk1", "up3.blk1")
 
 

@@ -1,6 +1,6 @@
 """CacheWriter: create (or resume) a feature cache and write samples into it.
 
-Concurrency model (DESIGN.md "Distributed extraction"): one coordinating process calls
+Concurrency model (docs/design/architecture.md "Distributed extraction"): one coordinating process calls
 `CacheWriter.create` (which creates the group, or checks an existing one and opens it
 for resume) and later `update_record`; any number of worker processes write disjoint
 samples with `write_sample`/`mark_skipped` on a writer they received pickled or opened

@@ -1,4 +1,4 @@
-"""One way to rebuild a frozen config dataclass from its JSON record (STYLE.md §2).
+"""One way to rebuild a frozen config dataclass from its JSON record (docs/contributing.md §2).
 
 JSON turns tuples into lists and cannot say which keys a config knows: `from_record`
 refuses unknown keys (a record from another diffseg version, a typo in a hand-edited

@@ -36,7 +36,7 @@ def mean_over_targets(values: Sequence[float | None], *, missing: Literal["none"
 # Two spreads of two results, and when their difference is called noise:
 #   "larger-std":  |diff| <  max(std_a, std_b)  (a missing std counts 0)  the demo report (its ablation
 #                  cells over seeds, its one-seed main runs against that spread): only larger is ranked;
-#   "stds-added":  |diff| <= std_a + std_b                                 benchmarks/bench_premise.py,
+#   "stds-added":  |diff| <= std_a + std_b                                 experiments/bench_premise.py,
 #                  whose published reading (README) was made with it.
 NoiseRule = Literal["larger-std", "stds-added"]
 

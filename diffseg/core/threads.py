@@ -13,7 +13,7 @@ Both are environment variables read by OpenMP and torch when their thread pool s
 `apply()` runs in the CLI entry before anything imports torch (and sets torch's count too
 when torch is already loaded, e.g. in a Python session). The user wins: a set
 OMP_NUM_THREADS (or MKL_NUM_THREADS) / OMP_WAIT_POLICY is kept, DIFFSEG_THREADS (or `diffseg --threads N`)
-picks the thread count (torch caps OMP_NUM_THREADS at the machine's cores). No torch import here (cli.py imports this before torch).
+picks the thread count (torch caps OMP_NUM_THREADS at the machine's cores). No torch import here (the CLI, diffseg/cli/__init__.py, imports this before torch).
 Importing this module changes nothing: only an explicit `apply()` (the CLI's entry, a job pool's
 worker) writes the environment (tests/test_side_effects.py).
 """

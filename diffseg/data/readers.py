@@ -1,6 +1,6 @@
 """Decoding image and label files into arrays; every failure becomes a `DataError`.
 
-Three label kinds exist on disk (DATASETS.md):
+Three label kinds exist on disk (docs/guides/datasets.md):
 - id-space labels (palette or grey PNGs whose pixel *index* is a dataset id) go through
   a 256-entry table, unknown ids -> 255;
 - train-id labels (`*labelTrainIds.png`, BDD masks) must hold only 0..18 and 255;

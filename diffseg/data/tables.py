@@ -1,4 +1,4 @@
-"""256-entry id -> train-id lookup tables (DATASETS.md "Id -> train id tables").
+"""256-entry id -> train-id lookup tables (docs/guides/datasets.md "Id -> train id tables").
 
 Every table defaults to 255: an id without a train id is ignore, never an error
 (GTAV labels hold such ids). Apply with `table[ids_HW]`.

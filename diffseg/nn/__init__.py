@@ -1,4 +1,4 @@
-"""Trainable part (METHOD.md §6-8): DIFF fusion block, DAFormer head, IPKL losses, metrics."""
+"""Trainable part (docs/design/method.md §6-8): DIFF fusion block, DAFormer head, IPKL losses, metrics."""
 
 from diffseg.nn.config import FusionConfig, fusion_preset
 from diffseg.nn.dropout import SeededDropout2d, seeded_dropout2d

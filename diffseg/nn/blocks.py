@@ -1,4 +1,4 @@
-"""Convolution blocks of the DIFF fusion block (METHOD.md §6).
+"""Convolution blocks of the DIFF fusion block (docs/design/method.md §6).
 
 `Bottleneck`: detectron2-style 1x1 -> 3x3 -> 1x1 residual block with a projected
 shortcut (the per-stride channel reduction). `ResBlock`: two 3x3 convs with a

@@ -1,4 +1,4 @@
-"""Width settings of the trainable part (METHOD.md §6): the fusion block and the DAFormer head.
+"""Width settings of the trainable part (docs/design/method.md §6): the fusion block and the DAFormer head.
 
 `reference` follows the paper's code: reductions to 2048/1024/512 channels at strides
 32/16/8 through bottlenecks of 512/256/128, a 256-channel 1/4 level, a 256-wide head.

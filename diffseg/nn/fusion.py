@@ -1,4 +1,4 @@
-"""DIFF fusion block (METHOD.md §6): cached diffusion features -> a 4-level pyramid.
+"""DIFF fusion block (docs/design/method.md §6): cached diffusion features -> a 4-level pyramid.
 
 Per stride s in {8, 16, 32}: the maps of all steps and layers at s are concatenated on
 channels ([B, S, C, h, w] -> [B, S*C, h, w], layers in spec order) and reduced by one

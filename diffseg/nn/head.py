@@ -1,4 +1,4 @@
-"""DAFormer decode head (METHOD.md §6) over the fusion pyramid.
+"""DAFormer decode head (docs/design/method.md §6) over the fusion pyramid.
 
 Per level a linear map (1x1 conv with bias, DAFormer's `mlp` embedding) to `channels`,
 bilinear resize to the 1/4 level (align_corners=False), concatenation, the separable

@@ -1,4 +1,4 @@
-"""IPKL losses (METHOD.md §7) as pure functions.
+"""IPKL losses (docs/design/method.md §7) as pure functions.
 
 L = w_cond * CE(D(F_cond), y) + w_uncond * CE(D(F_uncond), y) + w_cons * C(D(F_cond), D(F_uncond))
 

@@ -1,4 +1,4 @@
-"""Segmentation metrics (DATASETS.md, evaluation protocol).
+"""Segmentation metrics (docs/guides/datasets.md, evaluation protocol).
 
 One confusion matrix per dataset (rows: ground truth, columns: prediction), pixels with
 ground truth 255 dropped; IoU_c = TP_c / (TP_c + FP_c + FN_c); mIoU = mean over classes

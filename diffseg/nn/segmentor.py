@@ -1,4 +1,4 @@
-"""Segmentor = DIFF fusion block + DAFormer head (METHOD.md §6); both IPKL branches share one.
+"""Segmentor = DIFF fusion block + DAFormer head (docs/design/method.md §6); both IPKL branches share one.
 
 Parameter counts (measured on the meta device, `tests/test_nn_fusion.py`), SD 2.1
 `reference` layer set (res + blk, all j, up blocks 1-3 -> 6 layers per stride with
@@ -36,5 +36,5 @@ class Segmentor(nn.Module):
         return self.head(self.fusion(feats), dropout_seeds)
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        """{"fusion": [...], "head": [...]}: the head takes 10x the learning rate (METHOD.md §8)."""
+        """{"fusion": [...], "head": [...]}: the head takes 10x the learning rate (docs/design/method.md §8)."""
         return {"fusion": list(self.fusion.parameters()), "head": list(self.head.parameters())}

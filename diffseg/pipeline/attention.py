@@ -1,6 +1,6 @@
 """Attention backend of the frozen U-Net: xformers where its kernels run, else PyTorch SDPA.
 
-DESIGN.md (Models): on CUDA, self-attention uses xformers when its kernels actually run
+docs/design/architecture.md (Models): on CUDA, self-attention uses xformers when its kernels actually run
 (checked with a tiny `memory_efficient_attention` call, not just the import); everywhere
 else `AttnProcessor2_0` (torch's scaled_dot_product_attention). Call `configure_attention`
 before installing capture processors: `enable_xformers_memory_efficient_attention()`

@@ -1,4 +1,4 @@
-"""The built-in models: `tiny` (tests), `sd21-random` (cost benchmarks), `mini` (trained). METHOD.md §1.
+"""The built-in models: `tiny` (tests), `sd21-random` (cost benchmarks), `mini` (trained). docs/design/method.md §1.
 
 Both use the real component classes with seeded random weights (`torch.manual_seed`
 before each component, like diffusers' `get_dummy_components`), so building one twice

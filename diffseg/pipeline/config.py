@@ -1,5 +1,5 @@
 """Trajectory configuration: which timesteps are evaluated and saved, which U-Net layers are
-tapped, and how the inversion runs (METHOD.md §2-3). The config is also the record written
+tapped, and how the inversion runs (docs/design/method.md §2-3). The config is also the record written
 into every cache, so it round-trips through JSON (`from_dict(to_dict(c)) == c`).
 
 Layer names ("up{i}.res{j}", "up{i}.blk{j}", "up{i}.xattn{j}") are read by core/layers.py.
@@ -117,7 +117,7 @@ _FIVE_STEPS = (0, 1, 20, 40, 60)
 
 
 def preset(name: str) -> TrajectoryConfig:
-    """The named presets of METHOD.md §3."""
+    """The named presets of docs/design/method.md §3."""
     full = layers_at(_ALL_POS, ("res", "blk"))
     if name == "reference":
         return TrajectoryConfig(steps=_REFERENCE_STEPS, save_steps=(91, 52, 30, 22, 18, 14, 11, 7, 3), layers=full)

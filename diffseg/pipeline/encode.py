@@ -1,4 +1,4 @@
-"""Pixels -> latents (METHOD.md §2): uint8 [0, 255] -> [-1, 1] -> VAE posterior mean (default)
+"""Pixels -> latents (docs/design/method.md §2): uint8 [0, 255] -> [-1, 1] -> VAE posterior mean (default)
 or a seeded posterior sample, times vae.config.scaling_factor."""
 
 from __future__ import annotations

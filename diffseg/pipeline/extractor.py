@@ -1,4 +1,4 @@
-"""FeatureExtractor: one image -> the features of its inversion trajectory (METHOD.md §2-5).
+"""FeatureExtractor: one image -> the features of its inversion trajectory (docs/design/method.md §2-5).
 
 Two branches:
 - uncond: the latent walks the DDIM inversion with the unconditional prompt ("" or the

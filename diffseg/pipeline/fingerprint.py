@@ -1,4 +1,4 @@
-"""Model fingerprint: one sha256 over what changes the features (METHOD.md §1).
+"""Model fingerprint: one sha256 over what changes the features (docs/design/method.md §1).
 
 fingerprint = sha256 of, per component in a fixed order (unet, vae, text_encoder,
 tokenizer, scheduler): its config as sorted JSON (volatile keys such as

@@ -1,4 +1,4 @@
-"""DDIM inversion step with an eta window, and v -> epsilon (METHOD.md §1-2).
+"""DDIM inversion step with an eta window, and v -> epsilon (docs/design/method.md §1-2).
 
 Pure functions on tensors; the noise z is passed in (drawn by the caller from a seeded
 generator). alpha_bar values are python floats or 0-d/broadcastable tensors.

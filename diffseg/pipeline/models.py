@@ -1,6 +1,6 @@
 """Load the frozen diffusion model: built-ins, a diffusers directory, or a cached hub id.
 
-`load_models(spec)` resolves `spec` (DESIGN.md, Models):
+`load_models(spec)` resolves `spec` (docs/design/architecture.md, Models):
   "tiny" | "sd21-random"   built-in seeded random models (diffseg.pipeline.builtin)
   "mini"                   the built-in trained model, a diffusers directory inside the package
   an existing directory    diffusers layout unet/ vae/ text_encoder/ tokenizer/ scheduler/,

@@ -1,4 +1,4 @@
-"""MultiDiffusion latent fusion of the path-controlled branch (METHOD.md §4).
+"""MultiDiffusion latent fusion of the path-controlled branch (docs/design/method.md §4).
 
 Each prompt k moves the shared latent to its own x_k; the next latent is the masked average
 sum_k m_k x_k / sum_k m_k. Copy 0 is the global/unconditional prompt with a mask of ones, so

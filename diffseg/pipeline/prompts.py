@@ -1,4 +1,4 @@
-"""Text side of the trajectory (METHOD.md §4-5): class prompts with their default
+"""Text side of the trajectory (docs/design/method.md §4-5): class prompts with their default
 descriptions, the label-free class-list prompt, where each class name sits among the tokens
 (for cross-attention maps), and a cache of text embeddings (one encoder call per prompt).
 """

@@ -1,4 +1,4 @@
-"""Seeded generators for every random draw (METHOD.md §2, determinism).
+"""Seeded generators for every random draw (docs/design/method.md §2, determinism).
 
 A draw is identified by its parts, e.g. (cfg.seed, content_key(image), view, "cond", t, "class3"); the seed is
 `diffseg.core.seeds.derive_seed` of them (the first 8 bytes of sha256 over their repr), so it is stable across

@@ -1,4 +1,4 @@
-"""Feature taps on the U-Net up path (METHOD.md §3), as a context manager.
+"""Feature taps on the U-Net up path (docs/design/method.md §3), as a context manager.
 
 - res:   forward hook on up_blocks[i].resnets[j].conv2 (residual branch, before the skip add)
 - blk:   forward hook on up_blocks[i].attentions[j].transformer_blocks[0]; tokens [B, hw, C]

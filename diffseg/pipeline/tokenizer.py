@@ -1,9 +1,9 @@
-"""The project's own CLIP tokenizer for the built-in models (METHOD.md §1).
+"""The project's own CLIP tokenizer for the built-in models (docs/design/method.md §1).
 
 A real `transformers.CLIPTokenizer` (byte-level BPE, `</w>` word ends, SD 2.1's special
 tokens, 77 positions) built from a `vocab.json` + `merges.txt` generated here: the 256
 byte symbols, their word-final forms, and merges that assemble every word of the prompt
-template, the 19 class names, the default class descriptions (METHOD.md §4) and a few
+template, the 19 class names, the default class descriptions (docs/design/method.md §4) and a few
 hundred common English words into single tokens. Anything else still tokenizes, byte by
 byte. Padding uses "!" (id 0), as SD 2.1's OpenCLIP tokenizer does.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import regex
 
-# The vocabulary covers the prompts diffseg builds (METHOD.md §4) word for word.
+# The vocabulary covers the prompts diffseg builds (docs/design/method.md §4) word for word.
 from diffseg.pipeline.prompts import DEFAULT_DESCRIPTIONS
 from diffseg.pipeline.prompts import TEMPLATE as PROMPT_TEMPLATE
 

@@ -42,8 +42,8 @@ class PretrainConfig:
     color_words: float = 0.0
     # > 0: a class-list caption names every class with this probability, the absent ones with a
     # random colour word (with color_words; captions.py), so that its colours exceed what the mean of
-    # its values carries cleanly (tried at 1.0 by experiments/probe_xattn_finetune: xattn stays at its
-    # chance level: README, not shipped)
+    # its values carries cleanly (tried at 1.0 by experiments/probe_xattn_finetune.py: xattn stays at its
+    # chance level: docs/notes/xattn.md, not shipped)
     all_classes: float = 0.0
     threads: int = 2  # torch threads: results are reproducible for one torch build and thread count
     # 1. autoencoder (L1 reconstruction + SD's small KL weight) on random crops

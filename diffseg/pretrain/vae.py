@@ -39,7 +39,7 @@ def build_vae(cfg: PretrainConfig) -> AutoencoderKL:
 
 
 def to_pixels(images_BHW3: np.ndarray) -> torch.Tensor:
-    """uint8 [B, H, W, 3] -> float [B, 3, H, W] in [-1, 1] (METHOD.md §2)."""
+    """uint8 [B, H, W, 3] -> float [B, 3, H, W] in [-1, 1] (docs/design/method.md §2)."""
     return torch.from_numpy(images_BHW3).permute(0, 3, 1, 2).float() / 127.5 - 1
 
 
@@ -90,7 +90,7 @@ def train_vae(cfg: PretrainConfig, data: ImageSet, out: Path, log) -> Autoencode
 
 @torch.no_grad()
 def encode_all(vae, images_NHW3: np.ndarray, batch: int = 64) -> torch.Tensor:
-    """Posterior means [N, 4, h, w] (unscaled), as the extractor encodes (METHOD.md §2)."""
+    """Posterior means [N, 4, h, w] (unscaled), as the extractor encodes (docs/design/method.md §2)."""
     out = [
         vae.encode(to_pixels(images_NHW3[i : i + batch])).latent_dist.mean for i in range(0, len(images_NHW3), batch)
     ]

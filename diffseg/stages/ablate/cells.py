@@ -1,4 +1,4 @@
-"""The cells of `diffseg ablate`: the paper's Table IV rows (METHOD.md §7) and the
+"""The cells of `diffseg ablate`: the paper's Table IV rows (docs/design/method.md §7) and the
 feature-selection axis a cache makes cheap, as pure data planned from a cache's description.
 
 Table IV (always; reference = the paper's GTAV -> Cityscapes mIoU):

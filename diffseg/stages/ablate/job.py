@@ -1,8 +1,8 @@
 """`diffseg ablate`: the paper's Table IV (and the feature-selection axis) from one training cache.
 
-Every cell (planned in ablate_cells.py) is a normal training run of the real trainer under
+Every cell (planned in cells.py) is a normal training run of the real trainer under
 `<out>/cells/<name>/`, reading a subset of the same cache, scored on every target cache at the
-end. Then `<out>/ablation.md`, `.csv` and `.png` are written (ablate_report.py).
+end. Then `<out>/ablation.md`, `.csv` and `.png` are written (report.py).
 
 Rerunning is cheap and safe:
 - a finished cell (final weights and its scores on every target present) is not retrained;

@@ -1,4 +1,4 @@
-"""Stage one on dask.distributed (DESIGN.md "Distributed extraction").
+"""Stage one on dask.distributed (docs/design/architecture.md "Distributed extraction").
 
 `--dask-workers N` starts a local cluster of worker processes (CPU: one dask thread each, torch
 threads = cores // N, so N workers never oversubscribe the cores; CUDA: one worker per GPU,

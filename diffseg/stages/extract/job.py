@@ -1,11 +1,11 @@
 """Stage one, `diffseg extract`: run the frozen U-Net trajectory once per sample and write the
-Zarr feature cache (DESIGN.md "The feature cache", "Distributed extraction").
+Zarr feature cache (docs/design/architecture.md "The feature cache", "Distributed extraction").
 
     1. plan      ExtractConfig -> ExtractPlan (defaults, validation)     config.py, plan.py
-    2. size      bytes per sample from the U-Net config, free disk       extract_sizes.py
-    3. start     model build (in-process) or cluster + per-worker build  extract_worker/_dask.py
+    2. size      bytes per sample from the U-Net config, free disk       sizes.py
+    3. start     model build (in-process) or cluster + per-worker build  worker.py, cluster.py
     4. create    cache created, or an existing one checked and resumed   diffseg.cache
-    5. extract   pending samples; bad ones skipped, recorded, counted    extract_worker.py
+    5. extract   pending samples; bad ones skipped, recorded, counted    worker.py, overlap.py
     6. record    skipped samples, timings and host into the cache record
 
 Progress and warnings go to stderr; the report (sizes, start-up, summary) to stdout.

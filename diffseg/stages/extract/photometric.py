@@ -1,4 +1,4 @@
-"""mmseg's `PhotoMetricDistortion` on a training view (METHOD.md §8), as a pure function of a draw.
+"""mmseg's `PhotoMetricDistortion` on a training view (docs/design/method.md §8), as a pure function of a draw.
 
 The reference pipeline applies it after the crop and flip: brightness, then contrast either
 before or after the HSV operations (one coin), saturation, hue; each operation with probability

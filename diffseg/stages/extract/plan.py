@@ -89,7 +89,7 @@ def default_out(dataset: str, split: str) -> Path:
 
 
 def resolve_sizes(dataset: str, kind: str, resolution, scale) -> tuple[tuple[int, int], tuple[int, int] | None]:
-    """(resolution, scale) with DESIGN.md's defaults; resolution validated as multiples of 64."""
+    """(resolution, scale) with docs/design/architecture.md's defaults; resolution validated as multiples of 64."""
     if dataset == "demo":
         res = check_unet_size(resolution or DEMO_SIZE, "--resolution")
         return res, ((scale or res) if kind == "train" else None)

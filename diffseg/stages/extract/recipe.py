@@ -1,7 +1,7 @@
 """`extract --recipe diffseg|paper`: the defaults of stage one's options as one named set.
 
 `diffseg` is diffseg's own choice (README "Defaults that differ from the paper"); `paper` sets
-every reference-code choice of stage one (METHOD.md's bracketed values): the `reference` preset,
+every reference-code choice of stage one (docs/design/method.md's bracketed values): the `reference` preset,
 the 5 active classes of the released config with the reference's class descriptions (data:
 diffseg/pipeline/data/reference_descriptions.json), the raw U-Net output used as epsilon, a
 seeded VAE posterior sample, the reference's `blk` sum, photometric training views, and

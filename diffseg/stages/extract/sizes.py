@@ -1,4 +1,4 @@
-"""Bytes per sample, the dry-run report and the free-disk check of stage one (DESIGN.md:
+"""Bytes per sample, the dry-run report and the free-disk check of stage one (docs/design/architecture.md:
 "--dry-run prints bytes per sample, the total, and the free disk space, and extraction
 refuses to start when the disk cannot hold it").
 

@@ -1,9 +1,9 @@
-"""What stage one feeds the VAE for one sample (METHOD.md §8 "A cache freezes augmentation").
+"""What stage one feeds the VAE for one sample (docs/design/method.md §8 "A cache freezes augmentation").
 
 - training view: the image fitted inside `scale` (image and label resized as mmcv does, see
   `resize_image`), then one seeded crop of `resolution` and a seeded horizontal flip; the crop is
   redrawn (up to CAT_REDRAWS times, mmseg's `cat_max_ratio`) while one class covers
-  CAT_MAX_RATIO or more of its labelled pixels (METHOD.md §8), then mmseg's photometric
+  CAT_MAX_RATIO or more of its labelled pixels (docs/design/method.md §8), then mmseg's photometric
   distortion (photometric.py) when a generator for it is given;
 - evaluation view: the whole image resized to `resolution` (label nearest at that size);
   the label at its original size is kept separately by the caller. `eval_image` is its image

@@ -1,4 +1,4 @@
-"""`diffseg predict`: segment images with a trained run (METHOD.md §8, prediction).
+"""`diffseg predict`: segment images with a trained run (docs/design/method.md §8, prediction).
 
 Per image: resize to the U-Net resolution with the evaluation caches' own function
 (`views.eval_image`: no train/inference skew). That resolution is `--resolution` when given, else

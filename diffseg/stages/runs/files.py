@@ -1,4 +1,4 @@
-"""The run directory: where it is, and the records that make it self-describing (DESIGN.md "Runs").
+"""The run directory: where it is, and the records that make it self-describing (docs/design/architecture.md "Runs").
 
     <run>/config.json        resolved TrainConfig + world size + diffseg version
     <run>/caches.json        fingerprint of every cache used: path, model fingerprint,

@@ -1,7 +1,7 @@
 """Open a finished run directory for inference: its recorded config, the trained Segmentor,
 and the extraction config of the cache it was trained on (what an online trajectory must repeat).
 
-The run records (run_dir.py) its TrainConfig and layer specs (config.json) and the training
+The run records (files.py) its TrainConfig and layer specs (config.json) and the training
 cache's fingerprint (caches.json: model name and fingerprint, a hash of the cache record's
 extract config, and that config in full: trajectory, prompts), so a run is self-contained. Runs written
 before caches.json held "extract" read it from the recorded training cache instead, checked

@@ -1,4 +1,4 @@
-"""Scoring a Segmentor on evaluation caches (METHOD.md §8, DATASETS.md evaluation protocol).
+"""Scoring a Segmentor on evaluation caches (docs/design/method.md §8, docs/guides/datasets.md evaluation protocol).
 
 One implementation for `diffseg eval` and the trainer's periodic evaluation:
 unconditional branch only; logits upsampled (bilinear) to each label's original
@@ -132,7 +132,7 @@ def score_targets(
     rank: int = 0,
     world: int = 1,
 ) -> tuple[dict, str]:
-    """-> (JSON report per DESIGN.md, Markdown per-class IoU table); under DDP every rank calls it
+    """-> (JSON report per docs/design/architecture.md, Markdown per-class IoU table); under DDP every rank calls it
     with its rank and the world size, scores its share and gets the whole report (confusion_on)."""
     per_target, confusions = [], {}
     for t in targets:

@@ -1,5 +1,5 @@
 """`diffseg cache info | verify | show | migrate`: what a cache holds, whether every sample reads
-back, pictures of its features (DESIGN.md "Command line"), and format-1 attributes rewritten as format 2."""
+back, pictures of its features (docs/design/architecture.md "Command line"), and format-1 attributes rewritten as format 2."""
 
 from __future__ import annotations
 

@@ -86,8 +86,8 @@ class TrainConfig:
         return from_record(cls, {**BEFORE_OPTION, **d}, tuples=_TUPLES)
 
 
-# Recipes (STYLE.md §2: a variant is a function returning a config). `diffseg` is TrainConfig's
-# defaults; `paper` pins the reference code's training choices (METHOD.md §7-8), so they hold
+# Recipes (docs/contributing.md §2: a variant is a function returning a config). `diffseg` is TrainConfig's
+# defaults; `paper` pins the reference code's training choices (docs/design/method.md §7-8), so they hold
 # whatever diffseg's defaults become. Flips stay off in `paper`: the reference flips images before
 # the U-Net, which the cached views hold (`extract --views K`), not features.
 def diffseg_recipe(**required) -> TrainConfig:

@@ -1,4 +1,4 @@
-"""Data-parallel context for torchrun (DESIGN.md: rank and world size from the environment).
+"""Data-parallel context for torchrun (docs/design/architecture.md: rank and world size from the environment).
 
 `torchrun --nproc_per_node K -m diffseg.cli train ...` sets RANK, WORLD_SIZE, LOCAL_RANK,
 MASTER_ADDR/PORT; a plain run has none of them and is rank 0 of 1. Backend: nccl on

@@ -1,4 +1,4 @@
-"""Rare-class sampling (DAFormer's RCS, METHOD.md §8) over a cache's images and views.
+"""Rare-class sampling (DAFormer's RCS, docs/design/method.md §8) over a cache's images and views.
 
     f_c  = pixels of class c / labelled pixels, over the cached labels (classstats.py)
     P(c) = softmax((1 - f_c) / T)          over the classes some image holds enough of

@@ -1,4 +1,4 @@
-"""Learning-rate schedule (METHOD.md §8): linear warm-up, then poly decay (power 1).
+"""Learning-rate schedule (docs/design/method.md §8): linear warm-up, then poly decay (power 1).
 
 A pure function of the iteration, so resuming needs only the iteration number:
 mmcv's `PolyLrUpdaterHook(power=1, min_lr=0, by_epoch=False)` with

@@ -1,4 +1,4 @@
-"""Which features and branches a run reads from its cache (DESIGN.md "train defaults").
+"""Which features and branches a run reads from its cache (docs/design/architecture.md "train defaults").
 
 Default: every layer and saved step that all selected branches hold (the branches share
 the weights, so they must feed the same inputs; `xattn` counts only when the

@@ -1,4 +1,4 @@
-"""The stage-two training loop (METHOD.md §6-8) over a feature cache.
+"""The stage-two training loop (docs/design/method.md §6-8) over a feature cache.
 
 One iteration: lr from the schedule; for each of `accum` micro-batches, both selected
 branches through the shared Segmentor (one forward), the IPKL loss / accum, backward;
