@@ -102,11 +102,14 @@ def _nan_in(monkeypatch, sample: str, dtypes: tuple[str, ...]):
 
 
 def _plan(gta, out, **kw):
+    from diffseg.stages.extract.config import ExtractConfig
     from diffseg.stages.extract.plan import build_plan
 
     return build_plan(
-        dataset="gtav", root=str(gta), model="tiny", resolution=(64, 64), scale=(96, 64), preset="1step",
-        out=str(out), device="cpu", **kw,
+        ExtractConfig(
+            dataset="gtav", root=str(gta), model="tiny", resolution=(64, 64), scale=(96, 64), preset="1step",
+            out=str(out), device="cpu", **kw,
+        )
     )  # fmt: skip
 
 

@@ -31,7 +31,7 @@ for name in sorted(n for n in names if n.split(".")[0] != "diffseg"):
     importlib.import_module(name)
 before = (repr(warnings.filters), dict(os.environ))
 for m in pkgutil.walk_packages(diffseg.__path__, "diffseg."):
-    if m.name != "diffseg.__main__":
+    if not m.name.endswith(".__main__"):  # running a package's __main__ starts the command line
         importlib.import_module(m.name)
 from diffseg.cache import fastread
 print(json.dumps({"filters": repr(warnings.filters) == before[0], "environ": dict(os.environ) == before[1],

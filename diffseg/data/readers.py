@@ -29,9 +29,16 @@ _VALID_TRAIN_IDS[IGNORE] = True
 # decoded, several GB at peak), so the size is read from the file header and a larger file is
 # refused before any decoding, as an unreadable one is. 8192x8192 RGB decodes to 192 MiB.
 MAX_IMAGE_PIXELS = 8192 * 8192
-# Pillow warns from 89.5 MP and refuses from 179 MP by itself; every size it would warn about is
-# over MAX_IMAGE_PIXELS and refused here with one line, so its warning would only repeat it.
-warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
+def open_header(path: Path) -> Image.Image:
+    """Image.open (the header only, nothing decoded) without Pillow's DecompressionBombWarning: Pillow
+    warns from 89.5 MP and refuses from 179 MP by itself, and every size it would warn about is over
+    MAX_IMAGE_PIXELS and refused by the caller with one line, so its warning would only repeat it.
+    Scoped to this call: the process's warning filters stay as they were."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(path)
 
 
 def size_problem(size_wh: tuple[int, int]) -> str | None:
@@ -47,7 +54,7 @@ def _header(path: Path, what: str) -> Image.Image:
     if not path.is_file():
         raise DataError(path, f"missing {what}")
     try:
-        img = Image.open(path)
+        img = open_header(path)
     except Image.DecompressionBombError as err:  # so far over that Pillow refuses before we look
         raise DataError(path, f"{what} too large ({err})") from None
     except _DECODE_ERRORS as err:

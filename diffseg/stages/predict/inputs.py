@@ -29,7 +29,7 @@ from PIL import Image, UnidentifiedImageError
 
 from diffseg.core.classes import IGNORE, NUM_CLASSES
 from diffseg.core.errors import DiffsegError
-from diffseg.data.readers import size_problem
+from diffseg.data.readers import open_header, size_problem
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,7 +45,7 @@ def warn(msg: str) -> None:
 def image_problem(path: Path) -> str | None:
     """None when Pillow can decode the file and it is not over the pixel limit, else the reason."""
     try:
-        with Image.open(path) as img:
+        with open_header(path) as img:
             too_large = size_problem(img.size)  # from the header: a decompression bomb is never decoded
             if too_large:
                 return f"too large: {too_large}"
@@ -87,7 +87,7 @@ def gather_inputs(inputs: list[Path]) -> list[InputImage]:
 
 def read_image(path: Path) -> np.ndarray:
     """RGB [H, W, 3] uint8 of any image Pillow reads."""
-    with Image.open(path) as img:
+    with open_header(path) as img:
         return np.array(img.convert("RGB"))  # writable (torch warns on read-only arrays)
 
 
@@ -102,7 +102,7 @@ def find_label(labels_dir: Path, item: InputImage) -> Path | None:
 def read_label(path: Path, size_hw: tuple[int, int]) -> np.ndarray | None:
     """Train-id map [H, W] uint8, or None (with a warning naming the file) when unusable."""
     try:
-        with Image.open(path) as img:
+        with open_header(path) as img:
             mode = img.mode
             too_large = size_problem(img.size)
             if too_large:
