@@ -33,9 +33,9 @@ def eval_resolution(dataset: str, resolution: tuple[int, int] | None) -> tuple[i
 
 
 def target_name(dataset: str, split: str, protocol: Protocol) -> str:
-    """The report's column and file name: dataset, split and the protocol, e.g. cityscapes-val-online-slide-flip."""
+    """The report's column and file name: dataset, split and the protocol, e.g. cityscapes-val-online-slide-flip-x0.75-1-1.25."""
     name = f"{dataset}-{split}-online-{protocol.mode}" + ("-flip" if protocol.flip else "")
-    return name + ("" if protocol.scales == (1.0,) else "-x" + ",".join(f"{s:g}" for s in protocol.scales))
+    return name + ("" if protocol.scales == (1.0,) else "-x" + "-".join(f"{s:g}" for s in protocol.scales))
 
 
 def score_online(
