@@ -52,7 +52,8 @@ def evaluate(
     ] = "whole",
     crop: Annotated[str | None, typer.Option(help="Online, slide: window size WxH, multiples of 64.")] = None,
     stride: Annotated[
-        str | None, typer.Option(help="Online, slide: step between windows WxH (default: --crop, no overlap).")
+        str | None,
+        typer.Option(help="Online, slide: step between windows WxH, multiples of 64 (default: --crop, no overlap)."),
     ] = None,
     flip: Annotated[
         bool, typer.Option("--flip", help="Online: also run the mirrored image; average the probabilities.")
