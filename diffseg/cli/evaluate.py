@@ -96,6 +96,7 @@ def evaluate(
             run=run, caches=list(cache), as_json=as_json, **given(device=device, allow_partial=allow_partial or None)
         )
         return
+    from diffseg.stages.predict import evaluate as online_stage
     from diffseg.stages.predict.online import Protocol
 
     if allow_partial:
@@ -107,7 +108,7 @@ def evaluate(
         flip=flip,
         **given(scales=scales(scales_)),
     )
-    stage.main_online(
+    online_stage.main(
         run,
         **given(dataset=dataset),
         split=split or "val",

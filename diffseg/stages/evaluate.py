@@ -6,30 +6,19 @@ layers and saved steps the run uses), and scores the unconditional branch with t
 trainer's own scoring (runs/record.py score_run_each, scoring.py). An evaluation cache holds every image at one
 fixed size; each row says how many of its scored images that squeezed (aspect ratio changed by over 1 %).
 A cache with samples still pending is refused unless --allow-partial; its row then records the samples scored.
-Online (predict/evaluate.py): the frozen model runs on the dataset's images now, keeping their aspect
-ratio, whole or in sliding windows, optionally with flip and several scales.
-
-Both report mIoU, aAcc, mAcc, per-class IoU and accuracy; they print the per-class IoU table in Markdown
-(or one JSON object with --json) and write both into <run>/eval/<targets>.{json,md}, and each target's
-confusion matrix (int64, ground-truth rows) as <run>/eval/<target>/confusion_matrix.npy with a
-row-normalised picture beside it (confusion_matrix.png).
+`eval --dataset` (online, predict/evaluate.py) runs the frozen model on the dataset's images instead.
+Both write and print their report with runs/reports.py publish.
 """
 
 from __future__ import annotations
 
-import io
-import json
-import sys
 from pathlib import Path
 
-import numpy as np
-
 from diffseg.cache.fastread import keep_freed_memory
-from diffseg.core.atomic import atomic_write
 from diffseg.stages.device import resolve_device
-from diffseg.stages.runs.files import write_json
 from diffseg.stages.runs.record import is_synthia, read_run, score_run_each
-from diffseg.stages.runs.scoring import Scored, summarize
+from diffseg.stages.runs.reports import publish
+from diffseg.stages.runs.scoring import Scored
 
 SQUEEZE_TOLERANCE = 0.01  # relative change of the aspect ratio counted as a squeeze
 
@@ -61,76 +50,3 @@ def main(
     scored, which = score_run_each(record, caches, resolve_device(device), allow_partial)
     scored = [Scored(matrix=s.matrix, row={**s.row, "squeezed": cache_squeezed(s.row)}) for s in scored]
     return publish(run, scored, which, synthia=is_synthia(record), as_json=as_json)
-
-
-def main_online(
-    run: Path,
-    *,
-    dataset: str,
-    split: str,
-    root: Path | None = None,
-    protocol=None,
-    resolution: tuple[int, int] | None = None,
-    limit: int | None = None,
-    as_json: bool = False,
-    device: str = "auto",
-) -> dict:
-    from diffseg.stages.predict.evaluate import score_online
-    from diffseg.stages.predict.online import Protocol
-
-    record = read_run(run)
-    scored, which = score_online(
-        record,
-        dataset=dataset,
-        split=split,
-        root=root,
-        protocol=protocol or Protocol(),
-        resolution=resolution,
-        limit=limit,
-        device=device,
-    )
-    return publish(run, [scored], which, synthia=is_synthia(record), as_json=as_json)
-
-
-def publish(run: Path, scored: list[Scored], which: str, *, synthia: bool, as_json: bool) -> dict:
-    """Write the report, the table and the confusion matrices under <run>/eval; print the report."""
-    from diffseg.stages.viz import confusion_png
-
-    report, table = summarize(scored, synthia=synthia)
-    report = {**report, "run": str(run), "weights": which}
-    rows = report.get("targets", [report])
-    folder = Path(run) / "eval"
-    folder.mkdir(exist_ok=True)
-    stem = "+".join(r["target"] for r in rows)
-    write_json(folder / f"{stem}.json", report)
-    atomic_write(folder / f"{stem}.md", table)
-    for s in scored:
-        name = s.row["target"]
-        (folder / name).mkdir(parents=True, exist_ok=True)
-        buf = io.BytesIO()
-        np.save(buf, s.matrix)
-        atomic_write(folder / name / "confusion_matrix.npy", buf.getvalue())
-        atomic_write(folder / name / "confusion_matrix.png", confusion_png(s.matrix, f"{run}: {name}"))
-    if as_json:
-        print(json.dumps(report))
-        return report
-    print(f"{run} ({which} weights) on {', '.join(r.get('cache', r['target']) for r in rows)}:\n")
-    print(table, end="")
-    for r in rows:
-        print(f"\n{r['target']}: aAcc {_pct(r['aAcc'])}, mAcc {_pct(r['mAcc'])}", end="")
-        if r.get("squeezed"):
-            print(f", {r['squeezed']} of {r['samples']} images squeezed to the cache's fixed size", end="")
-    print()
-    for r in rows:
-        if "partial" in r:
-            part = r["partial"]
-            print(
-                f"\n{r['cache']}: partial, {part['used']} complete samples scored, {part['pending']} pending",
-                file=sys.stderr,
-            )
-    print(f"\nwritten: {folder / stem}.json, .md; {folder}/<target>/confusion_matrix.npy, .png", file=sys.stderr)
-    return report
-
-
-def _pct(v: float | None) -> str:
-    return "n/a" if v is None else f"{100 * v:.2f}"

@@ -1,6 +1,7 @@
 """Online evaluation (`diffseg eval --dataset NAME --split S`): the run's frozen model on a dataset's
 images at evaluation time, through predict's arithmetic (online.image_logits), scored like cached
-evaluation (scoring.py): each prediction at its label's original size, one dataset-wide confusion matrix.
+evaluation (scoring.py): each prediction at its label's original size, one dataset-wide confusion matrix;
+reported and written as cached evaluation's (runs/reports.py).
 
 Each image keeps its aspect ratio, as `predict` does: per scale, its network size is `aspect_size`
 of the image within the area of the resolution (default: the dataset's evaluation resolution, the
@@ -21,7 +22,8 @@ from diffseg.stages.device import autocast_dtype, resolve_device
 from diffseg.stages.predict.inputs import warn
 from diffseg.stages.predict.job import aspect_size, build_extractor, load_frozen
 from diffseg.stages.predict.online import Protocol, image_logits
-from diffseg.stages.runs.record import RunRecord, extract_config, load_segmentor
+from diffseg.stages.runs.record import RunRecord, extract_config, is_synthia, load_segmentor, read_run
+from diffseg.stages.runs.reports import publish
 from diffseg.stages.runs.scoring import Scored
 
 
@@ -89,3 +91,29 @@ def score_online(
     if which != "final":
         warn(f"{record.path} has no final weights: using its {which}")
     return Scored(matrix=cm.numpy(), row=row), which
+
+
+def main(
+    run: Path,
+    *,
+    dataset: str,
+    split: str,
+    root: Path | None = None,
+    protocol: Protocol | None = None,
+    resolution: tuple[int, int] | None = None,
+    limit: int | None = None,
+    as_json: bool = False,
+    device: str = "auto",
+) -> dict:
+    record = read_run(run)
+    scored, which = score_online(
+        record,
+        dataset=dataset,
+        split=split,
+        root=root,
+        protocol=protocol or Protocol(),
+        resolution=resolution,
+        limit=limit,
+        device=device,
+    )
+    return publish(run, [scored], which, synthia=is_synthia(record), as_json=as_json)

@@ -61,7 +61,9 @@ class Protocol:
         return [(round(resolution[0] * s), round(resolution[1] * s)) for s in self.scales]
 
 
-def windows(size_wh: tuple[int, int], crop_wh: tuple[int, int], stride_wh: tuple[int, int]) -> list[tuple[int, ...]]:
+def windows(
+    size_wh: tuple[int, int], crop_wh: tuple[int, int], stride_wh: tuple[int, int]
+) -> list[tuple[int, int, int, int]]:
     """(x1, y1, x2, y2) of mmseg's sliding windows over an image of `size_wh`."""
     (W, H), (cw, ch), (sw, sh) = size_wh, crop_wh, stride_wh
     out = []
@@ -118,7 +120,8 @@ def image_logits(
             for (v, box), l_Khw in zip(chunk, logits):
                 sums[v], counts[v] = _stitch(sums[v], counts[v], l_Khw, box, size)
         for v, (total, count) in enumerate(zip(sums, counts)):
-            grid = total / count  # type: ignore[operator]
+            assert total is not None and count is not None  # every view has at least one window
+            grid = total / count
             grid = grid.flip(-1) if v == 1 else grid
             views.append(F.interpolate(grid[None], size=tuple(out_hw), mode="bilinear", align_corners=False)[0])
     if len(views) == 1:
