@@ -63,6 +63,8 @@ def score_online(
     dev = resolve_device(device)
     extractor = build_extractor(record, extract, load_frozen(record, None, dev.type))
     segmentor, which = load_segmentor(record, dev)
+    if which != "final":
+        warn(f"{record.path} has no final weights: using its {which}")
     amp = autocast_dtype(dev)
     budgets = protocol.scaled(res)
     cm = ConfusionMatrix(segmentor.num_classes)
@@ -88,8 +90,6 @@ def score_online(
             "resolution": list(res),
         },
     }
-    if which != "final":
-        warn(f"{record.path} has no final weights: using its {which}")
     return Scored(matrix=cm.numpy(), row=row), which
 
 
