@@ -62,6 +62,21 @@ def test_scores_with_synthia_subsets():
     assert empty["miou"] is None and empty["per_class_iou"]["sky"] is None and "miou16" not in empty
 
 
+def test_accuracies_against_hand_computed_values():
+    # 3 classes; rows ground truth, columns prediction; class 2 never in the ground truth
+    conf = np.array([[6, 2, 0], [1, 3, 0], [0, 5, 0]], dtype=np.int64)
+    conf[2] = 0
+    out = scores(conf, class_names=("a", "b", "c"))
+    assert out["aAcc"] == pytest.approx((6 + 3) / 12)
+    assert out["per_class_acc"] == {"a": pytest.approx(6 / 8), "b": pytest.approx(3 / 4), "c": None}
+    assert out["mAcc"] == pytest.approx((6 / 8 + 3 / 4) / 2)  # over the classes in the ground truth
+    conf[0, 2] = 4  # predicting the absent class: a wrong pixel, counted in aAcc and class a's accuracy
+    out = scores(conf, class_names=("a", "b", "c"))
+    assert out["aAcc"] == pytest.approx(9 / 16) and out["per_class_acc"]["a"] == pytest.approx(6 / 12)
+    empty = scores(np.zeros((19, 19)))
+    assert empty["aAcc"] is None and empty["mAcc"] is None
+
+
 def test_markdown_table_literal():
     table = markdown_table(
         {"A": np.array([0.5, 0.4, np.nan]), "B": np.array([1.0, np.nan, np.nan])}, class_names=("c0", "c1", "c2")

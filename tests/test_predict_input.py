@@ -20,14 +20,15 @@ class _RecordingExtractor:
     def __init__(self):
         self.images = []
 
-    def uncond(self, image, sample_id):
-        self.images.append(image)
-        return {"up1.res2": np.zeros((1, 4, image.shape[0] // 8, image.shape[1] // 8), np.float16)}
+    def uncond_batch(self, images, sample_ids):
+        self.images.extend(images)
+        b, h, w = images.shape[:3]
+        return {"up1.res2": np.zeros((b, 1, 4, h // 8, w // 8), np.float16)}
 
 
-def _segmentor(feats_1SChw):
-    (f,) = feats_1SChw.values()
-    return torch.zeros(1, 19, *f.shape[-2:])
+def _segmentor(feats_BSChw):
+    (f,) = feats_BSChw.values()
+    return torch.zeros(f.shape[0], 19, *f.shape[-2:])
 
 
 def _vae_input(image_HW3):

@@ -3,7 +3,7 @@
 Heavy imports (torch, diffusers, zarr, dask) happen inside the commands so that
 `diffseg --help` answers instantly. Every stage entry point is `diffseg.stages.<job>.main`.
 A `DiffsegError` raised anywhere becomes one line on stderr and exit code 1; typer's parser
-errors exit 2. The commands live in extract.py (stage one), train.py (train, eval), ablate.py,
+errors exit 2. The commands live in extract.py (stage one), train.py (train), evaluate.py (eval), ablate.py,
 run.py (predict, demo, pretrain, env) and tools.py (data, cache); options.py holds the
 option types they share.
 """
@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from diffseg.cli import ablate, extract, run, tools, train
+from diffseg.cli import ablate, evaluate, extract, run, tools, train
 from diffseg.cli.errors import report
 from diffseg.core.errors import DiffsegError
 from diffseg.stages.demo.config import MODEL
@@ -33,7 +33,7 @@ app = typer.Typer(
 )
 app.command()(extract.extract)
 app.command()(train.train)
-app.command("eval")(train.evaluate)
+app.command("eval")(evaluate.evaluate)
 app.command()(ablate.ablate)
 app.command()(run.predict)
 app.command()(run.demo)

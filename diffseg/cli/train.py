@@ -1,4 +1,4 @@
-"""Stage two at the command line: `train` and `eval` (`ablate` is in ablate.py).
+"""Stage two at the command line: `train` (`eval` is in evaluate.py, `ablate` in ablate.py).
 
 Training options default to None ("not given"): the job takes TrainConfig's default (or, on
 --resume, the recorded value). `shown` puts TrainConfig's defaults into --help; never a literal.
@@ -17,7 +17,6 @@ from diffseg.cli.options import (
     Consistency,
     DeviceOpt,
     Fusion,
-    JsonOpt,
     PartialOpt,
     TrainRecipe,
     cache_location,
@@ -214,22 +213,3 @@ def train(
         stage.main_seeds(cache=cache, seeds=parse_seeds(seeds), **run_options, **options)
     else:
         stage.main(cache=cache, **run_options, **options)
-
-
-@user_errors
-def evaluate(
-    run: Annotated[Path, typer.Option(exists=True, file_okay=False, help="Run directory from `diffseg train`.")],
-    cache: Annotated[
-        list[str],
-        typer.Option(callback=cache_location, help="Evaluation cache, folder or URL (repeatable: one row each)."),
-    ],
-    as_json: JsonOpt = False,
-    device: DeviceOpt = None,
-    allow_partial: PartialOpt = False,
-) -> None:
-    """Score a run on evaluation caches: per-class IoU, mIoU (mIoU16/13 for Synthia runs)."""
-    from diffseg.stages import evaluate as stage
-
-    stage.main(
-        run=run, caches=list(cache), as_json=as_json, **given(device=device, allow_partial=allow_partial or None)
-    )

@@ -3,6 +3,8 @@
 One confusion matrix per dataset (rows: ground truth, columns: prediction), pixels with
 ground truth 255 dropped; IoU_c = TP_c / (TP_c + FP_c + FN_c); mIoU = mean over classes
 with a non-empty union (NaN IoU elsewhere). Synthia-trained runs add mIoU16 / mIoU13.
+Accuracies as mmseg reports them: aAcc = correct pixels / labelled pixels; Acc_c = TP_c / (pixels
+of class c), mAcc = mean over the classes present in the ground truth.
 IoU values are fractions; `markdown_table` shows percentages.
 """
 
@@ -82,12 +84,36 @@ def miou(conf, subset: Sequence[int] | None = None) -> float:
 miou_from_confusion = miou  # name used in contracts.md
 
 
+def acc_per_class(conf) -> np.ndarray:
+    """[K] float64 recall per class, TP / ground-truth pixels; NaN where the class has none."""
+    mat = _as_array(conf).astype(np.float64)
+    gt = mat.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(gt > 0, np.diag(mat) / gt, np.nan)
+
+
+def overall_acc(conf) -> float:
+    """aAcc: correctly predicted labelled pixels / labelled pixels; NaN when no pixel is labelled."""
+    mat = _as_array(conf).astype(np.float64)
+    total = mat.sum()
+    return float(np.trace(mat) / total) if total > 0 else math.nan
+
+
+def _nanmean(values: np.ndarray) -> float:
+    values = values[~np.isnan(values)]
+    return float(values.mean()) if values.size else math.nan
+
+
 def scores(conf, synthia: bool = False, class_names: Sequence[str] = CLASS_NAMES) -> dict:
-    """JSON-ready: {"miou", "per_class_iou": {name: IoU | None}} (+ "miou16", "miou13" if synthia)."""
-    iou = iou_per_class(conf)
+    """JSON-ready: {"miou", "aAcc", "mAcc", "per_class_iou": {name: IoU | None}, "per_class_acc": {name: Acc |
+    None}} (+ "miou16", "miou13" if synthia)."""
+    iou, acc = iou_per_class(conf), acc_per_class(conf)
     out = {
         "miou": _none_if_nan(miou(conf)),
+        "aAcc": _none_if_nan(overall_acc(conf)),
+        "mAcc": _none_if_nan(_nanmean(acc)),
         "per_class_iou": {name: _none_if_nan(v) for name, v in zip(class_names, iou)},
+        "per_class_acc": {name: _none_if_nan(v) for name, v in zip(class_names, acc)},
     }
     if synthia:
         out.update({key: _none_if_nan(miou(conf, subset)) for key, subset in SUBSETS.items()})

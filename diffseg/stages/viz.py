@@ -1,10 +1,11 @@
 """Pictures shared by the stages: palette masks, image | prediction | ground truth panels with a
-legend, prediction grids per target domain, titled rows of images, and the ablation bar chart.
+legend, prediction grids per target domain, titled rows of images, the ablation bar chart and the
+row-normalised confusion matrix.
 
 Labels are train-id maps `[H, W] uint8` (0..18, 255 = ignore); images are RGB `[H, W, 3] uint8`.
 Masks are saved as palette PNGs (mode "P"): the pixel values stay the train ids, the palette
-makes them readable (ignore is black). Composite pictures are drawn with Pillow; only the bar
-chart uses matplotlib (Agg backend, imported inside the function).
+makes them readable (ignore is black). Composite pictures are drawn with Pillow; the bar chart and
+the confusion matrix use matplotlib (Agg backend, imported inside the functions).
 """
 
 from __future__ import annotations
@@ -259,3 +260,37 @@ def ablation_chart(
     fig.tight_layout()
     fig.savefig(Path(path))
     plt.close(fig)
+
+
+def confusion_png(matrix_KK: np.ndarray, title: str, class_names: Sequence[str] = CLASS_NAMES) -> bytes:
+    """PNG bytes of a confusion matrix (ground-truth rows, prediction columns) with each row normalised
+    to sum 1 (the share of a class's pixels predicted as each class; rows of absent classes stay 0)."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    mat = np.asarray(matrix_KK, dtype=np.float64)
+    rows = mat.sum(1, keepdims=True)
+    share = np.divide(mat, rows, out=np.zeros_like(mat), where=rows > 0)
+    k = len(class_names)
+    fig, ax = plt.subplots(figsize=(2.5 + 0.38 * k, 2 + 0.36 * k), dpi=100)
+    im = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
+    for (r, c), v in np.ndenumerate(share):
+        if v >= 0.005:
+            ax.text(c, r, f"{100 * v:.0f}", ha="center", va="center", fontsize=6, color="white" if v > 0.5 else "black")
+    ax.set_xticks(range(k))
+    ax.set_xticklabels(class_names, rotation=90, fontsize=8)
+    ax.set_yticks(range(k))
+    ax.set_yticklabels(class_names, fontsize=8)
+    ax.set_xlabel("prediction")
+    ax.set_ylabel("ground truth")
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, fraction=0.04, label="share of the class's pixels")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()

@@ -25,16 +25,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 from tqdm import tqdm
 
 from diffseg.core.errors import CacheMismatch, DiffsegError
 from diffseg.core.geometry import check_unet_size
 from diffseg.nn.metrics import ConfusionMatrix, miou
 from diffseg.pipeline.config import TrajectoryConfig
-from diffseg.stages.device import autocast, autocast_dtype, resolve_device
+from diffseg.stages.device import autocast_dtype, resolve_device
 from diffseg.stages.extract.views import eval_image
 from diffseg.stages.predict.inputs import InputImage, find_label, gather_inputs, read_image, read_label, warn
+from diffseg.stages.predict.online import image_logits
 from diffseg.stages.runs.record import RunRecord, extract_config, load_segmentor, read_run
 from diffseg.stages.viz import save_mask, side_by_side
 
@@ -111,7 +111,6 @@ def network_input(image_HW3: np.ndarray, resolution: tuple[int, int]) -> np.ndar
     return eval_image(image_HW3, resolution)
 
 
-@torch.no_grad()
 def predict_image(
     extractor,
     segmentor,
@@ -121,17 +120,12 @@ def predict_image(
     device,
     amp: torch.dtype | None = None,
 ) -> np.ndarray:
-    """uint8 train ids [H, W] at the input size; the segmentor under eval's autocast (`amp`:
-    autocast_dtype of the device), so a prediction and an evaluation agree."""
+    """uint8 train ids [H, W] at the input size (online.image_logits, whole image, one view); the
+    segmentor under eval's autocast (`amp`: autocast_dtype of the device), so a prediction and an
+    evaluation agree."""
     h, w = image_HW3.shape[:2]
-    feats = extractor.uncond(network_input(image_HW3, resolution), sample_id)  # {layer: float16 [S, C, h', w']}
-    feats_1SChw = {k: torch.from_numpy(v)[None].to(device).float() for k, v in feats.items()}
-    with autocast(torch.device(device), amp):
-        logits_1Khw = segmentor(feats_1SChw).float()
-    if not bool(torch.isfinite(logits_1Khw).all()):
-        raise DiffsegError(f"{sample_id}: non-finite logits (NaN/inf in the online features?)")
-    up_1KHW = F.interpolate(logits_1Khw, size=(h, w), mode="bilinear", align_corners=False)
-    return up_1KHW.argmax(1)[0].to(torch.uint8).cpu().numpy()
+    logits_KHW = image_logits(extractor, segmentor, image_HW3, [resolution], (h, w), sample_id, device, amp)
+    return logits_KHW.argmax(0).to(torch.uint8).cpu().numpy()
 
 
 def write_outputs(out: Path, item: InputImage, image: np.ndarray, pred: np.ndarray, gt: np.ndarray | None) -> None:

@@ -23,7 +23,7 @@ from diffseg.nn import Segmentor
 from diffseg.stages.device import autocast_dtype
 from diffseg.stages.runs.files import CACHES, CONFIG, digest, read_json
 from diffseg.stages.runs.model import build_segmentor, held_layers
-from diffseg.stages.runs.scoring import Target, score_targets, target_names
+from diffseg.stages.runs.scoring import Scored, Target, score_each, score_targets, summarize, target_names
 from diffseg.stages.runs.usage import samples_used
 from diffseg.stages.train import checkpoint
 from diffseg.stages.train.config import TrainConfig
@@ -133,28 +133,40 @@ def run_targets(record: RunRecord, caches: Sequence[str | Path], allow_partial: 
     return targets
 
 
+def is_synthia(record: RunRecord) -> bool:
+    """Synthia-trained runs report mIoU16/13."""
+    return record.train_cache.get("dataset") == "synthia"
+
+
 def score(
     record: RunRecord, model: Segmentor, targets: list[Target], device: torch.device, *, rank: int = 0, world: int = 1
 ) -> tuple[dict, str]:
     """Score `model` (the run's weights, in memory) on the run's targets: scoring.score_targets's
     (JSON report, Markdown table), with mIoU16/13 for a Synthia-trained run; under DDP every rank
     calls it and scores its share (rank, world)."""
-    synthia = record.train_cache.get("dataset") == "synthia"
     amp = autocast_dtype(device)
-    return score_targets(model, targets, device, synthia=synthia, autocast_dtype=amp, rank=rank, world=world)
+    return score_targets(model, targets, device, synthia=is_synthia(record), autocast_dtype=amp, rank=rank, world=world)
+
+
+def score_run_each(
+    record: RunRecord, caches: Sequence[str | Path], device: torch.device | str, allow_partial: bool = False
+) -> tuple[list[Scored], str]:
+    """(scoring.score_each of the run's saved weights, final else the newest checkpoint, on evaluation caches
+    checked against the run; which weights). A target with pending samples: refused unless `allow_partial`,
+    then its row records the samples scored ("partial")."""
+    dev = torch.device(device)
+    targets = run_targets(record, caches, allow_partial)  # checked before the weights are loaded
+    model, which = load_segmentor(record, dev)
+    return score_each(model, targets, dev, autocast_dtype=autocast_dtype(dev)), which
 
 
 def score_run(
     record: RunRecord, caches: Sequence[str | Path], device: torch.device | str, allow_partial: bool = False
 ) -> tuple[dict, str, str]:
-    """Score the run's saved weights (final, else the newest checkpoint) on evaluation caches checked
-    against the run: (JSON report: one target its dict, several {"targets": [...], "mean_miou"};
-    Markdown table; which weights). A target with pending samples: refused unless `allow_partial`,
-    then its row records the samples scored ("partial")."""
-    dev = torch.device(device)
-    targets = run_targets(record, caches, allow_partial)  # checked before the weights are loaded
-    model, which = load_segmentor(record, dev)
-    report, table = score(record, model, targets, dev)
+    """score_run_each summarized: (JSON report: one target its dict, several {"targets": [...], "mean_miou"};
+    Markdown table; which weights)."""
+    scored, which = score_run_each(record, caches, device, allow_partial)
+    report, table = summarize(scored, synthia=is_synthia(record))
     return report, table, which
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
@@ -121,6 +122,52 @@ def _sum_over_ranks(mat_KK: torch.Tensor, bad: int, device: torch.device) -> tup
     return mat_KK.cpu(), int(flag.item())
 
 
+@dataclass(frozen=True, kw_only=True)
+class Scored:
+    """One target's dataset-wide confusion matrix and the report fields besides its scores."""
+
+    matrix: np.ndarray  # int64 [K, K], ground-truth rows, prediction columns
+    row: dict  # "target" (the table's column name), "samples", "dataset", "cache", ...
+
+
+def score_each(
+    model: Segmentor,
+    targets: list[Target],
+    device: torch.device,
+    *,
+    workers: int = 0,
+    autocast_dtype: torch.dtype | None = None,
+    rank: int = 0,
+    world: int = 1,
+) -> list[Scored]:
+    """confusion_on every target, with the fields its report row carries."""
+    out = []
+    for t in targets:
+        cm, n = confusion_on(model, t, device, workers=workers, autocast_dtype=autocast_dtype, rank=rank, world=world)
+        used = t.usage.record() if t.usage is not None else {}
+        out.append(
+            Scored(
+                matrix=cm.numpy(), row={"samples": n, "dataset": t.dataset, "target": t.name, "cache": t.path} | used
+            )
+        )
+    return out
+
+
+def summarize(scored: list[Scored], *, synthia: bool) -> tuple[dict, str]:
+    """-> (JSON report per docs/design/architecture.md: one target its row, several {"targets": [...], "mean_miou"};
+    Markdown per-class IoU table)."""
+    per_target = [{**scores(s.matrix, synthia=synthia), **s.row} for s in scored]
+    table = markdown_table({s.row["target"]: s.matrix for s in scored}, subsets=synthia)
+    if len(per_target) == 1:
+        return per_target[0], table
+    report = {"targets": per_target, "mean_miou": mean_over_targets([r["miou"] for r in per_target], missing="skip")}
+    if synthia:
+        report.update(
+            {f"mean_{k}": mean_over_targets([r[k] for r in per_target], missing="skip") for k in ("miou16", "miou13")}
+        )
+    return report, table
+
+
 def score_targets(
     model: Segmentor,
     targets: list[Target],
@@ -132,26 +179,10 @@ def score_targets(
     rank: int = 0,
     world: int = 1,
 ) -> tuple[dict, str]:
-    """-> (JSON report per docs/design/architecture.md, Markdown per-class IoU table); under DDP every rank calls it
-    with its rank and the world size, scores its share and gets the whole report (confusion_on)."""
-    per_target, confusions = [], {}
-    for t in targets:
-        cm, n = confusion_on(model, t, device, workers=workers, autocast_dtype=autocast_dtype, rank=rank, world=world)
-        confusions[t.name] = cm.numpy()
-        used = t.usage.record() if t.usage is not None else {}
-        per_target.append(
-            {**scores(cm, synthia=synthia), "samples": n, "dataset": t.dataset, "target": t.name, "cache": t.path}
-            | used
-        )
-    table = markdown_table(confusions, subsets=synthia)
-    if len(per_target) == 1:
-        return per_target[0], table
-    report = {"targets": per_target, "mean_miou": mean_over_targets([r["miou"] for r in per_target], missing="skip")}
-    if synthia:
-        report.update(
-            {f"mean_{k}": mean_over_targets([r[k] for r in per_target], missing="skip") for k in ("miou16", "miou13")}
-        )
-    return report, table
+    """summarize(score_each(...)); under DDP every rank calls it with its rank and the world size, scores its
+    share and gets the whole report (confusion_on)."""
+    scored = score_each(model, targets, device, workers=workers, autocast_dtype=autocast_dtype, rank=rank, world=world)
+    return summarize(scored, synthia=synthia)
 
 
 def target_names(paths: list[str]) -> list[str]:
