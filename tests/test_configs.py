@@ -1,0 +1,108 @@
+"""Experiments as files: `--config FILE.toml` (defaults < file < flags), a run's config.toml that reruns
+it, and the one-line errors of a bad file."""
+
+import tomllib
+from dataclasses import fields
+
+import pytest
+from helpers import FAST_TRAIN, SMALL
+from typer.testing import CliRunner
+
+from diffseg.cache.synthetic import make_cache
+from diffseg.cli import app
+from diffseg.core import tomlfile
+from diffseg.core.errors import DiffsegError
+from diffseg.stages.extract.config import ExtractConfig
+from diffseg.stages.train.checkpoint import FINAL
+from diffseg.stages.train.config import CONFIG_TOML, TrainConfig, read_file
+
+
+def test_dataclasses_round_trip_through_toml(tmp_path):
+    train = TrainConfig(
+        cache="s3://b/c",
+        layers=("up1.res2", "up2.res2"),
+        save_steps=(60, 1),
+        branches=("uncond",),
+        lr=1e-6,
+        warmup_ratio=1e-6,
+        w_cond=0.0,
+        rcs_min_pixels=None,
+        eval_caches=('odd "name"\\é',),
+        detach_teacher=True,
+    )
+    extract = ExtractConfig(dataset="gtav", resolution=(512, 256), shard=(0, 2), limit=3, steps=(100, 1))
+    path = tmp_path / "c.toml"
+    tomlfile.write(path, {"extract": extract.to_dict(), "train": train.to_dict()})
+    assert TrainConfig(**read_file(path)) == train
+    assert ExtractConfig(**tomlfile.read_table(path, "extract", ExtractConfig)) == extract
+
+
+def test_every_train_field_is_reachable_from_a_file(tmp_path):
+    values = {"accum": 3, "head_lr_mult": 2.5, "weight_decay": 0.5, "clip_norm": 1.0, "log_every": 7, "stop_at": 4}
+    (tmp_path / "c.toml").write_text("[train]\n" + "".join(f"{k} = {v}\n" for k, v in values.items()))
+    assert read_file(tmp_path / "c.toml") == values
+    names = {f.name for f in fields(TrainConfig)}
+    assert set(_all_fields_file(tmp_path)) == names
+
+
+def _all_fields_file(tmp_path):
+    cfg = TrainConfig(cache="c", layers=("a",), save_steps=(1,), branches=("uncond",), rcs_min_pixels=5, stop_at=2)
+    path = tmp_path / "all.toml"
+    tomlfile.write(path, {"train": cfg.to_dict()})
+    return read_file(path)
+
+
+@pytest.mark.parametrize(
+    "text, says",
+    [
+        ("[train]\nlrr = 0.1\n", "unknown key 'lrr' in [train]"),
+        ("[train]\niters = 'ten'\n", "[train] iters: expected an integer"),
+        ("[train]\nin_memory = 1\n", "[train] in_memory: expected true or false"),
+        ("[train]\nlayers = 'up1.res2'\n", "[train] layers: expected an array"),
+        ("[trian]\niters = 2\n", "unknown key 'trian'"),
+        ("[train\n", "not valid TOML"),
+    ],
+)
+def test_a_bad_file_is_one_line_naming_key_and_file(tmp_path, text, says):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    result = CliRunner().invoke(app, ["train", "--config", str(path)])
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("error: ") and result.output.count("\n") == 1, result.output
+    assert str(path) in result.output and says in result.output
+
+
+def test_cache_from_the_file_or_a_clear_error(tmp_path):
+    (tmp_path / "c.toml").write_text("[train]\niters = 2\n")
+    result = CliRunner().invoke(app, ["train", "--config", str(tmp_path / "c.toml")])
+    assert result.exit_code == 1 and "no training cache: give --cache" in result.output, result.output
+
+
+def test_flags_replace_the_file_which_replaces_the_defaults(tmp_path, monkeypatch):
+    from diffseg.stages.train import job
+
+    seen = {}
+    monkeypatch.setattr(job, "main", lambda **kw: seen.update(kw))
+    (tmp_path / "c.toml").write_text(f"[train]\ncache = '{tmp_path}'\niters = 5\nlr = 0.5\naccum = 2\n")
+    result = CliRunner().invoke(app, ["train", "--config", str(tmp_path / "c.toml"), "--lr", "0.25"])
+    assert result.exit_code == 0, result.output
+    assert seen == {"cache": str(tmp_path), "out": None, "resume": False, "iters": 5, "lr": 0.25, "accum": 2}
+
+
+def test_a_run_reruns_from_its_config_toml_byte_for_byte(tmp_path):
+    """`train --config runs/X/config.toml --out runs/Y` gives X's weights again, byte for byte; the
+    written file holds every field (the runtime ones as comments)."""
+    cache = make_cache(tmp_path / "gtav", n=3, **SMALL)
+    opts = {**FAST_TRAIN, "iters": 3, "accum": 2, "weight_decay": 0.5, "clip_norm": 0.5, "head_lr_mult": 3.0}
+    first = tmp_path / "x.toml"
+    tomlfile.write(first, {"train": {"cache": str(cache), **opts}})
+    runner = CliRunner()
+    result = runner.invoke(app, ["train", "--config", str(first), "--out", str(tmp_path / "X")])
+    assert result.exit_code == 0, result.output
+    written = (tmp_path / "X" / CONFIG_TOML).read_text()
+    assert "# device = " in written and tomllib.loads(written)["train"]["accum"] == 2
+    again = ["train", "--config", str(tmp_path / "X" / CONFIG_TOML), "--out", str(tmp_path / "Y")]
+    result = runner.invoke(app, [*again, "--device", "cpu", "--read-threads", "0"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "Y" / FINAL).read_bytes() == (tmp_path / "X" / FINAL).read_bytes()
+    assert (tmp_path / "Y" / CONFIG_TOML).read_text() == written
