@@ -106,3 +106,26 @@ def test_a_run_reruns_from_its_config_toml_byte_for_byte(tmp_path):
     assert result.exit_code == 0, result.output
     assert (tmp_path / "Y" / FINAL).read_bytes() == (tmp_path / "X" / FINAL).read_bytes()
     assert (tmp_path / "Y" / CONFIG_TOML).read_text() == written
+
+
+def test_extract_writes_a_config_beside_the_cache_that_extracts_it_again(tmp_path):
+    """`extract --config` (the dataset from the file, --limit from the command line), then
+    `extract --config <cache>.config.toml --out other`: the same arrays, byte for byte."""
+    from test_extract_run import arrays, assert_same_bytes
+
+    from diffseg.stages.extract.config import CONFIG_SUFFIX
+
+    path = tmp_path / "x.toml"
+    path.write_text("[extract]\ndataset = 'demo'\nmodel = 'tiny'\nresolution = [64, 64]\nlimit = 3\n")
+    first = CliRunner().invoke(app, ["extract", "--config", str(path), "--limit", "2", "--out", str(tmp_path / "a")])
+    assert first.exit_code == 0, first.output
+    written = tmp_path / f"a{CONFIG_SUFFIX}"
+    assert tomllib.loads(written.read_text())["extract"]["limit"] == 2
+    again = CliRunner().invoke(app, ["extract", "--config", str(written), "--out", str(tmp_path / "b")])
+    assert again.exit_code == 0, again.output
+    assert_same_bytes(arrays(tmp_path / "a"), arrays(tmp_path / "b"))
+    missing = CliRunner().invoke(app, ["extract", "--config", str(tmp_path / "c.toml")])
+    assert missing.exit_code == 2  # no such file: a usage error
+    (tmp_path / "c.toml").write_text("[extract]\nlimit = 2\n")
+    nodataset = CliRunner().invoke(app, ["extract", "--config", str(tmp_path / "c.toml")])
+    assert nodataset.exit_code == 1 and "no dataset: give --dataset" in nodataset.output
