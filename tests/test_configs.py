@@ -11,7 +11,6 @@ from typer.testing import CliRunner
 from diffseg.cache.synthetic import make_cache
 from diffseg.cli import app
 from diffseg.core import tomlfile
-from diffseg.core.errors import DiffsegError
 from diffseg.stages.extract.config import ExtractConfig
 from diffseg.stages.train.checkpoint import FINAL
 from diffseg.stages.train.config import CONFIG_TOML, TrainConfig, read_file
@@ -129,3 +128,31 @@ def test_extract_writes_a_config_beside_the_cache_that_extracts_it_again(tmp_pat
     (tmp_path / "c.toml").write_text("[extract]\nlimit = 2\n")
     nodataset = CliRunner().invoke(app, ["extract", "--config", str(tmp_path / "c.toml")])
     assert nodataset.exit_code == 1 and "no dataset: give --dataset" in nodataset.output
+
+
+def _layouts():
+    from test_ablate_cells import _layout
+
+    from diffseg.stages.ablate.cells import CacheLayout
+
+    yield _layout()
+    yield _layout(kinds=("res", "blk"))
+    yield _layout(kinds=("res", "blk"), xattn_both=True)
+    yield _layout(steps=(0,))
+    yield _layout(steps=(500, 60, 20, 1))
+    no_res = {"up1.blk0": {"kind": "blk", "stride": 32}, "up2.blk1": {"kind": "blk", "stride": 16}}
+    yield CacheLayout(layers=no_res, branch_layers={"uncond": list(no_res), "cond": list(no_res)}, save_steps=(1,))
+
+
+@pytest.mark.parametrize("features", [True, False])
+def test_the_table4_grid_file_plans_the_cells_the_code_planned(features):
+    """grids/table4.toml replaces the planner's code: the same cells, name for name, field for field."""
+    from dataclasses import asdict
+
+    import table4_reference
+
+    from diffseg.stages.ablate.cells import plan_cells
+
+    for layout in _layouts():
+        want = [asdict(c) for c in table4_reference.plan_cells(layout, features=features)]
+        assert [asdict(c) for c in plan_cells(layout, features=features)] == want

@@ -50,23 +50,23 @@ def read_table(path: str | Path, table: str, cls: type, *, extra: Mapping[str, A
     for key, value in doc.get(table, {}).items():
         if key not in known:
             raise DiffsegError(f"{path}: unknown key {key!r} in [{table}] (known: {', '.join(known)})")
-        out[key] = _checked(value, hints[key], f"{path}: [{table}] {key}")
+        out[key] = checked(value, hints[key], f"{path}: [{table}] {key}")
     return out
 
 
-def _checked(value: Any, hint: Any, where: str) -> Any:
+def checked(value: Any, hint: Any, where: str) -> Any:
     """`value` as the annotation `hint` wants it, else DiffsegError naming `where`."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (types.UnionType, typing.Union):
         (hint,) = [a for a in args if a is not type(None)]  # TOML has no null: the other arm
-        return _checked(value, hint, where)
+        return checked(value, hint, where)
     if origin is tuple:
         if not isinstance(value, list):
             raise DiffsegError(f"{where}: expected an array, got {value!r}")
         each = args[:1] * len(value) if args[-1] is Ellipsis else args
         if len(each) != len(value):
             raise DiffsegError(f"{where}: expected {len(each)} values, got {value!r}")
-        return tuple(_checked(v, h, where) for v, h in zip(value, each))
+        return tuple(checked(v, h, where) for v, h in zip(value, each))
     ok = {
         bool: isinstance(value, bool),
         int: isinstance(value, int) and not isinstance(value, bool),
