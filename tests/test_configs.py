@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from diffseg.cache.synthetic import make_cache
 from diffseg.cli import app
 from diffseg.core import tomlfile
+from diffseg.core.errors import DiffsegError
 from diffseg.stages.extract.config import ExtractConfig
 from diffseg.stages.train.checkpoint import FINAL
 from diffseg.stages.train.config import CONFIG_TOML, TrainConfig, read_file
@@ -156,3 +157,59 @@ def test_the_table4_grid_file_plans_the_cells_the_code_planned(features):
     for layout in _layouts():
         want = [asdict(c) for c in table4_reference.plan_cells(layout, features=features)]
         assert [asdict(c) for c in plan_cells(layout, features=features)] == want
+
+
+def test_ablate_takes_its_cell_options_from_a_config_and_its_cells_from_a_grid(tmp_path, monkeypatch):
+    from diffseg.stages.ablate import job as ablate
+
+    cache = make_cache(tmp_path / "gtav", n=2, **SMALL)
+    grid = tmp_path / "grid.toml"
+    grid.write_text(
+        "[[cell]]\nname = 'full'\ngroup = 'table4'\ndescription = 'IPKL + L2, {layers}'\n\n"
+        "[[cell]]\nname = 'step-{t}'\ngroup = 'mine'\ndescription = 't={t}'\nfor_each = 'save_step'\n"
+        "save_steps = 'each'\nconsistency = 'kl'\nw_cons = 0.5\n"
+    )
+    config = tmp_path / "c.toml"
+    tomlfile.write(config, {"train": {"cache": str(cache), "eval_caches": [str(cache)], "iters": 7, "accum": 2}})
+    seen = {}
+    monkeypatch.setattr(ablate, "main", lambda **kw: seen.update(kw))
+    args = ["ablate", "--config", str(config), "--grid", str(grid), "--out", str(tmp_path / "a"), "--iters", "3"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert seen == {
+        "cache": str(cache),
+        "eval_caches": [str(cache)],
+        "out": tmp_path / "a",
+        "features": True,
+        "grid": grid,
+        "iters": 3,
+        "accum": 2,
+    }
+    monkeypatch.undo()
+    plan = ablate.plan(**seen)
+    assert [c.name for c in plan.cells] == ["full", "step-60", "step-20", "step-1"]
+    assert {(c.save_steps, c.consistency, c.w_cons) for c in plan.cells[1:]} == {((t,), "kl", 0.5) for t in (60, 20, 1)}
+    assert plan.options["accum"] == 2 and [c.name for c in ablate.plan(**{**seen, "features": False}).cells] == ["full"]
+    with pytest.raises(DiffsegError, match="the cells decide layers; give them in a --grid file"):
+        ablate.plan(**seen, layers=("up1.res2",))
+
+
+@pytest.mark.parametrize(
+    "text, says",
+    [
+        ("[[cell]]\nname = 'a'\ngroup = 'g'\ndescription = 'd'\nlr = 1.0\n", "cell 'a': unknown key 'lr'"),
+        ("[[cell]]\nname = 'a'\ngroup = 'g'\ndescription = 'd'\nlayers = 'all'\n", "layers 'all': expected shared"),
+        ("[[cell]]\nname = 'a'\ngroup = 'g'\ndescription = 'd'\nw_cons = 'x'\n", "cell 'a': w_cons: expected a num"),
+        ("[[cell]]\nname = 'a'\ngroup = 'g'\ndescription = 'd'\nfor_each = 'stride'\n", "layers = 'stride' goes"),
+        ("[[cell]]\nname = 'a'\ngroup = 'g'\n", "cell 'a': lacks description"),
+        ("[cells]\n", "holds [[cell]] tables only"),
+    ],
+)
+def test_a_bad_grid_is_one_line_naming_file_cell_and_key(tmp_path, text, says):
+    from diffseg.stages.ablate.grid import read_grid
+
+    (tmp_path / "g.toml").write_text(text)
+    with pytest.raises(DiffsegError) as err:
+        read_grid(tmp_path / "g.toml")
+    assert str(tmp_path / "g.toml") in str(err.value) and says in str(err.value)
+    assert "\n" not in str(err.value)

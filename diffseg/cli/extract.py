@@ -211,8 +211,8 @@ def extract(
     `diffseg extract --dataset gtav` reads data/gta and writes cache/gtav. Rerunning the same
     command resumes; a different config on an existing cache is refused.
     """
-    from diffseg.stages.extract.config import ExtractConfig
     from diffseg.stages.extract import job as stage
+    from diffseg.stages.extract.config import ExtractConfig
 
     options = from_file(
         config,

@@ -43,6 +43,8 @@ from diffseg.stages.train import job as train_stage
 from diffseg.stages.train.checkpoint import FINAL
 from diffseg.stages.train.config import ABLATION_CELL, TrainConfig, default, given, recorded_part
 
+# What a cell decides (its selection and loss, cells.py): not an option of the whole ablation.
+CELL_DECIDED = {"layers", "save_steps", "kinds", "branches", "consistency", "w_cond", "w_uncond", "w_cons"}
 SCORES = "ablation_scores.json"  # per cell: {"targets": {name: {"cache", "miou"}}, "seconds"}
 
 
@@ -205,17 +207,21 @@ def plan(
     features: bool = True,
     seeds: tuple[int, ...] | None = None,
     only: Sequence[str] | None = None,
+    grid: str | Path | None = None,
     **options,
 ) -> Plan:
     """The cells and runs of one ablation (see `main`); refuses bad arguments before anything runs."""
     if not eval_caches:
         raise DiffsegError("ablate needs at least one --eval-cache (the targets the cells are scored on)")
     options = given(**options)
+    decided = sorted(set(options) & CELL_DECIDED)
+    if decided:
+        raise DiffsegError(f"ablate: the cells decide {', '.join(decided)}; give them in a --grid file, not as options")
     if seeds is not None and "seed" in options:
         raise DiffsegError("--seed and --seeds: give one of them")
     options["device"] = resolve_device(options.get("device", default("device"))).type
     layout = cache_layout(cache)
-    cells = plan_cells(layout, features=features)
+    cells = plan_cells(layout, features=features, grid=grid)
     if only is not None:
         unknown = sorted(set(only) - {c.name for c in cells})
         if unknown:
@@ -232,7 +238,8 @@ def plan(
 def main(*, jobs: int = 1, **arguments) -> Path:
     """Run every missing cell, then write ablation.md/.csv/.png under `out`; returns `out`.
 
-    `arguments`: those of `plan` (cache, eval_caches, out, features, seeds, only) and the TrainConfig
+    `arguments`: those of `plan` (cache, eval_caches, out, features, seeds, only, grid: a grid file, None:
+    grids/table4.toml) and the TrainConfig
     fields given for every cell (None or absent: not given, ABLATION_CELL's or TrainConfig's
     default). `seeds`: every cell once per seed under `<cell>/seed-<k>/`, the tables showing
     mean +- std over them. `only`: the names of the planned cells to run (e.g. the full method
