@@ -206,10 +206,11 @@ def test_ablate_takes_its_cell_options_from_a_config_and_its_cells_from_a_grid(t
     ],
 )
 def test_a_bad_grid_is_one_line_naming_file_cell_and_key(tmp_path, text, says):
+    from diffseg.stages.ablate.cells import Cell
     from diffseg.stages.ablate.grid import read_grid
 
     (tmp_path / "g.toml").write_text(text)
     with pytest.raises(DiffsegError) as err:
-        read_grid(tmp_path / "g.toml")
+        read_grid(tmp_path / "g.toml", Cell)
     assert str(tmp_path / "g.toml") in str(err.value) and says in str(err.value)
     assert "\n" not in str(err.value)

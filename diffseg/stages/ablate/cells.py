@@ -188,10 +188,10 @@ def plan_cells(layout: CacheLayout, features: bool = True, grid: str | Path | No
 
 
 def _rules(grid: str | Path | None) -> tuple[Rule, ...]:
-    return DEFAULT_RULES if grid is None else read_grid(grid)
+    return DEFAULT_RULES if grid is None else read_grid(grid, Cell)
 
 
-DEFAULT_RULES = read_grid(DEFAULT_GRID)
+DEFAULT_RULES = read_grid(DEFAULT_GRID, Cell)
 # GTAV -> Cityscapes mIoU (%) of the paper's Table IV: the default grid's references.
 PAPER_TABLE4: dict[str, float] = {r.name: r.loss["reference"] for r in DEFAULT_RULES if r.group == "table4"}
 TABLE4 = tuple(PAPER_TABLE4)

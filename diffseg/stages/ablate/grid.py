@@ -41,9 +41,8 @@ class Rule:
     where: str = ""  # "<file>: cell <name>", for errors
 
 
-def read_grid(path: str | Path) -> tuple[Rule, ...]:
-    from diffseg.stages.ablate.cells import Cell  # its field types (cells.py imports this module)
-
+def read_grid(path: str | Path, cell: type) -> tuple[Rule, ...]:
+    """The rules of a grid file; `cell`: the cells' dataclass (cells.Cell), whose types the loss keys take."""
     try:
         with open(path, "rb") as f:
             doc = tomllib.load(f)
@@ -54,7 +53,7 @@ def read_grid(path: str | Path) -> tuple[Rule, ...]:
     extra = sorted(set(doc) - {"cell"})
     if extra or not isinstance(doc.get("cell"), list) or not doc["cell"]:
         raise DiffsegError(f"{path}: a grid file holds [[cell]] tables only (got {', '.join(extra) or 'no cell'})")
-    hints = typing.get_type_hints(Rule) | {k: typing.get_type_hints(Cell)[k] for k in LOSS}
+    hints = typing.get_type_hints(Rule) | {k: typing.get_type_hints(cell)[k] for k in LOSS}
     own = [f.name for f in fields(Rule) if f.name not in ("loss", "where")]
     rules = []
     for i, table in enumerate(doc["cell"]):
