@@ -115,7 +115,9 @@ def _cell(rule: Rule, layout: CacheLayout, item: dict[str, Any]) -> Cell:
         layers = baseline_layers(layout)
     else:
         layers = tuple(n for n in shared if rule.layers == "shared" or layout.stride(n) == item["s"])
-    save_steps = {"all": steps, "smallest": (min(steps),), "each": (item.get("t"),)}[rule.save_steps]
+    save_steps: tuple[int, ...] = (item["t"],) if rule.save_steps == "each" else steps
+    if rule.save_steps == "smallest":
+        save_steps = (min(steps),)
     reason = None
     if rule.kinds is not None:
         layers = tuple(n for n in layers if layout.kind(n) in rule.kinds)
