@@ -91,7 +91,7 @@ def dumps(tables: Mapping[str, Mapping[str, Any]], *, header: str = "", commente
         lines += ["", f"[{table}]"] if lines else [f"[{table}]"]
         for key, value in values.items():
             if value is None:
-                lines.append(f"# {key}: not set")
+                lines.append(f"# {key}: not set (its default)")
             else:
                 lines.append(("# " if key in commented else "") + f"{key} = {_value(value)}")
     return "\n".join(lines) + "\n"
