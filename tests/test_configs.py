@@ -214,3 +214,15 @@ def test_a_bad_grid_is_one_line_naming_file_cell_and_key(tmp_path, text, says):
         read_grid(tmp_path / "g.toml", Cell)
     assert str(tmp_path / "g.toml") in str(err.value) and says in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_a_file_beside_a_cache_goes_through_the_store_code(tmp_path):
+    """Local: atomically into `<cache><suffix>`; an object store (fsspec's memory://): one put at that key."""
+    import fsspec
+
+    from diffseg.cache import store
+
+    store.write_beside(tmp_path / "gtav", ".config.toml", b"[extract]\n")
+    assert (tmp_path / "gtav.config.toml").read_bytes() == b"[extract]\n"
+    store.write_beside("memory://bucket/caches/gtav", ".config.toml", b"x = 1\n")
+    assert fsspec.filesystem("memory").cat_file("/bucket/caches/gtav.config.toml") == b"x = 1\n"
