@@ -156,7 +156,7 @@ def test_the_table4_grid_file_plans_the_cells_the_code_planned(features):
 
     for layout in _layouts():
         want = [asdict(c) for c in table4_reference.plan_cells(layout, features=features)]
-        assert [asdict(c) for c in plan_cells(layout, features=features)] == want
+        assert [asdict(c) for c in plan_cells(layout, features=features)] == [{**c, "options": ()} for c in want]
 
 
 def test_ablate_takes_its_cell_options_from_a_config_and_its_cells_from_a_grid(tmp_path, monkeypatch):
@@ -167,7 +167,8 @@ def test_ablate_takes_its_cell_options_from_a_config_and_its_cells_from_a_grid(t
     grid.write_text(
         "[[cell]]\nname = 'full'\ngroup = 'table4'\ndescription = 'IPKL + L2, {layers}'\n\n"
         "[[cell]]\nname = 'step-{t}'\ngroup = 'mine'\ndescription = 't={t}'\nfor_each = 'save_step'\n"
-        "save_steps = 'each'\nconsistency = 'kl'\nw_cons = 0.5\n"
+        "save_steps = 'each'\nconsistency = 'kl'\nw_cons = 0.5\n\n"
+        "[[cell]]\nname = 'full-lr'\ngroup = 'mine'\ndescription = 'lr 1e-3'\nlr = 1e-3\naccum = 3\n"
     )
     config = tmp_path / "c.toml"
     tomlfile.write(config, {"train": {"cache": str(cache), "eval_caches": [str(cache)], "iters": 7, "accum": 2}})
@@ -187,8 +188,12 @@ def test_ablate_takes_its_cell_options_from_a_config_and_its_cells_from_a_grid(t
     }
     monkeypatch.undo()
     plan = ablate.plan(**seen)
-    assert [c.name for c in plan.cells] == ["full", "step-60", "step-20", "step-1"]
-    assert {(c.save_steps, c.consistency, c.w_cons) for c in plan.cells[1:]} == {((t,), "kl", 0.5) for t in (60, 20, 1)}
+    assert [c.name for c in plan.cells] == ["full", "step-60", "step-20", "step-1", "full-lr"]
+    (run,) = [opts for cell, _, opts in plan.runs() if cell.name == "full-lr"]
+    assert (run["lr"], run["accum"], run["iters"]) == (1e-3, 3, 3)  # a cell's own options win
+    assert {(c.save_steps, c.consistency, c.w_cons) for c in plan.cells[1:4]} == {
+        ((t,), "kl", 0.5) for t in (60, 20, 1)
+    }
     assert plan.options["accum"] == 2 and [c.name for c in ablate.plan(**{**seen, "features": False}).cells] == ["full"]
     with pytest.raises(DiffsegError, match="the cells decide layers; give them in a --grid file"):
         ablate.plan(**seen, layers=("up1.res2",))
@@ -197,7 +202,8 @@ def test_ablate_takes_its_cell_options_from_a_config_and_its_cells_from_a_grid(t
 @pytest.mark.parametrize(
     "text, says",
     [
-        ("[[cell]]\nname = 'a'\ngroup = 'g'\ndescription = 'd'\nlr = 1.0\n", "cell 'a': unknown key 'lr'"),
+        ("[[cell]]\nname = 'a'\ngroup = 'g'\ndescription = 'd'\nseed = 1\n", "cell 'a': unknown key 'seed'"),
+        ("[[cell]]\nname = 'a'\ngroup = 'g'\ndescription = 'd'\nlr = 'x'\n", "cell 'a': lr: expected a number"),
         ("[[cell]]\nname = 'a'\ngroup = 'g'\ndescription = 'd'\nlayers = 'all'\n", "layers 'all': expected shared"),
         ("[[cell]]\nname = 'a'\ngroup = 'g'\ndescription = 'd'\nw_cons = 'x'\n", "cell 'a': w_cons: expected a num"),
         ("[[cell]]\nname = 'a'\ngroup = 'g'\ndescription = 'd'\nfor_each = 'stride'\n", "layers = 'stride' goes"),
@@ -206,12 +212,12 @@ def test_ablate_takes_its_cell_options_from_a_config_and_its_cells_from_a_grid(t
     ],
 )
 def test_a_bad_grid_is_one_line_naming_file_cell_and_key(tmp_path, text, says):
-    from diffseg.stages.ablate.cells import Cell
+    from diffseg.stages.ablate.cells import CELL_OPTIONS, Cell
     from diffseg.stages.ablate.grid import read_grid
 
     (tmp_path / "g.toml").write_text(text)
     with pytest.raises(DiffsegError) as err:
-        read_grid(tmp_path / "g.toml", Cell)
+        read_grid(tmp_path / "g.toml", Cell, CELL_OPTIONS)
     assert str(tmp_path / "g.toml") in str(err.value) and says in str(err.value)
     assert "\n" not in str(err.value)
 

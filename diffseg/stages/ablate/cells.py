@@ -20,6 +20,7 @@ listed with its reason in `not_applicable`, never dropped.
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,6 +29,7 @@ from typing import Any
 from diffseg.core.errors import DiffsegError
 from diffseg.core.layers import parse_layer
 from diffseg.stages.ablate.grid import DEFAULT_GRID, Rule, read_grid
+from diffseg.stages.train.config import RUNTIME_FIELDS, TrainConfig
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,6 +47,7 @@ class Cell:
     reference: float | None = None  # paper's GTAV -> Cityscapes mIoU (%)
     not_applicable: str | None = None  # why this cache cannot run the cell
     same_as: str | None = None  # an earlier cell with the identical training config
+    options: tuple[tuple[str, Any], ...] = ()  # further TrainConfig fields of this cell's run (a grid's overrides)
 
     @property
     def runs(self) -> bool:
@@ -52,7 +55,16 @@ class Cell:
 
     def train_key(self) -> tuple:
         """What decides the trained weights (cells with equal keys are the same run)."""
-        return (self.layers, self.save_steps, self.branches, self.consistency, self.w_cond, self.w_uncond, self.w_cons)
+        return (
+            self.layers,
+            self.save_steps,
+            self.branches,
+            self.consistency,
+            self.w_cond,
+            self.w_uncond,
+            self.w_cons,
+            self.options,
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -147,6 +159,7 @@ def _cell(rule: Rule, layout: CacheLayout, item: dict[str, Any]) -> Cell:
         layers=() if reason and rule.kinds is not None else layers,
         save_steps=save_steps,
         not_applicable=reason,
+        options=tuple(sorted(rule.options.items())),
         **rule.loss,
     )
 
@@ -189,11 +202,22 @@ def plan_cells(layout: CacheLayout, features: bool = True, grid: str | Path | No
     return out
 
 
+# What a cell decides (its selection and loss): not an option of the whole ablation.
+CELL_DECIDED = frozenset({"layers", "save_steps", "kinds", "branches", "consistency", "w_cond", "w_uncond", "w_cons"})
+# The TrainConfig fields a grid cell may override besides: not the caches, the seed (--seed/--seeds) or
+# what only changes speed.
+CELL_OPTIONS = {
+    name: hint
+    for name, hint in typing.get_type_hints(TrainConfig).items()
+    if name not in CELL_DECIDED and name not in ("cache", "eval_caches", "seed", *RUNTIME_FIELDS)
+}
+
+
 def _rules(grid: str | Path | None) -> tuple[Rule, ...]:
-    return DEFAULT_RULES if grid is None else read_grid(grid, Cell)
+    return DEFAULT_RULES if grid is None else read_grid(grid, Cell, CELL_OPTIONS)
 
 
-DEFAULT_RULES = read_grid(DEFAULT_GRID, Cell)
+DEFAULT_RULES = read_grid(DEFAULT_GRID, Cell, CELL_OPTIONS)
 # GTAV -> Cityscapes mIoU (%) of the paper's Table IV: the default grid's references.
 PAPER_TABLE4: dict[str, float] = {r.name: r.loss["reference"] for r in DEFAULT_RULES if r.group == "table4"}
 TABLE4 = tuple(PAPER_TABLE4)

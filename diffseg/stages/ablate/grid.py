@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import tomllib
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -38,11 +39,13 @@ class Rule:
     for_each: str | None = None
     if_empty: str | None = None
     loss: dict[str, Any] = field(default_factory=dict)  # Cell fields given (the rest: Cell's defaults)
+    options: dict[str, Any] = field(default_factory=dict)  # further TrainConfig fields of the cell's run
     where: str = ""  # "<file>: cell <name>", for errors
 
 
-def read_grid(path: str | Path, cell: type) -> tuple[Rule, ...]:
-    """The rules of a grid file; `cell`: the cells' dataclass (cells.Cell), whose types the loss keys take."""
+def read_grid(path: str | Path, cell: type, options: Mapping[str, Any]) -> tuple[Rule, ...]:
+    """The rules of a grid file; `cell`: the cells' dataclass (cells.Cell), whose types the loss keys take;
+    `options`: {TrainConfig field: type} a cell may override besides (iters, lr, fusion...)."""
     try:
         with open(path, "rb") as f:
             doc = tomllib.load(f)
@@ -53,17 +56,19 @@ def read_grid(path: str | Path, cell: type) -> tuple[Rule, ...]:
     extra = sorted(set(doc) - {"cell"})
     if extra or not isinstance(doc.get("cell"), list) or not doc["cell"]:
         raise DiffsegError(f"{path}: a grid file holds [[cell]] tables only (got {', '.join(extra) or 'no cell'})")
-    hints = typing.get_type_hints(Rule) | {k: typing.get_type_hints(cell)[k] for k in LOSS}
-    own = [f.name for f in fields(Rule) if f.name not in ("loss", "where")]
+    hints = typing.get_type_hints(Rule) | {k: typing.get_type_hints(cell)[k] for k in LOSS} | dict(options)
+    own = [f.name for f in fields(Rule) if f.name not in ("loss", "options", "where")]
     rules = []
     for i, table in enumerate(doc["cell"]):
         where = f"{path}: cell {table.get('name', i + 1)!r}"
-        values: dict[str, Any] = {"loss": {}}
+        values: dict[str, Any] = {"loss": {}, "options": {}}
         for key, value in table.items():
-            if key not in own and key not in LOSS:
-                raise DiffsegError(f"{where}: unknown key {key!r} (known: {', '.join(own + list(LOSS))})")
+            if key not in own and key not in LOSS and key not in options:
+                known = ", ".join(own + list(LOSS) + list(options))
+                raise DiffsegError(f"{where}: unknown key {key!r} (known: {known})")
             value = checked(value, hints[key], f"{where}: {key}")
-            (values["loss"] if key in LOSS else values).__setitem__(key, value)
+            part = values["loss"] if key in LOSS else values["options"] if key in options else values
+            part[key] = value
         missing = [k for k in ("name", "group", "description") if k not in values]
         if missing:
             raise DiffsegError(f"{where}: lacks {', '.join(missing)}")

@@ -31,7 +31,7 @@ from diffseg.core.errors import DiffsegError
 from diffseg.core.jobs import Done, Job, run_jobs
 from diffseg.core.stats import pct
 from diffseg.core.threads import available_cores
-from diffseg.stages.ablate.cells import CacheLayout, Cell, plan_cells
+from diffseg.stages.ablate.cells import CELL_DECIDED, CacheLayout, Cell, plan_cells
 from diffseg.stages.ablate.report import write_reports
 from diffseg.stages.device import resolve_device, spread
 from diffseg.stages.runs.files import CONFIG, read_json, write_json
@@ -43,8 +43,6 @@ from diffseg.stages.train import job as train_stage
 from diffseg.stages.train.checkpoint import FINAL
 from diffseg.stages.train.config import ABLATION_CELL, TrainConfig, default, given, recorded_part
 
-# What a cell decides (its selection and loss, cells.py): not an option of the whole ablation.
-CELL_DECIDED = {"layers", "save_steps", "kinds", "branches", "consistency", "w_cond", "w_uncond", "w_cons"}
 SCORES = "ablation_scores.json"  # per cell: {"targets": {name: {"cache", "miou"}}, "seconds"}
 
 
@@ -71,12 +69,13 @@ def cache_layout(cache: str | Path) -> CacheLayout:
 
 def cell_options(cell: Cell, *, cache: str | Path, eval_caches: Sequence[str | Path], options: dict) -> dict:
     """Keywords of `train.main` for one cell: TrainConfig's defaults replaced by ABLATION_CELL, then by
-    the options given to `ablate`, then by the cell's selection and loss; scored once, at the end.
+    the options given to `ablate`, then by the cell's selection, loss and own options (a grid's
+    overrides: the more specific wins); scored once, at the end.
     On a GPU a cell reads with TrainConfig's reader threads: ABLATION_CELL's inline reads suit a CPU."""
     cell_defaults = dict(ABLATION_CELL)
     if str(options.get("device", "")).startswith("cuda"):
         del cell_defaults["workers"]
-    opts = {**cell_defaults, **options}
+    opts = {**cell_defaults, **options, **dict(cell.options)}
     return dict(
         cache=str(cache),
         eval_caches=[str(p) for p in eval_caches],
