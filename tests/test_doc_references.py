@@ -6,9 +6,10 @@ repository's top-level folders. It resolves when it is a tracked file or folder,
 the file that mentions it (Markdown links), or when it is the tail of a tracked path at a `/` (modules name
 each other as `cache/loader.py` or `loader.py`). Names of files diffseg writes or reads outside the
 repository (a run's `config.json`, a cache's `zarr.json`, a report's `ablation.md`) are lowercase and carry
-no repository folder; they are not references to check. What must resolve: anything under a repository
-folder, every `.py` and `.toml` name, and every `.md` whose stem is upper case (the repository's own
-documents: a document cited by that kind of name that is not in the tree is one a user cannot open).
+no repository folder; they are not references to check, nor are config files (a run's `config.toml`, the
+`experiment.toml` of an example). What must resolve: anything under a repository folder, every `.py` name,
+pyproject.toml, and every `.md` whose stem is upper case (the repository's own documents: a document cited
+by that kind of name that is not in the tree is one a user cannot open).
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def _must_resolve(ref: str) -> bool:
     if bare.split("/")[0] in TOP_FOLDERS and "/" in bare:
         return True
     name = bare.rsplit("/", 1)[-1]
-    if name.endswith((".py", ".toml")):
+    if name.endswith(".py") or name == "pyproject.toml":
         return True
     stem = name[: -len(".md")] if name.endswith(".md") else ""
     return bool(stem) and stem.upper() == stem and any(c.isalpha() for c in stem)

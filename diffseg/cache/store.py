@@ -37,6 +37,7 @@ from zarr.codecs import BytesCodec, Crc32cCodec, ZstdCodec
 from zarr.core.array_spec import ArrayConfigParams
 from zarr.core.metadata import ArrayV3Metadata
 
+from diffseg.core.atomic import atomic_write
 from diffseg.core.location import is_local, local_path, normalize
 from diffseg.core.storage_errors import storage_errors
 
@@ -95,6 +96,18 @@ def remote_fs(path: str | Path):
     import fsspec  # type: ignore[import-untyped]  # (no stubs; zarr depends on it)
 
     return fsspec.core.url_to_fs(normalize(path))
+
+
+def write_beside(path: str | Path, suffix: str, data: bytes) -> None:
+    """Write a plain file beside the cache at `path`, named after it (`<path><suffix>`): a local file
+    atomically, on an object store one whole-object put. Not inside: zarr warns of every object in a
+    group that is not its own."""
+    if is_local(path):
+        folder = local_path(path)
+        atomic_write(folder.with_name(folder.name + suffix), data)
+        return
+    fs, root = remote_fs(path)
+    fs.pipe_file(str(root).rstrip("/") + suffix, data)
 
 
 def open_group(path: str | Path, mode: Literal["r", "r+"] = "r") -> zarr.Group:

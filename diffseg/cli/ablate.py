@@ -12,16 +12,36 @@ from typing import Annotated, Any
 import typer
 
 from diffseg.cli.errors import user_errors
-from diffseg.cli.options import DeviceOpt, Fusion, cache_location, given
+from diffseg.cli.options import ConfigOpt, DeviceOpt, Fusion, cache_location, from_file, required_cache
 from diffseg.cli.train import shown, threads
-from diffseg.stages.train.config import ABLATION_CELL
+from diffseg.stages.train.config import ABLATION_CELL, read_file
 
 
 @user_errors
 def ablate(
-    cache: Annotated[str, typer.Option(callback=cache_location, help="Training cache (with both branches).")],
-    eval_cache: Annotated[list[str], typer.Option(callback=cache_location, help="Target cache (repeatable).")],
     out: Annotated[Path, typer.Option(help="Folder of the ablation runs and tables.")],
+    cache: Annotated[
+        str | None,
+        typer.Option(
+            callback=cache_location, help="Training cache (with both branches); required unless --config gives it."
+        ),
+    ] = None,
+    eval_cache: Annotated[
+        list[str] | None,
+        typer.Option(
+            callback=cache_location, help="Target cache (repeatable); required unless --config gives eval_caches."
+        ),
+    ] = None,
+    config: ConfigOpt = None,
+    grid: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="Grid file (TOML) of the cells, each a set of config overrides (default: the paper's Table IV and "
+            "the feature-selection cells, diffseg/stages/ablate/grids/table4.toml).",
+        ),
+    ] = None,
     iters: Annotated[
         int | None, typer.Option(min=1, help="Iterations per cell.", show_default=shown("iters", ABLATION_CELL))
     ] = None,
@@ -87,13 +107,14 @@ def ablate(
         chosen["only"] = tuple(c.strip() for c in cells.split(",") if c.strip())
     if jobs != 1:
         chosen["jobs"] = jobs
-    stage.main(
-        cache=cache,
-        eval_caches=list(eval_cache),
-        out=out,
-        features=features,
-        **chosen,
-        **given(
+    if grid is not None:
+        chosen["grid"] = grid
+    options = from_file(
+        config,
+        read_file,
+        dict(
+            cache=cache,
+            eval_caches=eval_cache or None,
             iters=iters,
             batch_size=batch_size,
             fusion=fusion,
@@ -105,3 +126,8 @@ def ablate(
             rcs_temperature=rcs_temperature,
         ),
     )
+    if seeds is not None and seed is None:  # --seeds replaces the file's seed
+        options.pop("seed", None)
+    cache = required_cache(options, config)
+    eval_caches = list(options.pop("eval_caches", ()))
+    stage.main(cache=cache, eval_caches=eval_caches, out=out, features=features, **chosen, **options)

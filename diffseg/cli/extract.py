@@ -16,7 +16,8 @@ from diffseg.cli.errors import user_errors
 from diffseg.cli.options import (
     SPLIT_HELP,
     CondOpt,
-    DatasetOpt,
+    ConfigOpt,
+    DatasetName,
     DeviceOpt,
     Encode,
     MapOpt,
@@ -26,13 +27,14 @@ from diffseg.cli.options import (
     SplitFileOpt,
     UncondPrompt,
     csv,
-    given,
+    from_file,
     ints,
     renamed,
     size,
 )
 from diffseg.cli.options import shard as parse_shard
-from diffseg.stages.extract.config import default
+from diffseg.core.errors import DiffsegError
+from diffseg.stages.extract.config import default, read_file
 from diffseg.stages.extract.recipe import RECIPES, recipe_options
 
 
@@ -60,7 +62,11 @@ def shown(name: str) -> str:
 
 @user_errors
 def extract(
-    dataset: DatasetOpt,
+    dataset: Annotated[
+        DatasetName | None,
+        typer.Option("--dataset", "-d", help="Dataset adapter (layouts: README); required unless --config gives it."),
+    ] = None,
+    config: ConfigOpt = None,
     root: RootOpt = None,
     split: Annotated[str | None, typer.Option(help=SPLIT_HELP, show_default=shown("split"))] = None,
     out: Annotated[
@@ -205,43 +211,49 @@ def extract(
     `diffseg extract --dataset gtav` reads data/gta and writes cache/gtav. Rerunning the same
     command resumes; a different config on an existing cache is refused.
     """
-    from diffseg.stages.extract import config
     from diffseg.stages.extract import job as stage
+    from diffseg.stages.extract.config import ExtractConfig
 
-    options = given(
-        dataset=dataset,
-        root=root,
-        split=split,
-        out=out,
-        model=model,
-        recipe=recipe,
-        preset=preset,
-        steps=ints(steps),
-        save_steps=ints(save_steps),
-        layers=csv(layers),
-        kinds=csv(kinds),
-        resolution=size(resolution),
-        scale=size(scale),
-        views=views,
-        photometric=photometric,
-        branches=csv(branches),
-        uncond_prompt=uncond_prompt,
-        limit=limit,
-        split_file=split_file,
-        mapillary_map=mapillary_map,
-        conditions=csv(conditions),
-        dask_workers=renamed("--dask-workers", "--workers", dask_workers, old_workers),
-        scheduler=scheduler,
-        shard=parse_shard(shard),
-        device=device,
-        seed=seed,
-        encode=encode,
-        raw_eps=raw_eps,
-        blk_sum=blk_sum,
-        classes=csv(classes),
-        descriptions=descriptions,
-        strict=strict or None,  # a pure flag: given only when set
-        codec=codec,
-        unet_batch=renamed("--unet-batch", "--batch-size", unet_batch, old_batch_size),
+    options = from_file(
+        config,
+        read_file,
+        dict(
+            dataset=dataset,
+            root=root,
+            split=split,
+            out=out,
+            model=model,
+            recipe=recipe,
+            preset=preset,
+            steps=ints(steps),
+            save_steps=ints(save_steps),
+            layers=csv(layers),
+            kinds=csv(kinds),
+            resolution=size(resolution),
+            scale=size(scale),
+            views=views,
+            photometric=photometric,
+            branches=csv(branches),
+            uncond_prompt=uncond_prompt,
+            limit=limit,
+            split_file=split_file,
+            mapillary_map=mapillary_map,
+            conditions=csv(conditions),
+            dask_workers=renamed("--dask-workers", "--workers", dask_workers, old_workers),
+            scheduler=scheduler,
+            shard=parse_shard(shard),
+            device=device,
+            seed=seed,
+            encode=encode,
+            raw_eps=raw_eps,
+            blk_sum=blk_sum,
+            classes=csv(classes),
+            descriptions=descriptions,
+            strict=strict or None,  # a pure flag: given only when set
+            codec=codec,
+            unet_batch=renamed("--unet-batch", "--batch-size", unet_batch, old_batch_size),
+        ),
     )
-    stage.main(config.ExtractConfig(**options), dry_run=dry_run)
+    if "dataset" not in options:
+        raise DiffsegError("no dataset: give --dataset or `dataset` in the [extract] table of a --config file")
+    stage.main(ExtractConfig(**options), dry_run=dry_run)

@@ -8,13 +8,14 @@ tests/test_cli_choices.py keeps the two equal.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeAlias
 
 import typer
 
 from diffseg.cli.errors import warn
+from diffseg.core.errors import DiffsegError
 from diffseg.pipeline.config import ENCODE_MODES, PRESETS
 from diffseg.stages.demo.config import SIZES
 from diffseg.stages.extract.config import MAPILLARY_MAPS
@@ -163,4 +164,30 @@ PartialOpt = Annotated[
         "complete samples are read and the run records which. Without it such a cache is refused."
     ),
 ]
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        exists=True,
+        dir_okay=False,
+        help="Config file (TOML; docs/guides/configs.md): its values replace the defaults, the options given "
+        "here replace its values. A run's config.toml reruns it.",
+    ),
+]
+
+
+def from_file(config: Path | None, read: Callable[[Path], dict], flags: dict[str, Any]) -> dict[str, Any]:
+    """The options a command runs with: the config file's (`read`: its table as given options), replaced by
+    the flags given (`flags`: None for a flag not given). Defaults < file < command line."""
+    return {**(read(config) if config is not None else {}), **given(**flags)}
+
+
+def required_cache(options: dict[str, Any], config: Path | None) -> str:
+    """The training cache: --cache, else the config file's `cache`; a one-line error when neither gives it."""
+    cache = options.pop("cache", None)
+    if cache is None:
+        where = f"`cache` in the config file {config}" if config is not None else "--config FILE with a `cache`"
+        raise DiffsegError(f"no training cache: give --cache or {where}")
+    return str(cache)
+
+
 CacheArg = Annotated[str, typer.Argument(callback=cache_location, help=CACHE_HELP)]

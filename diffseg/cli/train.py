@@ -14,6 +14,7 @@ import typer
 from diffseg.cli.errors import user_errors
 from diffseg.cli.options import (
     CACHE_HELP,
+    ConfigOpt,
     Consistency,
     DeviceOpt,
     Fusion,
@@ -21,14 +22,16 @@ from diffseg.cli.options import (
     TrainRecipe,
     cache_location,
     csv,
+    from_file,
     given,
     ints,
     renamed,
+    required_cache,
 )
 from diffseg.stages.train.config import default as train_default
 
 # Light (a dataclass, no torch): --help shows TrainConfig's defaults instead of restating them.
-from diffseg.stages.train.config import recipe_defaults
+from diffseg.stages.train.config import read_file, recipe_defaults
 
 
 def shown(name: str, table: dict | None = None) -> str:
@@ -59,7 +62,13 @@ def threads(value: int | None, old: int | None) -> int | None:
 
 @user_errors
 def train(
-    cache: Annotated[str, typer.Option(callback=cache_location, help="Training feature cache. " + CACHE_HELP)],
+    cache: Annotated[
+        str | None,
+        typer.Option(
+            callback=cache_location, help="Training feature cache (required unless --config gives it). " + CACHE_HELP
+        ),
+    ] = None,
+    config: ConfigOpt = None,
     out: Annotated[Path | None, typer.Option(help="Run dir. Default runs/<cache name>-<YYYYmmdd-HHMMSS>.")] = None,
     eval_cache: Annotated[
         list[str] | None,
@@ -179,37 +188,45 @@ def train(
     """
     from diffseg.stages.train import job as stage
 
-    options = given(
-        recipe=recipe,
-        eval_caches=eval_cache or None,
-        layers=csv(layers),
-        save_steps=ints(save_steps),
-        kinds=csv(kinds),
-        branches=csv(branches),
-        fusion=fusion,
-        consistency=consistency,
-        w_cond=w_cond,
-        w_uncond=w_uncond,
-        w_cons=w_cons,
-        detach_teacher=detach_teacher,
-        rcs_temperature=rcs_temperature,
-        flip_features=flip_features,
-        iters=iters,
-        batch_size=batch_size,
-        lr=lr,
-        warmup=warmup,
-        eval_every=eval_every,
-        ckpt_every=ckpt_every,
-        workers=threads(read_threads, old_workers),
-        in_memory=in_memory,
-        sync_bn=sync_bn,
-        device=device,
-        seed=seed,
+    options = from_file(
+        config,
+        read_file,
+        dict(
+            cache=cache,
+            recipe=recipe,
+            eval_caches=eval_cache or None,
+            layers=csv(layers),
+            save_steps=ints(save_steps),
+            kinds=csv(kinds),
+            branches=csv(branches),
+            fusion=fusion,
+            consistency=consistency,
+            w_cond=w_cond,
+            w_uncond=w_uncond,
+            w_cons=w_cons,
+            detach_teacher=detach_teacher,
+            rcs_temperature=rcs_temperature,
+            flip_features=flip_features,
+            iters=iters,
+            batch_size=batch_size,
+            lr=lr,
+            warmup=warmup,
+            eval_every=eval_every,
+            ckpt_every=ckpt_every,
+            workers=threads(read_threads, old_workers),
+            in_memory=in_memory,
+            sync_bn=sync_bn,
+            device=device,
+            seed=seed,
+        ),
     )
+    cache = required_cache(options, config)
     run_options: dict[str, Any] = dict(out=out, resume=resume) | ({"allow_partial": True} if allow_partial else {})
     if seeds is not None:
         from diffseg.stages.runs.seeds import parse_seeds
 
+        if seed is None:  # --seeds replaces the file's seed
+            options.pop("seed", None)
         stage.main_seeds(cache=cache, seeds=parse_seeds(seeds), **run_options, **options)
     else:
         stage.main(cache=cache, **run_options, **options)

@@ -1,5 +1,6 @@
-"""The cells of `diffseg ablate`: the paper's Table IV rows (docs/design/method.md §7) and the
-feature-selection axis a cache makes cheap, as pure data planned from a cache's description.
+"""The cells of `diffseg ablate`, as pure data planned from a grid file (grid.py) and a cache's
+description. The default grid, grids/table4.toml, holds the paper's Table IV rows
+(docs/design/method.md §7) and the feature-selection axis a cache makes cheap; `ablate --grid` another.
 
 Table IV (always; reference = the paper's GTAV -> Cityscapes mIoU):
   baseline     one saved step (the least noisy: the smallest t), one layer per stride (`res`,
@@ -19,21 +20,16 @@ listed with its reason in `not_applicable`, never dropped.
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
+from diffseg.core.errors import DiffsegError
 from diffseg.core.layers import parse_layer
-
-# GTAV -> Cityscapes mIoU (%) of the paper's Table IV.
-PAPER_TABLE4: dict[str, float] = {
-    "baseline": 49.72,
-    "diff": 56.28,
-    "ipkl-nocons": 44.82,
-    "ipkl-kl": 57.81,
-    "ipkl-l2": 58.01,
-}
-TABLE4 = tuple(PAPER_TABLE4)
+from diffseg.stages.ablate.grid import DEFAULT_GRID, Rule, read_grid
+from diffseg.stages.train.config import RUNTIME_FIELDS, TrainConfig
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,6 +47,7 @@ class Cell:
     reference: float | None = None  # paper's GTAV -> Cityscapes mIoU (%)
     not_applicable: str | None = None  # why this cache cannot run the cell
     same_as: str | None = None  # an earlier cell with the identical training config
+    options: tuple[tuple[str, Any], ...] = ()  # further TrainConfig fields of this cell's run (a grid's overrides)
 
     @property
     def runs(self) -> bool:
@@ -58,7 +55,16 @@ class Cell:
 
     def train_key(self) -> tuple:
         """What decides the trained weights (cells with equal keys are the same run)."""
-        return (self.layers, self.save_steps, self.branches, self.consistency, self.w_cond, self.w_uncond, self.w_cons)
+        return (
+            self.layers,
+            self.save_steps,
+            self.branches,
+            self.consistency,
+            self.w_cond,
+            self.w_uncond,
+            self.w_cons,
+            self.options,
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,129 +109,86 @@ def baseline_layers(layout: CacheLayout) -> tuple[str, ...]:
     return tuple(n for n in layout.shared if n in chosen)
 
 
-def table4_cells(layout: CacheLayout) -> list[Cell]:
-    steps, shared = layout.save_steps, layout.shared
-    base = baseline_layers(layout)
-    uncond_only: dict[str, Any] = dict(branches=("uncond",), consistency="none", w_cond=0.0, w_cons=0.0)
-    return [
-        Cell(
-            name="baseline",
-            group="table4",
-            layers=base,
-            save_steps=(min(steps),),
-            **uncond_only,
-            description=f"t={min(steps)} only, res last j per stride ({_layers(len(base))}), uncond CE",
-            not_applicable=None if base else "the cache holds no res layer both branches share",
-        ),
-        Cell(
-            name="diff",
-            group="table4",
-            layers=shared,
-            save_steps=steps,
-            **uncond_only,
-            description=f"DIFF only: {_layers(len(shared))} x {_count(len(steps), 'step')}, uncond CE",
-        ),
-        Cell(
-            name="ipkl-nocons",
-            group="table4",
-            layers=shared,
-            save_steps=steps,
-            branches=("cond",),
-            consistency="none",
-            w_uncond=0.0,
-            w_cons=0.0,
-            description="cond CE only (trained on cond), scored on uncond",
-        ),
-        Cell(
-            name="ipkl-kl",
-            group="table4",
-            layers=shared,
-            save_steps=steps,
-            consistency="kl",
-            description="IPKL: cond CE + uncond CE + KL consistency",
-        ),
-        Cell(
-            name="ipkl-l2",
-            group="table4",
-            layers=shared,
-            save_steps=steps,
-            consistency="l2",
-            description="IPKL: cond CE + uncond CE + L2 consistency (full method)",
-        ),
-    ]
+def cells_of(rule: Rule, layout: CacheLayout) -> list[Cell]:
+    """The cells of one grid rule on this cache: one, or one per saved step / stride (`for_each`)."""
+    shared, steps = layout.shared, layout.save_steps
+    if rule.for_each == "save_step":
+        items: list[dict[str, Any]] = [{"t": t} for t in steps]
+    elif rule.for_each == "stride":
+        items = [{"s": s} for s in sorted({layout.stride(n) for n in shared}, reverse=True)]
+    else:
+        items = [{}]
+    return [_cell(rule, layout, item) for item in items]
 
 
-def feature_cells(layout: CacheLayout) -> list[Cell]:
-    """Selection subsets, each trained with the full method's loss (IPKL + L2)."""
-    steps, shared = layout.save_steps, layout.shared
-    cells = [
-        Cell(
-            name=f"steps-t{t}",
-            group="steps",
-            layers=shared,
-            save_steps=(t,),
-            description=f"saved step t={t} alone, all layers",
-        )
-        for t in steps
-    ]
-    cells.append(
-        Cell(
-            name="steps-all",
-            group="steps",
-            layers=shared,
-            save_steps=steps,
-            description=f"all {_count(len(steps), 'saved step')}, all layers",
-        )
+def _cell(rule: Rule, layout: CacheLayout, item: dict[str, Any]) -> Cell:
+    shared, steps = layout.shared, layout.save_steps
+    if rule.layers == "baseline":
+        layers = baseline_layers(layout)
+    else:
+        layers = tuple(n for n in shared if rule.layers == "shared" or layout.stride(n) == item["s"])
+    save_steps: tuple[int, ...] = (item["t"],) if rule.save_steps == "each" else steps
+    if rule.save_steps == "smallest":
+        save_steps = (min(steps),)
+    reason = None
+    if rule.kinds is not None:
+        layers = tuple(n for n in layers if layout.kind(n) in rule.kinds)
+        reason = missing_kinds(layout, rule.kinds)
+    if reason is None and not layers:
+        reason = rule.if_empty or "the cache holds no layer this cell selects"
+    kinds = rule.kinds or ()
+    context = {
+        "t": item.get("t", save_steps[0] if len(save_steps) == 1 else ""),
+        "s": item.get("s", ""),
+        "blocks": ",".join(map(str, sorted({parse_layer(n)[0] for n in layers}))),
+        "layers": _layers(len(layers)),
+        "steps": _count(len(save_steps), "step"),
+        "saved_steps": _count(len(save_steps), "saved step"),
+        "kinds": "+".join(kinds),
+        "kinds_listed": " + ".join(kinds),
+        "layers_note": "" if reason else f" ({_layers(len(layers))})",
+    }
+    try:
+        name, description = rule.name.format(**context), rule.description.format(**context)
+    except (KeyError, IndexError, ValueError) as err:
+        raise DiffsegError(f"{rule.where}: a placeholder in name or description: {err!r} (grids/table4.toml)") from None
+    return Cell(
+        name=name,
+        group=rule.group,
+        description=description,
+        layers=() if reason and rule.kinds is not None else layers,
+        save_steps=save_steps,
+        not_applicable=reason,
+        options=tuple(sorted(rule.options.items())),
+        **rule.loss,
     )
-    for s in sorted({layout.stride(n) for n in shared}, reverse=True):
-        sel = tuple(n for n in shared if layout.stride(n) == s)
-        blocks = sorted({parse_layer(n)[0] for n in sel})
-        cells.append(
-            Cell(
-                name=f"layers-s{s}",
-                group="layers",
-                layers=sel,
-                save_steps=steps,
-                description=f"stride 1/{s} alone (up{','.join(map(str, blocks))}: {_layers(len(sel))})",
-            )
-        )
-    cells += kind_cells(layout)
-    return cells
 
 
-def kind_cells(layout: CacheLayout) -> list[Cell]:
+def missing_kinds(layout: CacheLayout, kinds: tuple[str, ...]) -> str | None:
+    """Why a cell of these kinds cannot run on this cache (None: it can)."""
     have = {layout.kind(n) for n in layout.shared}
-    cells = []
-    for kinds in (("res",), ("res", "blk"), ("res", "blk", "xattn")):
-        name = "kinds-" + "+".join(kinds)
-        sel = tuple(n for n in layout.shared if layout.kind(n) in kinds)
-        missing = [k for k in kinds if k not in have]
-        reason = None
-        if "xattn" in missing:
-            reason = (
-                "xattn needs both branches to hold it: extract with --uncond-prompt classes and --kinds including xattn"
-            )
-        elif missing:
-            reason = f"the cache holds no {'/'.join(missing)} layers (extract with --kinds {','.join(kinds)})"
-        cells.append(
-            Cell(
-                name=name,
-                group="kinds",
-                layers=sel if not reason else (),
-                save_steps=layout.save_steps,
-                description=f"kinds {' + '.join(kinds)}" + (f" ({_layers(len(sel))})" if not reason else ""),
-                not_applicable=reason,
-            )
-        )
-    return cells
+    missing = [k for k in kinds if k not in have]
+    if "xattn" in missing:
+        return "xattn needs both branches to hold it: extract with --uncond-prompt classes and --kinds including xattn"
+    if missing:
+        return f"the cache holds no {'/'.join(missing)} layers (extract with --kinds {','.join(kinds)})"
+    return None
 
 
-def plan_cells(layout: CacheLayout, features: bool = True) -> list[Cell]:
-    """Table IV rows first, then (with `features`) the selection axis; duplicates marked same_as."""
+def feature_cells(layout: CacheLayout, grid: str | Path | None = None) -> list[Cell]:
+    """The cells of the grid outside Table IV (the default grid: the feature-selection axis), not deduplicated."""
+    return [c for rule in _rules(grid) if rule.group != "table4" for c in cells_of(rule, layout)]
+
+
+def plan_cells(layout: CacheLayout, features: bool = True, grid: str | Path | None = None) -> list[Cell]:
+    """The grid's cells (None: grids/table4.toml), in its order; without `features` only its Table IV rows
+    (group "table4"). Duplicates marked same_as; two cells of one name are refused."""
     assert "cond" in layout.branch_layers, "plan_cells needs a cache with the cond branch"
-    cells = [replace(c, reference=PAPER_TABLE4[c.name]) for c in table4_cells(layout)]
-    if features:
-        cells += feature_cells(layout)
+    cells = [c for rule in _rules(grid) if features or rule.group == "table4" for c in cells_of(rule, layout)]
+    names = [c.name for c in cells]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise DiffsegError(f"{grid or DEFAULT_GRID}: more than one cell named {', '.join(twice)}")
     seen: dict[tuple, str] = {}
     out = []
     for c in cells:
@@ -237,3 +200,24 @@ def plan_cells(layout: CacheLayout, features: bool = True) -> list[Cell]:
                 seen[key] = c.name
         out.append(c)
     return out
+
+
+# What a cell decides (its selection and loss): not an option of the whole ablation.
+CELL_DECIDED = frozenset({"layers", "save_steps", "kinds", "branches", "consistency", "w_cond", "w_uncond", "w_cons"})
+# The TrainConfig fields a grid cell may override besides: not the caches, the seed (--seed/--seeds) or
+# what only changes speed.
+CELL_OPTIONS = {
+    name: hint
+    for name, hint in typing.get_type_hints(TrainConfig).items()
+    if name not in CELL_DECIDED and name not in ("cache", "eval_caches", "seed", *RUNTIME_FIELDS)
+}
+
+
+def _rules(grid: str | Path | None) -> tuple[Rule, ...]:
+    return DEFAULT_RULES if grid is None else read_grid(grid, Cell, CELL_OPTIONS)
+
+
+DEFAULT_RULES = read_grid(DEFAULT_GRID, Cell, CELL_OPTIONS)
+# GTAV -> Cityscapes mIoU (%) of the paper's Table IV: the default grid's references.
+PAPER_TABLE4: dict[str, float] = {r.name: r.loss["reference"] for r in DEFAULT_RULES if r.group == "table4"}
+TABLE4 = tuple(PAPER_TABLE4)

@@ -31,7 +31,7 @@ from diffseg.core.errors import DiffsegError
 from diffseg.core.jobs import Done, Job, run_jobs
 from diffseg.core.stats import pct
 from diffseg.core.threads import available_cores
-from diffseg.stages.ablate.cells import CacheLayout, Cell, plan_cells
+from diffseg.stages.ablate.cells import CELL_DECIDED, CacheLayout, Cell, plan_cells
 from diffseg.stages.ablate.report import write_reports
 from diffseg.stages.device import resolve_device, spread
 from diffseg.stages.runs.files import CONFIG, read_json, write_json
@@ -69,12 +69,13 @@ def cache_layout(cache: str | Path) -> CacheLayout:
 
 def cell_options(cell: Cell, *, cache: str | Path, eval_caches: Sequence[str | Path], options: dict) -> dict:
     """Keywords of `train.main` for one cell: TrainConfig's defaults replaced by ABLATION_CELL, then by
-    the options given to `ablate`, then by the cell's selection and loss; scored once, at the end.
+    the options given to `ablate`, then by the cell's selection, loss and own options (a grid's
+    overrides: the more specific wins); scored once, at the end.
     On a GPU a cell reads with TrainConfig's reader threads: ABLATION_CELL's inline reads suit a CPU."""
     cell_defaults = dict(ABLATION_CELL)
     if str(options.get("device", "")).startswith("cuda"):
         del cell_defaults["workers"]
-    opts = {**cell_defaults, **options}
+    opts = {**cell_defaults, **options, **dict(cell.options)}
     return dict(
         cache=str(cache),
         eval_caches=[str(p) for p in eval_caches],
@@ -205,17 +206,21 @@ def plan(
     features: bool = True,
     seeds: tuple[int, ...] | None = None,
     only: Sequence[str] | None = None,
+    grid: str | Path | None = None,
     **options,
 ) -> Plan:
     """The cells and runs of one ablation (see `main`); refuses bad arguments before anything runs."""
     if not eval_caches:
         raise DiffsegError("ablate needs at least one --eval-cache (the targets the cells are scored on)")
     options = given(**options)
+    decided = sorted(set(options) & CELL_DECIDED)
+    if decided:
+        raise DiffsegError(f"ablate: the cells decide {', '.join(decided)}; give them in a --grid file, not as options")
     if seeds is not None and "seed" in options:
         raise DiffsegError("--seed and --seeds: give one of them")
     options["device"] = resolve_device(options.get("device", default("device"))).type
     layout = cache_layout(cache)
-    cells = plan_cells(layout, features=features)
+    cells = plan_cells(layout, features=features, grid=grid)
     if only is not None:
         unknown = sorted(set(only) - {c.name for c in cells})
         if unknown:
@@ -232,7 +237,8 @@ def plan(
 def main(*, jobs: int = 1, **arguments) -> Path:
     """Run every missing cell, then write ablation.md/.csv/.png under `out`; returns `out`.
 
-    `arguments`: those of `plan` (cache, eval_caches, out, features, seeds, only) and the TrainConfig
+    `arguments`: those of `plan` (cache, eval_caches, out, features, seeds, only, grid: a grid file, None:
+    grids/table4.toml) and the TrainConfig
     fields given for every cell (None or absent: not given, ABLATION_CELL's or TrainConfig's
     default). `seeds`: every cell once per seed under `<cell>/seed-<k>/`, the tables showing
     mean +- std over them. `only`: the names of the planned cells to run (e.g. the full method

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from diffseg.core import tomlfile
 from diffseg.core.errors import DiffsegError
 from diffseg.core.records import from_record
 from diffseg.pipeline.config import ENCODE_MODES, PRESETS
@@ -132,6 +133,26 @@ def option_names() -> tuple[str, ...]:
 def default(name: str):
     """ExtractConfig's default of one option (for help texts)."""
     return _FIELDS[name].default
+
+
+# A cache's config.toml, beside it (`<cache>.config.toml`): the ExtractConfig it was extracted with, as a
+# config file (core/tomlfile.py);
+# `extract --config` with another --out extracts the same cache again. The options that spread the work
+# (device, dask, shard) are comments: they change speed, not the features; a None option is resolved by
+# the plan (recipe, preset, dataset), the same way again.
+CONFIG_SUFFIX = ".config.toml"
+_COMMENTED = ("device", "dask_workers", "scheduler", "shard", "strict")
+_HEADER = """The options diffseg extract wrote this cache with (the cache record is the authority).
+Extract it again: diffseg extract --config THIS_FILE --out NEW_CACHE."""
+
+
+def read_file(path: str | Path) -> dict:
+    """The [extract] table of a config file as given options (ExtractConfig fields)."""
+    return tomlfile.read_table(path, "extract", ExtractConfig)
+
+
+def file_text(config: ExtractConfig) -> str:
+    return tomlfile.dumps({"extract": config.to_dict()}, header=_HEADER, commented=_COMMENTED)
 
 
 def _one_of(option: str, value: str | None, allowed: tuple[str, ...]) -> None:

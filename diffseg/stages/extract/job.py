@@ -18,12 +18,13 @@ import socket
 import sys
 import time
 from contextlib import closing
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from diffseg.core.errors import CacheMismatch, DataError, DiffsegError
 from diffseg.core.layers import LayerSpec, layer_specs
 from diffseg.stages.extract import share, sizes
-from diffseg.stages.extract.config import ExtractConfig
+from diffseg.stages.extract.config import CONFIG_SUFFIX, ExtractConfig, file_text
 from diffseg.stages.extract.plan import ExtractPlan, build_plan, extract_record, sample_ids
 from diffseg.stages.extract.recipe import describe
 from diffseg.stages.extract.worker import Outcome, open_plan_dataset
@@ -34,7 +35,12 @@ def main(config: ExtractConfig, *, dry_run: bool = False) -> dict | None:
     plan = build_plan(config)
     if dry_run:
         return dry_run_report(plan)
-    return run(plan)
+    from diffseg.cache import store
+
+    summary = run(plan)
+    text = file_text(replace(config, out=plan.out)).encode()
+    store.write_beside(plan.out, CONFIG_SUFFIX, text)  # the options, as a config file that extracts it again
+    return summary
 
 
 # 1-2. plan the samples and their size ------------------------------------------------------

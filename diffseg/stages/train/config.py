@@ -15,7 +15,9 @@ a default written anywhere else would be a second, diverging truth (a test check
 from __future__ import annotations
 
 from dataclasses import MISSING, asdict, dataclass, fields
+from pathlib import Path
 
+from diffseg.core import tomlfile
 from diffseg.core.errors import DiffsegError
 from diffseg.core.records import from_record
 
@@ -84,6 +86,25 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
         return from_record(cls, {**BEFORE_OPTION, **d}, tuples=_TUPLES)
+
+
+# A run's config.toml: its resolved config as a config file (core/tomlfile.py), `train --config` reruns it.
+# config.json stays the record. The runtime fields that name this machine's resources are written as
+# comments: they change speed, never the weights, and another machine has other devices.
+CONFIG_TOML = "config.toml"
+_COMMENTED = ("device", "workers", "in_memory", "stop_at")
+_HEADER = """The resolved configuration of a diffseg training run (config.json is its record).
+Rerun it: diffseg train --config config.toml --out NEW_RUN_DIR (the same weights on the same machine).
+Runtime options (device, read threads, ...) are comments: they change speed, not the result."""
+
+
+def read_file(path: str | Path) -> dict:
+    """The [train] table of a config file as given options: TrainConfig fields and `kinds` (job.SELECTION)."""
+    return tomlfile.read_table(path, "train", TrainConfig, extra={"kinds": tuple[str, ...]})
+
+
+def write_file(path: str | Path, cfg: TrainConfig) -> None:
+    tomlfile.write(path, {"train": cfg.to_dict()}, header=_HEADER, commented=_COMMENTED)
 
 
 # Recipes (docs/contributing.md §2: a variant is a function returning a config). `diffseg` is TrainConfig's

@@ -40,7 +40,8 @@ from diffseg.stages.runs.record import RunRecord, run_targets, score
 from diffseg.stages.runs.usage import usage_of
 from diffseg.stages.train import checkpoint, distributed
 from diffseg.stages.train.classstats import CLASS_STATS
-from diffseg.stages.train.config import TrainConfig, recorded_part
+from diffseg.stages.train.config import CONFIG_TOML, TrainConfig, recorded_part
+from diffseg.stages.train.config import write_file as write_train_file
 from diffseg.stages.train.distributed import DistEnv, sync_batchnorm, sync_buffers
 from diffseg.stages.train.order import build_order
 from diffseg.stages.train.progress import Progress, Window
@@ -148,6 +149,7 @@ class Trainer:
                 "torch_version": torch.__version__,
             },
         )
+        write_train_file(self.run / CONFIG_TOML, self.cfg)  # config.json's config as a rerunnable config file
         evals = [cache_fingerprint(r.path, r.record, r.ids) for r in (CacheReader(t.path) for t in self.targets)]
         write_json(self.run / CACHES, {"train": self.record.train_cache, "eval": evals})
         if self.class_stats is not None:
