@@ -23,7 +23,6 @@ from diffseg.cli.options import (
     cache_location,
     csv,
     from_file,
-    given,
     ints,
     renamed,
     required_cache,
