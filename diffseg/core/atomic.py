@@ -5,7 +5,8 @@ The new content goes to a temporary file beside the target, named
 `<target>.<random>.partial` (unique per call, so concurrent writers such as DDP ranks never
 share one), and is renamed over the target. A reader sees the old file or the new one, never a
 partial one; a crash leaves at most a `*.partial` file, which no reader opens; a failure removes
-the temporary file and re-raises.
+the temporary file and re-raises. The file gets the mode the umask gives any new file (0644
+under umask 022), whatever the library that wrote the temporary chose (safetensors makes 0600).
 """
 
 from __future__ import annotations
@@ -19,6 +20,20 @@ from pathlib import Path
 PARTIAL_SUFFIX = ".partial"
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where Linux shows it (os.umask sets it too)."""
+    with contextlib.suppress(OSError), open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+UMASK = _umask()  # read once, at import (before any thread could create a file meanwhile)
+
+
 @contextlib.contextmanager
 def atomic_target(path: str | os.PathLike, *, fsync: bool = False) -> Iterator[Path]:
     """Yield a temporary path to write `path`'s new content to (for writers that take a path,
@@ -29,6 +44,7 @@ def atomic_target(path: str | os.PathLike, *, fsync: bool = False) -> Iterator[P
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~UMASK)
         if fsync:
             fd = os.open(tmp, os.O_RDONLY)
             try:
