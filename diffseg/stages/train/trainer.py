@@ -13,6 +13,7 @@ in one go and N/2 + resume N/2 give the same weights (CPU, fixed seed).
 
 from __future__ import annotations
 
+import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -31,8 +32,10 @@ from diffseg.stages.runs.files import (
     CONFIG,
     METRICS,
     MetricsLog,
+    cache_change,
     cache_fingerprint,
     read_json,
+    trim_metrics,
     write_json,
 )
 from diffseg.stages.runs.model import build_segmentor
@@ -43,6 +46,7 @@ from diffseg.stages.train.config import TrainConfig, recorded_part
 from diffseg.stages.train.distributed import DistEnv
 from diffseg.stages.train.order import build_order
 from diffseg.stages.train.progress import Progress, Window
+from diffseg.stages.train.retention import KEEP, check_keep
 from diffseg.stages.train.sampling import MicroBatchSampler, dropout_seeds, flip_mask, micro_positions
 from diffseg.stages.train.schedule import lr_factor, set_lr
 from diffseg.stages.train.step import (
@@ -59,8 +63,18 @@ BRANCH_CODE = {"uncond": 0, "cond": 1}  # part of the dropout seed
 class Trainer:
     """One run: data, model, optimizer, and the loop; rank 0 writes the run directory."""
 
-    def __init__(self, cfg: TrainConfig, layer_specs: dict, run: Path, env: DistEnv, device: torch.device, fresh: bool):
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        layer_specs: dict,
+        run: Path,
+        env: DistEnv,
+        device: torch.device,
+        fresh: bool,
+        keep_checkpoints: int = KEEP,
+    ):
         self.cfg, self.run, self.env, self.device = cfg, Path(run), env, device
+        self.keep_checkpoints = check_keep(keep_checkpoints)
         self.layer_specs = layer_specs
         # 1. data
         reader = CacheReader(cfg.cache)
@@ -109,6 +123,8 @@ class Trainer:
         # the full extract config too, so predict/eval need not reopen the training cache (runs/record.py)
         train = {**self.train_fp, "extract": self.cache_record.extract.to_dict()}
         self.record = RunRecord(path=self.run, cfg=cfg, layer_specs=layer_specs, train_cache=train)
+        if not fresh:  # first: a changed training cache would otherwise be blamed on an evaluation cache
+            self._check_same_cache()
         self.targets = run_targets(self.record, cfg.eval_caches)
         # 4. run directory and starting point
         self.start = 0
@@ -116,6 +132,8 @@ class Trainer:
             self._write_records()
         else:
             self._restore()
+            if env.main:  # the lines logged after that checkpoint come again: keep one copy
+                trim_metrics(self.run / METRICS, self.start)
 
     # -- records ------------------------------------------------------------------------
     def _write_records(self) -> None:
@@ -139,19 +157,16 @@ class Trainer:
         if self.class_stats is not None:
             write_json(self.run / CLASS_STATS, self.class_stats)
 
+    def _check_same_cache(self) -> None:
+        change = cache_change(read_json(self.run / CACHES)["train"], self.record.train_cache)
+        if change is not None:
+            raise DiffsegError(f"--resume: {self.cfg.cache} changed since {self.run} started: {change}")
+
     def _restore(self) -> None:
-        recorded = read_json(self.run / CACHES)["train"]
-        for key in ("model_fingerprint", "extract_hash", "ids_hash"):
-            if recorded[key] != self.train_fp[key]:
-                raise DiffsegError(
-                    f"--resume: {self.cfg.cache} changed since {self.run} started: {key} was "
-                    f"{recorded[key]}, now {self.train_fp[key]}"
-                )
-        ckpts = checkpoint.list_checkpoints(self.run)
-        if not ckpts:
-            return  # interrupted before the first checkpoint: start over, same result
-        it, _ = ckpts[-1]
-        weights, state = checkpoint.load_checkpoint(self.run, it)
+        found = checkpoint.newest_usable(self.run, checkpoint.load_checkpoint, self._warn)
+        if found is None:
+            return  # interrupted before the first sound checkpoint: start over, same result
+        _, (weights, state) = found
         recorded_stats = state["sampler"].get("class_stats")
         have_stats = self.class_stats["digest"] if self.class_stats else None
         if recorded_stats != have_stats:
@@ -173,6 +188,10 @@ class Trainer:
         if self.device.type == "cuda" and state["rng"]["cuda"]:
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         self.start = int(state["iteration"])
+
+    def _warn(self, line: str) -> None:
+        if self.env.main:
+            print(f"warning: {line}", file=sys.stderr, flush=True)
 
     def _resume_state(self, iteration: int) -> dict:
         return {
@@ -299,7 +318,9 @@ class Trainer:
     # -- checkpoints and evaluation -------------------------------------------------------
     def _checkpoint(self, iteration: int) -> None:
         if self.env.main:
-            checkpoint.save_checkpoint(self.run, iteration, self.model.state_dict(), self._resume_state(iteration))
+            checkpoint.save_checkpoint(
+                self.run, iteration, self.model.state_dict(), self._resume_state(iteration), keep=self.keep_checkpoints
+            )
 
     def _evaluate(self, iteration: int, log: MetricsLog | None, progress: Progress, final: bool) -> None:
         if not (self.env.main and self.targets):
