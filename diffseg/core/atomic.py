@@ -35,10 +35,12 @@ UMASK = _umask()  # read once, at import (before any thread could create a file 
 
 
 @contextlib.contextmanager
-def atomic_target(path: str | os.PathLike, *, fsync: bool = False) -> Iterator[Path]:
+def atomic_target(path: str | os.PathLike, *, fsync: bool = False, exclusive: bool = False) -> Iterator[Path]:
     """Yield a temporary path to write `path`'s new content to (for writers that take a path,
     such as torch.save or safetensors); on a clean exit it replaces `path`. `fsync` flushes the
-    content to the device before the rename (checkpoints: a power cut keeps old or new)."""
+    content to the device before the rename (checkpoints: a power cut keeps old or new).
+    `exclusive`: create `path` or raise FileExistsError, never replace it (of processes racing to
+    create one file, exactly one succeeds: a hard link, which fails on an existing name)."""
     target = Path(path)
     tmp = target.with_name(f"{target.name}.{uuid.uuid4().hex}{PARTIAL_SUFFIX}")
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -51,16 +53,23 @@ def atomic_target(path: str | os.PathLike, *, fsync: bool = False) -> Iterator[P
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        os.replace(tmp, target)
+        if exclusive:
+            os.link(tmp, target)
+            os.unlink(tmp)
+        else:
+            os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
 
 
-def atomic_write(path: str | os.PathLike, data: bytes | str | Iterable[bytes], *, fsync: bool = False) -> None:
-    """`path` := data (bytes, text as UTF-8, or an iterable of buffers written one after another)."""
-    with atomic_target(path, fsync=fsync) as tmp, open(tmp, "wb") as f:
+def atomic_write(
+    path: str | os.PathLike, data: bytes | str | Iterable[bytes], *, fsync: bool = False, exclusive: bool = False
+) -> None:
+    """`path` := data (bytes, text as UTF-8, or an iterable of buffers written one after another);
+    `exclusive`: only if `path` does not exist (else FileExistsError; atomic_target)."""
+    with atomic_target(path, fsync=fsync, exclusive=exclusive) as tmp, open(tmp, "wb") as f:
         if isinstance(data, str):
             f.write(data.encode())
         elif isinstance(data, bytes | bytearray | memoryview):

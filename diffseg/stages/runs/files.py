@@ -9,15 +9,14 @@
 
 Default location: runs/<cache folder name>-<YYYYmmdd-HHMMSS>, with -2, -3, ... appended when
 that name is taken (several runs started in one second, e.g. a job array); `--resume` without
-`--out` takes the most recent run of that cache under runs/. A fresh run's folder is claimed
-with an exclusive mkdir (`claim`), so two processes never share one.
+`--out` takes the most recent run of that cache under runs/. A folder becomes a run's when its
+config.json is created, exclusively (`create_run`), so two processes never share one.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 
@@ -36,43 +35,39 @@ def default_run_dir(cache: str | Path, now: float | None = None) -> Path:
     return RUNS / f"{location.name(cache)}-{stamp}"
 
 
-def claim(folder: Path, marker: str) -> bool:
-    """Make an empty or new `folder` this process's: create it (and its parents), then create
-    `folder/marker` with an exclusive mkdir. False when the folder holds anything already (another
-    run, a file) or is a file; of processes racing for one folder, exactly one gets True."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:  # a file of that name
-        return False
-    if any(folder.iterdir()):
-        return False
-    try:
-        (folder / marker).mkdir()
-    except FileExistsError:  # another process claimed it between the look and the mkdir
-        return False
-    return True
+def default_names(run: Path) -> list[Path]:
+    """A default folder name and the ones tried when it is taken: `run`, `run`-2, ... `run`-MAX_SUFFIX."""
+    return [run, *(run.with_name(f"{run.name}-{k}") for k in range(2, MAX_SUFFIX + 1))]
 
 
-def release(folder: Path, marker: str) -> None:
-    """Undo `claim` for a run that failed before writing anything: remove the marker and the
-    folder while they are empty (only empty folders are ever removed)."""
-    for d in (folder / marker, folder):
-        if d.is_dir() and not any(d.iterdir()):
-            d.rmdir()
-
-
-def claim_new(out: Path | None, default: Path, marker: str) -> Path:
-    """A new folder claimed for this process: `out` (DiffsegError when it exists and is not empty),
-    else `default` or, when taken, `default`-2, -3, ..."""
-    if out is not None:
-        if not claim(Path(out), marker):
-            raise DiffsegError(f"{out} already exists; pass --resume to continue it or choose another --out")
-        return Path(out)
-    for k in range(1, MAX_SUFFIX + 1):
-        folder = default if k == 1 else default.with_name(f"{default.name}-{k}")
-        if claim(folder, marker):
-            return folder
+def new_folder(default: Path) -> Path:
+    """The first of `default_names(default)` that this call creates (an exclusive mkdir): a default
+    folder of several runs (`train --seeds`) that processes started together never share."""
+    for folder in default_names(default):
+        try:
+            folder.mkdir(parents=True)
+        except FileExistsError:
+            continue
+        return folder
     raise DiffsegError(f"{default} and its -2 .. -{MAX_SUFFIX} variants are all taken: choose an --out")
+
+
+def create_run(run: Path, config: dict, *, explicit: bool) -> Path:
+    """Create the run folder by creating its config.json exclusively (core/atomic.py): of processes
+    racing for one folder, exactly one gets it. An `explicit` --out that is taken (or not empty) is
+    a DiffsegError; a default name that is taken moves on to `run`-2, -3, ... Returns the folder."""
+    for folder in [run] if explicit else default_names(run):
+        if not explicit and folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+            continue  # another run's (or a file)
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            write_json(folder / CONFIG, config, exclusive=True)
+        except FileExistsError:
+            continue
+        return folder
+    if explicit:
+        raise DiffsegError(f"{run} already exists; pass --resume to continue it or choose another --out")
+    raise DiffsegError(f"{run} and its -2 .. -{MAX_SUFFIX} variants are all taken: choose an --out")
 
 
 def _run_order(run: Path, prefix: str) -> tuple[str, int, float]:
@@ -98,21 +93,23 @@ def latest_run(cache: str | Path) -> Path:
     return max(found, key=lambda d: _run_order(d, f"{name}-"))
 
 
-def resolve_run_dir(cache: str | Path, out: Path | None, resume: bool, marker: str) -> Path:
-    """Where the run lives; checks the --out/--resume rules. A fresh run's folder is claimed here
-    (`claim_new`, `marker` its claim); `release` it when the run fails before writing its records."""
+def resolve_run_dir(cache: str | Path, out: Path | None, resume: bool) -> Path:
+    """Where the run lives; checks the --out/--resume rules. A fresh run's folder is only a
+    candidate here: `create_run` makes it (or the next free default name) the run's."""
     if resume:
         run = Path(out) if out is not None else latest_run(cache)
         if not (run / CONFIG).is_file():
             raise DiffsegError(f"--resume: {run} is not a run directory (no {CONFIG})")
         return run
-    return claim_new(out, default_run_dir(cache), marker)
+    run = Path(out) if out is not None else default_run_dir(cache)
+    if out is not None and run.exists() and (not run.is_dir() or any(run.iterdir())):
+        raise DiffsegError(f"{run} already exists; pass --resume to continue it or choose another --out")
+    return run
 
 
-def write_json(path: Path, obj) -> None:
-    tmp = Path(f"{path}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+def write_json(path: Path, obj, *, exclusive: bool = False) -> None:
+    """`path` := obj as indented JSON, atomically; `exclusive`: FileExistsError if it exists."""
+    atomic_write(path, json.dumps(obj, indent=2, sort_keys=False) + "\n", exclusive=exclusive)
 
 
 def read_json(path: Path):

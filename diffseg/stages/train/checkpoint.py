@@ -82,9 +82,7 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def save_checkpoint(
-    run_dir: Path, iteration: int, state_dict: dict, resume_state: dict, *, keep: int = KEEP
-) -> Path:
+def save_checkpoint(run_dir: Path, iteration: int, state_dict: dict, resume_state: dict, *, keep: int = KEEP) -> Path:
     """Write weights + resume state + checksums for `iteration`; keep the newest `keep` checkpoints.
     Returns the state path. A write that fails (a full disk) leaves no temporary file and raises
     a DiffsegError naming the file; the checkpoints before it stay."""
@@ -149,7 +147,9 @@ def load_checkpoint(run_dir: Path, iteration: int) -> tuple[dict[str, torch.Tens
     return tensors, resume
 
 
-def newest_usable(run_dir: Path, open_one: Callable[[Path, int], T], warn: Callable[[str], None]) -> tuple[int, T] | None:
+def newest_usable(
+    run_dir: Path, open_one: Callable[[Path, int], T], warn: Callable[[str], None]
+) -> tuple[int, T] | None:
     """(iteration, open_one(run_dir, iteration)) of the newest checkpoint that opens, else None.
     Every checkpoint file present counts, listed or not, so a newer one that is cut off or
     altered is named in a warning (one line each) before falling back to the one before it."""
@@ -159,7 +159,7 @@ def newest_usable(run_dir: Path, open_one: Callable[[Path, int], T], warn: Calla
             return it, open_one(run_dir, it)
         except BadCheckpoint as err:
             earlier = [k for k in seen if k < it]
-            warn(f"{err}: falling back to {'iteration %d' % max(earlier) if earlier else 'iteration 0 (a fresh start)'}")
+            warn(f"{err}: " + (f"falling back to iteration {max(earlier)}" if earlier else "no earlier checkpoint"))
     return None
 
 

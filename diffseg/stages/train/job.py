@@ -17,11 +17,10 @@ from diffseg.cache import CacheReader
 from diffseg.core import location
 from diffseg.core.errors import DiffsegError
 from diffseg.stages.device import resolve_device
-from diffseg.stages.runs.files import CONFIG, claim_new, default_run_dir, read_json, release, resolve_run_dir
+from diffseg.stages.runs.files import CONFIG, default_run_dir, new_folder, read_json, resolve_run_dir
 from diffseg.stages.runs.model import held_layers
 from diffseg.stages.runs.seeds import seed_dir, write_summary
 from diffseg.stages.train import distributed
-from diffseg.stages.train.checkpoint import CKPT_DIR
 from diffseg.stages.train.classstats import class_counts
 from diffseg.stages.train.config import RUNTIME_FIELDS, TrainConfig, default, given, recipe_defaults
 from diffseg.stages.train.rcs import default_min_pixels
@@ -110,23 +109,20 @@ def main(*, cache: str | Path, out: Path | None = None, resume: bool = False, **
         torch.cuda.set_device(dev)
     distributed.init(env, dev)
     try:
+        run = distributed.broadcast(env, resolve_run_dir(cache, out, resume) if env.main else None)
         runtime = {k: opts.pop(k, default(k)) for k in ("workers", "in_memory", "stop_at")}
         runtime["device"] = str(dev)
-        if not resume:  # before the run folder is claimed: a refused option leaves no folder behind
-            cfg, layer_specs = resolve_config(cache=cache, **opts, **runtime)
-        run = Path(distributed.broadcast(env, resolve_run_dir(cache, out, resume, CKPT_DIR) if env.main else None))
         if resume:
-            cfg, layer_specs = _recorded(run, cache, runtime, opts)
-        try:
-            trainer = Trainer(cfg, layer_specs, run, env, dev, fresh=not resume)
-        except BaseException:
-            if not resume and env.main:  # it wrote nothing: the folder (name) is free again
-                release(run, CKPT_DIR)
-            raise
+            cfg, layer_specs = _recorded(Path(run), cache, runtime, opts)
+        else:
+            cfg, layer_specs = resolve_config(cache=cache, **opts, **runtime)
+        # a fresh run's folder is created with its records: `run` when given, else the next free default name
+        trainer = Trainer(cfg, layer_specs, Path(run), env, dev, fresh=not resume, explicit=out is not None)
+        run = distributed.broadcast(env, trainer.run if env.main else None)
         trainer.fit()
     finally:
         distributed.shutdown(env)
-    return run
+    return Path(run)
 
 
 def main_seeds(
@@ -140,16 +136,14 @@ def main_seeds(
         raise DiffsegError("--seed and --seeds: give one of them")
     if resume and out is None:
         raise DiffsegError("--seeds --resume: give the --out folder that holds the seed-<k> runs")
-    first = seed_dir(Path("."), seeds[0]).name  # the claim of a fresh parent: its first seed's folder
-    if resume:
-        assert out is not None  # refused above
-        parent = Path(out)
-        if not parent.is_dir():
-            raise DiffsegError(f"--resume: {parent} is not a folder of seed runs")
-    elif distributed.from_env().main:
-        parent = claim_new(out, default_run_dir(cache), first)
-    else:  # the other ranks of a torchrun job: rank 0 claims it (train.main broadcasts each seed's folder)
+    if out is None and distributed.from_env().main:  # rank 0 decides each seed's run folder (main)
+        parent = new_folder(default_run_dir(cache))
+    else:
         parent = Path(out) if out is not None else default_run_dir(cache)
+    if not resume and out is not None and parent.exists() and (not parent.is_dir() or any(parent.iterdir())):
+        raise DiffsegError(f"{parent} already exists; pass --resume to continue it or choose another --out")
+    if resume and not parent.is_dir():
+        raise DiffsegError(f"--resume: {parent} is not a folder of seed runs")
     for seed in seeds:
         run = seed_dir(parent, seed)
         again = resume and (run / CONFIG).is_file()

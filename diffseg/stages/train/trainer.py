@@ -16,6 +16,7 @@ from __future__ import annotations
 import sys
 import time
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -29,11 +30,11 @@ from diffseg.nn import LossConfig, ipkl_loss
 from diffseg.stages.device import autocast_dtype
 from diffseg.stages.runs.files import (
     CACHES,
-    CONFIG,
     METRICS,
     MetricsLog,
     cache_change,
     cache_fingerprint,
+    create_run,
     read_json,
     trim_metrics,
     write_json,
@@ -71,8 +72,11 @@ class Trainer:
         env: DistEnv,
         device: torch.device,
         fresh: bool,
+        explicit: bool = True,
         keep_checkpoints: int = KEEP,
     ):
+        """`run`: the run folder; a fresh run creates it with its records (`explicit`: it was given,
+        else it is a default name that moves on to the next free one when taken; runs/files.py)."""
         self.cfg, self.run, self.env, self.device = cfg, Path(run), env, device
         self.keep_checkpoints = check_keep(keep_checkpoints)
         self.layer_specs = layer_specs
@@ -129,19 +133,18 @@ class Trainer:
         # 4. run directory and starting point
         self.start = 0
         if fresh:
-            self._write_records()
+            self._write_records(explicit)
         else:
             self._restore()
             if env.main:  # the lines logged after that checkpoint come again: keep one copy
                 trim_metrics(self.run / METRICS, self.start)
 
     # -- records ------------------------------------------------------------------------
-    def _write_records(self) -> None:
+    def _write_records(self, explicit: bool) -> None:
         if not self.env.main:
             return
-        self.run.mkdir(parents=True, exist_ok=True)
-        write_json(
-            self.run / CONFIG,
+        self.run = create_run(
+            self.run,
             {
                 "config": self.cfg.to_dict(),
                 "layer_specs": self.layer_specs,
@@ -151,7 +154,9 @@ class Trainer:
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "torch_version": torch.__version__,
             },
+            explicit=explicit,
         )
+        self.record = replace(self.record, path=self.run)
         evals = [cache_fingerprint(r.path, r.record, r.ids) for r in (CacheReader(t.path) for t in self.targets)]
         write_json(self.run / CACHES, {"train": self.record.train_cache, "eval": evals})
         if self.class_stats is not None:
