@@ -444,11 +444,12 @@ def cache_show(
     cache: CacheArg,
     out: Annotated[Path, typer.Option(help="Folder for the PNGs.")],
     sample: Annotated[int, typer.Option(min=0, help="Sample index.")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="Replace pictures already in --out.")] = False,
 ) -> None:
     """PCA-to-RGB pictures of the cached features per layer and step, and xattn heat maps."""
     from diffseg.stages.tools import cache as stage
 
-    raise typer.Exit(stage.show(cache=cache, out=out, sample=sample))
+    raise typer.Exit(stage.show(cache=cache, out=out, sample=sample, overwrite=overwrite))
 
 
 @cache_app.command("migrate")
@@ -774,6 +775,7 @@ def predict(
         typer.Option(exists=True, file_okay=False, help="Label files with matching stems (train ids or palette)."),
     ] = None,
     device: Annotated[Device, typer.Option(help="auto picks cuda when available.")] = Device.auto,
+    overwrite: Annotated[bool, typer.Option(help="Replace masks and pictures already in --out.")] = False,
 ) -> None:
     """Segment images: palette PNG masks plus image | prediction (| ground truth) pictures."""
     from diffseg.stages.predict import job as stage
@@ -786,6 +788,7 @@ def predict(
         resolution=_size(resolution),
         labels=labels,
         device=device.value,
+        overwrite=overwrite,
     )
 
 

@@ -224,10 +224,10 @@ def verify(cache: str | Path, as_json: bool, data: bool = False, root: str | Pat
     return 1 if problems else 0
 
 
-def show(cache: str | Path, out: Path, sample: int) -> int:
+def show(cache: str | Path, out: Path, sample: int, overwrite: bool = False) -> int:
     from diffseg.stages.tools import cacheshow
 
-    paths = cacheshow.write_pictures(CacheReader(cache), Path(out), sample)
+    paths = cacheshow.write_pictures(CacheReader(cache), Path(out), sample, overwrite=overwrite)
     for p in paths:
         print(p)
     return 0
