@@ -268,7 +268,7 @@ def test_outputs_never_replace_inputs_and_replace_outputs_only_when_asked(run_di
     first = (out / "a.png").read_bytes()
     (out / "a.png").write_bytes(b"an earlier result")
     res = _predict(run, str(photos), "--out", str(out))
-    assert res.exit_code == 1 and "a.png already exists (and 5 more outputs)" in res.output
+    assert res.exit_code == 1 and "a.png already exists (and 5 more)" in res.output
     assert "--overwrite" in res.output and (out / "a.png").read_bytes() == b"an earlier result"
     assert _predict(run, str(photos), "--out", str(out), "--overwrite").exit_code == 0
     assert (out / "a.png").read_bytes() == first

@@ -48,7 +48,7 @@ def check_outputs(out: Path, files: Sequence[Path], inputs: Sequence[Path], *, o
         planned[real] = Path(f)
     existing = [f for f in files if Path(f).exists() or Path(f).is_symlink()]
     if existing and not overwrite:
-        more = f" (and {len(existing) - 1} more outputs)" if len(existing) > 1 else ""
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
         raise DiffsegError(
             f"{existing[0]} already exists{more}: pass --overwrite to replace it, or choose another --out"
         )

@@ -96,6 +96,8 @@ def save_checkpoint(run_dir: Path, iteration: int, state_dict: dict, resume_stat
     except (OSError, DiffsegError) as err:
         for p in (weights, state):  # what was complete of it: without its checksums it is never used
             p.unlink(missing_ok=True)
+        if isinstance(err, DiffsegError):  # save_weights's, naming the weights file
+            raise
         raise DiffsegError(f"{state.parent}: cannot write the checkpoint of iteration {iteration} ({err})") from err
     for old in to_drop([it for it, _ in list_checkpoints(run_dir)], keep):
         _sums_path(run_dir, old).unlink(missing_ok=True)  # first: a half-deleted checkpoint is not listed
