@@ -34,3 +34,20 @@ def test_target_path_is_unique_per_call(tmp_path):
         a.write_text("1")
         b.write_text("2")
     assert (tmp_path / "x").read_text() == "1"  # the outer context exits last
+
+
+def test_exclusive_creates_or_refuses_and_keeps_the_umask_mode(tmp_path):
+    import os
+    import stat
+
+    from diffseg.core.atomic import UMASK
+
+    atomic_write(tmp_path / "c.json", "first", exclusive=True)
+    with pytest.raises(FileExistsError):
+        atomic_write(tmp_path / "c.json", "second", exclusive=True)
+    assert (tmp_path / "c.json").read_text() == "first"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.json"]  # no temporary left
+    with atomic_target(tmp_path / "w.bin") as tmp:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT, 0o600)  # as safetensors creates its file
+        os.close(fd)
+    assert stat.S_IMODE((tmp_path / "w.bin").stat().st_mode) == 0o666 & ~UMASK

@@ -6,6 +6,7 @@ and trains a light run for two iterations: enough to have real weights, not a go
 """
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -283,3 +284,26 @@ def test_predict_and_eval_run_the_segmentor_under_the_same_autocast(run_dir, tmp
         logits = forward(model, {l: torch.from_numpy(feats[f"uncond/{l}"])[None].float() for l in LAYERS})
     up = torch.nn.functional.interpolate(logits.float(), size=(64, 64), mode="bilinear", align_corners=False)
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / "val0.png")), up.argmax(1)[0].numpy())
+
+
+def test_outputs_never_replace_inputs_and_replace_outputs_only_when_asked(run_dir, images, tmp_path):
+    _, run = run_dir
+    photos = tmp_path / "photos"
+    shutil.copytree(images, photos)
+    before = {p.name: p.read_bytes() for p in photos.iterdir()}
+    for out in (photos, tmp_path):  # the input folder itself, a folder above it
+        res = _predict(run, str(photos), "--out", str(out), "--overwrite")
+        assert res.exit_code == 1 and "Traceback" not in res.output
+        assert f"--out {out} " in res.output and "input" in res.output
+    res = _predict(run, str(photos / "a.png"), "--out", str(photos))  # the file's own folder
+    assert res.exit_code == 1 and "holds the input" in res.output
+    assert {p.name: p.read_bytes() for p in photos.iterdir()} == before  # nothing written, nothing replaced
+    out = tmp_path / "masks"
+    assert _predict(run, str(photos), "--out", str(out)).exit_code == 0
+    first = (out / "a.png").read_bytes()
+    (out / "a.png").write_bytes(b"an earlier result")
+    res = _predict(run, str(photos), "--out", str(out))
+    assert res.exit_code == 1 and "a.png already exists (and 5 more)" in res.output
+    assert "--overwrite" in res.output and (out / "a.png").read_bytes() == b"an earlier result"
+    assert _predict(run, str(photos), "--out", str(out), "--overwrite").exit_code == 0
+    assert (out / "a.png").read_bytes() == first

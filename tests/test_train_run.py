@@ -35,7 +35,8 @@ def test_run_directory_records(tmp_path):
         "checkpoints/iter_0000002.state.pt",
         "eval/iter_0000002.json",
     } <= names
-    assert "checkpoints/iter_0000001.state.pt" not in names  # only the newest is kept
+    assert {"checkpoints/iter_0000001.sha256", "checkpoints/iter_0000002.sha256"} <= names  # the newest two kept
+    assert (run / "checkpoints/iter_0000002.sha256").read_text().splitlines()[1].endswith("  iter_0000002.state.pt")
     record = json.loads((run / "config.json").read_text())
     cfg = TrainConfig.from_dict(record["config"])
     assert cfg.layers == ("up1.res2", "up2.res2", "up3.res2") and cfg.branches == ("uncond", "cond")

@@ -32,8 +32,14 @@ def predict(
         typer.Option(exists=True, file_okay=False, help="Label files with matching stems (train ids or palette)."),
     ] = None,
     device: DeviceOpt = None,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace masks and pictures already in --out (never the inputs).")
+    ] = False,
 ) -> None:
-    """Segment images: palette PNG masks plus image | prediction (| ground truth) pictures."""
+    """Segment images: palette PNG masks plus image | prediction (| ground truth) pictures.
+
+    --out may not hold any input (a folder of the inputs or above them is refused), and files already
+    there are refused unless --overwrite."""
     from diffseg.stages.predict import job as stage
 
     stage.main(
@@ -43,7 +49,7 @@ def predict(
         model=model,
         resolution=parse_size(resolution),
         labels=labels,
-        **given(device=device),
+        **given(device=device, overwrite=overwrite or None),
     )
 
 

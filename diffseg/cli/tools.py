@@ -84,11 +84,12 @@ def cache_show(
     cache: CacheArg,
     out: Annotated[Path, typer.Option(help="Folder for the PNGs.")],
     sample: Annotated[int, typer.Option(min=0, help="Sample index.")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="Replace pictures already in --out.")] = False,
 ) -> None:
     """PCA-to-RGB pictures of the cached features per layer and step, and xattn heat maps."""
     from diffseg.stages.tools import cache as stage
 
-    raise typer.Exit(stage.show(cache=cache, out=out, sample=sample))
+    raise typer.Exit(stage.show(cache=cache, out=out, sample=sample, overwrite=overwrite))
 
 
 @cache_app.command("migrate")

@@ -9,7 +9,8 @@ is not one is a DiffsegError naming it.
 
 Output names: `<stem>` for a file named directly, `<path relative to the folder without its
 suffix>` for a file found in a folder (so two folders' `0001.png` do not collide: a collision is
-an error naming both files).
+an error naming both files). The output folder may not overlap the inputs or the labels, and files
+already there are replaced only with `--overwrite` (core/outputs.py; checked before any model loads).
 
 Labels (`--labels DIR`): the file `DIR/<name>.png` (or `DIR/<stem>.png`), where <name> is the
 output name above. Accepted: a single-channel PNG (mode "L") or a palette PNG (mode "P", e.g. a
@@ -83,6 +84,11 @@ def gather_inputs(inputs: list[Path]) -> list[InputImage]:
     if not found:
         raise DiffsegError(f"no image found in {', '.join(map(str, inputs))}")
     return found
+
+
+def output_paths(out: Path, item: InputImage) -> tuple[Path, Path]:
+    """(mask, picture) written for one input: `<out>/<name>.png`, `<out>/<name>_vis.png`."""
+    return Path(out) / f"{item.name}.png", Path(out) / f"{item.name}_vis.png"
 
 
 def read_image(path: Path) -> np.ndarray:

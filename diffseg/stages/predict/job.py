@@ -29,11 +29,20 @@ from tqdm import tqdm
 
 from diffseg.core.errors import CacheMismatch, DiffsegError
 from diffseg.core.geometry import check_unet_size
+from diffseg.core.outputs import check_outputs
 from diffseg.nn.metrics import ConfusionMatrix, miou
 from diffseg.pipeline.config import TrajectoryConfig
 from diffseg.stages.device import autocast_dtype, resolve_device
 from diffseg.stages.extract.views import eval_image
-from diffseg.stages.predict.inputs import InputImage, find_label, gather_inputs, read_image, read_label, warn
+from diffseg.stages.predict.inputs import (
+    InputImage,
+    find_label,
+    gather_inputs,
+    output_paths,
+    read_image,
+    read_label,
+    warn,
+)
 from diffseg.stages.predict.online import image_logits
 from diffseg.stages.runs.record import RunRecord, extract_config, load_segmentor, read_run
 from diffseg.stages.viz import save_mask, side_by_side
@@ -129,10 +138,10 @@ def predict_image(
 
 
 def write_outputs(out: Path, item: InputImage, image: np.ndarray, pred: np.ndarray, gt: np.ndarray | None) -> None:
-    mask_path = out / f"{item.name}.png"
+    mask_path, vis_path = output_paths(out, item)
     mask_path.parent.mkdir(parents=True, exist_ok=True)
     save_mask(mask_path, pred)
-    side_by_side(image, pred, gt).save(out / f"{item.name}_vis.png")
+    side_by_side(image, pred, gt).save(vis_path)
 
 
 def main(
@@ -144,10 +153,13 @@ def main(
     resolution: tuple[int, int] | None = None,
     labels: Path | None = None,
     device: str = "auto",
+    overwrite: bool = False,
 ) -> Path:
-    # 1. cheap checks first (before any model loads): resolution, inputs, run, its training cache
+    # 1. cheap checks first (before any model loads): resolution, inputs, outputs, run, its training cache
     fixed = check_resolution(resolution)
     items = gather_inputs(list(inputs))
+    planned = [p for item in items for p in output_paths(Path(out), item)]
+    check_outputs(Path(out), planned, [*inputs, *([labels] if labels is not None else [])], overwrite=overwrite)
     record = read_run(Path(run))
     extract = extract_config(record)
     budget = area_budget(record)

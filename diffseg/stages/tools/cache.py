@@ -260,10 +260,10 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
-def show(cache: str | Path, out: Path, sample: int) -> int:
+def show(cache: str | Path, out: Path, sample: int, overwrite: bool = False) -> int:
     from diffseg.stages.tools import cacheshow
 
-    paths = cacheshow.write_pictures(CacheReader(cache), Path(out), sample)
+    paths = cacheshow.write_pictures(CacheReader(cache), Path(out), sample, overwrite=overwrite)
     for p in paths:
         print(p)
     return 0

@@ -23,7 +23,9 @@ import numpy as np
 from matplotlib.patches import Patch
 
 from diffseg.cache import CacheReader, schema
+from diffseg.core import location
 from diffseg.core.classes import CLASS_NAMES, PALETTE, colorize, present_classes
+from diffseg.core.outputs import check_outputs
 from diffseg.stages.viz import upscale
 
 CELL_IN = 2.2  # inches per picture
@@ -95,7 +97,7 @@ def feature_grid(r: CacheReader, i: int, branch: str, layers: list[str], label_H
     fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
     height = fig.get_figheight()
     fig.tight_layout(rect=(0, bottom / height, 1, 1 - top / height))
-    path = out / f"{branch}_features.png"
+    path = out / features_name(branch)
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
@@ -133,24 +135,51 @@ def xattn_grid(r: CacheReader, i: int, branch: str, layer: str, step: int, label
     fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.6, label="cross-attention (mean over heads and class tokens)")
     t = r.save_steps[step]
     fig.suptitle(f"{branch} {layer} cross-attention per class, t={t}, sample {r.ids[i]} (index {i})", fontsize=11)
-    path = out / f"{branch}_{layer}_t{t}.png"
+    path = out / xattn_name(branch, layer, t)
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
 
 
-def write_pictures(r: CacheReader, out: Path, i: int) -> list[Path]:
-    """All pictures of sample i of the cache into `out`; -> the files written."""
-    r.check_complete(i)
-    out.mkdir(parents=True, exist_ok=True)
-    label_HW = r.read(i, [schema.LABELS])[schema.LABELS]
+def features_name(branch: str) -> str:
+    return f"{branch}_features.png"
+
+
+def xattn_name(branch: str, layer: str, step: int) -> str:
+    return f"{branch}_{layer}_t{step}.png"
+
+
+def _layers(r: CacheReader, branch: str) -> tuple[list[str], list[str]]:
+    """(res/blk layers, xattn layers) the cache holds in `branch`."""
     specs, held = r.layer_specs, r.feature_names()
+    layers = [k for k in specs if schema.feature_name(branch, k) in held]
+    return [k for k in layers if specs[k].kind != "xattn"], [k for k in layers if specs[k].kind == "xattn"]
+
+
+def picture_paths(r: CacheReader, out: Path) -> list[Path]:
+    """The files `write_pictures` writes, in its order."""
     paths = []
     for branch in r.branches:
-        layers = [k for k in specs if schema.feature_name(branch, k) in held]
-        plain = [k for k in layers if specs[k].kind != "xattn"]
+        plain, xattn = _layers(r, branch)
+        paths += [out / features_name(branch)] if plain else []
+        paths += [out / xattn_name(branch, layer, t) for layer in xattn for t in r.save_steps]
+    return paths
+
+
+def write_pictures(r: CacheReader, out: Path, i: int, *, overwrite: bool = False) -> list[Path]:
+    """All pictures of sample i of the cache into `out`; -> the files written. Refused before
+    anything is written when `out` overlaps the (local) cache, or holds one of the pictures and
+    `overwrite` is False (core/outputs.py)."""
+    r.check_complete(i)
+    inputs = [location.local_path(r.path)] if location.is_local(r.path) else []
+    check_outputs(out, picture_paths(r, out), inputs, overwrite=overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    label_HW = r.read(i, [schema.LABELS])[schema.LABELS]
+    paths = []
+    for branch in r.branches:
+        plain, xattn = _layers(r, branch)
         if plain:
             paths.append(feature_grid(r, i, branch, plain, label_HW, out))
-        for layer in (k for k in layers if specs[k].kind == "xattn"):
+        for layer in xattn:
             paths += [xattn_grid(r, i, branch, layer, s, label_HW, out) for s in range(len(r.save_steps))]
     return paths

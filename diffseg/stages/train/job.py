@@ -18,7 +18,7 @@ from diffseg.cache.fastread import keep_freed_memory
 from diffseg.core import location
 from diffseg.core.errors import DiffsegError
 from diffseg.stages.device import resolve_device
-from diffseg.stages.runs.files import CONFIG, default_run_dir, read_json, resolve_run_dir
+from diffseg.stages.runs.files import CONFIG, default_run_dir, new_folder, read_json, resolve_run_dir
 from diffseg.stages.runs.model import held_layers
 from diffseg.stages.runs.seeds import seed_dir, write_summary
 from diffseg.stages.runs.usage import samples_used
@@ -124,7 +124,19 @@ def main(
             cfg, layer_specs = _recorded(Path(run), cache, runtime, opts)
         else:
             cfg, layer_specs = resolve_config(cache=cache, **opts, **runtime)
-        Trainer(cfg, layer_specs, Path(run), env, dev, fresh=not resume, allow_partial=allow_partial).fit()
+        # a fresh run's folder is created with its records: `run` when given, else the next free default name
+        trainer = Trainer(
+            cfg,
+            layer_specs,
+            Path(run),
+            env,
+            dev,
+            fresh=not resume,
+            explicit=out is not None,
+            allow_partial=allow_partial,
+        )
+        run = distributed.broadcast(env, trainer.run if env.main else None)
+        trainer.fit()
     finally:
         distributed.shutdown(env)
     return Path(run)
@@ -147,8 +159,11 @@ def main_seeds(
         raise DiffsegError("--seed and --seeds: give one of them")
     if resume and out is None:
         raise DiffsegError("--seeds --resume: give the --out folder that holds the seed-<k> runs")
-    parent = Path(out) if out is not None else default_run_dir(cache)
-    if not resume and parent.exists() and (not parent.is_dir() or any(parent.iterdir())):
+    if out is None and distributed.from_env().main:  # rank 0 decides each seed's run folder (main)
+        parent = new_folder(default_run_dir(cache))
+    else:
+        parent = Path(out) if out is not None else default_run_dir(cache)
+    if not resume and out is not None and parent.exists() and (not parent.is_dir() or any(parent.iterdir())):
         raise DiffsegError(f"{parent} already exists; pass --resume to continue it or choose another --out")
     if resume and not parent.is_dir():
         raise DiffsegError(f"--resume: {parent} is not a folder of seed runs")

@@ -13,8 +13,10 @@ in one go and N/2 + resume N/2 give the same weights (CPU, fixed seed).
 
 from __future__ import annotations
 
+import sys
 import time
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -28,11 +30,13 @@ from diffseg.nn import LossConfig, ipkl_loss
 from diffseg.stages.device import autocast, autocast_dtype
 from diffseg.stages.runs.files import (
     CACHES,
-    CONFIG,
     METRICS,
     MetricsLog,
+    cache_change,
     cache_fingerprint,
+    create_run,
     read_json,
+    trim_metrics,
     write_json,
 )
 from diffseg.stages.runs.model import build_segmentor
@@ -45,6 +49,7 @@ from diffseg.stages.train.config import write_file as write_train_file
 from diffseg.stages.train.distributed import DistEnv, sync_batchnorm, sync_buffers
 from diffseg.stages.train.order import build_order
 from diffseg.stages.train.progress import Progress, Window
+from diffseg.stages.train.retention import KEEP, check_keep
 from diffseg.stages.train.sampling import MicroBatchSampler, dropout_seeds, flip_mask, micro_positions
 from diffseg.stages.train.schedule import lr_factor, set_lr
 from diffseg.stages.train.step import (
@@ -69,8 +74,13 @@ class Trainer:
         device: torch.device,
         fresh: bool,
         allow_partial: bool = False,
+        explicit: bool = True,
+        keep_checkpoints: int = KEEP,
     ):
+        """`run`: the run folder; a fresh run creates it with its records (`explicit`: it was given,
+        else it is a default name that moves on to the next free one when taken; runs/files.py)."""
         self.cfg, self.run, self.env, self.device = cfg, Path(run), env, device
+        self.keep_checkpoints = check_keep(keep_checkpoints)
         self.layer_specs = layer_specs
         # 1. data: every complete sample; pending ones refused unless allowed (usage.py), rank 0's view on every rank
         reader = CacheReader(cfg.cache)
@@ -124,21 +134,24 @@ class Trainer:
         # the full extract config too, so predict/eval need not reopen the training cache (runs/record.py)
         train = {**self.train_fp, "extract": self.cache_record.extract.to_dict(), **usage.record()}
         self.record = RunRecord(path=self.run, cfg=cfg, layer_specs=layer_specs, train_cache=train)
+        if not fresh:  # first: a changed training cache would otherwise be blamed on an evaluation cache
+            self._check_same_cache()
         self.targets = run_targets(self.record, cfg.eval_caches, allow_partial)
         # 4. run directory and starting point
         self.start = 0
         if fresh:
-            self._write_records()
+            self._write_records(explicit)
         else:
             self._restore()
+            if env.main:  # the lines logged after that checkpoint come again: keep one copy
+                trim_metrics(self.run / METRICS, self.start)
 
     # -- records ------------------------------------------------------------------------
-    def _write_records(self) -> None:
+    def _write_records(self, explicit: bool) -> None:
         if not self.env.main:
             return
-        self.run.mkdir(parents=True, exist_ok=True)
-        write_json(
-            self.run / CONFIG,
+        self.run = create_run(
+            self.run,
             {
                 "config": self.cfg.to_dict(),
                 "layer_specs": self.layer_specs,
@@ -148,32 +161,32 @@ class Trainer:
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "torch_version": torch.__version__,
             },
+            explicit=explicit,
         )
+        self.record = replace(self.record, path=self.run)
         write_train_file(self.run / CONFIG_TOML, self.cfg)  # config.json's config as a rerunnable config file
         evals = [cache_fingerprint(r.path, r.record, r.ids) for r in (CacheReader(t.path) for t in self.targets)]
         write_json(self.run / CACHES, {"train": self.record.train_cache, "eval": evals})
         if self.class_stats is not None:
             write_json(self.run / CLASS_STATS, self.class_stats)
 
-    def _restore(self) -> None:
+    def _check_same_cache(self) -> None:
         recorded = read_json(self.run / CACHES)["train"]
-        for key in ("model_fingerprint", "extract_hash", "ids_hash"):
-            if recorded[key] != self.train_fp[key]:
-                raise DiffsegError(
-                    f"--resume: {self.cfg.cache} changed since {self.run} started: {key} was "
-                    f"{recorded[key]}, now {self.train_fp[key]}"
-                )
+        change = cache_change(recorded, self.record.train_cache)
+        if change is not None:
+            raise DiffsegError(f"--resume: {self.cfg.cache} changed since {self.run} started: {change}")
         was, now = recorded.get("partial"), self.record.train_cache.get("partial")
         if was != now:  # a partial run resumes on the very samples it started with, or not at all
             raise DiffsegError(
                 f"--resume: {self.run} started on {_samples(was)} of {self.cfg.cache}, which now has "
                 f"{_samples(now)}: start a new run with --out"
             )
-        ckpts = checkpoint.list_checkpoints(self.run)
-        if not ckpts:
-            return  # interrupted before the first checkpoint: start over, same result
-        it, _ = ckpts[-1]
-        weights, state = checkpoint.load_checkpoint(self.run, it)
+
+    def _restore(self) -> None:
+        found = checkpoint.newest_usable(self.run, checkpoint.load_checkpoint, self._warn)
+        if found is None:
+            return  # interrupted before the first sound checkpoint: start over, same result
+        _, (weights, state) = found
         recorded_stats = state["sampler"].get("class_stats")
         have_stats = self.class_stats["digest"] if self.class_stats else None
         if recorded_stats != have_stats:
@@ -195,6 +208,10 @@ class Trainer:
         if self.device.type == "cuda" and state["rng"]["cuda"]:
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         self.start = int(state["iteration"])
+
+    def _warn(self, line: str) -> None:
+        if self.env.main:
+            print(f"warning: {line}", file=sys.stderr, flush=True)
 
     def _resume_state(self, iteration: int) -> dict:
         return {
@@ -322,7 +339,9 @@ class Trainer:
     # -- checkpoints and evaluation -------------------------------------------------------
     def _checkpoint(self, iteration: int) -> None:
         if self.env.main:
-            checkpoint.save_checkpoint(self.run, iteration, self.model.state_dict(), self._resume_state(iteration))
+            checkpoint.save_checkpoint(
+                self.run, iteration, self.model.state_dict(), self._resume_state(iteration), keep=self.keep_checkpoints
+            )
 
     def _evaluate(self, iteration: int, log: MetricsLog | None, progress: Progress, final: bool) -> None:
         """Every rank scores its share of the targets (no rank waits alone in the next allreduce);
