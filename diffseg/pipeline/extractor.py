@@ -114,23 +114,24 @@ class FeatureExtractor:
         with torch.inference_mode():
             return self._encode(image[None], [(seeding.content_key(image), int(view))])
 
-    def uncond(self, image: np.ndarray, sample_id: str, view: int = 0, latent=None) -> dict[str, np.ndarray]:
-        """image uint8 [H, W, 3] -> {layer: float16 [S, C, h, w]}."""
+    def uncond(self, image: np.ndarray, sample_id: str, view: int = 0, latent=None, host: bool = True) -> dict:
+        """image uint8 [H, W, 3] -> {layer: float16 [S, C, h, w]} (numpy; host=False: tensors on the
+        model device, for extraction to encode there before the copy)."""
         out = self.extract_tensors(
             "uncond", image[None], [sample_id], views=[view], grad_mode="inference", latents=latent, dtype=torch.float16
         )
-        return {k: _np16(v[0]) for k, v in out.items()}
+        return {k: _out(v[0], host) for k, v in out.items()}
 
-    def uncond_batch(self, images: np.ndarray, sample_ids, views=None, latents=None) -> dict[str, np.ndarray]:
+    def uncond_batch(self, images: np.ndarray, sample_ids, views=None, latents=None, host: bool = True) -> dict:
         """images uint8 [B, H, W, 3] in one U-Net call per step -> {layer: float16 [B, S, C, h, w]}."""
         out = self.extract_tensors(
             "uncond", images, list(sample_ids), views=views, grad_mode="inference", latents=latents, dtype=torch.float16
         )
-        return {k: _np16(v) for k, v in out.items()}
+        return {k: _out(v, host) for k, v in out.items()}
 
     def cond(
-        self, image: np.ndarray, label: np.ndarray, sample_id: str, view: int = 0, latent=None
-    ) -> dict[str, np.ndarray]:
+        self, image: np.ndarray, label: np.ndarray, sample_id: str, view: int = 0, latent=None, host: bool = True
+    ) -> dict:
         """image uint8 [H, W, 3], label uint8 [H, W] train ids -> {layer: float16 [S, C, h, w]}."""
         out = self.extract_tensors(
             "cond",
@@ -142,7 +143,7 @@ class FeatureExtractor:
             latents=latent,
             dtype=torch.float16,
         )
-        return {k: _np16(v[0]) for k, v in out.items()}
+        return {k: _out(v[0], host) for k, v in out.items()}
 
     # -- tensor API (also for online use under no_grad) ------------------------------------------
     def extract_tensors(
@@ -326,5 +327,7 @@ class _Rows:
         return masked_average(x_next_K, self.masks_K1HW)[None]
 
 
-def _np16(t: torch.Tensor) -> np.ndarray:
-    return t.detach().to("cpu", torch.float16).numpy()
+def _out(t: torch.Tensor, host: bool) -> np.ndarray | torch.Tensor:
+    """float16 numpy on the host, or (host=False) the tensor where it lies."""
+    t = t.detach().to(dtype=torch.float16)
+    return t.cpu().numpy() if host else t
