@@ -332,10 +332,17 @@ def extract(
         int | None,
         typer.Option(
             min=1,
-            help="Images per U-Net call in the uncond branch (default 1). Recorded: batched calls round "
-            "differently, so a resume must use the same.",
+            help="Images per U-Net call in the uncond branch (default 1; 4 for evaluation caches on CUDA). "
+            "Recorded: batched calls round differently, so a resume must use the same.",
         ),
     ] = None,
+    joint_branches: Annotated[
+        bool,
+        typer.Option(
+            help="Walk both branches together: each step's uncond and cond rows in one U-Net call (fewer, "
+            "larger calls on a GPU). Recorded: it rounds differently, so a resume must use the same.",
+        ),
+    ] = False,
     dry_run: Annotated[
         bool, typer.Option(help="Print bytes per sample (per codec), the total and the free disk; write nothing.")
     ] = False,
@@ -384,6 +391,7 @@ def extract(
         strict=strict,
         codec=codec,
         batch_size=batch_size,
+        joint_branches=joint_branches,
         dry_run=dry_run,
     )
 

@@ -73,6 +73,7 @@ def extract_options(cfg: DemoConfig, model: str, device: str) -> dict[str, Any]:
         resolution=(cfg.resolution, cfg.resolution),
         uncond_prompt="classes",
         device=device,
+        batch_size=1,  # one image per U-Net call on every device (CUDA's evaluation default is larger)
     )
 
 

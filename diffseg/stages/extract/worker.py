@@ -121,6 +121,16 @@ class SampleRunner:
         uncond branch runs the samples in one U-Net call per step (--batch-size; each keeps its
         own noise, seeded from its pixels and view), the cond branch one image at a time."""
         per: list[dict] = [{} for _ in items]
+        if self.plan.joint_branches:  # both branches' rows of a step in one U-Net call (--joint-branches)
+            images, labels = np.stack([it.image for it in items]), np.stack([it.label for it in items])
+            latents = torch.cat([it.latent for it in items])
+            sids, views = [it.sid for it in items], [it.view for it in items]
+            joint = self.extractor.joint(images, labels, sids, views, latents, host=False)
+            for branch in self.plan.branches:
+                for b, arrays in enumerate(per):
+                    for layer in self.plan.branch_layers(branch):
+                        arrays[f"{branch}/{layer}"] = joint[branch][layer][b]
+            return per
         for branch in self.plan.branches:
             if branch == "cond":
                 outs = [self.extractor.cond(it.image, it.label, it.sid, it.view, it.latent, host=False) for it in items]
