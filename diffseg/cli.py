@@ -343,6 +343,20 @@ def extract(
             "larger calls on a GPU). Recorded: it rounds differently, so a resume must use the same.",
         ),
     ] = False,
+    block_minutes: Annotated[
+        float | None,
+        typer.Option(
+            min=0.01,
+            help="Dask: minutes a block of samples should take (default 30): a lost worker redoes at most one block.",
+        ),
+    ] = None,
+    sample_seconds: Annotated[
+        float | None,
+        typer.Option(
+            min=0.001,
+            help="Dask: seconds one sample takes, to size the blocks (default: measured on a first block per worker).",
+        ),
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option(help="Print bytes per sample (per codec), the total and the free disk; write nothing.")
     ] = False,
@@ -392,6 +406,8 @@ def extract(
         codec=codec,
         batch_size=batch_size,
         joint_branches=joint_branches,
+        block_minutes=block_minutes,
+        sample_seconds=sample_seconds,
         dry_run=dry_run,
     )
 

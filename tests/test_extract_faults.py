@@ -157,3 +157,20 @@ def test_a_full_disk_mid_sample_is_one_line_and_the_rerun_finishes(clean, tmp_pa
     result = extract("--limit", "4", out=out)
     assert result.exit_code == 0 and "done: 2 samples written" in result.output, result.output
     assert_same_bytes(clean, arrays(out))
+
+
+def test_a_held_lock_is_refreshed_while_a_block_runs(tmp_path, monkeypatch):
+    """The holder's thread keeps the lock fresh however long a block takes (the coordinator hears of a
+    dask block only when it ends): a lock aged past LOCK_STALE_S is fresh again before it is released."""
+    from diffseg.stages.extract import share
+
+    monkeypatch.setattr(share, "LOCK_REFRESH_S", 0.05)
+    with share.exclusive(str(tmp_path / "c"), None) as lock:
+        assert lock is not None
+        old = time.time() - share.LOCK_STALE_S - 1
+        os.utime(lock, (old, old))
+        deadline = time.time() + 30
+        while lock.stat().st_mtime == old and time.time() < deadline:
+            time.sleep(0.02)
+        assert time.time() - lock.stat().st_mtime < share.LOCK_STALE_S
+    assert not lock.exists()

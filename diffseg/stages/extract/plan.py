@@ -37,6 +37,9 @@ DEMO_SIZE = (128, 128)
 DEFAULT_MODEL = "stabilityai/stable-diffusion-2-1"
 
 
+BLOCK_MINUTES = 30.0  # dask blocks take about this long: a lost worker redoes at most that much
+
+
 @dataclass(frozen=True, kw_only=True)
 class ExtractPlan:
     """A fully resolved `diffseg extract` run; sizes are (W, H)."""
@@ -73,6 +76,8 @@ class ExtractPlan:
     batch_size: int = 1  # uncond images per U-Net call; sample i is in batch i // batch_size (recorded)
     overlap: bool = True  # reads and writes in threads beside the U-Net (overlap.py); False: benchmarks
     joint_branches: bool = False  # both branches' rows of a step in one U-Net call (recorded)
+    block_minutes: float = BLOCK_MINUTES  # dask: a block's time budget (cluster.py)
+    sample_seconds: float | None = None  # dask: seconds per sample for that budget; None: measured
 
     def branch_layers(self, branch: str) -> tuple[str, ...]:
         """Layers this branch stores: every branch stores every layer (the branches share the
@@ -184,6 +189,8 @@ def build_plan(
     codec=None,
     batch_size=None,
     joint_branches=False,
+    block_minutes=None,
+    sample_seconds=None,
     **unused,
 ) -> ExtractPlan:
     """The CLI keywords of `extract` (cli.py) resolved into a plan; raises DiffsegError on bad values.
@@ -248,7 +255,13 @@ def build_plan(
         codec=normalize_spec(codec or "raw"),
         batch_size=default_batch_size(dev, kind) if batch_size is None else int(batch_size),
         joint_branches=bool(joint_branches),
+        block_minutes=BLOCK_MINUTES if block_minutes is None else float(block_minutes),
+        sample_seconds=None if sample_seconds is None else float(sample_seconds),
     )
+    if not plan.block_minutes > 0 or (plan.sample_seconds is not None and not plan.sample_seconds > 0):
+        raise DiffsegError(
+            f"--block-minutes {plan.block_minutes} and --sample-seconds {plan.sample_seconds}: expected positive numbers"
+        )
     if plan.batch_size < 1:
         raise DiffsegError(f"--batch-size {plan.batch_size}: expected at least 1")
     if plan.joint_branches and set(plan.branches) != {"uncond", "cond"}:

@@ -296,15 +296,23 @@ def warm_up(plan: ExtractPlan, torch_threads: int | None) -> float:
     return time.perf_counter() - t0
 
 
-def run_block(plan: ExtractPlan, indices: list[int], torch_threads: int | None) -> list[Outcome]:
-    """A dask task: extract and write a contiguous block of samples; stops at a bad one if strict."""
+def run_block(plan: ExtractPlan, indices: list[int], torch_threads: int | None) -> tuple[list[Outcome], float]:
+    """A dask task: extract and write a contiguous block of samples; stops at a bad one if strict.
+    -> (one Outcome per sample, the block's wall seconds). Samples already complete (written by a
+    failed try of this block, which dask retries) are not computed again: their Outcome says written."""
+    from diffseg.cache import schema
+
     _set_threads(torch_threads)
+    t0 = time.perf_counter()
     outcomes = []
     with _LOCK:
         runner = runner_for(plan)
-        with closing(runner.run_many(indices)) as outs:
+        status = runner.writer.status()
+        done = {i for i in indices if status[i] == schema.COMPLETE}
+        outcomes = [Outcome(index=i, id=runner.ids[i], written=True) for i in sorted(done)]
+        with closing(runner.run_many([i for i in indices if i not in done])) as outs:
             for out in outs:
                 outcomes.append(out)
                 if not out.written and plan.strict:
                     break
-    return outcomes
+    return sorted(outcomes, key=lambda o: o.index), time.perf_counter() - t0
