@@ -281,8 +281,8 @@ def sd_shaped_encode(device: str, repeat: int = 3) -> None:
             t_np = min(t_np, time.perf_counter() - t0)
             sync()
             t0 = time.perf_counter()
-            for x, sh in zip(txs, tshared):
-                {k: v.cpu().numpy() for k, v in encode_torch(codec, x, sh).items()}
+            for tx, tsh in zip(txs, tshared):
+                {k: v.cpu().numpy() for k, v in encode_torch(codec, tx, tsh).items()}
             t_t = min(t_t, time.perf_counter() - t0)
         print(f"  {spec:24s} {mb / t_np:8.0f} {mb / t_t:8.0f} {t_np / t_t:6.1f}")
 
