@@ -99,6 +99,8 @@ def test_the_first_wave_measures_a_sample_and_the_rest_fits_the_budget(monkeypat
     plan = SimpleNamespace(block_minutes=2.0, sample_seconds=60.0, batch_size=2)
     assert sum(len(o) for o in cluster.run_blocks(client, plan, list(range(20)), None)) == 20
     assert all(len(b) == 2 for b in ran)
+    measured = SimpleNamespace(block_minutes=2.0, sample_seconds=None, batch_size=2)
+    assert list(cluster.run_blocks(client, measured, [], None)) == []  # nothing pending: no first wave to wait for
 
 
 def test_a_retried_block_skips_the_samples_its_failed_try_completed(monkeypatch):

@@ -170,6 +170,8 @@ def run_blocks(client, plan: ExtractPlan, pending: list[int], threads: int | Non
     is split by that."""
     from distributed import as_completed
 
+    if not pending:
+        return
     n = n_workers(client)
     plan_f = client.scatter(plan, broadcast=True)
     futures = []
