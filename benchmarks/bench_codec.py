@@ -246,6 +246,47 @@ def sd_shaped_decode() -> None:
         print(f"  {spec:24s} {mb / t_np:8.0f} {mb / t_t:8.0f} {err:8.1e}")
 
 
+def sd_shaped_encode(device: str, repeat: int = 3) -> None:
+    """Encode MB/s (float16 in) at SD 2.1 `5step` shapes for a 256 px crop: numpy's Codec.encode (what
+    the writer's one thread ran before) against encode_torch on `device` (what extraction runs, before
+    the copy to the host; the copy of the parts included), same input, best of `repeat`."""
+    import torch
+
+    from diffseg.cache.codecs import PcaFit, encode_torch, parse_codec
+
+    rng = np.random.default_rng(0)
+    xs = [fake_features(rng, 5, c, s, s) for c, s in [(1280, 8), (640, 16), (320, 32)]]
+    for x in xs:
+        x.reshape(-1)[rng.integers(0, x.size, x.size // 2000)] = 300
+    mb = sum(x.nbytes for x in xs) / 1e6
+    dev = torch.device(device)
+    txs = [torch.from_numpy(x).to(dev) for x in xs]
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    print(f"\nSD 2.1 5step shapes, 256 px, one sample ({mb:.1f} MB float16), encode MB/s, torch threads "
+          f"{torch.get_num_threads()}, torch on {device}")  # fmt: skip
+    print(f"  {'codec':24s} {'numpy':>8s} {'torch':>8s} {'ratio':>6s}")
+    for spec in ("int8", "pca:k=32"):
+        codec = parse_codec(spec)
+        shared = []
+        for x in xs:
+            fit = PcaFit(x.shape[1])
+            fit.add(x)
+            shared.append(fit.basis(codec.k(x.shape[1])) if codec.name == "pca" else {})
+        tshared = [{k: torch.from_numpy(v).to(dev) for k, v in sh.items()} or None for sh in shared]
+        t_np = t_t = float("inf")
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            for x, sh in zip(xs, shared):
+                codec.encode(x, sh)
+            t_np = min(t_np, time.perf_counter() - t0)
+            sync()
+            t0 = time.perf_counter()
+            for tx, tsh in zip(txs, tshared):
+                {k: v.cpu().numpy() for k, v in encode_torch(codec, tx, tsh).items()}
+            t_t = min(t_t, time.perf_counter() - t0)
+        print(f"  {spec:24s} {mb / t_np:8.0f} {mb / t_t:8.0f} {t_np / t_t:6.1f}")
+
+
 def sd21_bytes(measured_bitround: dict[str, list[float]]) -> None:
     """Bytes of one 512 px sample per branch at SD 2.1 shapes (geometry from the U-Net config)."""
     from diffseg.cache.codecs import resolve
@@ -274,7 +315,16 @@ def main() -> None:
     ap.add_argument("--cache", help="measure the arrays of this cache instead of synthetic ones")
     ap.add_argument("--features", nargs="+", help="raw caches: the table of diffseg's feature codecs")
     ap.add_argument("--work", default=None, help="folder for the converted caches (default: a temporary one)")
+    ap.add_argument("--encode", action="store_true", help="only the encode MB/s of int8 and pca, numpy against torch")
+    ap.add_argument("--device", default="cpu", help="--encode: the torch side's device (e.g. cuda)")
+    ap.add_argument("--threads", type=int, default=1, help="--encode: torch threads (numpy's encode uses one)")
     args = ap.parse_args()
+    if args.encode:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        sd_shaped_encode(args.device)
+        return
     from diffseg.cache.fastread import keep_freed_memory
 
     keep_freed_memory()  # as the commands that read caches do (cache/fastread.py)

@@ -13,9 +13,15 @@ import zarr
 from diffseg.cache import CacheReader, FeatureDataset, store
 from diffseg.cache.codecs import (
     BASIS,
+    CODES,
     MEAN,
+    OFFSET,
+    OUT_INDEX,
+    OUT_VALUE,
+    SCALE,
     PcaFit,
     decode,
+    encode_torch,
     normalize_spec,
     parse_codec,
     resolve,
@@ -144,6 +150,74 @@ def test_torch_decode_of_a_batch_equals_numpy(spec):
     assert got.dtype == torch.float32
     # float32 sums in another order: a few ulps of the largest value
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-6 * np.abs(want).max())
+
+
+# -- torch encoding (extraction, on its device) -------------------------------------------------------
+@pytest.mark.parametrize("pct", [99.0, 99.9, 100.0])
+def test_torch_int8_encode_equals_numpy(pct):
+    x = spiky(4)
+    codec = parse_codec(f"int8:pct={pct}")
+    want = codec.encode(x)
+    got = {s: t.numpy() for s, t in encode_torch(codec, torch.from_numpy(x)).items()}
+    assert {s: (a.shape, a.dtype) for s, a in got.items()} == {s: (a.shape, a.dtype) for s, a in want.items()}
+    for s in (CODES, OFFSET, SCALE):
+        assert np.array_equal(got[s], want[s]), s
+    # no ties among the spikes: the same outliers, in another order within each tail
+    m = want[OUT_INDEX].shape[-1] // 2
+    for lo_hi in (slice(0, m), slice(m, 2 * m)):
+        assert np.array_equal(np.sort(got[OUT_INDEX][..., lo_hi], -1), np.sort(want[OUT_INDEX][..., lo_hi], -1))
+    assert np.array_equal(codec.decode_numpy(got), codec.decode_numpy(want))
+
+
+def test_torch_int8_encode_of_tied_tails_decodes_the_same():
+    x = spiky(5, (1, 4, 8, 8))
+    x[0, :, :3] = x[0, :, :3].max()  # 24 equal largest values per channel: which count as outliers is a tie
+    x[0, 1] = -2.0  # a constant channel: every value a tie
+    codec = parse_codec("int8:pct=95")
+    want = codec.encode(x)
+    got = {s: t.numpy() for s, t in encode_torch(codec, torch.from_numpy(x)).items()}
+    for s in (CODES, OFFSET, SCALE):
+        assert np.array_equal(got[s], want[s]), s
+    assert np.array_equal(np.sort(got[OUT_VALUE], -1), np.sort(want[OUT_VALUE], -1))
+    assert np.array_equal(codec.decode_numpy(got), codec.decode_numpy(want))
+
+
+def test_torch_pca_encode_is_numpy_within_float16_rounding():
+    x = spiky(6, (3, 16, 8, 8))
+    fit = PcaFit(16)
+    fit.add(x)
+    shared = fit.basis(5)
+    codec = parse_codec("pca:k=5")
+    want = codec.encode(x, shared)[CODES]
+    tshared = {s: torch.from_numpy(a) for s, a in shared.items()}
+    got = encode_torch(codec, torch.from_numpy(x), tshared)[CODES].numpy()
+    assert got.dtype == np.float16 and got.shape == want.shape
+    # float32 sums in another order round to the same float16 or a neighbour
+    assert np.all(np.abs(got.astype(np.float64) - want) <= np.spacing(np.maximum(abs(got), abs(want))))
+    with pytest.raises(DiffsegError, match="overflow float16"):
+        encode_torch(codec, torch.from_numpy(x), {BASIS: tshared[BASIS] * 1e4, MEAN: tshared[MEAN]})
+
+
+def test_the_writer_writes_encoded_parts_as_its_own_encoding(tmp_path):
+    """Parts encoded ahead (extraction, on its device) are stored byte-identical to the arrays the
+    writer encodes itself; parts of the wrong shape are one DiffsegError and leave the sample pending."""
+    from diffseg.cache import CacheWriter
+
+    src, a, b = make_cache(tmp_path / "src", n=2), tmp_path / "a", tmp_path / "b"
+    convert(src, "int8", a, progress=False)
+    convert(src, "int8", b, progress=False)
+    wa, wb = CacheWriter.open(a), CacheWriter.open(b)
+    feats = {k: spiky(7, wa.shapes[k]) for k in wa.feature_names}
+    label = np.zeros(wa.label_shape, np.uint8)
+    wa.write_sample(0, feats, label)  # both rewrite sample 0: a encodes it, b gets it encoded
+    wb.write_sample(0, wb.encoder({k: torch.from_numpy(v) for k, v in feats.items()}), label)
+    assert_same_stored(a, b)
+    parts = wb.encoder(feats)
+    name = wb.feature_names[0]
+    parts[name][SCALE] = parts[name][SCALE][:, :1]
+    with pytest.raises(DiffsegError, match="part .scale"):
+        wb.write_sample(1, parts, label)
+    assert wb.status()[1] == 1  # refused before anything was written
 
 
 # -- specs ----------------------------------------------------------------------------------------

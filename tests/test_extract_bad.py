@@ -3,6 +3,7 @@ attributes and counted; `--strict` stops at the first with exit 1 (docs/design/a
 
 import numpy as np
 import pytest
+import torch
 from datagen import make_gtav
 from typer.testing import CliRunner
 
@@ -95,7 +96,9 @@ def _nan_in(monkeypatch, sample: str, dtypes: tuple[str, ...]):
         out = compute(self, items)
         for it, arrays in zip(items, out):
             if it.sid == sample and self.plan.compute_dtype in dtypes:
-                arrays["uncond/up3.res2"][0, 0, 0, 0] = np.nan
+                bad = torch.as_tensor(arrays["uncond/up3.res2"]).clone()  # features may be (inference) tensors
+                bad[0, 0, 0, 0] = np.nan
+                arrays["uncond/up3.res2"] = bad
         return out
 
     monkeypatch.setattr(SampleRunner, "batch_features", injected)

@@ -109,3 +109,23 @@ def test_cache_info_and_convert_show_the_codec_and_ratio(raw, tmp_path):
     assert "codec      pca:calib=16,k=4,seed=0+crc32c" in info.output and "ratio" in info.output
     bad = CliRunner().invoke(app, ["cache", "convert", str(raw), "--codec", "zfp", "--out", str(tmp_path / "z")])
     assert bad.exit_code == 1 and "unknown codec 'zfp'" in bad.output and "Traceback" not in bad.output
+
+
+def test_features_are_encoded_in_the_unet_thread_not_the_writers(tmp_path, monkeypatch):
+    """The codec runs where the features were computed (the calling thread, before the copy to the
+    host); the writer's thread only writes (overlap.py names its threads)."""
+    import threading
+
+    from diffseg.cache import codecs
+
+    threads = []
+    encode = codecs.encode_torch
+
+    def recorded(*args, **kw):
+        threads.append(threading.current_thread().name)
+        return encode(*args, **kw)
+
+    monkeypatch.setattr(codecs, "encode_torch", recorded)
+    result = extract("--codec", "int8", out=tmp_path / "cache")
+    assert result.exit_code == 0, result.output
+    assert threads and set(threads) == {threading.current_thread().name}

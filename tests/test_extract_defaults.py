@@ -16,7 +16,7 @@ from diffseg.cli import app
 from diffseg.core.errors import DiffsegError
 from diffseg.stages.extract import config, job
 from diffseg.stages.extract.config import DEFAULT_MODEL, ExtractConfig, default, option_names
-from diffseg.stages.extract.plan import ExtractPlan, build_plan
+from diffseg.stages.extract.plan import ExtractPlan, build_plan, default_batch_size
 from diffseg.stages.extract.recipe import RECIPE_OPTIONS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -126,6 +126,9 @@ def test_round_trip_through_json():
         seed=4,
         codec="int8",
         unet_batch=2,
+        joint_branches=True,
+        block_minutes=5.0,
+        sample_seconds=1.5,
         device="cpu",
         scheduler="tcp://h:8786",
         shard=(1, 4),
@@ -165,11 +168,12 @@ def test_bad_values_name_the_option(kw, option):
 def test_the_defaults_in_force_are_the_configs():
     plan = build_plan(ExtractConfig(dataset="gtav", device="cpu"))
     defaults = ExtractConfig(dataset="gtav")
-    assert (plan.model, plan.recipe, plan.codec, plan.batch_size) == (
-        defaults.model,
-        defaults.recipe,
-        defaults.codec,
-        defaults.unet_batch,
+    assert (plan.model, plan.recipe, plan.codec) == (defaults.model, defaults.recipe, defaults.codec)
+    assert defaults.unet_batch is None and plan.batch_size == default_batch_size("cpu", plan.kind) == 1
+    assert (plan.joint_branches, plan.block_minutes, plan.sample_seconds) == (
+        defaults.joint_branches,
+        defaults.block_minutes,
+        defaults.sample_seconds,
     )
     assert (plan.split, plan.uncond_prompt, plan.trajectory.seed, plan.strict) == (
         defaults.split,

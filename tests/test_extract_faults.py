@@ -216,3 +216,20 @@ def test_a_rerun_on_a_read_only_mount_is_one_line(tmp_path, monkeypatch):
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception  # no traceback
     (line,) = [l for l in result.output.splitlines() if l.startswith("error:")]
     assert str(out) in line and "read-only file system" in line and "Traceback" not in result.output
+
+
+def test_a_held_lock_is_refreshed_while_a_block_runs(tmp_path, monkeypatch):
+    """The holder's thread keeps the lock fresh however long a block takes (the coordinator hears of a
+    dask block only when it ends): a lock aged past LOCK_STALE_S is fresh again before it is released."""
+    from diffseg.stages.extract import share
+
+    monkeypatch.setattr(share, "LOCK_REFRESH_S", 0.05)
+    with share.exclusive(str(tmp_path / "c"), None) as lock:
+        assert lock is not None
+        old = time.time() - share.LOCK_STALE_S - 1
+        os.utime(lock, (old, old))
+        deadline = time.time() + 30
+        while lock.stat().st_mtime == old and time.time() < deadline:
+            time.sleep(0.02)
+        assert time.time() - lock.stat().st_mtime < share.LOCK_STALE_S
+    assert not lock.exists()

@@ -179,3 +179,35 @@ def test_overlapped_and_sequential_runs_write_the_same_bytes(tmp_path):
     finally:
         torch.set_num_threads(threads)
     assert_same_bytes(arrays(tmp_path / "overlap"), arrays(tmp_path / "sequential"))
+
+
+# -- --joint-branches and the default batch ------------------------------------------------------------
+def test_joint_branches_is_recorded_reruns_identically_and_refuses_the_other_setting(tmp_path):
+    """--joint-branches rounds as the larger U-Net call rounds: the record says so, a rerun writes the
+    same bytes, and a resume without it (or the default cache resumed with it) is refused in one line.
+    A default cache's record does not name the option (its record and hash stay as written)."""
+    joint, again, plain = tmp_path / "joint", tmp_path / "again", tmp_path / "plain"
+    for out in (joint, again):
+        result = extract("--joint-branches", "--limit", "2", out=out)
+        assert result.exit_code == 0, result.output
+    assert CacheReader(joint).record.extract.joint_branches is True
+    assert_same_bytes(arrays(joint), arrays(again))
+    assert extract("--limit", "2", out=plain).exit_code == 0
+    assert "joint_branches" not in CacheReader(plain).record.extract.to_dict()
+    for out, flags in ((joint, ()), (plain, ("--joint-branches",))):
+        result = extract(*flags, "--limit", "2", out=out)
+        assert result.exit_code == 1 and "Traceback" not in result.output
+        (line,) = [ln for ln in result.output.splitlines() if ln.startswith("error:")]
+        assert "extract.joint_branches" in line
+
+
+def test_joint_branches_needs_both_branches_and_cuda_evaluation_caches_batch_by_default():
+    from diffseg.stages.extract.config import ExtractConfig
+    from diffseg.stages.extract.plan import EVAL_CUDA_BATCH, build_plan, default_batch_size
+
+    kw = {"dataset": "demo", "model": "tiny", "resolution": (64, 64), "device": "cpu"}
+    with pytest.raises(DiffsegError, match="--joint-branches"):
+        build_plan(ExtractConfig(**kw, branches=("uncond",), joint_branches=True))
+    assert build_plan(ExtractConfig(**kw, split="val")).batch_size == 1  # the CPU keeps one image per call
+    assert default_batch_size("cuda", "eval") == EVAL_CUDA_BATCH > 1
+    assert default_batch_size("cuda", "train") == default_batch_size("cpu", "eval") == 1

@@ -154,6 +154,29 @@ def test_uncond_batch_matches_single(models, sample):
             np.testing.assert_allclose(batch[name][b].astype(np.float32), single[name].astype(np.float32), atol=4e-3)
 
 
+def test_joint_walks_both_branches_in_one_call_per_step_as_they_walk_apart(sample):
+    """joint: per step one U-Net call over B uncond rows and every image's 1 + n cond rows; each
+    branch's features are those of its own walk (uncond_batch, cond). In float64 they are equal after
+    the float16 rounding (in float32 the larger call's rounding grows to ~5e-2 through the random tiny
+    U-Net over five steps: that is why the option is recorded)."""
+    img, lab = sample
+    models = load_models("tiny", dtype=torch.float64)
+    ex = FeatureExtractor(models, preset("lite"), uncond_prompt="classes")
+    imgs = np.stack([img, img[::-1].copy()])
+    labs = np.stack([lab, lab[::-1].copy()])  # two present classes each: 1 + 2 cond rows per image
+    sizes, h = _count_unet_calls(models.unet)
+    got = ex.joint(imgs, labs, ["p", "q"])
+    h.remove()
+    assert sizes == [2 + 3 + 3] * 5
+    want = {"uncond": ex.uncond_batch(imgs, ["p", "q"])}
+    want["cond"] = {k: np.stack([ex.cond(imgs[b], labs[b], s)[k] for b, s in enumerate("pq")]) for k in want["uncond"]}
+    for branch in ("uncond", "cond"):
+        for name, w in want[branch].items():
+            assert got[branch][name].shape == w.shape and got[branch][name].dtype == np.float16
+            assert np.array_equal(got[branch][name], w), (branch, name)
+    assert not np.array_equal(got["uncond"]["up3.res2"], got["cond"]["up3.res2"])  # the walks differ
+
+
 def test_online_tensor_path_is_not_inference(models, sample):
     img, lab = sample
     ex = FeatureExtractor(models, preset("1step"))

@@ -29,13 +29,17 @@ Stored arrays (plain Zarr v3, one chunk per sample; "X" is "<branch>/<layer>", [
               it never mixes timesteps, so every step subset can be served.
 
 The dataset hands the trainer the stored parts; `decode` (torch) expands them on the training device.
+Extraction encodes with `encode_torch` on its own device, before the copy to the host (`DeviceEncoder`):
+the numpy `Codec.encode` on the writer's one thread was as slow as the GPU per sample. The two agree
+within each codec's bound: int8's codes, offsets, scales and decoded values are equal (which of equal
+values count as outliers may differ), pca's coefficients differ at most by float16 rounding.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,7 +113,8 @@ class Codec:
 
     # -- numpy ----------------------------------------------------------------------------
     def encode(self, x_SChw: np.ndarray, shared: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-        """{suffix: array} of one sample (float16 [S, C, h, w] in)."""
+        """{suffix: array} of one sample (float16 [S, C, h, w] in): the numpy reference that encode_torch,
+        which writes every cache, is held to (tests, benchmarks)."""
         if self.name in ("raw", "bitround"):  # bitround is applied by the zarr codec pipeline
             return {CODES: x_SChw}
         if self.name == "int8":
@@ -303,6 +308,94 @@ def decode(codec: Codec, parts: torch.Tensor | Mapping[str, torch.Tensor], share
         coef = parts[CODES].float()
         return torch.einsum("ck,bskhw->bschw", shared[BASIS], coef) + shared[MEAN][:, None, None]
     return parts[CODES].float()
+
+
+# -- torch (the extraction device) ---------------------------------------------------------------
+def encode_torch(
+    codec: Codec, x: torch.Tensor, shared: Mapping[str, torch.Tensor] | None = None
+) -> dict[str, torch.Tensor]:
+    """{suffix: tensor} of float16 [..., S, C, h, w] on any device: Codec.encode's parts, computed there."""
+    if codec.name in ("raw", "bitround"):
+        return {CODES: x}
+    if codec.name == "int8":
+        return int8_encode_torch(x, float(codec.p["pct"]))
+    assert shared is not None, "pca needs its basis"
+    return {CODES: pca_encode_torch(x, shared[BASIS], shared[MEAN])}
+
+
+def int8_encode_torch(x: torch.Tensor, pct: float) -> dict[str, torch.Tensor]:
+    """int8_encode with two top-k (m + 1) per channel instead of a partition: the m smallest and m largest
+    values are the outliers, the next ones lo and hi."""
+    *lead, h, w = x.shape
+    n = h * w
+    m = outliers_per_side(n, pct)
+    flat = x.reshape(*lead, n)
+    xf = flat.float()
+    if m:
+        small = torch.topk(xf, m + 1, dim=-1, largest=False)
+        large = torch.topk(xf, m + 1, dim=-1, largest=True)
+        index = torch.cat([small.indices[..., :m], large.indices[..., :m]], dim=-1)
+        lo, hi = small.values[..., m], large.values[..., m]
+    else:
+        index = torch.zeros((*lead, 0), dtype=torch.int64, device=x.device)
+        lo, hi = xf.amin(-1), xf.amax(-1)
+    scale = (hi - lo) / 255.0
+    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+    codes = torch.round((torch.clamp(xf, lo[..., None], hi[..., None]) - lo[..., None]) / safe[..., None])
+    return {
+        CODES: codes.clamp_(0, 255).to(torch.uint8).reshape(x.shape),
+        OFFSET: lo,
+        SCALE: scale,
+        OUT_INDEX: index.to(torch.int32),
+        OUT_VALUE: torch.gather(flat, -1, index).to(torch.float16),
+    }
+
+
+def pca_encode_torch(x: torch.Tensor, basis_Ck: torch.Tensor, mean_C: torch.Tensor) -> torch.Tensor:
+    coef = torch.einsum("ck,...chw->...khw", basis_Ck, x.float() - mean_C[:, None, None]).to(torch.float16)
+    if not bool(torch.isfinite(coef).all()):
+        raise DiffsegError("pca coefficients overflow float16: use another codec for this layer")
+    return coef
+
+
+class DeviceEncoder:
+    """Encodes one sample's features {"<branch>/<layer>": float16 [S, C, h, w]} where they lie (the
+    extraction's device; numpy arrays on the CPU) and copies the parts to the host: {name: {suffix:
+    ndarray}}, which CacheWriter.write_sample writes as they are. `shared(name)`: pca's basis and mean
+    (numpy), moved to each device once."""
+
+    def __init__(self, codecs: Mapping[str, Codec], shared: Callable[[str], Mapping[str, np.ndarray]]):
+        self.codecs = dict(codecs)
+        self._shared_of = shared
+        self._on: dict[tuple[str, torch.device], dict[str, torch.Tensor]] = {}
+
+    def _shared(self, name: str, device: torch.device) -> dict[str, torch.Tensor]:
+        if (name, device) not in self._on:
+            host = self._shared_of(name)
+            self._on[name, device] = {s: torch.from_numpy(np.asarray(a)).to(device) for s, a in host.items()}
+        return self._on[name, device]
+
+    def __call__(self, arrays: Mapping[str, torch.Tensor | np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+        return {name: self.encode(name, x) for name, x in arrays.items()}
+
+    def encode(self, name: str, x: torch.Tensor | np.ndarray) -> dict[str, np.ndarray]:
+        """{suffix: ndarray} of feature array `name`'s sample x (raw on the CPU: x's own memory)."""
+        t = torch.as_tensor(x)
+        codec = self.codecs[name]
+        shared = self._shared(name, t.device) if codec.name == "pca" else None
+        return {s: p.cpu().numpy() for s, p in encode_torch(codec, t, shared).items()}
+
+
+def check_parts(codec: Codec, shape_SChw: tuple[int, ...], parts: Mapping[str, np.ndarray]) -> str | None:
+    """Why encoded `parts` of one sample do not fit `codec` at logical shape (S, C, h, w), or None."""
+    want = codec.stored(shape_SChw)
+    if set(parts) != set(want):
+        return f"parts {sorted(parts)} do not match the codec {codec}'s {sorted(want)}"
+    for suffix, (shape, dtype) in want.items():
+        a = parts[suffix]
+        if a.shape != shape or a.dtype != np.dtype(dtype):
+            return f"part {suffix or 'codes'} is {a.dtype}{list(a.shape)}, the cache holds {dtype}{list(shape)}"
+    return None
 
 
 class FeatureDecoder:

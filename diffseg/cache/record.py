@@ -176,6 +176,10 @@ class ExtractRecord:
     # the other way is refused); None: in compute_dtype, as caches before the field summed (kept out
     # of to_dict, so their records and hashes stay as written)
     blk_sum_dtype: str | None = None
+    # extract --joint-branches: each step's uncond and cond rows in one U-Net call (rounds as the larger
+    # call rounds, so it decides the bytes; a resume must use the same); False is kept out of to_dict,
+    # so the records and hashes of caches without it stay as written
+    joint_branches: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "classes", _ints(self.classes))
@@ -191,6 +195,8 @@ class ExtractRecord:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
         if self.blk_sum_dtype is None:
             del d["blk_sum_dtype"]
+        if not self.joint_branches:
+            del d["joint_branches"]
         d.update(
             trajectory=_jsonable(self.trajectory),
             views_rule=self.views_rule.to_dict(),

@@ -25,6 +25,7 @@ cost per call dominated small samples (benchmarks/bench_writer.py).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,7 @@ class CacheWriter:
         self.codecs = {k: codecs.codec_of(self.record.codecs, k) for k in self.feature_names}
         self.shapes = {k: logical_shape(self.record, k, self._array(k).shape[1:]) for k in self.feature_names}
         self._shared: dict[str, dict[str, np.ndarray]] = {}  # pca bases, read on first use
+        self._encoder: codecs.DeviceEncoder | None = None
         self.eval_cache = schema.ORIG_LABELS in _array_names(self.group)
         self.label_shape = tuple(store.array(self.group, schema.LABELS).shape[1:])
 
@@ -135,7 +137,7 @@ class CacheWriter:
     # -- per-process state --------------------------------------------------------------
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state["_group"], state["_arrays"], state["_chunks"] = None, {}, {}
+        state["_group"], state["_arrays"], state["_chunks"], state["_encoder"] = None, {}, {}, None
         return state
 
     @property
@@ -166,6 +168,13 @@ class CacheWriter:
     def _root(self) -> Path | None:
         return store.local_path(self.path) if store.is_local(self.path) else None
 
+    @property
+    def encoder(self) -> codecs.DeviceEncoder:
+        """This cache's codecs in torch (on the features' device: extraction encodes there, then copies)."""
+        if self._encoder is None:
+            self._encoder = codecs.DeviceEncoder(self.codecs, self.shared)
+        return self._encoder
+
     @store.quiet_numcodecs()
     def shared(self, name: str) -> dict[str, np.ndarray]:
         """The arrays every sample of feature array `name` shares (pca: basis and mean)."""
@@ -190,7 +199,9 @@ class CacheWriter:
         sample_hash: np.ndarray | None = None,
     ) -> None:
         """Write every array of sample i, then mark it complete (the marker goes last). A failed
-        write (a full disk or bucket quota) is one DiffsegError; the sample stays pending."""
+        write (a full disk or bucket quota) is one DiffsegError; the sample stays pending.
+        arrays: {name: float16 [S, C, h, w]}, encoded here, or {name: {suffix: part}} already
+        encoded (codecs.DeviceEncoder: extraction encodes on its device), written as they are."""
         self._check_sample(i, arrays, label, orig_label)
         try:
             self._write(i, arrays, label, orig_label, sample_hash)
@@ -208,7 +219,9 @@ class CacheWriter:
         if status.read_one(self._array(schema.STATUS), self._root, i) != schema.PENDING:
             self._put(schema.STATUS, i, np.uint8(schema.PENDING))  # a rewrite: pending while in flight
         for name in self.feature_names:
-            for suffix, part in self.codecs[name].encode(arrays[name], self.shared(name)).items():
+            value = arrays[name]
+            parts = value if isinstance(value, Mapping) else self.encoder.encode(name, value)
+            for suffix, part in parts.items():
                 self._put(name + suffix, i, part)
         self._put(schema.LABELS, i, label)
         if self.eval_cache:
@@ -260,6 +273,12 @@ class CacheWriter:
             raise DiffsegError(f"{who}: arrays {sorted(arrays)} do not match the cache's {self.feature_names}")
         for name in self.feature_names:
             a, shape = arrays[name], self.shapes[name]
+            if isinstance(a, Mapping):  # encoded already
+                why = codecs.check_parts(self.codecs[name], shape, a)
+                bad = sum(nonfinite(p) for p in a.values() if p.dtype == np.float16) if why is None else 0
+                if why is not None or bad:
+                    raise DiffsegError(f"{who}: {name}: {why or f'{bad} NaN/inf values'}")
+                continue
             if a.shape != shape or a.dtype != np.float16:
                 raise DiffsegError(f"{who}: {name} is {a.dtype}{list(a.shape)}, the cache holds float16{list(shape)}")
             bad = nonfinite(a)

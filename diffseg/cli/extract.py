@@ -196,9 +196,31 @@ def extract(
         int | None,
         typer.Option(
             min=1,
-            help="Images per U-Net call in the uncond branch. Recorded: batched calls round differently, so a "
-            "resume must use the same.",
-            show_default=shown("unet_batch"),
+            help="Images per U-Net call in the uncond branch (default 1; 4 for evaluation caches on CUDA). Recorded: "
+            "batched calls round differently, so a resume must use the same.",
+        ),
+    ] = None,
+    joint_branches: Annotated[
+        bool | None,
+        typer.Option(
+            "--joint-branches/--no-joint-branches",
+            help="Walk both branches together: each step's uncond and cond rows in one U-Net call (fewer, larger "
+            "calls on a GPU). Recorded: it rounds differently, so a resume must use the same.",
+            show_default=shown("joint_branches"),
+        ),
+    ] = None,
+    block_minutes: Annotated[
+        float | None,
+        typer.Option(
+            min=0.01,
+            help="Dask: minutes a block of samples should take; a lost worker redoes at most one block.",
+            show_default=shown("block_minutes"),
+        ),
+    ] = None,
+    sample_seconds: Annotated[
+        float | None,
+        typer.Option(
+            min=0.001, help="Dask: seconds one sample takes, to size the blocks (default: measured on a first block)."
         ),
     ] = None,
     old_batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, hidden=True)] = None,
@@ -252,6 +274,9 @@ def extract(
             strict=strict or None,  # a pure flag: given only when set
             codec=codec,
             unet_batch=renamed("--unet-batch", "--batch-size", unet_batch, old_batch_size),
+            joint_branches=joint_branches,
+            block_minutes=block_minutes,
+            sample_seconds=sample_seconds,
         ),
     )
     if "dataset" not in options:

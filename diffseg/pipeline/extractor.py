@@ -114,23 +114,24 @@ class FeatureExtractor:
         with torch.inference_mode():
             return self._encode(image[None], [(seeding.content_key(image), int(view))])
 
-    def uncond(self, image: np.ndarray, sample_id: str, view: int = 0, latent=None) -> dict[str, np.ndarray]:
-        """image uint8 [H, W, 3] -> {layer: float16 [S, C, h, w]}."""
+    def uncond(self, image: np.ndarray, sample_id: str, view: int = 0, latent=None, host: bool = True) -> dict:
+        """image uint8 [H, W, 3] -> {layer: float16 [S, C, h, w]} (numpy; host=False: tensors on the
+        model device, for extraction to encode there before the copy)."""
         out = self.extract_tensors(
             "uncond", image[None], [sample_id], views=[view], grad_mode="inference", latents=latent, dtype=torch.float16
         )
-        return {k: _np16(v[0]) for k, v in out.items()}
+        return {k: _out(v[0], host) for k, v in out.items()}
 
-    def uncond_batch(self, images: np.ndarray, sample_ids, views=None, latents=None) -> dict[str, np.ndarray]:
+    def uncond_batch(self, images: np.ndarray, sample_ids, views=None, latents=None, host: bool = True) -> dict:
         """images uint8 [B, H, W, 3] in one U-Net call per step -> {layer: float16 [B, S, C, h, w]}."""
         out = self.extract_tensors(
             "uncond", images, list(sample_ids), views=views, grad_mode="inference", latents=latents, dtype=torch.float16
         )
-        return {k: _np16(v) for k, v in out.items()}
+        return {k: _out(v, host) for k, v in out.items()}
 
     def cond(
-        self, image: np.ndarray, label: np.ndarray, sample_id: str, view: int = 0, latent=None
-    ) -> dict[str, np.ndarray]:
+        self, image: np.ndarray, label: np.ndarray, sample_id: str, view: int = 0, latent=None, host: bool = True
+    ) -> dict:
         """image uint8 [H, W, 3], label uint8 [H, W] train ids -> {layer: float16 [S, C, h, w]}."""
         out = self.extract_tensors(
             "cond",
@@ -142,7 +143,36 @@ class FeatureExtractor:
             latents=latent,
             dtype=torch.float16,
         )
-        return {k: _np16(v[0]) for k, v in out.items()}
+        return {k: _out(v[0], host) for k, v in out.items()}
+
+    def joint(
+        self, images: np.ndarray, labels: np.ndarray, sample_ids, views=None, latents=None, host: bool = True
+    ) -> dict[str, dict]:
+        """Both branches of B images walked together: each step's uncond rows (B) and every image's cond
+        rows (1 + its classes) in one U-Net call -> {"uncond"|"cond": {layer: float16 [B, S, C, h, w]}}.
+        The same trajectories as uncond_batch and cond, rounded as the larger call rounds."""
+        views = [0] * len(images) if views is None else [int(v) for v in views]
+        if not len(images) == len(labels) == len(sample_ids) == len(views):
+            raise DiffsegError(
+                f"{len(images)} images but {len(labels)} labels, {len(sample_ids)} ids, {len(views)} views"
+            )
+        images = np.asarray(images)
+        with torch.inference_mode():
+            if latents is None:  # one VAE call per image, as the extraction's loader encodes them
+                latents = torch.cat(
+                    [self._encode(img[None], [(seeding.content_key(img), v)]) for img, v in zip(images, views)]
+                )
+            groups = [self._uncond_rows(images, views, latents)]
+            groups += [
+                self._cond_rows(images[b : b + 1], labels[b], sample_ids[b], views[b], latents[b : b + 1])
+                for b in range(len(images))
+            ]
+            outs = self._walk([x for x, _ in groups], [rows for _, rows in groups], torch.float16)
+        cond = {k: torch.cat([o[k] for o in outs[1:]]) for k in outs[0]}
+        return {
+            "uncond": {k: _out(v, host) for k, v in outs[0].items()},
+            "cond": {k: _out(v, host) for k, v in cond.items()},
+        }
 
     # -- tensor API (also for online use under no_grad) ------------------------------------------
     def extract_tensors(
@@ -211,6 +241,11 @@ class FeatureExtractor:
 
     def _uncond(self, images, sample_ids, views, latents=None, dtype=torch.float32) -> dict[str, torch.Tensor]:
         """B images, one row each -> {layer: [B, S, C, h, w]}."""
+        x, rows = self._uncond_rows(images, views, latents)
+        return self._walk([x], [rows], dtype)[0]
+
+    def _uncond_rows(self, images, views, latents=None) -> tuple[torch.Tensor, _Rows]:
+        """(the first latent [B, 4, H, W], the rows) of B images' uncond trajectories."""
         keys = [(seeding.content_key(img), v) for img, v in zip(images, views)]
         x = self._encode(images, keys) if latents is None else latents
         B = x.shape[0]
@@ -221,10 +256,15 @@ class FeatureExtractor:
             xattn_sel=[[(b, self.uncond_pos.get(c)) for c in self.classes] for b in range(B)],
             blk_sum=self.cfg.blk_sum,
         )
-        return self._walk(x, rows, dtype)
+        return x, rows
 
     def _cond(self, image_1HW3, label_HW, sample_id, view, latent=None, dtype=torch.float32) -> dict[str, torch.Tensor]:
         """One image, rows [uncond, class_1..class_n] -> {layer: [1, S, C, h, w]}."""
+        x, rows = self._cond_rows(image_1HW3, label_HW, sample_id, view, latent)
+        return self._walk([x], [rows], dtype)[0]
+
+    def _cond_rows(self, image_1HW3, label_HW, sample_id, view, latent=None) -> tuple[torch.Tensor, _Rows]:
+        """(the first latent [1, 4, H, W], the rows) of one image's cond trajectory."""
         label_HW = np.asarray(label_HW)
         if label_HW.shape != tuple(image_1HW3.shape[1:3]):
             raise DiffsegError(
@@ -247,41 +287,53 @@ class FeatureExtractor:
             guidance=self.cfg.guidance,
             masks_K1HW=masks_K1HW,
         )
-        return self._walk(x, rows, dtype)
+        return x, rows
 
-    def _walk(self, x, rows: _Rows, dtype=torch.float32) -> dict[str, torch.Tensor]:
-        """The one trajectory loop: per evaluated step one U-Net call over the rows, the tap reads at
-        saved steps, then the inversion step of every row (merged back into one latent for cond);
-        stops after the last step a saved feature needs. -> {layer: `dtype` [B, S, C, h, w]}, each
-        saved step written into its slot as it comes (one buffer, no float32 copies to stack)."""
+    def _walk(self, xs: list[torch.Tensor], groups: list[_Rows], dtype=torch.float32) -> list[dict[str, torch.Tensor]]:
+        """The one trajectory loop: per evaluated step one U-Net call over the rows of every group
+        (trajectories walked together: joint), the tap reads at saved steps, then the inversion step of
+        every row (merged back into one latent for cond); stops after the last step a saved feature
+        needs. -> per group {layer: `dtype` [B, S, C, h, w]}, each saved step written into its slot as
+        it comes (one buffer, no float32 copies to stack). One group runs exactly as it always ran."""
         cfg, m = self.cfg, self.models
-        K = len(rows.noise_parts)
-        saved: dict[str, torch.Tensor] = {}
+        xs = list(xs)
+        Ks = [len(rows.noise_parts) for rows in groups]
+        starts = [sum(Ks[:g]) for g in range(len(groups))]
+        emb = groups[0].emb_KTD if len(groups) == 1 else torch.cat([rows.emb_KTD for rows in groups])
+        saved: list[dict[str, torch.Tensor]] = [{} for _ in groups]
         with FeatureTaps(m.unet, cfg.layers) as taps:
             for idx in range(cfg.last_index + 1):
                 t = cfg.steps[idx]
-                x_K = x.expand(K, -1, -1, -1)
-                out_K = self._unet(x_K, t, rows.emb_KTD)
+                x_Ks = [x.expand(K, -1, -1, -1) for x, K in zip(xs, Ks)]
+                out = self._unet(x_Ks[0] if len(xs) == 1 else torch.cat(x_Ks), t, emb)
                 feats = taps.read()
-                if t in cfg.save_steps:
-                    s = cfg.save_steps.index(t)
-                    for name, f in feats.items():
-                        f_BChw = rows.feature(parse_layer(name)[1], f)
-                        if name not in saved:
-                            B, C, h, w = f_BChw.shape
-                            saved[name] = f_BChw.new_empty((B, len(cfg.save_steps), C, h, w), dtype=dtype)
-                        saved[name][:, s] = f_BChw  # cast on the copy: float32 -> float16 rounds as .to() does
-                if idx == cfg.last_index:
+                last = idx == cfg.last_index
+                if not last:
+                    a, a_next, eta = self._step_params(idx, t)
+                for g, (rows, K, o) in enumerate(zip(groups, Ks, starts)):
+                    if t in cfg.save_steps:
+                        s = cfg.save_steps.index(t)
+                        for name, f in feats.items():
+                            f_BChw = rows.feature(parse_layer(name)[1], f[o : o + K])
+                            if name not in saved[g]:
+                                B, C, h, w = f_BChw.shape
+                                saved[g][name] = f_BChw.new_empty((B, len(cfg.save_steps), C, h, w), dtype=dtype)
+                            saved[g][name][:, s] = f_BChw  # cast on the copy: float32 -> float16 rounds as .to() does
+                    if last:
+                        continue
+                    eps_K = rows.guide(model_eps(out[o : o + K], x_Ks[g], a, m.prediction_type, cfg.raw_eps))
+                    noise = None
+                    if eta > 0:
+                        noise = torch.stack(
+                            [
+                                seeding.randn(xs[g].shape[1:], cfg.seed, key, v, br, t, c)
+                                for key, v, br, c in rows.noise_parts
+                            ]
+                        ).to(xs[g].device)
+                    xs[g] = rows.merge(inversion_step(x_Ks[g], eps_K, a, a_next, eta, noise))
+                if last:
                     break
-                a, a_next, eta = self._step_params(idx, t)
-                eps_K = rows.guide(model_eps(out_K, x_K, a, m.prediction_type, cfg.raw_eps))
-                noise = None
-                if eta > 0:
-                    noise = torch.stack(
-                        [seeding.randn(x.shape[1:], cfg.seed, key, v, br, t, c) for key, v, br, c in rows.noise_parts]
-                    ).to(x.device)
-                x = rows.merge(inversion_step(x_K, eps_K, a, a_next, eta, noise))
-        return {name: saved[name] for name in cfg.layers}
+        return [{name: sv[name] for name in cfg.layers} for sv in saved]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -327,5 +379,7 @@ class _Rows:
         return masked_average(x_next_K, self.masks_K1HW)[None]
 
 
-def _np16(t: torch.Tensor) -> np.ndarray:
-    return t.detach().to("cpu", torch.float16).numpy()
+def _out(t: torch.Tensor, host: bool) -> np.ndarray | torch.Tensor:
+    """float16 numpy on the host, or (host=False) the tensor where it lies."""
+    t = t.detach().to(dtype=torch.float16)
+    return t.cpu().numpy() if host else t

@@ -75,6 +75,7 @@ def extract_options(cfg: DemoConfig, model: str, device: str) -> ExtractConfig:
         resolution=(cfg.resolution, cfg.resolution),
         uncond_prompt="classes",
         device=device,
+        unet_batch=1,  # one image per U-Net call on every device (CUDA's evaluation default is larger)
     )
 
 

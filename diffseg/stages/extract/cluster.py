@@ -6,7 +6,10 @@ pinned by its own CUDA_VISIBLE_DEVICES in a SpecCluster; each worker may use RAM
 `worker_memory_limit`). `--scheduler ADDRESS` joins an
 existing cluster. Tasks are contiguous blocks of pending samples (every sample owns its
 chunks, so any block is chunk-aligned; blocks start and end on --unet-batch edges); each worker builds the model once, writes its
-samples itself and returns `Outcome`s; failed tasks are retried twice.
+samples itself and returns `Outcome`s; failed tasks are retried twice, and a retried block skips the
+samples its failed try completed. A block takes at most `--block-minutes` (from the seconds per sample:
+`--sample-seconds`, or measured on a first wave of one batch per worker), so a lost worker redoes
+little and progress (and the lock's liveness) is reported often.
 """
 
 from __future__ import annotations
@@ -23,13 +26,15 @@ from diffseg.stages.extract.worker import run_block, warm_up
 BLOCKS_PER_WORKER = 4  # several blocks each: balances load and bounds what a lost worker redoes
 
 
-def blocks(pending: list[int], n_workers: int, batch: int = 1) -> list[list[int]]:
-    """Split sorted pending indices into runs of at most ceil(len / (workers * 4)) samples (rounded
-    up to whole batches), contiguous in batches: a block starts and ends on a batch edge (sample i
-    is in batch i // batch), so no batch (--unet-batch) is split between two workers."""
+def blocks(pending: list[int], n_workers: int, batch: int = 1, max_size: int | None = None) -> list[list[int]]:
+    """Split sorted pending indices into runs of at most ceil(len / (workers * 4)) samples (and at most
+    max_size; rounded up to whole batches), contiguous in batches: a block starts and ends on a batch
+    edge (sample i is in batch i // batch), so no batch (--unet-batch) is split between two workers."""
     if not pending:
         return []
     size = max(1, -(-len(pending) // (max(1, n_workers) * BLOCKS_PER_WORKER)))
+    if max_size is not None:
+        size = min(size, max(1, max_size))
     size = -(-size // batch) * batch
     out, cur = [], [pending[0]]
     for i in pending[1:]:
@@ -140,16 +145,57 @@ def warm_workers(client, plan: ExtractPlan, threads: int | None) -> float:
     return time.perf_counter() - t0
 
 
+def block_size(budget_s: float, sample_s: float, batch: int = 1) -> int:
+    """Samples a block may hold to take about budget_s at sample_s each: whole batches, at least one."""
+    return max(1, int(budget_s / max(sample_s, 1e-9)) // batch) * batch
+
+
+def first_wave(pending: list[int], n_workers: int, batch: int = 1) -> tuple[list[list[int]], list[int]]:
+    """(one block of the first pending batch per worker, the rest): the blocks that time a sample."""
+    out: list[list[int]] = []
+    i = 0
+    while i < len(pending) and len(out) < max(1, n_workers):
+        j = i
+        while j < len(pending) and pending[j] // batch == pending[i] // batch:
+            j += 1
+        out.append(pending[i:j])
+        i = j
+    return out, pending[i:]
+
+
 def run_blocks(client, plan: ExtractPlan, pending: list[int], threads: int | None):
-    """Yield the list of Outcomes of each block as it completes (retried twice on failure)."""
+    """Yield the list of Outcomes of each block as it completes (retried twice on failure). Blocks
+    take about --block-minutes each at --sample-seconds per sample; without it, a first wave of one
+    batch per worker measures the seconds per sample (wall time of its first block) and the rest
+    is split by that."""
     from distributed import as_completed
 
-    jobs = blocks(pending, n_workers(client), plan.batch_size)
+    if not pending:
+        return
+    n = n_workers(client)
     plan_f = client.scatter(plan, broadcast=True)
-    futures = [client.submit(run_block, plan_f, job, threads, retries=2, pure=False) for job in jobs]
+    futures = []
+
+    def submit(jobs: list[list[int]]) -> list:
+        new = [client.submit(run_block, plan_f, job, threads, retries=2, pure=False) for job in jobs]
+        futures.extend(new)
+        return new
+
+    budget_s, sample_s = plan.block_minutes * 60, plan.sample_seconds
     try:
-        for fut in as_completed(futures):
-            yield fut.result()
+        if sample_s is None:
+            probe, pending = first_wave(pending, n, plan.batch_size)
+            done = as_completed(submit(probe))
+            outcomes, seconds = next(done).result()
+            sample_s = seconds / max(1, len(outcomes))
+            yield outcomes
+        else:
+            done = as_completed([])
+        cap = block_size(budget_s, sample_s, plan.batch_size)
+        for fut in submit(blocks(pending, n, plan.batch_size, max_size=cap)):
+            done.add(fut)
+        for fut in done:
+            yield fut.result()[0]
     finally:
         for fut in futures:
             if not fut.done():

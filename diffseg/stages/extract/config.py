@@ -76,7 +76,12 @@ class ExtractConfig:
     seed: int = 0
     # how the cache is written and the work is spread
     codec: str = "raw"  # feature codec spec (cache.codecs)
-    unet_batch: int = 1  # images per U-Net call in the uncond branch (recorded as batch_size)
+    # images per U-Net call in the uncond branch (recorded as batch_size); None: 1, or plan.EVAL_CUDA_BATCH for
+    # evaluation caches on CUDA (plan.default_batch_size)
+    unet_batch: int | None = None
+    joint_branches: bool = False  # both branches' rows of a step in one U-Net call (recorded: it rounds differently)
+    block_minutes: float = 30.0  # dask: a block's time budget; a lost worker redoes at most that much
+    sample_seconds: float | None = None  # dask: seconds per sample that size the blocks; None: measured first
     device: str = "auto"  # auto | cpu | cuda
     dask_workers: int | None = None  # a local dask cluster of N workers
     scheduler: str | None = None  # an existing dask scheduler's address
@@ -111,6 +116,10 @@ class ExtractConfig:
                 raise DiffsegError(f"--{name} {size}: expected two positive sizes (W, H)")
         if self.shard is not None and (len(self.shard) != 2 or not 0 <= self.shard[0] < self.shard[1]):
             raise DiffsegError(f"--shard {self.shard}: expected (I, N) with 0 <= I < N")
+        if not self.block_minutes > 0 or (self.sample_seconds is not None and not self.sample_seconds > 0):
+            raise DiffsegError(
+                f"--block-minutes {self.block_minutes} and --sample-seconds {self.sample_seconds}: expected positive numbers"
+            )
         if self.dask_workers is not None and self.scheduler is not None:
             raise DiffsegError("give --dask-workers or --scheduler, not both")
 
@@ -141,7 +150,7 @@ def default(name: str):
 # (device, dask, shard) are comments: they change speed, not the features; a None option is resolved by
 # the plan (recipe, preset, dataset), the same way again.
 CONFIG_SUFFIX = ".config.toml"
-_COMMENTED = ("device", "dask_workers", "scheduler", "shard", "strict")
+_COMMENTED = ("device", "dask_workers", "scheduler", "shard", "strict", "block_minutes", "sample_seconds")
 _HEADER = """The options diffseg extract wrote this cache with (the cache record is the authority).
 Extract it again: diffseg extract --config THIS_FILE --out NEW_CACHE."""
 

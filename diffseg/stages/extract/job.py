@@ -184,6 +184,8 @@ def fit_codec(plan: ExtractPlan, ids: list[str], models, extractor=None, dataset
     """The pca bases of `plan.codec`, fitted on its seeded calibration subset of the planned samples
     with this process's model, before any sample is written (None: no pca array, or the cache exists
     and keeps its own basis: a resume, another shard, a dask block never refits)."""
+    import torch
+
     from diffseg.cache import is_cache
     from diffseg.cache.codecs import resolve
     from diffseg.cache.convert import fit_shared
@@ -198,7 +200,7 @@ def fit_codec(plan: ExtractPlan, ids: list[str], models, extractor=None, dataset
         prepared = runner.prepare(i)  # the extraction's own read, view and VAE encode
         if not isinstance(prepared, Prepared):  # a bad sample is skipped by the extraction too
             return None
-        return runner.batch_features([prepared])[0]
+        return {k: torch.as_tensor(v).cpu().numpy() for k, v in runner.batch_features([prepared])[0].items()}
 
     t0 = time.perf_counter()
     shared = fit_shared(plan.codec, names, len(ids), sample)

@@ -73,6 +73,9 @@ class ExtractPlan:
     shard: tuple[int, int] | None  # (I, N): this process extracts share I of N (share.py)
     batch_size: int  # uncond images per U-Net call; sample i is in batch i // batch_size (recorded)
     overlap: bool = True  # reads and writes in threads beside the U-Net (overlap.py); False: benchmarks
+    joint_branches: bool  # both branches' rows of a step in one U-Net call (recorded)
+    block_minutes: float  # dask: a block's time budget (cluster.py)
+    sample_seconds: float | None  # dask: seconds per sample for that budget; None: measured
 
     def branch_layers(self, branch: str) -> tuple[str, ...]:
         """Layers this branch stores: every branch stores every layer (the branches share the
@@ -198,14 +201,31 @@ def build_plan(config: ExtractConfig) -> ExtractPlan:
         scheduler=c.scheduler,
         shard=c.shard,
         codec=normalize_spec(c.codec),
-        batch_size=c.unet_batch,
+        batch_size=default_batch_size(dev, kind) if c.unet_batch is None else c.unet_batch,
+        joint_branches=c.joint_branches,
+        block_minutes=c.block_minutes,
+        sample_seconds=c.sample_seconds,
     )
+    if plan.joint_branches and set(plan.branches) != {"uncond", "cond"}:
+        raise DiffsegError(
+            f"--joint-branches walks the uncond and cond branches together; this cache has {','.join(plan.branches)} "
+            "only: drop the option or extract both branches"
+        )
     if "xattn" in traj.kinds and c.uncond_prompt != "classes":
         raise DiffsegError(
             "xattn layers need --uncond-prompt classes: with the empty prompt the "
             "unconditional branch names no classes, so it has no cross-attention maps"
         )
     return plan
+
+
+EVAL_CUDA_BATCH = 4  # images per U-Net call of an evaluation cache on CUDA, --batch-size not given
+
+
+def default_batch_size(device: str, kind: str) -> int:
+    """--batch-size not given: 1, except evaluation caches on CUDA (one uncond row per image: a batch
+    of several keeps the GPU busy; CPU caches keep 1, their bytes unchanged)."""
+    return EVAL_CUDA_BATCH if device == "cuda" and kind == "eval" else 1
 
 
 def sample_ids(image_ids: list[str], views: int) -> list[str]:
@@ -260,6 +280,7 @@ def extract_record(plan: ExtractPlan, image_ids: list[str]):
         seeding=SCHEME,
         recipe=plan.recipe,
         batch_size=plan.batch_size,
+        joint_branches=plan.joint_branches,
         blk_sum_dtype="float32" if plan.trajectory.blk_sum and plan.compute_dtype != "float32" else None,
     )
 

@@ -10,7 +10,8 @@ Locks (local folders): `<cache>.lock` (or `<cache>.shard-I-of-N.lock`) beside th
 with O_CREAT|O_EXCL and holding pid, host and start time; a second process on the same share
 is refused with one line naming them. A lock is stale, and taken over, when its pid is gone on
 the same host or when it was not refreshed for LOCK_STALE_S (a live run refreshes it after
-every block), so a crashed run never blocks the next one for long. Creating the cache and
+every block, and a thread of the holder every LOCK_REFRESH_S however long a block takes), so a
+crashed run never blocks the next one for long. Creating the cache and
 rewriting its record happen under `<cache>.create.lock`, which shards wait for.
 
 Object stores have no atomic create, so no lock is taken there: two writers of the same share
@@ -25,6 +26,8 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,6 +37,7 @@ from diffseg.core import location
 from diffseg.core.errors import DiffsegError
 
 LOCK_STALE_S = 6 * 3600  # a lock not refreshed for 6 hours belongs to a dead run, whatever its host
+LOCK_REFRESH_S = 600  # the holder's thread refreshes its lock this often (blocks may take hours)
 CREATE_WAIT_S = 600  # how long a shard waits for another one to finish creating the cache
 
 
@@ -139,9 +143,33 @@ def exclusive(out: str, shard: tuple[int, int] | None) -> Iterator[Path | None]:
             f"(lock {path}): wait for it to finish, or delete the lock if that run is gone"
         )
     try:
-        yield path
+        with kept_fresh(path):
+            yield path
     finally:
         path.unlink(missing_ok=True)
+
+
+@contextmanager
+def kept_fresh(path: Path) -> Iterator[None]:
+    """Refresh the held lock `path` every LOCK_REFRESH_S from a thread while the block runs: the
+    coordinator hears of a dask block only when it ends, which at `reference` can be hours."""
+    stop = threading.Event()
+
+    def keep() -> None:
+        while not stop.wait(LOCK_REFRESH_S):
+            try:
+                refresh(path)
+            except FileNotFoundError:
+                print(f"warning: the lock {path} was deleted while this run holds it", file=sys.stderr)
+                return
+
+    thread = threading.Thread(target=keep, name="diffseg-lock-refresh", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def refresh(path: Path | None) -> None:

@@ -6,6 +6,8 @@ and by the plan, so each worker builds the model once, whatever the number of ta
 A task writes its samples straight into the store and returns only small metadata.
 A sample whose features hold NaN/inf fails alone (`finite`): computed again in float32 where the
 plan runs in float16, and skipped (recorded with its reason) if still non-finite.
+Features stay on the extraction device until the codec has encoded them there (`compute`, the U-Net's
+thread): the copy to the host moves the stored parts only, and the writer's thread only writes.
 """
 
 from __future__ import annotations
@@ -116,21 +118,31 @@ class SampleRunner:
         image, label = eval_view(sid, sample.image, sample.label, self.plan.resolution)
         return sid, image, label, np.ascontiguousarray(sample.label)
 
-    def batch_features(self, items: list[Prepared]) -> list[dict[str, np.ndarray]]:
-        """Per sample {"<branch>/<layer>": float16 [S, C, h, w]} for every planned branch. The
+    def batch_features(self, items: list[Prepared]) -> list[dict[str, torch.Tensor]]:
+        """Per sample {"<branch>/<layer>": float16 [S, C, h, w] on the device} for every planned branch. The
         uncond branch runs the samples in one U-Net call per step (--unet-batch; each keeps its
         own noise, seeded from its pixels and view), the cond branch one image at a time."""
-        per: list[dict[str, np.ndarray]] = [{} for _ in items]
+        per: list[dict] = [{} for _ in items]
+        if self.plan.joint_branches:  # both branches' rows of a step in one U-Net call (--joint-branches)
+            images, labels = np.stack([it.image for it in items]), np.stack([it.label for it in items])
+            latents = torch.cat([it.latent for it in items])
+            sids, views = [it.sid for it in items], [it.view for it in items]
+            joint = self.extractor.joint(images, labels, sids, views, latents, host=False)
+            for branch in self.plan.branches:
+                for b, arrays in enumerate(per):
+                    for layer in self.plan.branch_layers(branch):
+                        arrays[f"{branch}/{layer}"] = joint[branch][layer][b]
+            return per
         for branch in self.plan.branches:
             if branch == "cond":
-                outs = [self.extractor.cond(it.image, it.label, it.sid, it.view, it.latent) for it in items]
+                outs = [self.extractor.cond(it.image, it.label, it.sid, it.view, it.latent, host=False) for it in items]
             elif len(items) == 1:
-                outs = [self.extractor.uncond(items[0].image, items[0].sid, items[0].view, items[0].latent)]
+                outs = [self.extractor.uncond(items[0].image, items[0].sid, items[0].view, items[0].latent, host=False)]
             else:
                 images = np.stack([it.image for it in items])
                 sids, views = [it.sid for it in items], [it.view for it in items]
                 latents = torch.cat([it.latent for it in items])
-                batched = self.extractor.uncond_batch(images, sids, views, latents)
+                batched = self.extractor.uncond_batch(images, sids, views, latents, host=False)
                 outs = [{k: v[b] for k, v in batched.items()} for b in range(len(items))]
             for arrays, out in zip(per, outs):
                 for layer in self.plan.branch_layers(branch):
@@ -158,7 +170,8 @@ class SampleRunner:
     def compute(self, batch: list[Prepared | Outcome], wanted) -> tuple[list[tuple], bool]:
         """One batch (the samples of one i // batch_size) -> ([(item, arrays or None)] to write, in
         index order, only the `wanted` ones; go on?). Its good members are computed together
-        whether wanted or not (a batch's members decide its bytes); --strict ends at a bad one."""
+        whether wanted or not (a batch's members decide its bytes); --strict ends at a bad one.
+        The arrays come encoded by the cache's codecs (on the device, then copied: writer.encoder)."""
         good = [it for it in batch if isinstance(it, Prepared)]
         arrays: dict[int, dict | None] = {}
         if good:
@@ -169,12 +182,14 @@ class SampleRunner:
                 continue
             if isinstance(it, Prepared):
                 it, arrays[it.index] = self.finite(it, arrays[it.index] or {})
+                if arrays[it.index] is not None:
+                    arrays[it.index] = self.writer.encoder(arrays[it.index])
             pairs.append((it, arrays.get(it.index)))
             if isinstance(it, Outcome) and self.plan.strict:
                 return pairs, False
         return pairs, True
 
-    def finite(self, item: Prepared, arrays: dict[str, np.ndarray]) -> tuple[Prepared | Outcome, dict | None]:
+    def finite(self, item: Prepared, arrays: dict) -> tuple[Prepared | Outcome, dict | None]:
         """(item, arrays) when every feature is finite; else the sample alone computed again in float32
         (a float16 plan: the U-Net's overflow is the likely cause) and, still non-finite, (its
         Outcome, None): skipped with the reason, the extraction goes on."""
@@ -231,14 +246,17 @@ class SampleRunner:
         )
 
 
-def _nonfinite(arrays: dict[str, np.ndarray]) -> str | None:
-    """ "<name>: k NaN/inf of n" for the first array holding any, else None."""
+def _nonfinite(arrays: dict) -> str | None:
+    """ "<name>: k NaN/inf of n" for the first array (numpy, or a tensor on any device) holding any, else None."""
     from diffseg.cache.writer import nonfinite
 
     for name, a in arrays.items():
-        bad = nonfinite(a)
+        if isinstance(a, torch.Tensor):  # on the CPU: numpy's fast float16 check on the same memory
+            bad = nonfinite(a.numpy()) if a.device.type == "cpu" else a.numel() - int(torch.isfinite(a).sum())
+        else:
+            bad = nonfinite(a)
         if bad:
-            return f"{name}: {bad} NaN/inf of {a.size}"
+            return f"{name}: {bad} NaN/inf of {a.numel() if isinstance(a, torch.Tensor) else a.size}"
     return None
 
 
@@ -293,15 +311,23 @@ def warm_up(plan: ExtractPlan, torch_threads: int | None) -> float:
     return time.perf_counter() - t0
 
 
-def run_block(plan: ExtractPlan, indices: list[int], torch_threads: int | None) -> list[Outcome]:
-    """A dask task: extract and write a contiguous block of samples; stops at a bad one if strict."""
+def run_block(plan: ExtractPlan, indices: list[int], torch_threads: int | None) -> tuple[list[Outcome], float]:
+    """A dask task: extract and write a contiguous block of samples; stops at a bad one if strict.
+    -> (one Outcome per sample, the block's wall seconds). Samples already complete (written by a
+    failed try of this block, which dask retries) are not computed again: their Outcome says written."""
+    from diffseg.cache import schema
+
     _set_threads(torch_threads)
+    t0 = time.perf_counter()
     outcomes = []
     with _LOCK:
         runner = runner_for(plan)
-        with closing(runner.run_many(indices)) as outs:
+        status = runner.writer.status()
+        done = {i for i in indices if status[i] == schema.COMPLETE}
+        outcomes = [Outcome(index=i, id=runner.ids[i], written=True) for i in sorted(done)]
+        with closing(runner.run_many([i for i in indices if i not in done])) as outs:
             for out in outs:
                 outcomes.append(out)
                 if not out.written and plan.strict:
                     break
-    return outcomes
+    return sorted(outcomes, key=lambda o: o.index), time.perf_counter() - t0
