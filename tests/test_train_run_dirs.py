@@ -27,6 +27,8 @@ def _claim(out, barrier, results):
         results.put(str(files.create_run(out or FROZEN, {"racer": os.getpid()}, explicit=out is not None)))
     except DiffsegError as err:
         results.put(f"refused: {err}")
+    except Exception as err:  # reported, so the test fails instead of waiting for an answer
+        results.put(f"failed: {err!r}")
 
 
 def _race(kind: str, out) -> list[str]:
@@ -46,7 +48,7 @@ def _race(kind: str, out) -> list[str]:
     with ThreadPoolExecutor(RACERS) as pool:
         for _ in range(RACERS):
             pool.submit(_claim, out, tbarrier, tresults)
-    return [tresults.get() for _ in range(RACERS)]
+    return [tresults.get(timeout=60) for _ in range(RACERS)]
 
 
 @pytest.mark.parametrize("kind", ["processes", "threads"])
