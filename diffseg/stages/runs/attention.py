@@ -81,7 +81,7 @@ def xattn_ratio(cache: str | Path, branch: str = "uncond", limit: int | None = N
             f"{cache}: the {branch} branch holds no xattn layer (extract with --kinds including xattn"
             + (" and --uncond-prompt classes)" if branch == "uncond" else ")")
         )
-    names = reader.record.extract.class_names
+    names = reader.record.class_names
     class_ids = [CLASS_NAMES.index(name) for name in names]
     indices = reader.complete_indices()[:limit]
     per_layer: dict[str, list[float]] = {k: [] for k in layers}

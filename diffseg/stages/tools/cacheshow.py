@@ -105,7 +105,7 @@ def feature_grid(r: CacheReader, i: int, branch: str, layers: list[str], label_H
 
 def class_names_of(r: CacheReader, n: int) -> list[str]:
     """Names of the xattn channels: the cache's active classes."""
-    names = r.record.extract.class_names
+    names = r.record.class_names
     if len(names) == n:
         return names
     return list(CLASS_NAMES) if n == len(CLASS_NAMES) else [f"class {k}" for k in range(n)]
