@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from datagen import FOLDER_CLASSES, make_folder
+from datagen import FOLDER_CLASSES, make_folder, save_grey
 from helpers import PREDICT_TRAIN
 from PIL import Image
 from typer.testing import CliRunner
@@ -84,3 +84,24 @@ def test_a_cache_of_another_label_space_is_refused(trained, tmp_path):
          "--resolution", "64x64", "--limit", "1", "--out", demo, "--device", "cpu")  # fmt: skip
     res = RUNNER.invoke(app, ["eval", "--run", str(run), "--cache", str(demo), "--device", "cpu"])
     assert res.exit_code == 1 and "another label space" in res.output, res.output
+
+
+def test_more_classes_than_cityscapes_and_a_bad_sample_skipped(tmp_path):
+    """25 classes (ids beyond 18 in labels, masked prompts, class counts, cache verify), and a label
+    holding an id the table lacks: a warning naming the file, the sample skipped, the rest extracted."""
+    from diffseg.stages.train.classstats import count_classes
+
+    classes = [{"id": i, "name": f"part {i}", "color": [i * 10, 255 - i * 10, i]} for i in range(25)]
+    data = tmp_path / "parts"
+    make_folder(data, n=3, size=(64, 64), classes=classes)
+    bad = data / "labels" / "train" / "field_002.png"
+    save_grey(bad, np.full((64, 64), 30))
+    res = _extract(data, "train", tmp_path / "cache", "--scale", "64x64", "--classes", "part_3,part_20,24")
+    want = "warning: skipped sample field_002: labels/train/field_002.png: corrupt train-id label: values {30}"
+    assert want + " outside the class ids 0..24 and ignore 255" in res.output
+    reader = CacheReader(tmp_path / "cache")
+    assert [s.id for s in reader.record.skipped] == ["field_002"]
+    assert reader.record.class_names == ["part 3", "part 20", "part 24"]
+    counts = count_classes(reader, reader.complete_indices())
+    assert counts.shape == (2, 25) and counts[:, 19:].sum() > 0
+    _cli("cache", "verify", tmp_path / "cache")
