@@ -148,7 +148,14 @@ def size(value: str | None) -> tuple[int, int] | None:
 
 
 # Shared option declarations ----------------------------------------------------------------------
-DatasetOpt = Annotated[DatasetName, typer.Option("--dataset", "-d", help="Dataset adapter (layouts: README; a dataset of your own: folder, docs/guides/custom-dataset.md).")]
+DatasetOpt = Annotated[
+    DatasetName,
+    typer.Option(
+        "--dataset",
+        "-d",
+        help="Dataset adapter (layouts: README; a dataset of your own: folder, docs/guides/custom-dataset.md).",
+    ),
+]
 RootOpt = Annotated[
     Path | None,
     typer.Option(help="Dataset root. Default: $DIFFSEG_DATA/<folder> or data/<folder> (gta, synthia, ...)."),
