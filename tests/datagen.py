@@ -6,6 +6,7 @@ Sizes are (W, H). Content is seeded: the same call writes the same bytes.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
@@ -206,4 +207,39 @@ def make_darkzurich(root: Path, n: int = 2, size=(32, 18), seed: int = 0) -> dic
         save_image(root / "rgb_anon" / "val" / "night" / "GOPR0356" / f"{stem}_rgb_anon.png", rgb(rng, size))
         save_grey(root / "gt" / "val" / "night" / "GOPR0356" / f"{stem}_gt_labelTrainIds.png", label)
         out[f"night/GOPR0356/{stem}"] = label
+    return out
+
+
+FOLDER_CLASSES = (
+    {"id": 0, "name": "background", "color": [0, 0, 0]},
+    {"id": 1, "name": "crop row", "color": [0, 160, 0], "prompt": "rows of crops"},
+    {"id": 2, "name": "weed", "color": [200, 40, 40]},
+    {"id": 3, "name": "soil", "color": [120, 80, 30]},
+    {"id": 4, "name": "stone", "color": [128, 128, 128]},
+)
+
+
+def make_folder(
+    root: Path,
+    n: int = 2,
+    size=(64, 64),
+    seed: int = 0,
+    split: str = "train",
+    ignore: int = 255,
+    classes=FOLDER_CLASSES,
+    suffix: str = ".png",
+) -> dict:
+    """A `folder` dataset (data/folder.py): images/<split>/, labels/<split>/ of class ids and the table's
+    ignore value, classes.json (the plain list when ignore is 255, else {"classes", "ignore"}). The
+    expected labels have the ignore value as 255."""
+    rng = np.random.default_rng(seed)
+    table = list(classes) if ignore == 255 else {"classes": list(classes), "ignore": ignore}
+    _mk(root / "classes.json").write_text(json.dumps(table))
+    out = {}
+    for i in range(n):
+        sid = f"field_{i:03d}"
+        ids = blocks(rng, size, (*range(len(classes)), ignore))
+        save_image(root / "images" / split / f"{sid}{suffix}", rgb(rng, size))
+        save_grey(root / "labels" / split / f"{sid}.png", ids)
+        out[sid] = np.where(ids == ignore, 255, ids).astype(np.uint8)
     return out

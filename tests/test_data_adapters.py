@@ -31,7 +31,17 @@ def _assert_matches(ds, expected: dict) -> None:
 
 
 def test_names():
-    assert set(DATASET_NAMES) == {"gtav", "synthia", "cityscapes", "bdd100k", "mapillary", "acdc", "darkzurich", "demo"}
+    assert set(DATASET_NAMES) == {
+        "gtav",
+        "synthia",
+        "cityscapes",
+        "bdd100k",
+        "mapillary",
+        "acdc",
+        "darkzurich",
+        "folder",
+        "demo",
+    }
 
 
 def test_gtav_palette_indices_not_luminance(tmp_path):

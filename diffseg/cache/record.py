@@ -27,12 +27,13 @@ from typing import Any
 
 import diffseg
 from diffseg.cache.schema import first_difference
-from diffseg.core.classes import CLASS_NAMES
+from diffseg.core.classes import CITYSCAPES, ClassTable
 from diffseg.core.errors import DiffsegError
 from diffseg.core.layers import LayerSpec
 
 FORMAT_VERSION = 2
 LABEL_SPACE = "cityscapes19"
+CUSTOM_SPACE = "custom"  # the train ids of the record's own class table (dataset.classes)
 SEEDING = "name-v1"  # caches without the field: every draw seeded from (seed, sample id, branch, t, copy)
 DEFAULT_CODECS = {"features": "raw", "labels": "zstd-3"}  # raw: little-endian bytes, no compressor
 # Caches without the field ran PyTorch SDPA: xformers serves only on CUDA, and no cache was extracted on
@@ -46,6 +47,7 @@ RESUME_FIELDS = (
     "dataset.name",
     "dataset.split",
     "dataset.info",
+    "dataset.classes",  # absent (Cityscapes' 19) in both, or the same class table
     "kind",
     "resolution",
     "branches",
@@ -95,11 +97,32 @@ class ModelRecord:
 class DatasetRecord:
     name: str  # adapter name
     split: str
-    label_space: str = LABEL_SPACE  # train ids of the 19 Cityscapes classes
+    label_space: str = LABEL_SPACE  # train ids of the 19 Cityscapes classes; CUSTOM_SPACE: those of `classes`
     info: dict = field(default_factory=dict)  # adapter facts (the demo's size, count and seed)
+    # ClassTable.to_dict() of a label space of its own (a folder dataset's classes.json); None: Cityscapes'
+    # 19, and kept out of to_dict, so the records (and hashes) of the built-in datasets stay as written
+    classes: dict | None = None
+
+    def __post_init__(self):
+        if (self.classes is None) != (self.label_space == LABEL_SPACE):
+            raise DiffsegError(
+                f"DatasetRecord: label space {self.label_space!r} needs classes exactly when not {LABEL_SPACE}"
+            )
+        if self.classes is not None:
+            ClassTable.from_json(self.classes, "the cache record's dataset.classes")  # one line if malformed
+
+    @property
+    def class_table(self) -> ClassTable:
+        """The label space the cache's labels (and a model trained on it) index."""
+        if self.classes is None:
+            return CITYSCAPES
+        return ClassTable.from_json(self.classes, "the cache record's dataset.classes")
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "split": self.split, "label_space": self.label_space, "info": dict(self.info)}
+        d = {"name": self.name, "split": self.split, "label_space": self.label_space, "info": dict(self.info)}
+        if self.classes is not None:
+            d["classes"] = self.classes
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping) -> DatasetRecord:
@@ -187,10 +210,6 @@ class ExtractRecord:
             if key not in self.trajectory:
                 raise DiffsegError(f"ExtractRecord.trajectory lacks {key!r}")
 
-    @property
-    def class_names(self) -> list[str]:
-        return [CLASS_NAMES[c] for c in self.classes]
-
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
         if self.blk_sum_dtype is None:
@@ -260,6 +279,12 @@ class CacheRecord:
             raise DiffsegError(f"CacheRecord.layers {list(self.layers)} are not the trajectory's layers {names}")
 
     @property
+    def class_names(self) -> list[str]:
+        """Names of the active classes (the xattn channels), in their order."""
+        names = self.dataset.class_table.names
+        return [names[c] for c in self.extract.classes]
+
+    @property
     def save_steps(self) -> tuple[int, ...]:
         """Timesteps on the S axis of every feature array, in cache order."""
         return _ints(self.extract.trajectory["save_steps"])
@@ -307,9 +332,10 @@ def _jsonable(value: Any) -> Any:
 
 
 def _lookup(d: Mapping, dotted: str) -> Any:
+    """The value at a dotted key; None where a key kept out of to_dict when default is absent."""
     node: Any = d
     for part in dotted.split("."):
-        node = node[part]
+        node = node.get(part) if isinstance(node, Mapping) else None
     return node
 
 

@@ -4,10 +4,11 @@ One Zarr v3 group per dataset split:
 
     attrs        the cache record (record.py, CacheRecord.to_dict()): format_version 2, diffseg_version,
                  kind ("train" | "eval"), model {name, fingerprint, prediction_type}, attention_backend,
-                 dataset {name, split, label_space, info}, extract {preset, trajectory (steps, save_steps,
-                 layers, ...), views, views_rule {mode, scale, cat_max_ratio, redraws, flip, ...}, prompts,
-                 classes, seeding, ...}, layers {name: {kind, stride, channels, size: [h, w]}},
-                 branches, resolution [W, H], samples N, codecs {array: codec}, sample_hash,
+                 dataset {name, split, label_space, info, classes (a custom label space only)},
+                 extract {preset, trajectory (steps, save_steps, layers, ...), views,
+                 views_rule {mode, scale, cat_max_ratio, redraws, flip, ...}, prompts, classes, seeding, ...},
+                 layers {name: {kind, stride, channels, size: [h, w]}}, branches, resolution [W, H],
+                 samples N, codecs {array: codec}, sample_hash,
                  skipped [{id, reason}], timings {...}, host {...}
     ids          [N] string, written at creation: the image ids, or view_id(image, k) when each image
                  has several views

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Iterable
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeAlias
 
@@ -24,7 +25,22 @@ from diffseg.stages.extract.recipe import RECIPES
 from diffseg.stages.train.config import RECIPES as TRAIN_RECIPES
 
 # Lists of heavy modules, kept equal to theirs by tests/test_cli_choices.py.
-DATASETS = ("gtav", "synthia", "cityscapes", "bdd100k", "mapillary", "acdc", "darkzurich", "demo")  # data
+BUILTIN_DATASETS = (
+    "gtav",
+    "synthia",
+    "cityscapes",
+    "bdd100k",
+    "mapillary",
+    "acdc",
+    "darkzurich",
+    "folder",
+    "demo",
+)  # data
+# and the names of installed adapters of the `diffseg.datasets` entry point group (data/plugins.py; names
+# only: loading them waits until one is used)
+DATASETS = BUILTIN_DATASETS + tuple(
+    sorted({ep.name for ep in metadata.entry_points(group="diffseg.datasets")} - set(BUILTIN_DATASETS))
+)
 UNCOND_PROMPTS = ("empty", "classes")  # pipeline.prompts
 CONSISTENCY = ("l2", "kl", "kl-ref", "none")  # nn.losses
 FUSIONS = ("reference", "light")  # nn.config.FUSION_PRESETS
@@ -132,7 +148,14 @@ def size(value: str | None) -> tuple[int, int] | None:
 
 
 # Shared option declarations ----------------------------------------------------------------------
-DatasetOpt = Annotated[DatasetName, typer.Option("--dataset", "-d", help="Dataset adapter (layouts: README).")]
+DatasetOpt = Annotated[
+    DatasetName,
+    typer.Option(
+        "--dataset",
+        "-d",
+        help="Dataset adapter (layouts: README; a dataset of your own: folder, docs/guides/custom-dataset.md).",
+    ),
+]
 RootOpt = Annotated[
     Path | None,
     typer.Option(help="Dataset root. Default: $DIFFSEG_DATA/<folder> or data/<folder> (gta, synthia, ...)."),

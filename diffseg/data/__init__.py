@@ -1,4 +1,5 @@
-"""Datasets in the 19-class Cityscapes label space: adapters, label tables, the demo set.
+"""Datasets: adapters (the built-in ones in the 19-class Cityscapes label space; `folder` and
+plugins of the `diffseg.datasets` entry point group in their own), label tables, the demo set.
 
 ds = open_dataset("gtav")            # root: $DIFFSEG_DATA/gta or data/gta
 s = ds.load(0)                       # Sample(id, image uint8 [H, W, 3], label uint8 [H, W])
@@ -8,27 +9,46 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from diffseg.core.classes import CLASS_NAMES, IGNORE, NUM_CLASSES, PALETTE, SYNTHIA13, SYNTHIA16
+from diffseg.core.classes import CITYSCAPES, CLASS_NAMES, IGNORE, NUM_CLASSES, PALETTE, SYNTHIA13, SYNTHIA16, ClassTable
 from diffseg.core.errors import DiffsegError
-from diffseg.data import acdc, bdd100k, cityscapes, darkzurich, gtav, mapillary, synthia
+from diffseg.data import acdc, bdd100k, cityscapes, darkzurich, folder, gtav, mapillary, synthia
 from diffseg.data.base import FileDataset, Sample
 from diffseg.data.demo.dataset import DEMO_SPLITS, DemoDataset
 from diffseg.data.options import DatasetOptions
+from diffseg.data.plugins import Adapter, plugin_adapters
 from diffseg.data.roots import default_root, resolve_root
 from diffseg.data.splits import restrict
 
-_ADAPTERS = {
-    "gtav": gtav.list_entries,
-    "synthia": synthia.list_entries,
-    "cityscapes": cityscapes.list_entries,
-    "bdd100k": bdd100k.list_entries,
-    "mapillary": mapillary.list_entries,
-    "acdc": acdc.list_entries,
-    "darkzurich": darkzurich.list_entries,
+_ADAPTERS: dict[str, Adapter] = {
+    "gtav": gtav,
+    "synthia": synthia,
+    "cityscapes": cityscapes,
+    "bdd100k": bdd100k,
+    "mapillary": mapillary,
+    "acdc": acdc,
+    "darkzurich": darkzurich,
+    "folder": folder,
 }
-DATASET_NAMES: tuple[str, ...] = (*_ADAPTERS, "demo")
+DATASET_NAMES: tuple[str, ...] = (*_ADAPTERS, "demo")  # the built-in ones; entry points add more
 
 Dataset = FileDataset | DemoDataset
+
+
+def dataset_classes(name: str, root: Path | str | None = None) -> ClassTable:
+    """The label space of dataset `name` (Cityscapes' 19 for the built-in ones, without looking at
+    disk; a folder dataset's or a plugin's own from its root)."""
+    if name == "demo" or (name in _ADAPTERS and name != "folder"):
+        return CITYSCAPES
+    adapter = _adapter(name)
+    return adapter.class_table(resolve_root(name, root)) if hasattr(adapter, "class_table") else CITYSCAPES
+
+
+def _adapter(name: str) -> Adapter:
+    adapters = {**plugin_adapters(), **_ADAPTERS}  # a plugin cannot shadow a built-in name
+    if name not in adapters:
+        known = (*DATASET_NAMES, *sorted(set(adapters) - set(DATASET_NAMES)))
+        raise DiffsegError(f"unknown dataset {name!r}: use one of {', '.join(known)}")
+    return adapters[name]
 
 
 def open_dataset(
@@ -47,8 +67,7 @@ def open_dataset(
     `demo_size` is (W, H). Raises DiffsegError for an unknown name or split, a missing
     root or split folder, an unknown id in `split_file`, or an option the dataset lacks.
     """
-    if name not in DATASET_NAMES:
-        raise DiffsegError(f"unknown dataset {name!r}: use one of {', '.join(DATASET_NAMES)}")
+    adapter = None if name == "demo" else _adapter(name)
     if conditions is not None and name != "acdc":
         raise DiffsegError(f"--conditions applies to acdc only, not {name}")
     if name == "demo":
@@ -57,12 +76,14 @@ def open_dataset(
     opts = DatasetOptions(
         split_file=split_file, mapillary_map=mapillary_map, conditions=None if conditions is None else tuple(conditions)
     )
+    assert adapter is not None
     path = resolve_root(name, root)
-    entries, info = _ADAPTERS[name](path, split, opts)
+    entries, info = adapter.list_entries(path, split, opts)
     entries = restrict(entries, lambda e: e.id, split_file, name, split)
     if split_file is not None:
         info["split_file"] = str(split_file)
-    return FileDataset(name=name, split=split, root=path, entries=entries, info=info)
+    table = adapter.class_table(path) if hasattr(adapter, "class_table") else CITYSCAPES
+    return FileDataset(name=name, split=split, root=path, entries=entries, info=info, classes=table)
 
 
 __all__ = [
@@ -74,10 +95,12 @@ __all__ = [
     "PALETTE",
     "SYNTHIA13",
     "SYNTHIA16",
+    "ClassTable",
     "Dataset",
     "DemoDataset",
     "FileDataset",
     "Sample",
+    "dataset_classes",
     "default_root",
     "open_dataset",
 ]

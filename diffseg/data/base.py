@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from diffseg.core.classes import CITYSCAPES, ClassTable
 from diffseg.core.errors import DataError, DiffsegError
 from diffseg.data.readers import file_size, read_rgb
 
@@ -45,8 +46,11 @@ class Entry:
 class FileDataset:
     """A dataset on disk: `ids`, `load(i)`, `check(i)`, `label_size(i)` (see contracts)."""
 
-    def __init__(self, *, name: str, split: str, root: Path, entries: list[Entry], info: dict):
+    def __init__(
+        self, *, name: str, split: str, root: Path, entries: list[Entry], info: dict, classes: ClassTable = CITYSCAPES
+    ):
         self.name = name
+        self.classes = classes  # the label space its labels' train ids index
         self.split = split
         self.root = root
         self.info = dict(info)

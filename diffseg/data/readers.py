@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from diffseg.core.classes import IGNORE, NUM_CLASSES
+from diffseg.core.classes import IGNORE, NUM_CLASSES, ClassTable
 from diffseg.core.errors import DataError
 
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, UnidentifiedImageError)
@@ -97,14 +97,32 @@ def read_id_label(path: Path, table: np.ndarray) -> np.ndarray:
     return table[_read_index(path)]
 
 
+def _check_values(path: Path, label: np.ndarray, valid_256: np.ndarray, allowed: str) -> None:
+    """A DataError naming the values of `label` that `valid_256` does not allow."""
+    present = np.flatnonzero(np.bincount(label.ravel(), minlength=256))
+    bad = present[~valid_256[present]]
+    if bad.size:
+        shown = ", ".join(str(v) for v in bad[:12]) + (", ..." if bad.size > 12 else "")
+        raise DataError(path, f"corrupt train-id label: values {{{shown}}} outside {allowed}")
+
+
 def read_train_id_label(path: Path) -> np.ndarray:
     """Train-id label -> uint8 [H, W]; any value outside 0..18/255 marks the file corrupt."""
     label = _read_index(path)
-    present = np.flatnonzero(np.bincount(label.ravel(), minlength=256))
-    bad = present[~_VALID_TRAIN_IDS[present]]
-    if bad.size:
-        shown = ", ".join(str(v) for v in bad[:12]) + (", ..." if bad.size > 12 else "")
-        raise DataError(path, f"corrupt train-id label: values {{{shown}}} outside 0..18/255")
+    _check_values(path, label, _VALID_TRAIN_IDS, "0..18/255")
+    return label
+
+
+def read_table_label(path: Path, table: ClassTable) -> np.ndarray:
+    """Label of class ids 0..K-1 and the table's ignore value -> uint8 [H, W] with ignore as IGNORE (255);
+    any other value (an id the table lacks) marks the file corrupt."""
+    label = _read_index(path)
+    valid = np.zeros(256, bool)
+    valid[: table.num_classes] = True
+    valid[table.ignore] = True
+    _check_values(path, label, valid, f"the class ids 0..{table.num_classes - 1} and ignore {table.ignore}")
+    if table.ignore != IGNORE:
+        label = np.where(label == table.ignore, np.uint8(IGNORE), label)
     return label
 
 

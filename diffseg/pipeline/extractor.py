@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from diffseg.core.classes import CLASS_NAMES, NUM_CLASSES, present_classes
+from diffseg.core.classes import CITYSCAPES, ClassTable, present_classes
 from diffseg.core.errors import DiffsegError
 from diffseg.core.layers import LayerSpec, layer_specs, parse_layer
 from diffseg.pipeline import prompts, seeding
@@ -52,15 +52,17 @@ class FeatureExtractor:
         self,
         models,
         cfg: TrajectoryConfig,
-        classes=tuple(range(NUM_CLASSES)),
+        classes=tuple(range(CITYSCAPES.num_classes)),
         descriptions: dict | None = None,
         uncond_prompt: str = "empty",
+        table: ClassTable = CITYSCAPES,
     ):
-        self.models, self.cfg = models, cfg
+        self.models, self.cfg, self.table = models, cfg, table
         self.classes = tuple(int(c) for c in classes)
+        k = table.num_classes
         for c in self.classes:
-            if not 0 <= c < NUM_CLASSES:
-                raise DiffsegError(f"unknown class train id {c} (expected 0..{NUM_CLASSES - 1})")
+            if not 0 <= c < k:
+                raise DiffsegError(f"unknown class train id {c} (expected 0..{k - 1})")
         if len(set(self.classes)) != len(self.classes) or not self.classes:
             raise DiffsegError(f"active classes must be unique and non-empty: {list(self.classes)}")
         self.uncond_mode = uncond_prompt
@@ -76,11 +78,15 @@ class FeatureExtractor:
         self.alphas_cumprod = models.scheduler.alphas_cumprod.double().tolist()
         tok = models.tokenizer
         self.text = prompts.TextEmbeddings(tok, models.text_encoder, models.device, models.dtype)
-        self.uncond_text = prompts.uncond_prompt(uncond_prompt, self.classes)
-        self.class_text = {c: prompts.class_prompt(c, self.descriptions) for c in self.classes}
-        self.class_pos = {c: prompts.name_positions_in_class_prompt(tok, self.class_text[c], c) for c in self.classes}
+        self.uncond_text = prompts.uncond_prompt(uncond_prompt, self.classes, table)
+        self.class_text = {c: prompts.class_prompt(c, self.descriptions, table) for c in self.classes}
+        self.class_pos = {
+            c: prompts.name_positions_in_class_prompt(tok, self.class_text[c], c, table) for c in self.classes
+        }
         self.uncond_pos = (
-            prompts.class_token_positions(tok, self.uncond_text, self.classes) if uncond_prompt == "classes" else {}
+            prompts.class_token_positions(tok, self.uncond_text, self.classes, table)
+            if uncond_prompt == "classes"
+            else {}
         )
 
     def _check_model(self):
@@ -103,8 +109,8 @@ class FeatureExtractor:
             "template": prompts.TEMPLATE,
             "uncond_prompt": self.uncond_mode,
             "uncond_text": self.uncond_text,
-            "classes": [CLASS_NAMES[c] for c in self.classes],
-            "class_prompts": {CLASS_NAMES[c]: self.class_text[c] for c in self.classes},
+            "classes": [self.table.names[c] for c in self.classes],
+            "class_prompts": {self.table.names[c]: self.class_text[c] for c in self.classes},
         }
 
     # -- public numpy API (inference mode) -----------------------------------------------------

@@ -10,11 +10,15 @@ from pathlib import Path
 
 import torch
 
-from diffseg.core.classes import CLASS_NAMES
+from diffseg.core.classes import CITYSCAPES, CLASS_NAMES, ClassTable
 from diffseg.core.errors import DiffsegError
 
 PREFIX = "A high quality photo; europe city;"
 TEMPLATE = PREFIX + " {name}, {description}"
+# A label space of one's own (ClassTable other than Cityscapes'): no street scene is assumed, and a
+# class prompt is the prefix and the class's prompt words from classes.json (no description).
+GENERIC_PREFIX = "A high quality photo;"
+GENERIC_TEMPLATE = GENERIC_PREFIX + " {name}"
 UNCOND_PROMPTS = ("empty", "classes")
 
 DEFAULT_DESCRIPTIONS: dict[str, str] = {
@@ -59,23 +63,31 @@ def check_descriptions(d: dict, where: str = "descriptions") -> dict[str, str]:
     return {**DEFAULT_DESCRIPTIONS, **{k: str(v) for k, v in d.items()}}
 
 
-def class_prompt(train_id: int, descriptions: dict[str, str] | None = None) -> str:
-    """ "A high quality photo; europe city; <class>, <description>"."""
+def prefix(table: ClassTable = CITYSCAPES) -> str:
+    """What every prompt of the label space `table` starts with."""
+    return PREFIX if table == CITYSCAPES else GENERIC_PREFIX
+
+
+def class_prompt(train_id: int, descriptions: dict[str, str] | None = None, table: ClassTable = CITYSCAPES) -> str:
+    """ "A high quality photo; europe city; <class>, <description>"; another label space's:
+    "A high quality photo; <the class's prompt words>"."""
+    if table != CITYSCAPES:
+        return GENERIC_TEMPLATE.format(name=table.prompts[train_id])
     name = CLASS_NAMES[train_id]
     desc = (descriptions or DEFAULT_DESCRIPTIONS)[name]
     return TEMPLATE.format(name=name, description=desc)
 
 
-def class_list_prompt(class_ids) -> str:
+def class_list_prompt(class_ids, table: ClassTable = CITYSCAPES) -> str:
     """The label-free prompt naming every active class (unconditional branch, 'classes')."""
-    return PREFIX + " " + ", ".join(CLASS_NAMES[c] for c in class_ids)
+    return prefix(table) + " " + ", ".join(table.prompts[c] for c in class_ids)
 
 
-def uncond_prompt(mode: str, class_ids) -> str:
+def uncond_prompt(mode: str, class_ids, table: ClassTable = CITYSCAPES) -> str:
     if mode == "empty":
         return ""
     if mode == "classes":
-        return class_list_prompt(class_ids)
+        return class_list_prompt(class_ids, table)
     raise DiffsegError(f"unknown uncond prompt {mode!r} (expected {', '.join(UNCOND_PROMPTS)})")
 
 
@@ -103,11 +115,13 @@ def token_positions(tokenizer, prompt: str, name: str, start_char: int) -> tuple
     )
 
 
-def class_token_positions(tokenizer, prompt: str, class_ids) -> dict[int, tuple[int, ...]]:
+def class_token_positions(
+    tokenizer, prompt: str, class_ids, table: ClassTable = CITYSCAPES
+) -> dict[int, tuple[int, ...]]:
     """{train id: token positions} for each class named in `prompt`, searched left to right."""
     out, at = {}, 0
     for c in class_ids:
-        name = CLASS_NAMES[c]
+        name = table.prompts[c]
         start = prompt.find(name, at)
         if start < 0:
             raise DiffsegError(f"class name {name!r} not in prompt {prompt!r}")
@@ -116,10 +130,12 @@ def class_token_positions(tokenizer, prompt: str, class_ids) -> dict[int, tuple[
     return out
 
 
-def name_positions_in_class_prompt(tokenizer, prompt: str, train_id: int) -> tuple[int, ...]:
-    """Token positions of the class name right after the prefix of a class prompt."""
-    name = CLASS_NAMES[train_id]
-    start = len(PREFIX) + 1
+def name_positions_in_class_prompt(
+    tokenizer, prompt: str, train_id: int, table: ClassTable = CITYSCAPES
+) -> tuple[int, ...]:
+    """Token positions of the class name (prompt words) right after the prefix of a class prompt."""
+    name = table.prompts[train_id]
+    start = len(prefix(table)) + 1
     return token_positions(tokenizer, prompt, name, start)
 
 

@@ -49,4 +49,5 @@ def main(
     record = read_run(run)
     scored, which = score_run_each(record, caches, resolve_device(device), allow_partial)
     scored = [Scored(matrix=s.matrix, row={**s.row, "squeezed": cache_squeezed(s.row)}) for s in scored]
-    return publish(run, scored, which, synthia=is_synthia(record), as_json=as_json)
+    names = record.class_table.names
+    return publish(run, scored, which, synthia=is_synthia(record), as_json=as_json, class_names=names)

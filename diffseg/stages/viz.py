@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from diffseg.core.classes import CLASS_NAMES, NUM_CLASSES, PALETTE, colorize
+from diffseg.core.classes import CITYSCAPES, CLASS_NAMES, ClassTable, colorize
 from diffseg.core.classes import present_classes as classes_in
 
 # Layout of the composite pictures, in pixels.
@@ -31,26 +31,27 @@ BACKGROUND = (255, 255, 255)
 TEXT = (20, 20, 20)
 
 
-def palette_bytes() -> list[int]:
-    """The 256-entry Cityscapes palette as Pillow wants it (768 ints; unused entries black)."""
+def palette_bytes(table: ClassTable = CITYSCAPES) -> list[int]:
+    """The 256-entry palette of a label space (Cityscapes' by default) as Pillow wants it (768 ints;
+    unused entries black)."""
     lut = np.zeros((256, 3), np.uint8)
-    lut[:NUM_CLASSES] = PALETTE
+    lut[: table.num_classes] = table.palette
     return lut.reshape(-1).tolist()
 
 
-def palette_image(label_HW: np.ndarray) -> Image.Image:
+def palette_image(label_HW: np.ndarray, table: ClassTable = CITYSCAPES) -> Image.Image:
     """Train-id map -> mode "P" image whose indices are the train ids (255 shows black)."""
     label_HW = np.asarray(label_HW)
     assert label_HW.ndim == 2 and label_HW.dtype == np.uint8, (label_HW.shape, label_HW.dtype)
     h, w = label_HW.shape
     img = Image.frombytes("P", (w, h), np.ascontiguousarray(label_HW).tobytes())
-    img.putpalette(palette_bytes())
+    img.putpalette(palette_bytes(table))
     return img
 
 
-def save_mask(path: Path, label_HW: np.ndarray) -> None:
+def save_mask(path: Path, label_HW: np.ndarray, table: ClassTable = CITYSCAPES) -> None:
     """Write a palette PNG whose pixel values are the train ids."""
-    palette_image(label_HW).save(Path(path), format="PNG")
+    palette_image(label_HW, table).save(Path(path), format="PNG")
 
 
 def font(size: int = 14) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
@@ -64,13 +65,13 @@ def panel_size(h: int, w: int) -> tuple[int, int]:
     return max(1, round(h * scale)), max(1, round(w * scale))
 
 
-def legend_rows(class_ids, width: int, fnt=None) -> list[list[int]]:
+def legend_rows(class_ids, width: int, fnt=None, table: ClassTable = CITYSCAPES) -> list[list[int]]:
     """Greedy line wrapping of legend entries (swatch + name) into rows of at most `width` px."""
     fnt = fnt or font()
     rows: list[list[int]] = [[]]
     x = GAP
     for c in class_ids:
-        w = SWATCH + 4 + int(fnt.getlength(CLASS_NAMES[c])) + 12
+        w = SWATCH + 4 + int(fnt.getlength(table.names[c])) + 12
         if rows[-1] and x + w > width:
             rows.append([])
             x = GAP
@@ -79,14 +80,16 @@ def legend_rows(class_ids, width: int, fnt=None) -> list[list[int]]:
     return [r for r in rows if r]
 
 
-def draw_legend(draw: ImageDraw.ImageDraw, class_ids, top: int, width: int, fnt=None) -> None:
+def draw_legend(
+    draw: ImageDraw.ImageDraw, class_ids, top: int, width: int, fnt=None, table: ClassTable = CITYSCAPES
+) -> None:
     fnt = fnt or font()
-    for r, row in enumerate(legend_rows(class_ids, width, fnt)):
+    for r, row in enumerate(legend_rows(class_ids, width, fnt, table)):
         x, y = GAP, top + r * LEGEND_ROW_H + 3
         for c in row:
-            draw.rectangle([x, y, x + SWATCH, y + SWATCH], fill=tuple(int(v) for v in PALETTE[c]), outline=TEXT)
-            draw.text((x + SWATCH + 4, y - 1), CLASS_NAMES[c], fill=TEXT, font=fnt)
-            x += SWATCH + 4 + int(fnt.getlength(CLASS_NAMES[c])) + 12
+            draw.rectangle([x, y, x + SWATCH, y + SWATCH], fill=table.colors[c], outline=TEXT)
+            draw.text((x + SWATCH + 4, y - 1), table.names[c], fill=TEXT, font=fnt)
+            x += SWATCH + 4 + int(fnt.getlength(table.names[c])) + 12
 
 
 def upscale(img_hw_: np.ndarray, size_HW: tuple[int, int]) -> np.ndarray:
@@ -107,6 +110,7 @@ def side_by_side(
     pred_HW: np.ndarray,
     gt_HW: np.ndarray | None = None,
     titles: tuple[str, ...] = ("image", "prediction", "ground truth"),
+    table: ClassTable = CITYSCAPES,
 ) -> Image.Image:
     """image | prediction (| ground truth) with titles and a legend of the classes present.
 
@@ -119,21 +123,21 @@ def side_by_side(
     ph, pw = panel_size(h, w)
     panels = [Image.fromarray(image_HW3).resize((pw, ph), Image.Resampling.BILINEAR)]
     panels += [
-        Image.fromarray(colorize(lab)).resize((pw, ph), Image.Resampling.NEAREST)
+        Image.fromarray(table.colorize(lab)).resize((pw, ph), Image.Resampling.NEAREST)
         for lab in (pred_HW, gt_HW)
         if lab is not None
     ]
     width = len(panels) * pw + (len(panels) - 1) * GAP
     fnt = font()
     classes = present_classes(pred_HW, gt_HW)
-    n_rows = len(legend_rows(classes, width, fnt))
+    n_rows = len(legend_rows(classes, width, fnt, table))
     canvas = Image.new("RGB", (width, TITLE_H + ph + n_rows * LEGEND_ROW_H), BACKGROUND)
     draw = ImageDraw.Draw(canvas)
     for k, panel in enumerate(panels):
         x = k * (pw + GAP)
         canvas.paste(panel, (x, TITLE_H))
         draw.text((x + 4, 3), titles[k], fill=TEXT, font=fnt)
-    draw_legend(draw, classes, TITLE_H + ph, width, fnt)
+    draw_legend(draw, classes, TITLE_H + ph, width, fnt, table)
     return canvas
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from diffseg.core.classes import CITYSCAPES
 from diffseg.data.base import Sample
 from diffseg.data.demo.scene import draw_scene
 from diffseg.data.demo.style import render
@@ -38,6 +39,8 @@ def render_sample(
 
 class DemoDataset:
     """Same interface as FileDataset; `root` is None."""
+
+    classes = CITYSCAPES  # the label space its train ids index
 
     def __init__(
         self,

@@ -148,18 +148,29 @@ def _model_info(models, extractor, plan: ExtractPlan) -> dict:
     }
 
 
+def dataset_record(plan: ExtractPlan, info: dict):
+    """The record's `dataset`; a label space other than Cityscapes' is recorded whole (its class table)."""
+    from diffseg.cache import DatasetRecord
+    from diffseg.cache.record import CUSTOM_SPACE
+    from diffseg.core.classes import CITYSCAPES
+
+    if plan.class_table == CITYSCAPES:
+        return DatasetRecord(name=plan.dataset, split=plan.split, info=info)
+    return DatasetRecord(
+        name=plan.dataset, split=plan.split, info=info, label_space=CUSTOM_SPACE, classes=plan.class_table.to_dict()
+    )
+
+
 def create_cache(plan: ExtractPlan, samples: Samples, info: dict, shared: dict | None = None):
     """Create the store (or check and reopen it for resume): the run's first write. `shared`: the
     codec's fitted arrays (pca bases, `fit_codec`)."""
-    from diffseg.cache import CacheRecord, CacheWriter, DatasetRecord
+    from diffseg.cache import CacheRecord, CacheWriter
 
     record = CacheRecord(
         kind=plan.kind,
         model=info["model"],
         attention_backend=info["attention_backend"],
-        dataset=DatasetRecord(
-            name=plan.dataset, split=plan.split, info=dict(getattr(samples.dataset, "info", {}) or {})
-        ),
+        dataset=dataset_record(plan, dict(getattr(samples.dataset, "info", {}) or {})),
         extract=extract_record(plan, samples.image_ids),
         layers={n: info["layers"][n] for n in plan.trajectory.layers},
         branches=plan.branches,

@@ -15,8 +15,10 @@ from pathlib import Path
 
 from diffseg.cache.schema import view_id
 from diffseg.core import location
+from diffseg.core.classes import CITYSCAPES, ClassTable
 from diffseg.core.errors import DiffsegError
 from diffseg.core.geometry import check_unet_size
+from diffseg.data import dataset_classes
 from diffseg.pipeline.config import TrajectoryConfig, resolve
 from diffseg.stages.extract.config import ExtractConfig
 
@@ -76,6 +78,7 @@ class ExtractPlan:
     joint_branches: bool  # both branches' rows of a step in one U-Net call (recorded)
     block_minutes: float  # dask: a block's time budget (cluster.py)
     sample_seconds: float | None  # dask: seconds per sample for that budget; None: measured
+    class_table: ClassTable = CITYSCAPES  # the dataset's label space (a folder dataset's classes.json)
 
     def branch_layers(self, branch: str) -> tuple[str, ...]:
         """Layers this branch stores: every branch stores every layer (the branches share the
@@ -127,20 +130,21 @@ def resolve_branches(kind: str, branches) -> tuple[str, ...]:
     return out
 
 
-def resolve_classes(classes) -> tuple[int, ...]:
-    """Names or train ids -> sorted unique train ids (default: all 19)."""
-    from diffseg.core.classes import CLASS_NAMES
-
+def resolve_classes(classes, table: ClassTable = CITYSCAPES) -> tuple[int, ...]:
+    """Names or train ids of `table` -> sorted unique train ids (default: all of them)."""
+    names = table.names
     if not classes:
-        return tuple(range(len(CLASS_NAMES)))
+        return tuple(range(len(names)))
     ids = set()
     for c in classes:
-        if c.isdigit() and int(c) < len(CLASS_NAMES):
+        if c.isdigit() and int(c) < len(names):
             ids.add(int(c))
-        elif c.replace("_", " ") in CLASS_NAMES:
-            ids.add(CLASS_NAMES.index(c.replace("_", " ")))
+        elif c.replace("_", " ") in names:
+            ids.add(names.index(c.replace("_", " ")))
         else:
-            raise DiffsegError(f"--classes: unknown class {c!r} (names such as 'traffic light' or train ids 0-18)")
+            raise DiffsegError(
+                f"--classes: unknown class {c!r} (names such as {names[0]!r} or train ids 0-{len(names) - 1})"
+            )
     return tuple(sorted(ids))
 
 
@@ -158,6 +162,11 @@ def build_plan(config: ExtractConfig) -> ExtractPlan:
         raise DiffsegError(f"--views {c.views}: several views exist only for training caches (split train)")
     opts = recipe_options(c.recipe, {name: getattr(c, name) for name in RECIPE_OPTIONS})
     preset, descriptions = opts["preset"], opts["descriptions"]
+    table = dataset_classes(c.dataset, c.root)
+    if descriptions is not None and table != CITYSCAPES:
+        raise DiffsegError(
+            f"--descriptions applies to the Cityscapes classes only: {c.dataset}'s prompt words come from its class table"
+        )
     res, sc = resolve_sizes(c.dataset, kind, c.resolution, c.scale)
     dev = resolve_device(c.device).type
     traj = resolve(
@@ -192,7 +201,7 @@ def build_plan(config: ExtractConfig) -> ExtractPlan:
         photometric=bool(opts["photometric"]) and kind == "train",
         branches=resolve_branches(kind, c.branches),
         uncond_prompt=c.uncond_prompt,
-        classes=resolve_classes(opts["classes"]),
+        classes=resolve_classes(opts["classes"], table),
         descriptions=None if descriptions is None else load_descriptions(descriptions),
         descriptions_source="diffseg's defaults" if descriptions is None else str(descriptions),
         limit=c.limit,
@@ -205,6 +214,7 @@ def build_plan(config: ExtractConfig) -> ExtractPlan:
         joint_branches=c.joint_branches,
         block_minutes=c.block_minutes,
         sample_seconds=c.sample_seconds,
+        class_table=table,
     )
     if plan.joint_branches and set(plan.branches) != {"uncond", "cond"}:
         raise DiffsegError(
@@ -258,7 +268,6 @@ def views_rule(plan: ExtractPlan):
 def extract_record(plan: ExtractPlan, image_ids: list[str]):
     """The cache record's `extract`: the full config that decides every array (compared on resume)."""
     from diffseg.cache import ExtractRecord
-    from diffseg.core.classes import CLASS_NAMES
     from diffseg.pipeline.prompts import DEFAULT_DESCRIPTIONS, TEMPLATE, class_prompt, uncond_prompt
     from diffseg.pipeline.seeding import SCHEME
 
@@ -269,10 +278,10 @@ def extract_record(plan: ExtractPlan, image_ids: list[str]):
         views=plan.views,
         views_rule=views_rule(plan),
         uncond_prompt=plan.uncond_prompt,
-        uncond_prompt_text=uncond_prompt(plan.uncond_prompt, plan.classes),
+        uncond_prompt_text=uncond_prompt(plan.uncond_prompt, plan.classes, plan.class_table),
         prompt_template=TEMPLATE,
         classes=plan.classes,
-        class_prompts={CLASS_NAMES[c]: class_prompt(c, descs) for c in plan.classes},
+        class_prompts={plan.class_table.names[c]: class_prompt(c, descs, plan.class_table) for c in plan.classes},
         compute_dtype=plan.compute_dtype,
         limit=plan.limit,
         images=len(image_ids),

@@ -74,7 +74,12 @@ def make_extractor(plan: ExtractPlan, models):
     from diffseg.pipeline.extractor import FeatureExtractor
 
     return FeatureExtractor(
-        models, plan.trajectory, classes=plan.classes, descriptions=plan.descriptions, uncond_prompt=plan.uncond_prompt
+        models,
+        plan.trajectory,
+        classes=plan.classes,
+        descriptions=plan.descriptions,
+        uncond_prompt=plan.uncond_prompt,
+        table=plan.class_table,
     )
 
 

@@ -22,7 +22,14 @@ from diffseg.stages.device import autocast_dtype, resolve_device
 from diffseg.stages.predict.inputs import warn
 from diffseg.stages.predict.job import aspect_size, build_extractor, load_frozen
 from diffseg.stages.predict.online import Protocol, image_logits
-from diffseg.stages.runs.record import RunRecord, extract_config, is_synthia, load_segmentor, read_run
+from diffseg.stages.runs.record import (
+    RunRecord,
+    check_label_space,
+    extract_config,
+    is_synthia,
+    load_segmentor,
+    read_run,
+)
 from diffseg.stages.runs.reports import publish
 from diffseg.stages.runs.scoring import Scored
 
@@ -56,6 +63,7 @@ def score_online(
 
     res = eval_resolution(dataset, resolution)
     data = open_dataset(dataset, root=root, split=split, demo_size=res)  # the demo's images at the cache's size
+    check_label_space(f"{dataset} {split}", data.classes, record.class_table)
     n = len(data) if limit is None else min(limit, len(data))
     if n == 0:
         raise DiffsegError(f"{dataset} split {split} has no image to evaluate")
@@ -116,4 +124,5 @@ def main(
         limit=limit,
         device=device,
     )
-    return publish(run, [scored], which, synthia=is_synthia(record), as_json=as_json)
+    names = record.class_table.names
+    return publish(run, [scored], which, synthia=is_synthia(record), as_json=as_json, class_names=names)

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from diffseg.core.classes import IGNORE, NUM_CLASSES
+from diffseg.core.classes import CITYSCAPES, IGNORE, ClassTable
 from diffseg.core.errors import DiffsegError
 from diffseg.data.readers import open_header, size_problem
 
@@ -105,8 +105,9 @@ def find_label(labels_dir: Path, item: InputImage) -> Path | None:
     return None
 
 
-def read_label(path: Path, size_hw: tuple[int, int]) -> np.ndarray | None:
-    """Train-id map [H, W] uint8, or None (with a warning naming the file) when unusable."""
+def read_label(path: Path, size_hw: tuple[int, int], table: ClassTable = CITYSCAPES) -> np.ndarray | None:
+    """Train-id map [H, W] uint8 of the run's label space `table` (its ignore value read as IGNORE), or
+    None (with a warning naming the file) when unusable."""
     try:
         with open_header(path) as img:
             mode = img.mode
@@ -127,8 +128,9 @@ def read_label(path: Path, size_hw: tuple[int, int]) -> np.ndarray | None:
     if label.shape != tuple(size_hw):
         warn(f"ignoring label {path}: size {label.shape[1]}x{label.shape[0]}, the image is {size_hw[1]}x{size_hw[0]}")
         return None
-    bad = sorted(set(np.unique(label).tolist()) - set(range(NUM_CLASSES)) - {IGNORE})
+    k = table.num_classes
+    bad = sorted(set(np.unique(label).tolist()) - set(range(k)) - {table.ignore})
     if bad:
-        warn(f"ignoring label {path}: values {bad[:8]} are not train ids (0..18, 255)")
+        warn(f"ignoring label {path}: values {bad[:8]} are not train ids (0..{k - 1}, {table.ignore})")
         return None
-    return label.astype(np.uint8)
+    return np.where(label == table.ignore, IGNORE, label).astype(np.uint8)

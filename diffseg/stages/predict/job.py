@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from diffseg.core.classes import ClassTable
 from diffseg.core.errors import CacheMismatch, DiffsegError
 from diffseg.core.geometry import check_unet_size
 from diffseg.core.outputs import check_outputs
@@ -110,8 +111,9 @@ def build_extractor(record: RunRecord, extract: dict, models):
     return FeatureExtractor(
         models,
         traj,
-        classes=tuple(extract.get("classes", range(19))),
+        classes=tuple(extract.get("classes", range(record.class_table.num_classes))),
         uncond_prompt=extract.get("uncond_prompt", "empty"),
+        table=record.class_table,
     )
 
 
@@ -137,11 +139,13 @@ def predict_image(
     return logits_KHW.argmax(0).to(torch.uint8).cpu().numpy()
 
 
-def write_outputs(out: Path, item: InputImage, image: np.ndarray, pred: np.ndarray, gt: np.ndarray | None) -> None:
+def write_outputs(
+    out: Path, item: InputImage, image: np.ndarray, pred: np.ndarray, gt: np.ndarray | None, table: ClassTable
+) -> None:
     mask_path, vis_path = output_paths(out, item)
     mask_path.parent.mkdir(parents=True, exist_ok=True)
-    save_mask(mask_path, pred)
-    side_by_side(image, pred, gt).save(vis_path)
+    save_mask(mask_path, pred, table)
+    side_by_side(image, pred, gt, table=table).save(vis_path)
 
 
 def main(
@@ -173,7 +177,8 @@ def main(
     # 3. images
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    cm, labelled = ConfusionMatrix(), 0
+    table = record.class_table
+    cm, labelled = ConfusionMatrix(table.num_classes), 0
     for item in tqdm(items, desc="predict", unit="image", file=sys.stderr, dynamic_ncols=True):
         image = read_image(item.path)
         size = fixed or aspect_size(image.shape[1::-1], budget)
@@ -181,11 +186,11 @@ def main(
         gt = None
         if labels is not None:
             label_path = find_label(labels, item)
-            gt = read_label(label_path, pred.shape) if label_path else None
+            gt = read_label(label_path, pred.shape, table) if label_path else None
             if gt is not None:
                 cm.update(pred, gt)
                 labelled += 1
-        write_outputs(out, item, image, pred, gt)
+        write_outputs(out, item, image, pred, gt, table)
     print(f"predict: {len(items)} images -> {out} (<name>.png masks, <name>_vis.png pictures)", file=sys.stderr)
     if labels is not None:
         score = miou(cm)

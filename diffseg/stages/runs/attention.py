@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from diffseg.cache import CacheReader, schema
-from diffseg.core.classes import CLASS_NAMES, present_classes
+from diffseg.core.classes import present_classes
 from diffseg.core.errors import DiffsegError
 from diffseg.stages.viz import upscale
 
@@ -81,8 +81,7 @@ def xattn_ratio(cache: str | Path, branch: str = "uncond", limit: int | None = N
             f"{cache}: the {branch} branch holds no xattn layer (extract with --kinds including xattn"
             + (" and --uncond-prompt classes)" if branch == "uncond" else ")")
         )
-    names = reader.record.extract.class_names
-    class_ids = [CLASS_NAMES.index(name) for name in names]
+    class_ids = list(reader.record.extract.classes)
     indices = reader.complete_indices()[:limit]
     per_layer: dict[str, list[float]] = {k: [] for k in layers}
     chance: list[float] = []

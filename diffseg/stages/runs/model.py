@@ -8,6 +8,7 @@ from collections.abc import Mapping
 import torch
 
 from diffseg.cache import CacheReader, split_name
+from diffseg.core.classes import CITYSCAPES
 from diffseg.nn import Segmentor
 
 
@@ -20,8 +21,11 @@ def held_layers(reader: CacheReader) -> dict[str, list[str]]:
     return held
 
 
-def build_segmentor(layer_specs: Mapping, n_steps: int, fusion: str, seed: int) -> Segmentor:
-    """The trainable model, initialised from `seed` (the global RNG is reseeded here on purpose)."""
+def build_segmentor(
+    layer_specs: Mapping, n_steps: int, fusion: str, seed: int, num_classes: int = CITYSCAPES.num_classes
+) -> Segmentor:
+    """The trainable model, initialised from `seed` (the global RNG is reseeded here on purpose), its head
+    `num_classes` wide (the training cache's label space)."""
     torch.manual_seed(seed)
     specs = {l: {"stride": int(s["stride"]), "channels": int(s["channels"])} for l, s in layer_specs.items()}
-    return Segmentor(specs, n_steps, fusion=fusion)
+    return Segmentor(specs, n_steps, fusion=fusion, num_classes=num_classes)

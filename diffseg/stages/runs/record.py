@@ -18,7 +18,8 @@ import torch
 
 from diffseg.cache import CacheReader
 from diffseg.core import location
-from diffseg.core.errors import DiffsegError
+from diffseg.core.classes import CITYSCAPES, ClassTable
+from diffseg.core.errors import CacheMismatch, DiffsegError
 from diffseg.nn import Segmentor
 from diffseg.stages.device import autocast_dtype
 from diffseg.stages.runs.files import CACHES, CONFIG, digest, read_json
@@ -35,7 +36,17 @@ class RunRecord:
     path: Path
     cfg: TrainConfig
     layer_specs: dict  # {layer: {"kind", "stride", "channels", "size"}} of the selected layers
-    train_cache: dict  # caches.json "train": model, model_fingerprint, extract_hash, ...
+    train_cache: (
+        dict  # caches.json "train": model, model_fingerprint, extract_hash, ... (classes: a custom label space)
+    )
+
+    @property
+    def class_table(self) -> ClassTable:
+        """The label space the run was trained in: its training cache's, recorded in caches.json when it is
+        not Cityscapes' 19 (runs without it are Cityscapes')."""
+        if "classes" not in self.train_cache:
+            return CITYSCAPES
+        return ClassTable.from_json(self.train_cache["classes"], f"{self.path / CACHES} (train.classes)")
 
 
 def read_run(run: Path) -> RunRecord:
@@ -59,7 +70,9 @@ def read_run(run: Path) -> RunRecord:
 def load_segmentor(record: RunRecord, device: torch.device | str) -> tuple[Segmentor, str]:
     """(the run's Segmentor with its final weights, or its newest checkpoint's, in eval mode; which)."""
     cfg = record.cfg
-    model = build_segmentor(record.layer_specs, len(cfg.save_steps), cfg.fusion, cfg.seed)
+    model = build_segmentor(
+        record.layer_specs, len(cfg.save_steps), cfg.fusion, cfg.seed, record.class_table.num_classes
+    )
     path, which = checkpoint.latest_weights(record.path)
     model.load_state_dict(checkpoint.load_weights(path))
     return model.to(device).eval(), which
@@ -125,12 +138,23 @@ def run_targets(record: RunRecord, caches: Sequence[str | Path], allow_partial: 
             layer_specs=record.layer_specs,
             save_steps=cfg.save_steps,
         )
+        check_label_space(str(path), reader.record.dataset.class_table, record.class_table)
         dataset = reader.record.dataset.name
         usage = samples_used(reader, allow_partial)
         targets.append(
             Target(path=str(path), name=name, dataset=dataset, layers=cfg.layers, step_indices=idx, usage=usage)
         )
     return targets
+
+
+def check_label_space(cache: str, have: ClassTable, run: ClassTable) -> None:
+    """A cache scored by (or trained on with) a run must share its class table: the head's channels are its ids."""
+    if have != run:
+        raise CacheMismatch(
+            f"{cache} is labelled in another label space than the run: {have.num_classes} classes "
+            f"({', '.join(have.names[:5])}{', ...' if have.num_classes > 5 else ''}), the run's "
+            f"{run.num_classes} ({', '.join(run.names[:5])}{', ...' if run.num_classes > 5 else ''})"
+        )
 
 
 def is_synthia(record: RunRecord) -> bool:
@@ -145,7 +169,17 @@ def score(
     (JSON report, Markdown table), with mIoU16/13 for a Synthia-trained run; under DDP every rank
     calls it and scores its share (rank, world)."""
     amp = autocast_dtype(device)
-    return score_targets(model, targets, device, synthia=is_synthia(record), autocast_dtype=amp, rank=rank, world=world)
+    names = record.class_table.names
+    return score_targets(
+        model,
+        targets,
+        device,
+        synthia=is_synthia(record),
+        class_names=names,
+        autocast_dtype=amp,
+        rank=rank,
+        world=world,
+    )
 
 
 def score_run_each(
@@ -166,7 +200,7 @@ def score_run(
     """score_run_each summarized: (JSON report: one target its dict, several {"targets": [...], "mean_miou"};
     Markdown table; which weights)."""
     scored, which = score_run_each(record, caches, device, allow_partial)
-    report, table = summarize(scored, synthia=is_synthia(record))
+    report, table = summarize(scored, synthia=is_synthia(record), class_names=record.class_table.names)
     return report, table, which
 
 

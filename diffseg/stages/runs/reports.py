@@ -9,20 +9,30 @@ from __future__ import annotations
 import io
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from diffseg.core.atomic import atomic_write
+from diffseg.core.classes import CLASS_NAMES
 from diffseg.stages.runs.files import write_json
 from diffseg.stages.runs.scoring import Scored, summarize
 
 
-def publish(run: Path, scored: list[Scored], which: str, *, synthia: bool, as_json: bool) -> dict:
+def publish(
+    run: Path,
+    scored: list[Scored],
+    which: str,
+    *,
+    synthia: bool,
+    as_json: bool,
+    class_names: Sequence[str] = CLASS_NAMES,
+) -> dict:
     """Write the report, the table and the confusion matrices under <run>/eval; print the report."""
     from diffseg.stages.viz import confusion_png
 
-    report, table = summarize(scored, synthia=synthia)
+    report, table = summarize(scored, synthia=synthia, class_names=class_names)
     report = {**report, "run": str(run), "weights": which}
     rows = report.get("targets", [report])
     folder = Path(run) / "eval"
@@ -36,7 +46,7 @@ def publish(run: Path, scored: list[Scored], which: str, *, synthia: bool, as_js
         buf = io.BytesIO()
         np.save(buf, s.matrix)
         atomic_write(folder / name / "confusion_matrix.npy", buf.getvalue())
-        atomic_write(folder / name / "confusion_matrix.png", confusion_png(s.matrix, f"{run}: {name}"))
+        atomic_write(folder / name / "confusion_matrix.png", confusion_png(s.matrix, f"{run}: {name}", class_names))
     if as_json:
         print(json.dumps(report))
         return report

@@ -9,6 +9,7 @@ non-empty union, mIoU16/13 for Synthia-trained runs; several targets: their mean
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from diffseg.cache import FeatureDataset
 from diffseg.core import location
+from diffseg.core.classes import CLASS_NAMES
 from diffseg.core.errors import DiffsegError
 from diffseg.core.stats import mean_over_targets
 from diffseg.nn.metrics import ConfusionMatrix, markdown_table, scores
@@ -153,11 +155,11 @@ def score_each(
     return out
 
 
-def summarize(scored: list[Scored], *, synthia: bool) -> tuple[dict, str]:
+def summarize(scored: list[Scored], *, synthia: bool, class_names: Sequence[str] = CLASS_NAMES) -> tuple[dict, str]:
     """-> (JSON report per docs/design/architecture.md: one target its row, several {"targets": [...], "mean_miou"};
     Markdown per-class IoU table)."""
-    per_target = [{**scores(s.matrix, synthia=synthia), **s.row} for s in scored]
-    table = markdown_table({s.row["target"]: s.matrix for s in scored}, subsets=synthia)
+    per_target = [{**scores(s.matrix, synthia=synthia, class_names=class_names), **s.row} for s in scored]
+    table = markdown_table({s.row["target"]: s.matrix for s in scored}, class_names=class_names, subsets=synthia)
     if len(per_target) == 1:
         return per_target[0], table
     report = {"targets": per_target, "mean_miou": mean_over_targets([r["miou"] for r in per_target], missing="skip")}
@@ -174,6 +176,7 @@ def score_targets(
     device: torch.device,
     *,
     synthia: bool,
+    class_names: Sequence[str] = CLASS_NAMES,
     workers: int = 0,
     autocast_dtype: torch.dtype | None = None,
     rank: int = 0,
@@ -182,7 +185,7 @@ def score_targets(
     """summarize(score_each(...)); under DDP every rank calls it with its rank and the world size, scores its
     share and gets the whole report (confusion_on)."""
     scored = score_each(model, targets, device, workers=workers, autocast_dtype=autocast_dtype, rank=rank, world=world)
-    return summarize(scored, synthia=synthia)
+    return summarize(scored, synthia=synthia, class_names=class_names)
 
 
 def target_names(paths: list[str]) -> list[str]:

@@ -154,9 +154,10 @@ def sample_problems(
         elif a.dtype.kind == "f" and not np.isfinite(a).all():
             problems.append(f"{who}: {name} holds {int(a.size - np.isfinite(a).sum())} NaN/inf values")
     if schema.LABELS in arrays:
-        bad = np.setdiff1d(np.unique(arrays[schema.LABELS]), np.r_[np.arange(19), IGNORE])
+        k = r.record.dataset.class_table.num_classes
+        bad = np.setdiff1d(np.unique(arrays[schema.LABELS]), np.r_[np.arange(k), IGNORE])
         if bad.size:
-            problems.append(f"{who}: labels hold values {bad.tolist()} outside 0..18 and 255")
+            problems.append(f"{who}: labels hold values {bad.tolist()} outside 0..{k - 1} and {IGNORE}")
     if orig is not None and min(orig.shape) == 0:
         problems.append(f"{who}: original label has empty size {list(orig.shape)}")
     return problems

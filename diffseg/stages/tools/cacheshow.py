@@ -24,7 +24,7 @@ from matplotlib.patches import Patch
 
 from diffseg.cache import CacheReader, schema
 from diffseg.core import location
-from diffseg.core.classes import CLASS_NAMES, PALETTE, colorize, present_classes
+from diffseg.core.classes import CITYSCAPES, CLASS_NAMES, ClassTable, present_classes
 from diffseg.core.outputs import check_outputs
 from diffseg.stages.viz import upscale
 
@@ -55,13 +55,13 @@ def pca_rgb(feats_SChw: np.ndarray) -> np.ndarray:
     return y_N3.reshape(S, h, w, 3)
 
 
-def legend_handles(label_HW: np.ndarray) -> list[Patch]:
+def legend_handles(label_HW: np.ndarray, table: ClassTable = CITYSCAPES) -> list[Patch]:
     present = present_classes(label_HW)
-    return [Patch(color=PALETTE[c] / 255, label=CLASS_NAMES[c]) for c in present]
+    return [Patch(color=table.palette[c] / 255, label=table.names[c]) for c in present]
 
 
-def label_panel(ax, label_HW: np.ndarray, title: str) -> None:
-    ax.imshow(colorize(label_HW), interpolation="nearest")
+def label_panel(ax, label_HW: np.ndarray, title: str, table: ClassTable = CITYSCAPES) -> None:
+    ax.imshow(table.colorize(label_HW), interpolation="nearest")
     ax.set_title(title, fontsize=9)
     ax.set_xticks([])
     ax.set_yticks([])
@@ -70,7 +70,7 @@ def label_panel(ax, label_HW: np.ndarray, title: str) -> None:
 def feature_grid(r: CacheReader, i: int, branch: str, layers: list[str], label_HW, out: Path) -> Path:
     steps = r.save_steps
     rows, cols = len(layers), len(steps) + 1
-    handles = legend_handles(label_HW)
+    handles = legend_handles(label_HW, r.record.dataset.class_table)
     ncol = max(1, int(CELL_IN * cols / 1.4))
     top, bottom = 0.8, 0.3 + 0.25 * -(-len(handles) // ncol)  # inches for the title and the legend
     fig, axes = plt.subplots(rows, cols, figsize=(CELL_IN * cols, CELL_IN * rows + top + bottom), squeeze=False)
@@ -79,7 +79,7 @@ def feature_grid(r: CacheReader, i: int, branch: str, layers: list[str], label_H
         feats = r.read(i, [schema.feature_name(branch, layer)])[schema.feature_name(branch, layer)]
         rgb = pca_rgb(feats)
         spec = specs[layer]
-        label_panel(axes[row, 0], label_HW, "label (train ids)")
+        label_panel(axes[row, 0], label_HW, "label (train ids)", r.record.dataset.class_table)
         axes[row, 0].set_ylabel(
             f"{layer}\n{spec.kind}, {spec.channels} ch\n{spec.size[0]}x{spec.size[1]} (1/{spec.stride})", fontsize=9
         )
@@ -105,7 +105,7 @@ def feature_grid(r: CacheReader, i: int, branch: str, layers: list[str], label_H
 
 def class_names_of(r: CacheReader, n: int) -> list[str]:
     """Names of the xattn channels: the cache's active classes."""
-    names = r.record.extract.class_names
+    names = r.record.class_names
     if len(names) == n:
         return names
     return list(CLASS_NAMES) if n == len(CLASS_NAMES) else [f"class {k}" for k in range(n)]
@@ -119,7 +119,7 @@ def xattn_grid(r: CacheReader, i: int, branch: str, layer: str, step: int, label
     cols = min(5, n)
     rows = -(-n // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(CELL_IN * cols + 0.8, CELL_IN * rows + 0.8), squeeze=False)
-    label_panel(axes[0, 0], label_HW, "label")
+    label_panel(axes[0, 0], label_HW, "label", r.record.dataset.class_table)
     vmax = max(float(maps_Khw.max()), 1e-6)  # one scale for all classes: attention is comparable
     for k, name in enumerate(names, start=1):
         ax = axes.flat[k]

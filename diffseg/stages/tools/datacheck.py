@@ -10,7 +10,7 @@ import numpy as np
 from tqdm import tqdm
 
 from diffseg.core.errors import DataError
-from diffseg.data import CLASS_NAMES, IGNORE, open_dataset
+from diffseg.data import IGNORE, open_dataset
 
 
 def scan(ds, limit: int | None = None) -> dict:
@@ -49,7 +49,7 @@ def report(ds, result: dict) -> dict:
         "checked": result["checked"],
         "problems": result["problems"],
         "bad_samples": result["bad_ids"],
-        "histogram": {name: int(counts[c]) for c, name in enumerate(CLASS_NAMES)},
+        "histogram": {name: int(counts[c]) for c, name in enumerate(ds.classes.names)},
         "ignore_pixels": int(counts[IGNORE]),
     }
 

@@ -21,7 +21,6 @@ import numpy as np
 from diffseg.cache import CacheReader
 from diffseg.cache.schema import LABELS
 from diffseg.core.atomic import atomic_write
-from diffseg.core.classes import NUM_CLASSES
 from diffseg.core.paths import user_cache_dir
 from diffseg.stages.runs.files import cache_fingerprint, digest
 
@@ -39,23 +38,25 @@ def stats_key(reader: CacheReader, indices: Sequence[int]) -> dict:
 
 
 def count_classes(reader: CacheReader, indices: Sequence[int]) -> np.ndarray:
-    """int64 [len(indices), 19]: labelled pixels of each class in each listed sample."""
-    out = np.zeros((len(indices), NUM_CLASSES), np.int64)
+    """int64 [len(indices), K]: labelled pixels of each of the cache's K classes in each listed sample."""
+    k = reader.record.dataset.class_table.num_classes
+    out = np.zeros((len(indices), k), np.int64)
     for row, i in enumerate(indices):
         label = reader.read(int(i), [LABELS])[LABELS]
-        out[row] = np.bincount(label.ravel(), minlength=256)[:NUM_CLASSES]
+        out[row] = np.bincount(label.ravel(), minlength=256)[:k]
     return out
 
 
 def class_counts(reader: CacheReader, indices: Sequence[int]) -> tuple[np.ndarray, dict]:
-    """(counts [len(indices), 19], the record {key, counts}): from the sidecar when it matches, else
+    """(counts [len(indices), K], the record {key, counts}): from the sidecar when it matches, else
     counted and remembered."""
     key = stats_key(reader, indices)
     sidecar = stats_dir() / (hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32] + ".json")
     if sidecar.is_file():
         record = _read(sidecar)
         if record is not None and record.get("key") == key:
-            return np.asarray(record["counts"], np.int64).reshape(len(indices), NUM_CLASSES), record
+            k = reader.record.dataset.class_table.num_classes
+            return np.asarray(record["counts"], np.int64).reshape(len(indices), k), record
     print(f"counting the class pixels of {len(indices)} labels of {reader.path} (once)", file=sys.stderr, flush=True)
     counts = count_classes(reader, indices)
     record = {"key": key, "counts": counts.tolist()}

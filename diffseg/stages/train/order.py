@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from diffseg.cache import CacheReader
-from diffseg.core.classes import CLASS_NAMES
 from diffseg.stages.runs.files import digest
 from diffseg.stages.train.classstats import class_counts
 from diffseg.stages.train.config import TrainConfig
@@ -29,12 +28,13 @@ def build_order(cfg: TrainConfig, reader: CacheReader, indices: Sequence[int]) -
     rcs = RareClassSampler(
         counts, groups, temperature=cfg.rcs_temperature, min_pixels=cfg.rcs_min_pixels, seed=cfg.seed
     )
+    names = reader.record.dataset.class_table.names
     stats = {
         "digest": digest(record["counts"]),
         "min_pixels": cfg.rcs_min_pixels,
         "temperature": cfg.rcs_temperature,
-        "frequencies": {CLASS_NAMES[c]: float(f) for c, f in enumerate(rcs.freq_K)},
-        "probabilities": {CLASS_NAMES[int(c)]: float(rcs.probs_K[c]) for c in rcs.classes},
+        "frequencies": {names[c]: float(f) for c, f in enumerate(rcs.freq_K)},
+        "probabilities": {names[int(c)]: float(rcs.probs_K[c]) for c in rcs.classes},
         # what identifies the per-sample counts (kept in the class-stats sidecar, classstats.py); the
         # cache's absolute path stays out of the run (caches.json alone records it)
         "key": {k: v for k, v in record["key"].items() if k != "path"},

@@ -98,7 +98,9 @@ class Trainer:
             raise DiffsegError(f"{cfg.cache} has no complete sample to train on")
         self.order, self.class_stats = build_order(cfg, reader, self.data.indices)
         # 2. model, loss, optimizer
-        self.model = build_segmentor(layer_specs, len(cfg.save_steps), cfg.fusion, cfg.seed).to(device)
+        table = self.cache_record.dataset.class_table
+        self.model = build_segmentor(layer_specs, len(cfg.save_steps), cfg.fusion, cfg.seed, table.num_classes)
+        self.model = self.model.to(device)
         self.model.fusion.fold(
             {
                 k: (torch.from_numpy(b).to(device), torch.from_numpy(m).to(device))
@@ -133,6 +135,8 @@ class Trainer:
         self.train_fp = cache_fingerprint(cfg.cache, self.cache_record, self.ids)
         # the full extract config too, so predict/eval need not reopen the training cache (runs/record.py)
         train = {**self.train_fp, "extract": self.cache_record.extract.to_dict(), **usage.record()}
+        if self.cache_record.dataset.classes is not None:  # a label space of its own (else Cityscapes' 19)
+            train["classes"] = self.cache_record.dataset.classes
         self.record = RunRecord(path=self.run, cfg=cfg, layer_specs=layer_specs, train_cache=train)
         if not fresh:  # first: a changed training cache would otherwise be blamed on an evaluation cache
             self._check_same_cache()
