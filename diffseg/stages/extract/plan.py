@@ -78,7 +78,7 @@ class ExtractPlan:
     joint_branches: bool  # both branches' rows of a step in one U-Net call (recorded)
     block_minutes: float  # dask: a block's time budget (cluster.py)
     sample_seconds: float | None  # dask: seconds per sample for that budget; None: measured
-    class_table: ClassTable = CITYSCAPES  # the dataset's label space (a folder dataset's classes.json)
+    class_table: ClassTable  # the dataset's label space (a folder dataset's classes.json)
 
     def branch_layers(self, branch: str) -> tuple[str, ...]:
         """Layers this branch stores: every branch stores every layer (the branches share the
