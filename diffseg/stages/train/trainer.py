@@ -43,13 +43,13 @@ from diffseg.stages.runs.model import build_segmentor
 from diffseg.stages.runs.record import RunRecord, run_targets, score
 from diffseg.stages.runs.usage import usage_of
 from diffseg.stages.train import checkpoint, distributed
+from diffseg.stages.train.best import Best, pick_target
 from diffseg.stages.train.classstats import CLASS_STATS
 from diffseg.stages.train.config import CONFIG_TOML, TrainConfig, recorded_part
 from diffseg.stages.train.config import write_file as write_train_file
 from diffseg.stages.train.distributed import DistEnv, sync_batchnorm, sync_buffers
 from diffseg.stages.train.order import build_order
 from diffseg.stages.train.progress import Progress, Window
-from diffseg.stages.train.retention import KEEP, check_keep
 from diffseg.stages.train.sampling import MicroBatchSampler, dropout_seeds, flip_mask, micro_positions
 from diffseg.stages.train.schedule import lr_factor, set_lr
 from diffseg.stages.train.step import (
@@ -75,12 +75,10 @@ class Trainer:
         fresh: bool,
         allow_partial: bool = False,
         explicit: bool = True,
-        keep_checkpoints: int = KEEP,
     ):
         """`run`: the run folder; a fresh run creates it with its records (`explicit`: it was given,
         else it is a default name that moves on to the next free one when taken; runs/files.py)."""
         self.cfg, self.run, self.env, self.device = cfg, Path(run), env, device
-        self.keep_checkpoints = check_keep(keep_checkpoints)
         self.layer_specs = layer_specs
         # 1. data: every complete sample; pending ones refused unless allowed (usage.py), rank 0's view on every rank
         reader = CacheReader(cfg.cache)
@@ -137,6 +135,8 @@ class Trainer:
         if not fresh:  # first: a changed training cache would otherwise be blamed on an evaluation cache
             self._check_same_cache()
         self.targets = run_targets(self.record, cfg.eval_caches, allow_partial)
+        best_target = pick_target(cfg.save_best, self.targets)
+        self.best = Best(self.run, best_target, None) if best_target is not None else None
         # 4. run directory and starting point
         self.start = 0
         if fresh:
@@ -164,6 +164,8 @@ class Trainer:
             explicit=explicit,
         )
         self.record = replace(self.record, path=self.run)
+        if self.best is not None:  # the run folder may have moved on to the next free name
+            self.best.run = self.run
         write_train_file(self.run / CONFIG_TOML, self.cfg)  # config.json's config as a rerunnable config file
         evals = [cache_fingerprint(r.path, r.record, r.ids) for r in (CacheReader(t.path) for t in self.targets)]
         write_json(self.run / CACHES, {"train": self.record.train_cache, "eval": evals})
@@ -208,6 +210,8 @@ class Trainer:
         if self.device.type == "cuda" and state["rng"]["cuda"]:
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         self.start = int(state["iteration"])
+        if self.best is not None:  # a checkpoint written before --save-best existed holds none
+            self.best.record = state.get("best")
 
     def _warn(self, line: str) -> None:
         if self.env.main:
@@ -231,6 +235,7 @@ class Trainer:
                 "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
             },
             "config": recorded_part(self.cfg),
+            "best": self.best.record if self.best is not None else None,
         }
 
     # -- loop ---------------------------------------------------------------------------
@@ -273,10 +278,11 @@ class Trainer:
                         log.write(rec)
                     window.reset()
                 progress.update(done, rec)
-                if done % cfg.ckpt_every == 0 or done == stop:
-                    self._checkpoint(done)
+                # evaluation first: the checkpoint of this iteration then holds its best record (best.py)
                 if cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.iters:
                     self._evaluate(done, log, progress, final=False)
+                if done % cfg.ckpt_every == 0 or done == stop:
+                    self._checkpoint(done)
             if stop == cfg.iters:
                 if main:
                     checkpoint.save_weights(self.model.state_dict(), self.run / checkpoint.FINAL)
@@ -340,7 +346,11 @@ class Trainer:
     def _checkpoint(self, iteration: int) -> None:
         if self.env.main:
             checkpoint.save_checkpoint(
-                self.run, iteration, self.model.state_dict(), self._resume_state(iteration), keep=self.keep_checkpoints
+                self.run,
+                iteration,
+                self.model.state_dict(),
+                self._resume_state(iteration),
+                keep=self.cfg.keep_checkpoints,
             )
 
     def _evaluate(self, iteration: int, log: MetricsLog | None, progress: Progress, final: bool) -> None:
@@ -363,6 +373,8 @@ class Trainer:
         if final:
             write_json(self.run / "eval.json", report)
             (self.run / "eval.md").write_text(table)
+        if self.best is not None:
+            self.best.update(iteration, report, self.model.state_dict())
         miou = report.get("mean_miou", report.get("miou"))
         log.write({"iter": iteration, "eval_miou": miou})
         progress.note(
