@@ -44,6 +44,7 @@ from diffseg.stages.runs.record import RunRecord, run_targets, score
 from diffseg.stages.runs.usage import usage_of
 from diffseg.stages.train import checkpoint, distributed
 from diffseg.stages.train.best import Best, pick_target
+from diffseg.stages.train.curves import TensorBoard, open_curves, prediction_picture
 from diffseg.stages.train.classstats import CLASS_STATS
 from diffseg.stages.train.config import CONFIG_TOML, TrainConfig, recorded_part
 from diffseg.stages.train.config import write_file as write_train_file
@@ -139,6 +140,7 @@ class Trainer:
         self.best = Best(self.run, best_target, None) if best_target is not None else None
         # 4. run directory and starting point
         self.start = 0
+        self.curves: TensorBoard | None = None  # `--log`: opened by fit on rank 0
         if fresh:
             self._write_records(explicit)
         else:
@@ -260,6 +262,7 @@ class Trainer:
         cfg, main = self.cfg, self.env.main
         stop = cfg.iters if cfg.stop_at is None else min(cfg.stop_at, cfg.iters)
         log = MetricsLog(self.run / METRICS) if main else None
+        self.curves = open_curves(cfg.log, self.run, self.start) if main else None
         progress = Progress(cfg.iters, self.start, enabled=main)
         if self.start:
             progress.note(f"resuming {self.run} at iteration {self.start} with its recorded config")
@@ -276,6 +279,8 @@ class Trainer:
                     rec = window.record(done, [g["lr"] for g in self.optimizer.param_groups])
                     if log is not None:  # rank 0
                         log.write(rec)
+                    if self.curves is not None:
+                        self.curves.metrics(rec)
                     window.reset()
                 progress.update(done, rec)
                 # evaluation first: the checkpoint of this iteration then holds its best record (best.py)
@@ -292,6 +297,8 @@ class Trainer:
             progress.close()
             if log is not None:
                 log.close()
+            if self.curves is not None:
+                self.curves.close()
 
     def _iteration(self, k: int, batches) -> tuple[dict[str, float], float]:
         cfg = self.cfg
@@ -375,6 +382,9 @@ class Trainer:
             (self.run / "eval.md").write_text(table)
         if self.best is not None:
             self.best.update(iteration, report, self.model.state_dict())
+        if self.curves is not None:
+            picture = prediction_picture(self.model, self.targets, self.device, self.amp_dtype)
+            self.curves.evaluation(iteration, report, picture)
         miou = report.get("mean_miou", report.get("miou"))
         log.write({"iter": iteration, "eval_miou": miou})
         progress.note(
