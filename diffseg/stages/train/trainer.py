@@ -44,10 +44,10 @@ from diffseg.stages.runs.record import RunRecord, run_targets, score
 from diffseg.stages.runs.usage import usage_of
 from diffseg.stages.train import checkpoint, distributed
 from diffseg.stages.train.best import Best, pick_target
-from diffseg.stages.train.curves import TensorBoard, open_curves, prediction_picture
 from diffseg.stages.train.classstats import CLASS_STATS
 from diffseg.stages.train.config import CONFIG_TOML, TrainConfig, recorded_part
 from diffseg.stages.train.config import write_file as write_train_file
+from diffseg.stages.train.curves import TensorBoard, open_curves, prediction_picture
 from diffseg.stages.train.distributed import DistEnv, sync_batchnorm, sync_buffers
 from diffseg.stages.train.order import build_order
 from diffseg.stages.train.progress import Progress, Window
