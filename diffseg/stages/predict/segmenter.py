@@ -57,7 +57,7 @@ class Segmenter:
         """Class-id maps of one image [H, W, 3] (a map) or a list of images (a list of maps, in order).
         `names`: the sample ids seeding the noise (predict's file stems); not given, "image" for each."""
         single = isinstance(images, np.ndarray)
-        batch = [images] if single else list(images)  # type: ignore[list-item]
+        batch = [images] if single else list(images)
         ids = [names] if isinstance(names, str) else list(names or [DEFAULT_NAME] * len(batch))
         if len(ids) != len(batch):
             raise DiffsegError(f"{len(batch)} images but {len(ids)} names")
