@@ -8,8 +8,10 @@ import sys
 import pytest
 from helpers import FAST_TRAIN, SMALL
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from typer.testing import CliRunner
 
 from diffseg.cache.synthetic import make_cache
+from diffseg.cli import app
 from diffseg.stages.train import job as train
 from diffseg.stages.train.curves import TB_DIR
 
@@ -73,3 +75,14 @@ def test_tensorboard_is_imported_only_when_asked_for(caches, tmp_path):
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert res.stdout.split() == ["False", "True"], res.stdout
+
+
+def test_a_missing_tensorboard_is_one_line_before_the_run_folder(caches, tmp_path, monkeypatch):
+    cache, _ = caches
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # `import` raises ImportError
+    args = ["train", "--cache", str(cache), "--out", str(tmp_path / "run"), "--log", "tensorboard"]
+    res = CliRunner().invoke(app, [*args, "--iters", "1", "--device", "cpu", "--read-threads", "0"])
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    (line,) = [x for x in res.output.splitlines() if x.startswith("error:")]
+    assert "pip install 'diffseg[tensorboard]'" in line
+    assert not (tmp_path / "run").exists()

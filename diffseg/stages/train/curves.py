@@ -25,17 +25,27 @@ TB_DIR = "tensorboard"
 GRID_SAMPLES = 2
 
 
+def _summary_writer() -> type:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as err:
+        raise DiffsegError(
+            f"--log tensorboard needs the tensorboard package ({err}): pip install 'diffseg[tensorboard]'"
+        ) from err
+    return SummaryWriter
+
+
+def check_log(kind: str | None) -> None:
+    """DiffsegError now, before the run folder is written, when `--log` asks for a package not installed."""
+    if kind == "tensorboard":
+        _summary_writer()
+
+
 class TensorBoard:
     """The event file writer of one run (rank 0)."""
 
     def __init__(self, run: Path, start: int):
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError as err:
-            raise DiffsegError(
-                f"--log tensorboard needs the tensorboard package ({err}): pip install 'diffseg[tensorboard]'"
-            ) from err
-        self.writer = SummaryWriter(str(Path(run) / TB_DIR), purge_step=start or None)
+        self.writer = _summary_writer()(str(Path(run) / TB_DIR), purge_step=start or None)
 
     def metrics(self, rec: dict) -> None:
         """One metrics.jsonl line."""

@@ -47,7 +47,7 @@ from diffseg.stages.train.best import Best, pick_target
 from diffseg.stages.train.classstats import CLASS_STATS
 from diffseg.stages.train.config import CONFIG_TOML, TrainConfig, recorded_part
 from diffseg.stages.train.config import write_file as write_train_file
-from diffseg.stages.train.curves import TensorBoard, open_curves, prediction_picture
+from diffseg.stages.train.curves import TensorBoard, check_log, open_curves, prediction_picture
 from diffseg.stages.train.distributed import DistEnv, sync_batchnorm, sync_buffers
 from diffseg.stages.train.order import build_order
 from diffseg.stages.train.progress import Progress, Window
@@ -136,6 +136,7 @@ class Trainer:
         if not fresh:  # first: a changed training cache would otherwise be blamed on an evaluation cache
             self._check_same_cache()
         self.targets = run_targets(self.record, cfg.eval_caches, allow_partial)
+        check_log(cfg.log)  # a missing package fails before the run folder is written
         best_target = pick_target(cfg.save_best, self.targets)
         self.best = Best(self.run, best_target, None) if best_target is not None else None
         # 4. run directory and starting point
