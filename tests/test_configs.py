@@ -46,7 +46,8 @@ def test_every_train_field_is_reachable_from_a_file(tmp_path):
 
 
 def _all_fields_file(tmp_path):
-    cfg = TrainConfig(cache="c", layers=("a",), save_steps=(1,), branches=("uncond",), rcs_min_pixels=5, stop_at=2)
+    required = dict(cache="c", layers=("a",), save_steps=(1,), branches=("uncond",))
+    cfg = TrainConfig(**required, rcs_min_pixels=5, stop_at=2, save_best="cs", log="tensorboard")  # None by default
     path = tmp_path / "all.toml"
     tomlfile.write(path, {"train": cfg.to_dict()})
     return read_file(path)

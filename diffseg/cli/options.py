@@ -22,6 +22,7 @@ from diffseg.stages.demo.config import SIZES
 from diffseg.stages.extract.config import MAPILLARY_MAPS
 from diffseg.stages.extract.config import default as extract_default
 from diffseg.stages.extract.recipe import RECIPES
+from diffseg.stages.train.config import LOGS
 from diffseg.stages.train.config import RECIPES as TRAIN_RECIPES
 
 # Lists of heavy modules, kept equal to theirs by tests/test_cli_choices.py.
@@ -64,6 +65,7 @@ if TYPE_CHECKING:  # mypy sees the strings the commands pass on
     Consistency: TypeAlias = str
     DemoSize: TypeAlias = str
     Device: TypeAlias = str
+    TrainLog: TypeAlias = str
 else:
     DatasetName = choices("DatasetName", DATASETS)
     Preset = choices("Preset", PRESETS)
@@ -76,6 +78,7 @@ else:
     Consistency = choices("Consistency", CONSISTENCY)
     DemoSize = choices("DemoSize", SIZES)
     Device = choices("Device", DEVICES)
+    TrainLog = choices("TrainLog", LOGS)
 
 
 def given(**options: Any) -> dict[str, Any]:

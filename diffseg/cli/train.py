@@ -19,6 +19,7 @@ from diffseg.cli.options import (
     DeviceOpt,
     Fusion,
     PartialOpt,
+    TrainLog,
     TrainRecipe,
     cache_location,
     csv,
@@ -146,6 +147,28 @@ def train(
     ckpt_every: Annotated[
         int | None, typer.Option(min=1, help="Checkpoint every N iterations.", show_default=shown("ckpt_every"))
     ] = None,
+    keep_checkpoints: Annotated[
+        int | None,
+        typer.Option(
+            help="Checkpoints kept, the newest (at least 2: a damaged newest one falls back to the one before).",
+            show_default=shown("keep_checkpoints"),
+        ),
+    ] = None,
+    save_best: Annotated[
+        str | None,
+        typer.Option(
+            metavar="TARGET",
+            help="Also keep the weights of the best mIoU on this evaluation target (its folder name or cache): "
+            "best.safetensors, its iteration and score in best.json.",
+        ),
+    ] = None,
+    log: Annotated[
+        TrainLog | None,
+        typer.Option(
+            help="Also write the curves for TensorBoard under <run>/tensorboard/ (pip install "
+            "'diffseg[tensorboard]'); metrics.jsonl is written either way."
+        ),
+    ] = None,
     read_threads: Annotated[
         int | None,
         typer.Option(
@@ -212,6 +235,9 @@ def train(
             warmup=warmup,
             eval_every=eval_every,
             ckpt_every=ckpt_every,
+            keep_checkpoints=keep_checkpoints,
+            save_best=save_best,
+            log=log,
             workers=threads(read_threads, old_workers),
             in_memory=in_memory,
             sync_bn=sync_bn,

@@ -141,6 +141,29 @@ def side_by_side(
     return canvas
 
 
+def robust_normalise(x_NC: np.ndarray) -> np.ndarray:
+    """Per channel: subtract the median, divide by the interquartile range (floored)."""
+    med = np.median(x_NC, axis=0)
+    q1, q3 = np.percentile(x_NC, [25, 75], axis=0)
+    return (x_NC - med) / np.maximum(q3 - q1, 1e-3)
+
+
+def pca_rgb(feats_SChw: np.ndarray) -> np.ndarray:
+    """[S, C, h, w] features -> [S, h, w, 3] float in [0, 1] (3 principal components)."""
+    S, C, h, w = feats_SChw.shape
+    x_NC = robust_normalise(feats_SChw.astype(np.float32).transpose(0, 2, 3, 1).reshape(-1, C))
+    x_NC -= x_NC.mean(axis=0)
+    _, vecs = np.linalg.eigh(x_NC.T @ x_NC)  # ascending eigenvalues
+    comps_C3 = vecs[:, ::-1][:, :3]
+    if comps_C3.shape[1] < 3:  # fewer than 3 channels: pad with zeros
+        comps_C3 = np.pad(comps_C3, ((0, 0), (0, 3 - comps_C3.shape[1])))
+    y_N3 = x_NC @ comps_C3
+    y_N3 *= np.where(np.mean(y_N3**3, axis=0) < 0, -1, 1)  # a fixed sign: positive skew
+    lo, hi = np.percentile(y_N3, [1, 99], axis=0)
+    y_N3 = np.clip((y_N3 - lo) / np.maximum(hi - lo, 1e-6), 0, 1)
+    return y_N3.reshape(S, h, w, 3)
+
+
 def prediction_grid(
     rows: Mapping[str, Sequence[tuple[np.ndarray, np.ndarray, np.ndarray | None]]], cell_h: int = 128
 ) -> Image.Image:

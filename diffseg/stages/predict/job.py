@@ -117,6 +117,16 @@ def build_extractor(record: RunRecord, extract: dict, models):
     )
 
 
+def load_predictor(record: RunRecord, extract: dict, model: str | None, device: str):
+    """(feature extractor, segmentor) of a run: the frozen models repeating its training cache's
+    trajectory and the run's final weights (else its newest sound checkpoint, with a warning)."""
+    extractor = build_extractor(record, extract, load_frozen(record, model, device))
+    segmentor, which = load_segmentor(record, device)
+    if which != "final":
+        warn(f"{record.path} has no final weights: using its {which}")
+    return extractor, segmentor
+
+
 def network_input(image_HW3: np.ndarray, resolution: tuple[int, int]) -> np.ndarray:
     """uint8 [H', W', 3] fed to the VAE: the image resized exactly as evaluation caches resize it."""
     return eval_image(image_HW3, resolution)
@@ -169,11 +179,7 @@ def main(
     budget = area_budget(record)
     # 2. models: frozen diffusion model + the run's fusion and head
     dev = resolve_device(device).type
-    models = load_frozen(record, model, dev)
-    extractor = build_extractor(record, extract, models)
-    segmentor, which = load_segmentor(record, dev)
-    if which != "final":
-        warn(f"{run} has no final weights: using its {which}")
+    extractor, segmentor = load_predictor(record, extract, model, dev)
     # 3. images
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

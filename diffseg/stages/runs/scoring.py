@@ -98,10 +98,7 @@ def confusion_on(
                 bad = int(batch["index"])
                 break
             orig_HW = batch["orig"]
-            up_1KHW = F.interpolate(
-                logits_1Khw.float(), size=tuple(orig_HW.shape), mode="bilinear", align_corners=False
-            )
-            cm.update(up_1KHW.argmax(1)[0], orig_HW)
+            cm.update(_classes(logits_1Khw, orig_HW), orig_HW)
     finally:
         model.train(was_training)
     if world > 1:
@@ -110,6 +107,34 @@ def confusion_on(
         sid = data.base.reader.ids[bad]
         raise DiffsegError(f"{target.path}: non-finite logits on sample {sid} (NaN/inf in its features?)")
     return cm, len(data)
+
+
+def _classes(logits_1Khw: torch.Tensor, orig_HW: torch.Tensor) -> torch.Tensor:
+    """Class ids at the label's size: the logits upsampled bilinearly, then argmax."""
+    up_1KHW = F.interpolate(logits_1Khw.float(), size=tuple(orig_HW.shape), mode="bilinear", align_corners=False)
+    return up_1KHW.argmax(1)[0]
+
+
+@torch.no_grad()
+def examples(
+    model: Segmentor, target: Target, device: torch.device, n: int, *, autocast_dtype: torch.dtype | None = None
+) -> list[tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]]:
+    """(features by layer, prediction, label) of a target's first n samples, predicted as confusion_on does."""
+    data = _WithOrigLabel(target)
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        for pos in range(min(n, len(data))):
+            batch = _collate([data[pos]])
+            feats = {k: v.to(device).float() for k, v in batch["feats"].items()}
+            with autocast(device, autocast_dtype):
+                logits_1Khw = model(feats)
+            pred_HW = _classes(logits_1Khw, batch["orig"]).to(torch.uint8).cpu().numpy()
+            out.append(({k: v[0].cpu().numpy() for k, v in feats.items()}, pred_HW, batch["orig"].numpy()))
+    finally:
+        model.train(was_training)
+    return out
 
 
 def _sum_over_ranks(mat_KK: torch.Tensor, bad: int, device: torch.device) -> tuple[torch.Tensor, int]:

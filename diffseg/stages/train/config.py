@@ -20,9 +20,11 @@ from pathlib import Path
 from diffseg.core import tomlfile
 from diffseg.core.errors import DiffsegError
 from diffseg.core.records import from_record
+from diffseg.stages.train.retention import KEEP, check_keep
 
 # Fields that may differ between the recorded config and a resumed invocation.
-RUNTIME_FIELDS = ("device", "workers", "in_memory", "stop_at", "eval_caches")
+RUNTIME_FIELDS = ("device", "workers", "in_memory", "stop_at", "eval_caches", "keep_checkpoints", "log")
+LOGS = ("tensorboard",)  # curves written besides metrics.jsonl (`train --log`; curves.py)
 _TUPLES = ("eval_caches", "layers", "save_steps", "branches")
 # A record written before an option existed ran without it (a resumed old run must not change).
 BEFORE_OPTION = {"rcs_temperature": 0.0, "sync_bn": False}
@@ -56,11 +58,14 @@ class TrainConfig:
     clip_norm: float = 5.0
     eval_every: int = 4000  # 0: at the end only
     ckpt_every: int = 2000
+    keep_checkpoints: int = KEEP  # newest checkpoints kept (>= 2: a damaged newest one falls back to the one before)
+    save_best: str | None = None  # evaluation target (name or cache) whose best mIoU's weights are kept (best.py)
     log_every: int = 10  # metrics.jsonl line every N iterations
     seed: int = 0
     sync_bn: bool = False  # the head's BatchNorm statistics over all DDP ranks (SyncBatchNorm; CUDA only)
     workers: int = 2  # reader threads of the BatchLoader (cache/loader.py)
     in_memory: bool = False
+    log: str | None = None  # "tensorboard": curves under <run>/tensorboard/ too (metrics.jsonl stays the record)
     device: str = "auto"  # auto | cpu | cuda[:N]; the record holds the resolved device
     stop_at: int | None = None  # stop (after checkpointing) at this iteration: simulated interruption
 
@@ -73,6 +78,9 @@ class TrainConfig:
             raise DiffsegError(f"--rcs-temperature must be >= 0, got {self.rcs_temperature}")
         if not 0 <= self.flip_features <= 1:
             raise DiffsegError(f"--flip-features is a probability in [0, 1], got {self.flip_features}")
+        check_keep(self.keep_checkpoints)
+        if self.log is not None and self.log not in LOGS:
+            raise DiffsegError(f"unknown --log {self.log!r} (expected {' or '.join(LOGS)})")
         if self.iters < 1 or self.batch_size < 1 or self.accum < 1:
             raise DiffsegError(f"iters/batch_size/accum must be >= 1, got {self.iters}/{self.batch_size}/{self.accum}")
 
@@ -92,7 +100,7 @@ class TrainConfig:
 # config.json stays the record. The runtime fields that name this machine's resources are written as
 # comments: they change speed, never the weights, and another machine has other devices.
 CONFIG_TOML = "config.toml"
-_COMMENTED = ("device", "workers", "in_memory", "stop_at")
+_COMMENTED = ("device", "workers", "in_memory", "stop_at", "log")
 _HEADER = """The resolved configuration of a diffseg training run (config.json is its record).
 Rerun it: diffseg train --config config.toml --out NEW_RUN_DIR (the same weights on the same machine).
 Runtime options (device, read threads, ...) are comments: they change speed, not the result."""

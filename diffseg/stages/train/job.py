@@ -58,6 +58,8 @@ def resolve_config(*, cache: str | Path, **options) -> tuple[TrainConfig, dict]:
         )
     if "eval_caches" in opts:
         opts["eval_caches"] = tuple(str(p) for p in opts["eval_caches"])
+    if "save_best" in opts:  # a target's name or its cache, perhaps a Path (the Python API)
+        opts["save_best"] = str(opts["save_best"])
     if "warmup" not in opts:  # the paper's warm-up, capped at a tenth of a shorter run (else it never ends)
         opts["warmup"] = short_run_warmup(opts.get("iters", base["iters"]), base["warmup"])
     opts = {**{k: v for k, v in base.items() if k not in ("consistency", "w_cond", "w_uncond", "w_cons")}, **opts}
@@ -102,7 +104,7 @@ def main(
     `options`: TrainConfig fields and the selection options (`layers`, `save_steps`, `kinds`,
     `branches`), each None (or absent) when not given. A fresh run takes TrainConfig's default for
     an option not given; a resumed run takes the recorded value, and refuses a given result-deciding
-    option that differs from the record. The runtime options (device, workers, in_memory, stop_at)
+    option that differs from the record. The runtime options (device, workers, in_memory, stop_at, log)
     are never taken from the record: not given, they are TrainConfig's defaults."""
     from diffseg.stages.train.trainer import Trainer  # torch-heavy; after the cheap checks
 
@@ -118,7 +120,7 @@ def main(
     distributed.init(env, dev)
     try:
         run = distributed.broadcast(env, resolve_run_dir(cache, out, resume) if env.main else None)
-        runtime = {k: opts.pop(k, default(k)) for k in ("workers", "in_memory", "stop_at")}
+        runtime = {k: opts.pop(k, default(k)) for k in ("workers", "in_memory", "stop_at", "log")}
         runtime["device"] = str(dev)
         if resume:
             cfg, layer_specs = _recorded(Path(run), cache, runtime, opts)
@@ -190,8 +192,11 @@ def _recorded(run: Path, cache: str | Path, runtime: dict, asked: dict) -> tuple
     asked = dict(asked)
     # Evaluation targets change what is scored, never the weights: given ones replace the record's.
     evals = asked.pop("eval_caches", None)
+    # So does the number of checkpoints kept (not given: the recorded one, 2 for a run older than the option).
+    keep = asked.pop("keep_checkpoints", have.keep_checkpoints)
     _check_asked(run, cache, have, record["layer_specs"], asked)
-    cfg = replace(have, **runtime, eval_caches=tuple(str(p) for p in evals) if evals else have.eval_caches)
+    evals = tuple(str(p) for p in evals) if evals else have.eval_caches
+    cfg = replace(have, **runtime, eval_caches=evals, keep_checkpoints=keep)
     return cfg, record["layer_specs"]
 
 
@@ -214,6 +219,7 @@ RESUME_CHECKED = (
     "rcs_temperature",
     "rcs_min_pixels",
     "flip_features",
+    "save_best",
     "layers",
     "save_steps",
     "kinds",

@@ -12,7 +12,9 @@ KEEP = 2  # checkpoints kept by default
 
 def check_keep(keep: int) -> int:
     if keep < 2:
-        raise DiffsegError(f"keep {keep} checkpoints: keep at least 2, so a damaged newest one has one before it")
+        raise DiffsegError(
+            f"--keep-checkpoints {keep}: keep at least 2, so a damaged newest checkpoint has one before it to fall back to"
+        )
     return keep
 
 

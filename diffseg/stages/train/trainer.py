@@ -43,13 +43,14 @@ from diffseg.stages.runs.model import build_segmentor
 from diffseg.stages.runs.record import RunRecord, run_targets, score
 from diffseg.stages.runs.usage import usage_of
 from diffseg.stages.train import checkpoint, distributed
+from diffseg.stages.train.best import Best, pick_target
 from diffseg.stages.train.classstats import CLASS_STATS
 from diffseg.stages.train.config import CONFIG_TOML, TrainConfig, recorded_part
 from diffseg.stages.train.config import write_file as write_train_file
+from diffseg.stages.train.curves import TensorBoard, check_log, open_curves, prediction_picture
 from diffseg.stages.train.distributed import DistEnv, sync_batchnorm, sync_buffers
 from diffseg.stages.train.order import build_order
 from diffseg.stages.train.progress import Progress, Window
-from diffseg.stages.train.retention import KEEP, check_keep
 from diffseg.stages.train.sampling import MicroBatchSampler, dropout_seeds, flip_mask, micro_positions
 from diffseg.stages.train.schedule import lr_factor, set_lr
 from diffseg.stages.train.step import (
@@ -75,12 +76,10 @@ class Trainer:
         fresh: bool,
         allow_partial: bool = False,
         explicit: bool = True,
-        keep_checkpoints: int = KEEP,
     ):
         """`run`: the run folder; a fresh run creates it with its records (`explicit`: it was given,
         else it is a default name that moves on to the next free one when taken; runs/files.py)."""
         self.cfg, self.run, self.env, self.device = cfg, Path(run), env, device
-        self.keep_checkpoints = check_keep(keep_checkpoints)
         self.layer_specs = layer_specs
         # 1. data: every complete sample; pending ones refused unless allowed (usage.py), rank 0's view on every rank
         reader = CacheReader(cfg.cache)
@@ -141,8 +140,12 @@ class Trainer:
         if not fresh:  # first: a changed training cache would otherwise be blamed on an evaluation cache
             self._check_same_cache()
         self.targets = run_targets(self.record, cfg.eval_caches, allow_partial)
+        check_log(cfg.log)  # a missing package fails before the run folder is written
+        best_target = pick_target(cfg.save_best, self.targets)
+        self.best = Best(self.run, best_target, None) if best_target is not None else None
         # 4. run directory and starting point
         self.start = 0
+        self.curves: TensorBoard | None = None  # `--log`: opened by fit on rank 0
         if fresh:
             self._write_records(explicit)
         else:
@@ -168,6 +171,8 @@ class Trainer:
             explicit=explicit,
         )
         self.record = replace(self.record, path=self.run)
+        if self.best is not None:  # the run folder may have moved on to the next free name
+            self.best.run = self.run
         write_train_file(self.run / CONFIG_TOML, self.cfg)  # config.json's config as a rerunnable config file
         evals = [cache_fingerprint(r.path, r.record, r.ids) for r in (CacheReader(t.path) for t in self.targets)]
         write_json(self.run / CACHES, {"train": self.record.train_cache, "eval": evals})
@@ -212,6 +217,8 @@ class Trainer:
         if self.device.type == "cuda" and state["rng"]["cuda"]:
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         self.start = int(state["iteration"])
+        if self.best is not None:  # a checkpoint written before --save-best existed holds none
+            self.best.record = state.get("best")
 
     def _warn(self, line: str) -> None:
         if self.env.main:
@@ -235,6 +242,7 @@ class Trainer:
                 "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
             },
             "config": recorded_part(self.cfg),
+            "best": self.best.record if self.best is not None else None,
         }
 
     # -- loop ---------------------------------------------------------------------------
@@ -259,6 +267,7 @@ class Trainer:
         cfg, main = self.cfg, self.env.main
         stop = cfg.iters if cfg.stop_at is None else min(cfg.stop_at, cfg.iters)
         log = MetricsLog(self.run / METRICS) if main else None
+        self.curves = open_curves(cfg.log, self.run, self.start) if main else None
         progress = Progress(cfg.iters, self.start, enabled=main)
         if self.start:
             progress.note(f"resuming {self.run} at iteration {self.start} with its recorded config")
@@ -275,12 +284,15 @@ class Trainer:
                     rec = window.record(done, [g["lr"] for g in self.optimizer.param_groups])
                     if log is not None:  # rank 0
                         log.write(rec)
+                    if self.curves is not None:
+                        self.curves.metrics(rec)
                     window.reset()
                 progress.update(done, rec)
-                if done % cfg.ckpt_every == 0 or done == stop:
-                    self._checkpoint(done)
+                # evaluation first: the checkpoint of this iteration then holds its best record (best.py)
                 if cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.iters:
                     self._evaluate(done, log, progress, final=False)
+                if done % cfg.ckpt_every == 0 or done == stop:
+                    self._checkpoint(done)
             if stop == cfg.iters:
                 if main:
                     checkpoint.save_weights(self.model.state_dict(), self.run / checkpoint.FINAL)
@@ -290,6 +302,8 @@ class Trainer:
             progress.close()
             if log is not None:
                 log.close()
+            if self.curves is not None:
+                self.curves.close()
 
     def _iteration(self, k: int, batches) -> tuple[dict[str, float], float]:
         cfg = self.cfg
@@ -344,7 +358,11 @@ class Trainer:
     def _checkpoint(self, iteration: int) -> None:
         if self.env.main:
             checkpoint.save_checkpoint(
-                self.run, iteration, self.model.state_dict(), self._resume_state(iteration), keep=self.keep_checkpoints
+                self.run,
+                iteration,
+                self.model.state_dict(),
+                self._resume_state(iteration),
+                keep=self.cfg.keep_checkpoints,
             )
 
     def _evaluate(self, iteration: int, log: MetricsLog | None, progress: Progress, final: bool) -> None:
@@ -367,6 +385,11 @@ class Trainer:
         if final:
             write_json(self.run / "eval.json", report)
             (self.run / "eval.md").write_text(table)
+        if self.best is not None:
+            self.best.update(iteration, report, self.model.state_dict())
+        if self.curves is not None:
+            picture = prediction_picture(self.model, self.targets, self.device, self.amp_dtype)
+            self.curves.evaluation(iteration, report, picture)
         miou = report.get("mean_miou", report.get("miou"))
         log.write({"iter": iteration, "eval_miou": miou})
         progress.note(
