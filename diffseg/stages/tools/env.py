@@ -32,7 +32,7 @@ def lines() -> list[str]:
         f"cpus available: {threads.available_cores()} (affinity {threads.affinity_cores()}, "
         f"cgroup quota {threads.cgroup_quota() or 'none'})",
         f"torch threads: {torch.get_num_threads()}",
-        f"OMP_WAIT_POLICY: {os.environ.get('OMP_WAIT_POLICY', 'unset')}",
+        *(f"{k}: {os.environ.get(k, 'unset')}" for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")),
     ]
     chosen = threads.applied()
     out.append(f"thread settings: {chosen.describe() if chosen else 'not applied (not run from the diffseg command)'}")
