@@ -17,6 +17,22 @@ SMALL = dict(
     block=8,
 )
 
+LEARNABLE_CLASSES = (0, 1, 2, 3)
+
+
+def learnable_caches(root, n_train: int, n_eval: int):
+    """(training cache, evaluation cache) under `root`: SMALL caches whose features carry the label
+    (signal 4), the classes LEARNABLE_CLASSES, the evaluation one a Cityscapes-like val cache."""
+    from diffseg.cache.synthetic import make_cache
+
+    kw = dict(signal=4.0, classes=LEARNABLE_CLASSES, **SMALL)
+    cache = make_cache(root / "gtav", n=n_train, **kw)
+    ev = make_cache(
+        root / "cs", n=n_eval, seed=1, kind="eval", split="val", dataset="cityscapes", branches=("uncond",), **kw
+    )
+    return cache, ev
+
+
 # train.main keywords of the predict tests' tiny runs (one-step demo caches, three res layers).
 PREDICT_TRAIN = dict(
     layers=("up1.res2", "up2.res2", "up3.res2"),

@@ -4,11 +4,10 @@ the best evaluation on one target, with its iteration and score in best.json), b
 import json
 
 import pytest
-from helpers import FAST_TRAIN, SMALL
+from helpers import FAST_TRAIN, learnable_caches
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from diffseg.cache.synthetic import make_cache
 from diffseg.cli import app
 from diffseg.core.errors import DiffsegError
 from diffseg.stages.train import best as best_module
@@ -16,27 +15,12 @@ from diffseg.stages.train import checkpoint
 from diffseg.stages.train import job as train
 from diffseg.stages.train.best import BEST, BEST_WEIGHTS
 
-CLASSES = (0, 1, 2, 3)
 KW = {**FAST_TRAIN, "iters": 8, "ckpt_every": 2, "eval_every": 1, "branches": ("uncond",), "lr": 3e-3}
 
 
 @pytest.fixture(scope="module")
 def caches(tmp_path_factory):
-    root = tmp_path_factory.mktemp("best")
-    cache = make_cache(root / "gtav", n=5, signal=4.0, classes=CLASSES, **SMALL)
-    ev = make_cache(
-        root / "cs",
-        n=2,
-        signal=4.0,
-        classes=CLASSES,
-        seed=1,
-        kind="eval",
-        split="val",
-        dataset="cityscapes",
-        branches=("uncond",),
-        **SMALL,
-    )
-    return cache, ev
+    return learnable_caches(tmp_path_factory.mktemp("best"), n_train=5, n_eval=2)
 
 
 def _same(a: dict, b: dict) -> bool:

@@ -6,36 +6,20 @@ import subprocess
 import sys
 
 import pytest
-from helpers import FAST_TRAIN, SMALL
+from helpers import FAST_TRAIN, learnable_caches
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from typer.testing import CliRunner
 
-from diffseg.cache.synthetic import make_cache
 from diffseg.cli import app
 from diffseg.stages.train import job as train
 from diffseg.stages.train.curves import TB_DIR
 
-CLASSES = (0, 1, 2, 3)
 KW = {**FAST_TRAIN, "iters": 4, "eval_every": 2, "branches": ("uncond",)}
 
 
 @pytest.fixture(scope="module")
 def caches(tmp_path_factory):
-    root = tmp_path_factory.mktemp("curves")
-    cache = make_cache(root / "gtav", n=3, signal=4.0, classes=CLASSES, **SMALL)
-    ev = make_cache(
-        root / "cs",
-        n=2,
-        signal=4.0,
-        classes=CLASSES,
-        seed=1,
-        kind="eval",
-        split="val",
-        dataset="cityscapes",
-        branches=("uncond",),
-        **SMALL,
-    )
-    return cache, ev
+    return learnable_caches(tmp_path_factory.mktemp("curves"), n_train=3, n_eval=2)
 
 
 def test_the_event_file_holds_the_values_of_metrics_jsonl_and_the_evaluations(caches, tmp_path):

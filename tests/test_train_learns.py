@@ -3,31 +3,17 @@
 import json
 
 import numpy as np
-from helpers import FAST_TRAIN, SMALL
+from helpers import FAST_TRAIN, LEARNABLE_CLASSES, learnable_caches
 
 from diffseg.cache import CacheReader
-from diffseg.cache.synthetic import make_cache
 from diffseg.nn.metrics import ConfusionMatrix, miou
 from diffseg.stages.train import job as train
 
-CLASSES = (0, 1, 2, 3)
+CLASSES = LEARNABLE_CLASSES
 
 
 def _caches(tmp_path):
-    cache = make_cache(tmp_path / "gtav", n=8, signal=4.0, classes=CLASSES, **SMALL)
-    ev = make_cache(
-        tmp_path / "cs",
-        n=4,
-        signal=4.0,
-        classes=CLASSES,
-        seed=1,
-        kind="eval",
-        split="val",
-        dataset="cityscapes",
-        branches=("uncond",),
-        **SMALL,
-    )
-    return cache, ev
+    return learnable_caches(tmp_path, n_train=8, n_eval=4)
 
 
 def test_short_run_learns_the_synthetic_task(tmp_path):
