@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 FAKE_PYTHON3 = """#!/usr/bin/env bash
 # where the README command's first step ran, and what that tree held; then fail, ending the script
-{ pwd; find . -path ./.git -prune -o -type f -print | sort; } > "$FAKE_LOG"
+{ pwd; find . -path ./.git -prune -o -type f -print | sort; git ls-files | sed 's/^/tracked: /'; } > "$FAKE_LOG"
 exit 3
 """
 
@@ -64,6 +64,9 @@ def test_outside_ci_it_runs_in_a_removed_copy_and_leaves_the_tree_alone(repo):
     assert "./tracked.py" in files and "./new.py" in files and "./.ci/run" in files
     assert "./gone.py" not in files and not any(f.startswith(("./.venv/", "./runs/")) for f in files)
     assert (where.parent / "repo" / "tracked.py").read_text() == "x = 2\n"
+    # the copy is a repository of its own tracking exactly what was copied (tests ask git for tracked files)
+    copied = {f[2:] for f in files if f.startswith("./")} - {".ci-pytest.log"}  # the log: written by the run
+    assert {f[len("tracked: ") :] for f in files if f.startswith("tracked: ")} == copied
 
 
 def test_the_copy_has_the_uncommitted_edits(repo, tmp_path):
