@@ -209,27 +209,42 @@ def decode_rates(r, names: list[str], idx: list[int], decode) -> tuple[float, fl
     return out_mb / t_np, out_mb / t_torch
 
 
+def sd_shaped_sample() -> list[np.ndarray]:
+    """One sample's float16 features at SD 2.1 `5step` shapes for a 256 px crop (up blocks 1-3), synthetic
+    activations with a few very large ones, seeded."""
+    rng = np.random.default_rng(0)
+    xs = [fake_features(rng, 5, c, s, s) for c, s in [(1280, 8), (640, 16), (320, 32)]]
+    for x in xs:
+        x.reshape(-1)[rng.integers(0, x.size, x.size // 2000)] = 300  # a few very large activations
+    return xs
+
+
+def fitted_shared(codec, xs: list[np.ndarray]) -> list[dict]:
+    """Per array, the codec's shared arrays fitted on that array itself (pca's basis and mean; {} otherwise)."""
+    from diffseg.cache.codecs import PcaFit
+
+    shared = []
+    for x in xs:
+        fit = PcaFit(x.shape[1])
+        fit.add(x)
+        shared.append(fit.basis(codec.k(x.shape[1])) if codec.name == "pca" else {})
+    return shared
+
+
 def sd_shaped_decode() -> None:
     """Decode MB/s (float16 out) at SD 2.1 `5step` shapes for a 256 px crop (synthetic activations with
     spikes; one thread): the per-call overheads of the small real caches above do not dominate here."""
     import torch
 
-    from diffseg.cache.codecs import PcaFit, decode, parse_codec
+    from diffseg.cache.codecs import decode, parse_codec
 
-    rng = np.random.default_rng(0)
-    xs = [fake_features(rng, 5, c, s, s) for c, s in [(1280, 8), (640, 16), (320, 32)]]
-    for x in xs:
-        x.reshape(-1)[rng.integers(0, x.size, x.size // 2000)] = 300  # a few very large activations
+    xs = sd_shaped_sample()
     mb = sum(x.nbytes for x in xs) / 1e6
     print(f"\nSD 2.1 5step shapes, 256 px, one sample ({mb:.1f} MB float16), decode MB/s, 1 thread")
     print(f"  {'codec':24s} {'numpy':>8s} {'torch':>8s} {'rel err':>8s}")
     for spec in ("int8", "pca:k=32"):
         codec = parse_codec(spec)
-        shared = []
-        for x in xs:
-            fit = PcaFit(x.shape[1])
-            fit.add(x)
-            shared.append(fit.basis(codec.k(x.shape[1])) if codec.name == "pca" else {})
+        shared = fitted_shared(codec, xs)
         parts = [codec.encode(x, sh) for x, sh in zip(xs, shared)]
         t0 = time.perf_counter()
         ys = [codec.decode_numpy(p, sh).astype(np.float16) for p, sh in zip(parts, shared)]
@@ -252,12 +267,9 @@ def sd_shaped_encode(device: str, repeat: int = 3) -> None:
     the copy to the host; the copy of the parts included), same input, best of `repeat`."""
     import torch
 
-    from diffseg.cache.codecs import PcaFit, encode_torch, parse_codec
+    from diffseg.cache.codecs import encode_torch, parse_codec
 
-    rng = np.random.default_rng(0)
-    xs = [fake_features(rng, 5, c, s, s) for c, s in [(1280, 8), (640, 16), (320, 32)]]
-    for x in xs:
-        x.reshape(-1)[rng.integers(0, x.size, x.size // 2000)] = 300
+    xs = sd_shaped_sample()
     mb = sum(x.nbytes for x in xs) / 1e6
     dev = torch.device(device)
     txs = [torch.from_numpy(x).to(dev) for x in xs]
@@ -267,11 +279,7 @@ def sd_shaped_encode(device: str, repeat: int = 3) -> None:
     print(f"  {'codec':24s} {'numpy':>8s} {'torch':>8s} {'ratio':>6s}")
     for spec in ("int8", "pca:k=32"):
         codec = parse_codec(spec)
-        shared = []
-        for x in xs:
-            fit = PcaFit(x.shape[1])
-            fit.add(x)
-            shared.append(fit.basis(codec.k(x.shape[1])) if codec.name == "pca" else {})
+        shared = fitted_shared(codec, xs)
         tshared = [{k: torch.from_numpy(v).to(dev) for k, v in sh.items()} or None for sh in shared]
         t_np = t_t = float("inf")
         for _ in range(repeat):

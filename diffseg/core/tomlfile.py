@@ -29,18 +29,24 @@ from diffseg.core.errors import DiffsegError
 TABLES = ("extract", "train")
 
 
+def load(path: str | Path, what: str) -> dict[str, Any]:
+    """The parsed TOML document at `path` (`what`: "config file", "grid file"): a missing file or invalid
+    TOML is one line naming the file."""
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise DiffsegError(f"{path}: {what} not found") from None
+    except tomllib.TOMLDecodeError as err:
+        raise DiffsegError(f"{path}: not valid TOML ({err})") from None
+
+
 def read_table(path: str | Path, table: str, cls: type, *, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The `[table]` of a config file as {field: value}, each checked against `cls`'s annotation
     (lists become tuples, integers given for floats become floats); `extra`: further keys the command
     takes beside the fields, {name: type}."""
     assert table in TABLES, table
-    try:
-        with open(path, "rb") as f:
-            doc = tomllib.load(f)
-    except FileNotFoundError:
-        raise DiffsegError(f"{path}: config file not found") from None
-    except tomllib.TOMLDecodeError as err:
-        raise DiffsegError(f"{path}: not valid TOML ({err})") from None
+    doc = load(path, "config file")
     for key, value in doc.items():
         if key not in TABLES or not isinstance(value, dict):
             raise DiffsegError(f"{path}: unknown key {key!r} (a config file holds the tables [extract] and [train])")

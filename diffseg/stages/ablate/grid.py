@@ -7,13 +7,13 @@ file, the cell and the key. Light: tomllib and dataclasses only.
 
 from __future__ import annotations
 
-import tomllib
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from diffseg.core import tomlfile
 from diffseg.core.errors import DiffsegError
 from diffseg.core.tomlfile import checked
 
@@ -46,13 +46,7 @@ class Rule:
 def read_grid(path: str | Path, cell: type, options: Mapping[str, Any]) -> tuple[Rule, ...]:
     """The rules of a grid file; `cell`: the cells' dataclass (cells.Cell), whose types the loss keys take;
     `options`: {TrainConfig field: type} a cell may override besides (iters, lr, fusion...)."""
-    try:
-        with open(path, "rb") as f:
-            doc = tomllib.load(f)
-    except FileNotFoundError:
-        raise DiffsegError(f"{path}: grid file not found") from None
-    except tomllib.TOMLDecodeError as err:
-        raise DiffsegError(f"{path}: not valid TOML ({err})") from None
+    doc = tomlfile.load(path, "grid file")
     extra = sorted(set(doc) - {"cell"})
     if extra or not isinstance(doc.get("cell"), list) or not doc["cell"]:
         raise DiffsegError(f"{path}: a grid file holds [[cell]] tables only (got {', '.join(extra) or 'no cell'})")
