@@ -81,3 +81,19 @@ def fail_writes(monkeypatch, folder, code: int, after: int = 0) -> list[str]:
     monkeypatch.setattr(io, "open", fake_open)
     monkeypatch.setattr(os, "open", fake_os_open)
     return failed
+
+
+def by_hand(reader, name: str, i: int):
+    """Sample i of array `name` read with plain zarr and the record's JSON alone (the cache format page's
+    recipe): a feature array "<branch>/<layer>" of a raw cache is its slab of channels of the pack that
+    holds it, at the running sum of the channels of the layers before it."""
+    import zarr
+
+    g = zarr.open_group(str(reader.path), mode="r")
+    if name not in reader.feature_names():
+        return g[name][i]
+    attrs = g.attrs.asdict()
+    branch, layer = name.split("/", 1)
+    pack, layers = next((p, ls) for p, ls in attrs["packs"].items() if p.startswith(branch + "/") and layer in ls)
+    offset = sum(attrs["layers"][k]["channels"] for k in layers[: layers.index(layer)])
+    return g[pack][i][:, offset : offset + attrs["layers"][layer]["channels"]]

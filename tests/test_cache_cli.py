@@ -102,7 +102,7 @@ def test_pca_rgb_of_two_regions_separates_them():
 
 def test_damaged_cache_is_one_line(tmp_path):
     group = zarr.open_group(tmp_path / "c", mode="w")
-    group.attrs["format_version"] = 2
+    group.attrs["format_version"] = 3
     res = runner.invoke(app, ["cache", "info", str(tmp_path / "c")])
     assert res.exit_code == 1
     assert "damaged cache" in res.output and "Traceback" not in res.output

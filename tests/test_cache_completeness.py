@@ -33,8 +33,14 @@ def _drop_chunk(cache, name: str, i: int) -> None:
     CacheReader(cache).source(name).file(i).unlink()
 
 
+def _pack(cache, name: str) -> str:
+    """The stored array that holds feature array `name` (itself for any other array)."""
+    slot = CacheReader(cache).packing.slots.get(name)
+    return name if slot is None else slot.pack
+
+
 def _edit_metadata(cache, name: str, edit) -> None:
-    path = cache / name / "zarr.json"
+    path = cache / _pack(cache, name) / "zarr.json"
     meta = json.loads(path.read_text())
     edit(meta)
     path.write_text(json.dumps(meta))
@@ -105,10 +111,13 @@ def test_a_missing_chunk_on_an_object_store_is_an_error_too(tmp_path, monkeypatc
     url = "memory://h6-missing/c"
     make_cache(url, 2, **SMALL)
     fs = fsspec.filesystem("memory")
-    fs.rm("/h6-missing/c/uncond/up2.res2/c/1/0/0/0/0")
-    assert not np.asarray(zarr.open_array(url, path="uncond/up2.res2", mode="r")[1]).any()  # zarr: fill value
+    pack = CacheReader(url).packing.slots["uncond/up2.res2"].pack
+    fs.rm(f"/h6-missing/c/{pack}/c/1/0/0/0/0")
+    assert not np.asarray(zarr.open_array(url, path=pack, mode="r")[1]).any()  # zarr: fill value
     r = CacheReader(url)
-    with pytest.raises(MissingChunk, match=r"uncond/up2.res2 chunk c/1/0/0/0/0 is missing from the store"):
+    with pytest.raises(
+        MissingChunk, match=rf"{pack} chunk c/1/0/0/0/0 \(it holds .*uncond/up2.res2.*\) is missing from"
+    ):
         r.read(1, ["uncond/up2.res2"])
     assert r.read(0, ["uncond/up2.res2"])["uncond/up2.res2"].any()
 
@@ -131,12 +140,12 @@ def test_an_array_whose_metadata_disagrees_with_the_record_is_refused_and_report
     cache = make_cache(tmp_path / "c", 3, resolution=(64, 32))
     _edit_metadata(cache, name, edit)
     r = CacheReader(cache)
-    with pytest.raises(DiffsegError, match=re.escape(f"{name}: its zarr.json says {words}")):
+    with pytest.raises(DiffsegError, match=re.escape(f"{_pack(cache, name)}: its zarr.json says {words}")):
         r.read(0, [name])
     result = _invoke("cache", "verify", cache, "--json")
     d = json.loads(result.stdout)
     assert result.exit_code == 1 and d["read_back"] == 0
-    assert len(d["problems"]) == 1 and name in d["problems"][0] and words in d["problems"][0]
+    assert len(d["problems"]) == 1 and _pack(cache, name) in d["problems"][0] and words in d["problems"][0]
     assert "0 of 3 complete samples read back" in _invoke("cache", "verify", cache).stdout
 
 
@@ -145,7 +154,8 @@ def test_train_refuses_a_feature_array_edited_to_another_dtype(tmp_path):
     _edit_metadata(cache, "uncond/up2.res2", lambda m: m.update(data_type="uint16"))
     result = _invoke("train", "--cache", cache, "--out", tmp_path / "run", *CLI_TRAIN)
     assert result.exit_code == 1 and "Traceback" not in result.output
-    assert "uncond/up2.res2: its zarr.json says dtype uint16, the cache record says float16" in result.output
+    pack = _pack(cache, "uncond/up2.res2")
+    assert f"{pack}: its zarr.json says dtype uint16, the cache record says float16" in result.output
 
 
 # -- pending samples --------------------------------------------------------------------------------

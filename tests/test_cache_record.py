@@ -14,7 +14,7 @@ from helpers import FAST_TRAIN
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from diffseg.cache import CacheReader, CacheRecord, CacheWriter, SkippedSample
+from diffseg.cache import CacheReader, CacheRecord, CacheWriter, SkippedSample, store
 from diffseg.cache.migrate import migrate, record_from_format1
 from diffseg.cache.synthetic import DEFAULT_LAYERS, SD21, TINY, synthetic_record
 from diffseg.cli import app
@@ -92,20 +92,117 @@ def test_a_format1_cache_is_told_to_migrate(tmp_path):
     assert res.exit_code == 1 and want in " ".join(res.output.split())
 
 
-def test_migrate_rewrites_only_the_attributes(tmp_path):
+def _layer_arrays(cache: Path) -> dict[str, np.ndarray]:
+    """Every per-layer feature array of a format-1 or -2 cache (one array per branch and layer), by plain zarr."""
+    g = zarr.open_group(str(cache), mode="r")
+    return {k: np.asarray(n[:]) for k, n in g.members(max_depth=None) if isinstance(n, zarr.Array) and "/" in k}
+
+
+def _features(cache: Path) -> dict[str, np.ndarray]:
+    """Every feature array of a cache, every sample, through the reader."""
+    r = CacheReader(cache)
+    return {k: np.stack([r.read(i, [k])[k] for i in range(r.n)]) for k in r.feature_names()}
+
+
+def test_migrate_of_format1_keeps_every_value_and_packs_by_stride(tmp_path):
     old = _copy(tmp_path)
-    before = _array_files(old)
+    before, files = _layer_arrays(old), _array_files(old)
     attrs = json.loads((old / "zarr.json").read_text())["attributes"]
     res = RUNNER.invoke(app, ["cache", "migrate", str(old)])
     assert res.exit_code == 0, res.output
+    assert "migrated from cache format 1 to 3" in res.output
+    r = CacheReader(old)
+    assert replace(r.record, packs={}) == record_from_format1(attrs) and r.record.format_version == 3
+    assert sorted(r.record.packs) == [f"{b}/s{s}" for b in ("cond", "uncond") for s in (16, 32, 8)]
+    rec = r.record
+    assert (
+        rec.save_steps == (20, 1) and rec.extract.views_rule.redraws == 10 and rec.extract.views_rule.scale == (64, 64)
+    )
+    assert _features(old).keys() == before.keys()
+    assert all(np.array_equal(v, before[k]) for k, v in _features(old).items())
     after = _array_files(old)
-    changed = sorted(k for k in before if before[k] != after.get(k))
-    assert changed == ["zarr.json"] and set(after) == set(before)  # no temp file left behind
-    r = CacheReader(old).record
-    assert r == record_from_format1(attrs) and r.format_version == 2
-    assert r.save_steps == (20, 1) and r.extract.views_rule.redraws == 10 and r.extract.views_rule.scale == (64, 64)
+    assert {k: after[k] for k in after if k.startswith(("labels/", "status/"))} == {
+        k: files[k] for k in files if k.startswith(("labels/", "status/"))
+    }
+    assert not [k for k in after if ".tmp" in k or "partial" in k]  # no temp file left behind
     again = RUNNER.invoke(app, ["cache", "migrate", str(old)])
-    assert again.exit_code == 1 and "is already a format-2 cache" in again.output
+    assert again.exit_code == 1 and "is already a format-3 cache" in again.output
+
+
+FIXTURE2 = Path(__file__).parent / "fixtures" / "format2_cache" / "cache"
+
+
+def test_a_format2_cache_migrates_to_the_values_and_weights_of_a_fresh_extraction(tmp_path):
+    old = tmp_path / "old"
+    shutil.copytree(FIXTURE2, old)
+    before = _layer_arrays(old)
+    files_before = sum(1 for p in old.rglob("*") if p.is_file())
+    with pytest.raises(DiffsegError, match="is a format-2 cache: run `diffseg cache migrate"):
+        CacheReader(old)
+    assert migrate(old, progress=False)[0] == 2
+    assert sum(1 for p in old.rglob("*") if p.is_file()) < files_before / 2
+    got = _features(old)
+    assert got.keys() == before.keys() and all(np.array_equal(v, before[k]) for k, v in got.items())
+    fresh = tmp_path / "fresh"
+    res = RUNNER.invoke(app, [*EXTRACT, "--out", str(fresh)])  # the command that wrote the fixture
+    assert res.exit_code == 0, res.output
+    new = _features(fresh)
+    assert new.keys() == got.keys() and all(np.array_equal(v, got[k]) for k, v in new.items())
+    assert CacheReader(old).record.packs == CacheReader(fresh).record.packs
+    assert _array_files(old).keys() == _array_files(fresh).keys()
+    kw = {**FAST_TRAIN, "layers": ("up1.res2", "up2.res2", "up3.res2")}
+    weights = []
+    for cache in (old, fresh):
+        run = train.main(cache=cache, out=tmp_path / f"run-{cache.name}", **kw)
+        weights.append(load_file(checkpoint.latest_weights(run)[0]))
+    assert weights[0].keys() == weights[1].keys()
+    assert all(weights[0][k].equal(weights[1][k]) for k in weights[0])
+    # the migrated cache resumes like a fresh one: nothing pending, nothing rewritten
+    assert RUNNER.invoke(app, [*EXTRACT, "--out", str(old)]).exit_code == 0
+
+
+def test_an_interrupted_migration_leaves_a_readable_cache_and_the_rerun_finishes_it(tmp_path, monkeypatch):
+    old = tmp_path / "old"
+    shutil.copytree(FIXTURE2, old)
+    before = _layer_arrays(old)
+
+    class Killed(Exception):
+        pass
+
+    def dies(self, i, encoded, packing=None):
+        raise Killed("killed during the copy")
+
+    with monkeypatch.context() as m:
+        m.setattr(CacheWriter, "write_packs", dies)
+        with pytest.raises(Killed):
+            migrate(old, progress=False)
+    r = CacheReader(old)  # step 1 done: a format-3 cache packed by layer, every value where it was
+    assert r.record.packs == {k: [k.split("/")[1]] for k in before}
+    assert all(np.array_equal(v, before[k]) for k, v in _features(old).items())
+    # killed after the switch, before the old arrays were deleted: the rerun deletes them
+    real_delete = store.delete_array
+    with monkeypatch.context() as m:
+        m.setattr(store, "delete_array", lambda path, name: (_ for _ in ()).throw(Killed("killed")))
+        with pytest.raises(Killed):
+            migrate(old, progress=False)
+    assert set(before) <= set(_layer_arrays(old))  # old arrays still there, beside the packs
+    assert store.delete_array is real_delete
+    assert migrate(old, progress=False)[0] == 3  # nothing but the cleaning left
+    left = _layer_arrays(old)
+    assert not set(before) & set(left) and all(k.split("/")[1].startswith("s") for k in left)
+    assert all(np.array_equal(v, before[k]) for k, v in _features(old).items())
+    with pytest.raises(DiffsegError, match="already a format-3 cache packed by stride"):
+        migrate(old, progress=False)
+
+
+def test_migrate_waits_for_no_one_a_running_extraction_refuses_it(tmp_path):
+    old = tmp_path / "old"
+    shutil.copytree(FIXTURE2, old)
+    lock = tmp_path / "old.shard-1-of-2.lock"
+    lock.write_text(json.dumps({"pid": 1, "host": "elsewhere", "started": 0}))
+    res = RUNNER.invoke(app, ["cache", "migrate", str(old)])
+    assert res.exit_code == 1 and "is being extracted" in res.output and "Traceback" not in res.output
+    assert json.loads((old / "zarr.json").read_text())["attributes"]["format_version"] == 2  # untouched
 
 
 def test_migrate_refuses_what_it_cannot_map(tmp_path):
@@ -139,6 +236,8 @@ def test_a_migrated_cache_equals_a_fresh_extraction_and_trains_the_same(tmp_path
     ga, gb = zarr.open_group(str(old), mode="r"), zarr.open_group(str(fresh), mode="r")
     names = [k for k, n in ga.members(max_depth=None) if isinstance(n, zarr.Array)]
     assert [k for k in names if np.asarray(ga[k][:]).tobytes() != np.asarray(gb[k][:]).tobytes()] == []
+    fa, fb = _features(old), _features(fresh)
+    assert fa.keys() == fb.keys() and all(np.array_equal(fa[k], fb[k]) for k in fa)
     ra, rb = CacheReader(old).record, CacheReader(fresh).record
     assert ra.codecs == {"features": "raw", "labels": "zstd-3"} and rb.codecs["features"] == "raw+crc32c"
     assert ra.sample_hash is None and rb.sample_hash == "sample_sha256"

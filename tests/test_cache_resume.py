@@ -87,7 +87,7 @@ def test_writer_pickles_for_worker_processes_and_record_updates_merge(tmp_path):
     w.update_record(skipped=())
     record = CacheReader(tmp_path / "c").record
     assert record.timings == {"extract_s": 1.5} and record.skipped == ()
-    assert record.format_version == 2 and record.samples == 2 and record.codecs["features"] == "raw+crc32c"
+    assert record.format_version == 3 and record.samples == 2 and record.codecs["features"] == "raw+crc32c"
 
 
 def test_rewording_the_views_description_cannot_break_resume(tmp_path, monkeypatch):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import zarr
+from helpers import by_hand
 
 from diffseg.cache import CacheReader, CacheWriter, SkippedSample, schema
 from diffseg.cache.chunkwrite import ChunkWriter
@@ -37,10 +38,10 @@ def test_round_trip_is_byte_exact(tmp_path):
 def test_fast_path_equals_zarr_array_api(tmp_path):
     make_cache(tmp_path / "c", 2, save_steps=(60, 40, 20, 1), kind="eval")
     r = CacheReader(tmp_path / "c")
-    assert {r.source(k).mode for k in r.feature_names()} == {"raw"}
+    assert {r.source(k).pack.mode for k in r.feature_names()} == {"raw"}
     assert r.source("labels").mode == "zstd"
     for name in r.feature_names() + ["labels", "orig_labels", "orig_sizes"]:
-        full = r.zarr_array(name)[1]
+        full = by_hand(r, name, 1)
         assert np.array_equal(r.read(1, [name])[name], full), name
         if "/" in name:
             for steps in ([2], [1, 2], [3, 0], [0, 1, 2, 3]):
@@ -150,15 +151,19 @@ def test_plain_zarr_and_dask_read_the_cache(tmp_path):
     make_cache(tmp_path / "c", 2, xattn_classes=3)
     r = CacheReader(tmp_path / "c")
     g = zarr.open_group(str(tmp_path / "c"), mode="r")
-    assert g.attrs["format_version"] == 2 and g.attrs["layers"]["up3.xattn1"]["channels"] == 3
+    assert g.attrs["format_version"] == 3 and g.attrs["layers"]["up3.xattn1"]["channels"] == 3
     assert list(g["ids"][:]) == r.ids
     assert g["status"][:].tolist() == [1, 1]
     name = "cond/up2.res2"
-    arr = g[name]
+    pack = next(p for p, layers in g.attrs["packs"].items() if p.startswith("cond/") and "up2.res2" in layers)
+    arr = g[pack]
     assert arr.chunks == (1, *arr.shape[1:]) and arr.dtype == np.float16
-    x = da.from_zarr(str(tmp_path / "c"), component=name)
+    x = da.from_zarr(str(tmp_path / "c"), component=pack)
     assert x.chunks[0] == (1, 1)
-    assert np.array_equal(x.compute(), np.stack([r.read(i, [name])[name] for i in range(2)]))
+    assert np.array_equal(x.compute(), np.stack([by_hand(r, pack, i) for i in range(2)]))
+    assert np.array_equal(
+        np.stack([by_hand(r, name, i) for i in range(2)]), np.stack([r.read(i, [name])[name] for i in range(2)])
+    )
     assert np.array_equal(
         da.from_zarr(str(tmp_path / "c"), component="labels")[1].compute(), r.read(1, ["labels"])["labels"]
     )

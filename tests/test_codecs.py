@@ -281,7 +281,8 @@ def test_convert_resumes_and_refuses_another_codec(src, tmp_path):
     out = tmp_path / "c"
     convert(src, "int8", out, progress=False)
     (out / "status" / "c" / "3").unlink()  # sample 3 pending again, as after a kill
-    (out / "uncond" / "up2.res2.scale" / "c" / "3" / "0" / "0").unlink()  # and one of its parts
+    pack = CacheReader(out).packing.slots["uncond/up2.res2"].pack
+    (out / f"{pack}.scale" / "c" / "3" / "0" / "0").unlink()  # and one of its parts
     assert convert(src, "int8", out, progress=False) == {"written": 1, "skipped": 0, "kept": 4}
     ref = tmp_path / "ref"
     convert(src, "int8", ref, progress=False)

@@ -104,10 +104,10 @@ def test_extract_train_eval_on_s3_equal_the_local_flow(s3, tmp_path):
 
     # 1. plain zarr and dask read the bucket; every array equals the local cache's bytes
     remote = _zarr_arrays(url)
-    assert remote == _zarr_arrays(str(local)) and {"ids", "labels", "status", "uncond/up3.res2"} <= set(remote)
+    assert remote == _zarr_arrays(str(local)) and {"ids", "labels", "status", "uncond/s8"} <= set(remote)
     assert _zarr_arrays(url_val) == _zarr_arrays(str(local_val))
-    lazy = dask.array.from_zarr(url, component="cond/up3.res2")
-    direct = np.asarray(zarr.open_array(str(local), path="cond/up3.res2", mode="r")[:])
+    lazy = dask.array.from_zarr(url, component="cond/s8")
+    direct = np.asarray(zarr.open_array(str(local), path="cond/s8", mode="r")[:])
     assert np.array_equal(lazy.compute(), direct)
 
     # 2. train and evaluate from the bucket and from the folder: the same weights and scores
@@ -129,7 +129,7 @@ def test_extract_train_eval_on_s3_equal_the_local_flow(s3, tmp_path):
     shown = _ok(["cache", "show", url, "--out", tmp_path / "pictures"])
     assert shown.strip() and all(Path(p).is_file() for p in shown.split())
     again = RUNNER.invoke(app, ["cache", "migrate", url])  # reads zarr.json from the bucket
-    assert again.exit_code == 1 and "already a format-2 cache" in again.output
+    assert again.exit_code == 1 and "already a format-3 cache" in again.output
 
     # 4. the secret from the environment is nowhere: cache metadata, run records, output
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]]

@@ -15,6 +15,7 @@ import numpy as np
 import zarr
 
 from diffseg.cache import codecs, schema, store
+from diffseg.cache.packs import packing_of
 from diffseg.cache.record import CacheRecord
 
 
@@ -31,12 +32,12 @@ def _checksummed(spec: object) -> bool:
     return str(spec).endswith(store.CHECKSUM_SUFFIX)
 
 
-def _feature_part(record: CacheRecord, name: str) -> tuple[str, str] | None:
-    """("<branch>/<layer>", suffix) when `name` is a feature array or one of its codec's parts."""
+def _shared_part(record: CacheRecord, name: str) -> tuple[str, str] | None:
+    """("<branch>/<layer>", suffix) when `name` is an array a codec keeps per feature array (pca's basis)."""
     if "/" not in name:
         return None
     branch, rest = name.split("/", 1)
-    layers = [layer for layer in record.layers if rest == layer or rest.startswith(layer + ".")]
+    layers = [layer for layer in record.layers if rest.startswith(layer + ".")]
     if branch not in schema.BRANCHES or not layers:
         return None
     layer = max(layers, key=len)
@@ -61,20 +62,22 @@ def expected(record: CacheRecord, name: str) -> Expected | None:
         return Expected((n, 2), "int32", ("raw", False))
     if record.sample_hash is not None and name == record.sample_hash:
         return Expected((n, 32), "uint8", ("raw", False))
-    part = _feature_part(record, name)
+    crc = _checksummed(record.codecs.get("features", "raw"))
+    packing = packing_of(record)
+    stored = packing.stored_array(name)
+    if stored is not None:
+        pname, shape, dtype = stored
+        codec = packing.packs[pname].codec
+        layout = "zstd" if codec.name == "bitround" and name == pname else "raw"
+        return Expected((n, *shape), dtype, (layout, crc), codec=str(codec) + (store.CHECKSUM_SUFFIX if crc else ""))
+    part = _shared_part(record, name)
     if part is None:
         return None
     base, suffix = part
     codec = codecs.codec_of(record.codecs, base)
     spec = record.layers[schema.split_name(base)[1]]
-    logical = (len(record.save_steps), spec.channels, *spec.size)
-    crc = _checksummed(record.codecs.get("features", "raw"))
     words = str(codec) + (store.CHECKSUM_SUFFIX if crc else "")
-    stored, shared = codec.stored(logical), codec.shared(spec.channels)
-    if suffix in stored:
-        shape, dtype = stored[suffix]
-        layout = "zstd" if codec.name == "bitround" and suffix == codecs.CODES else "raw"
-        return Expected((n, *shape), dtype, (layout, crc), codec=words)
+    shared = codec.shared(spec.channels)
     if suffix in shared:
         shape, dtype = shared[suffix]
         return Expected(tuple(shape), dtype, ("raw", crc), per_sample=False, codec=words)

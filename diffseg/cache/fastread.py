@@ -10,6 +10,11 @@ with a codec we know we read that file ourselves:
 - bytes + zstd (labels): read the file, decode with numcodecs' zstd into the output.
 - anything else (another codec, an fsspec URL): zarr's array API.
 
+Packs (packs.py) hold several layers side by side on the channel axis: `read_slabs` reads a
+layer's slab of channels, at each wanted step one contiguous run of the file, so a layer subset
+reads only its own bytes; when the wanted slabs are most of the chunk it is one read of the whole
+file and a copy out of it instead (fewer calls; what a training read of every layer does).
+
 Checksums: caches made since the crc32c codec (store.py) end every chunk with a crc32c of
 its bytes. zstd chunks are checked on every read (small labels); a raw feature chunk is
 checked on its first read in this process (readinto, then the 4 trailing bytes; the checksum
@@ -71,10 +76,11 @@ def keep_freed_memory() -> bool:
 class ChunkSource:
     """Sample i of one [N, ...] array chunked (1, ...): read(i) -> np.ndarray[...]."""
 
-    def __init__(self, array: zarr.Array, root: Path | None):
+    def __init__(self, array: zarr.Array, root: Path | None, holds: Sequence[str] = ()):
         assert array.chunks == (1, *array.shape[1:]), f"{array.path}: not one chunk per sample"  # expected.py
         self.array = array
         self.name = array.path
+        self._holds = f" (it holds {', '.join(holds)})" if holds else ""  # a pack: the feature arrays in it
         self.shape = tuple(array.shape[1:])
         self.dtype = np.dtype(array.dtype)
         self.fill = array.fill_value
@@ -122,6 +128,46 @@ class ChunkSource:
         out[...] = arr
         return out
 
+    def read_slabs(
+        self,
+        i: int,
+        slabs: Sequence[tuple[int, int]],
+        steps: Sequence[int] | None = None,
+        outs: Sequence[np.ndarray | None] | None = None,
+    ) -> list[np.ndarray]:
+        """Channels [offset, offset + width) of sample i's chunk [S, C, ...] for each (offset, width)
+        of `slabs`, as [S', width, ...] arrays (`steps` selects S'); `outs` receive them in place."""
+        S, C, *rest = self.shape
+        picked = list(range(S)) if steps is None else list(steps)
+        outs = list(outs) if outs is not None else [None] * len(slabs)
+        shapes = [(len(picked), w, *rest) for _, w in slabs]
+        result = [np.empty(shape, self.dtype) if o is None else o for shape, o in zip(shapes, outs)]
+        for o, shape in zip(result, shapes):
+            assert o.shape == shape and o.dtype == self.dtype and o.flags.c_contiguous, "bad out array"
+        if len(slabs) == 1 and slabs[0] == (0, C):
+            return [self.read(i, steps, result[0])]
+        wanted = sum(w for _, w in slabs) * len(picked)
+        checking = self.crc and i not in self._checked
+        if self.mode != "raw" or checking or 2 * wanted >= S * C:  # whole chunk (checked once), then copies
+            whole = self.read(i)
+            for (offset, w), o in zip(slabs, result):
+                o[...] = whole[picked, offset : offset + w]
+            return result
+        plane = int(np.prod(rest, dtype=np.int64)) * self.dtype.itemsize
+        got = want = 0
+        try:
+            with open(self._file(i), "rb", buffering=0) as f:
+                for (offset, _), o in zip(slabs, result):
+                    for j, s in enumerate(picked):
+                        f.seek((s * C + offset) * plane)
+                        got += f.readinto(_bytes_of(o[j]))
+                        want += o[j].nbytes
+        except FileNotFoundError:
+            raise self._missing(i) from None
+        if got != want:
+            raise DiffsegError(f"{self.file(i)}: chunk file is truncated ({got} of {want} bytes read)")
+        return result
+
     def _read_raw(self, i: int, steps: Sequence[int] | None, out: np.ndarray | None) -> np.ndarray:
         picked = None if steps is None else list(steps)
         shape = self.shape if picked is None else (len(picked), *self.shape[1:])
@@ -153,7 +199,7 @@ class ChunkSource:
     def _check(self, i: int, data: np.ndarray | bytes, trailer: bytes) -> None:
         stored = int.from_bytes(trailer, "little") if len(trailer) == 4 else None
         if stored is None or google_crc32c.value(data) != stored:
-            raise CorruptChunk(f"{self.file(i)}: chunk file fails its crc32c checksum (corrupt on disk)")
+            raise CorruptChunk(f"{self.file(i)}{self._holds}: chunk file fails its crc32c checksum (corrupt on disk)")
         self._checked.add(i)
 
     @staticmethod
@@ -173,8 +219,8 @@ class ChunkSource:
 
     def _missing(self, i: int) -> MissingChunk:
         if self.dir is not None:
-            return MissingChunk(f"its {self.name} chunk file {self.file(i)} is missing")
-        return MissingChunk(f"its {self.name} chunk {self._key(i)} is missing from the store")
+            return MissingChunk(f"its {self.name} chunk file {self.file(i)}{self._holds} is missing")
+        return MissingChunk(f"its {self.name} chunk {self._key(i)}{self._holds} is missing from the store")
 
     def _key(self, i: int) -> str:
         return self.array.metadata.encode_chunk_key((i, *self._zeros))
@@ -185,7 +231,7 @@ class ChunkSource:
         try:
             return np.asarray(self.array[i])
         except ValueError as err:  # zarr's crc32c codec: "Stored and computed checksum do not match"
-            raise CorruptChunk(f"{self.name}, chunk {i}: {err}") from err
+            raise CorruptChunk(f"{self.name}, chunk {i}{self._holds}: {err}") from err
 
     def _read_zstd(self, i: int, out: np.ndarray | None = None) -> np.ndarray:
         if out is None:

@@ -1,22 +1,39 @@
-"""`diffseg cache migrate`: rewrite a format-1 cache's attributes as a format-2 record, in place.
+"""`diffseg cache migrate`: bring a format-1 or format-2 cache to format 3, in place.
 
-The arrays are untouched: only the root zarr.json changes, written to a temporary file in the
-same folder and renamed over the old one (atomic on a local file system). Format 1 held the
-same facts with repeats (save_steps three times, the layer names and resolution twice) and the
-views rule as a sentence; `record_from_format1` maps them and refuses, naming the field, what
-it cannot map (an unknown views sentence or codec, repeats that disagree, a cache without an
-extraction config, such as the synthetic caches of older tests).
+Two steps, each finished by one atomic write of the root zarr.json (a local temporary file
+renamed over the old one; one PUT on an object store, which replaces an object whole):
+
+1. **The record.** Format 2 held the same arrays as format 3 packed one layer per array
+   (packs.py, packing "layer"): its record becomes a format-3 record whose `packs` say so; the
+   arrays are untouched and the cache reads, trains and resumes from here on. Format 1 held the
+   same facts with repeats (save_steps three times, the layer names and resolution twice) and the
+   views rule as a sentence; `record_from_format1` maps them and refuses, naming the field, what
+   it cannot map (an unknown views sentence or codec, repeats that disagree, a cache without an
+   extraction config, such as the synthetic caches of older tests).
+2. **The packs** (`repack`): every complete sample's stored parts are copied, byte for byte,
+   into the new packs (a few files per sample instead of one per layer), read back and compared,
+   then the record switches to the new packs and the old arrays are deleted. Interrupted before
+   the switch, the cache is still the old packing (the rerun starts the copy over); interrupted
+   after it, the rerun deletes what is left of the old arrays.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import stat
 from collections.abc import Mapping
 from pathlib import Path
 
-from diffseg.cache import store
+import numpy as np
+import zarr
+from tqdm import tqdm
+
+from diffseg.cache import schema, store
+from diffseg.cache.codecs import zarr_filters
+from diffseg.cache.packs import packing_of, packs_for
+from diffseg.cache.reader import CacheReader
 from diffseg.cache.record import (
     DEFAULT_CODECS,
     FORMAT_VERSION,
@@ -27,6 +44,7 @@ from diffseg.cache.record import (
     SkippedSample,
     ViewsRule,
 )
+from diffseg.cache.writer import CacheWriter
 from diffseg.core.atomic import atomic_target
 from diffseg.core.errors import DiffsegError
 from diffseg.core.layers import LayerSpec
@@ -139,23 +157,76 @@ def record_from_format1(attrs: Mapping) -> CacheRecord:
     )
 
 
-def migrate(path: str | Path) -> CacheRecord:
-    """Rewrite the format-1 cache at `path` as format 2 (its zarr.json only, atomically: a local
-    temp file + rename, or one PUT on an object store, which replaces an object whole); -> the record."""
+def migrate(path: str | Path, progress: bool = True) -> tuple[int, CacheRecord]:
+    """Bring the cache at `path` to format 3 (see the module docstring); -> (the format it had, the
+    record now). A format-3 cache packed by layer is repacked by stride; one left with old arrays by
+    an interrupted migration is cleaned; one that needs nothing is refused with one line."""
     meta_bytes = _read_meta(path)
     if meta_bytes is None:
         raise DiffsegError(f"{path} is not a Zarr group (no zarr.json): not a diffseg cache")
     meta = json.loads(meta_bytes)
     attrs = meta.get("attributes", {})
     version = attrs.get("format_version")
-    if version == FORMAT_VERSION:
-        raise DiffsegError(f"{path} is already a format-{FORMAT_VERSION} cache: nothing to migrate")
-    if version != 1:
-        raise DiffsegError(f"{path} has cache format version {version}: only format 1 can be migrated")
-    record = record_from_format1(attrs)
-    meta["attributes"] = record.to_dict()
-    _write_meta(path, json.dumps(meta, indent=2).encode())
-    return record
+    if version not in (1, 2, FORMAT_VERSION):
+        raise DiffsegError(f"{path} has cache format version {version}: only formats 1 and 2 can be migrated")
+    if version != FORMAT_VERSION:
+        if version == 1:
+            record = record_from_format1(attrs)
+        else:
+            try:
+                record = CacheRecord.from_dict({**attrs, "format_version": FORMAT_VERSION})
+            except DiffsegError as err:
+                raise DiffsegError(f"cannot migrate {path}: damaged format-2 attributes: {err}") from err
+        group = store.open_group(path, "r")
+        held = [n for b in record.branches for layer in record.layers if (n := schema.feature_name(b, layer)) in group]
+        record = dataclasses.replace(record, packs=packs_for(record, held, "layer"))
+        meta["attributes"] = record.to_dict()
+        _write_meta(path, json.dumps(meta, indent=2).encode())
+    record, work = repack(path, progress=progress)
+    if version == FORMAT_VERSION and not work:
+        raise DiffsegError(f"{path} is already a format-{FORMAT_VERSION} cache packed by stride: nothing to migrate")
+    return version, record
+
+
+def repack(path: str | Path, packing: str = "stride", progress: bool = True) -> tuple[CacheRecord, bool]:
+    """Copy every complete sample into the packs of `packing`, check the copy, switch the record to
+    them and delete the old pack arrays (and any an interrupted repack left); -> (record, whether
+    there was anything to do)."""
+    reader = CacheReader(path)
+    record = reader.record
+    target = packs_for(record, reader.feature_names(), packing)
+    old = reader.packing
+    work = False
+    if target != record.packs:
+        work = True
+        new_record = dataclasses.replace(record, packs=target)
+        new = packing_of(new_record)
+        checksum = str(record.codecs.get("features", "")).endswith(store.CHECKSUM_SUFFIX)
+        group = store.open_group(path, "r+")
+        for pack in new.packs.values():  # overwrite: a copy an interrupted run began starts over
+            for suffix, (shape, dtype) in pack.parts.items():
+                filters = zarr_filters(pack.codec) if suffix == "" else ()
+                store.create_feature_array(
+                    group, pack.name + suffix, record.samples, shape, np.dtype(dtype), filters, checksum=checksum
+                )
+        writer = CacheWriter.open(path)
+        view = CacheReader(path)
+        view.record, view.packing = new_record, new  # reads the new packs, before the record names them
+        for i in tqdm(reader.complete_indices(), desc=f"repack {path}", unit="sample", disable=not progress or None):
+            parts = {name: reader.read_parts(i, name) for name in reader.feature_names()}
+            writer.write_packs(i, parts, new)
+            _check_copy(path, reader, view, i, parts)
+        meta = json.loads(_read_meta(path) or b"{}")
+        record = new_record
+        meta["attributes"] = record.to_dict()
+        _write_meta(path, json.dumps(meta, indent=2).encode())
+    keep = {p.name + s for p in packing_of(record).packs.values() for s in p.parts}
+    stale = [p.name + s for p in old.packs.values() for s in p.parts if p.name + s not in keep]
+    stale += [k for k in _leftovers(path, record) if k not in stale and k not in keep]
+    for name in stale:
+        work = True
+        store.delete_array(path, name)
+    return record, work
 
 
 def _read_meta(path: str | Path) -> bytes | None:
@@ -176,3 +247,32 @@ def _write_meta(path: str | Path, data: bytes) -> None:
     with atomic_target(meta_path) as tmp:
         tmp.write_bytes(data)
         os.chmod(tmp, stat.S_IMODE(meta_path.stat().st_mode))  # keep the cache's own mode (a shared cache's group bits)
+
+
+def _check_copy(path, reader: CacheReader, view: CacheReader, i: int, parts: Mapping) -> None:
+    """Read sample i back from the new packs (`view`) and compare every stored part with the old one."""
+    for name, old_parts in parts.items():
+        got = view.read_parts(i, name)
+        for suffix, value in old_parts.items():
+            if not np.array_equal(got[suffix], value):
+                raise DiffsegError(
+                    f"cannot migrate {path}: sample {reader.ids[i]} (index {i}) reads back differently from the "
+                    f"new packs ({name}{suffix}); the cache is left as it was (the old packing)"
+                )
+
+
+def _leftovers(path, record: CacheRecord) -> list[str]:
+    """Arrays under the branches that neither the record's packs nor its codecs' shared arrays name:
+    old pack arrays an interrupted migration left behind."""
+    group = store.open_group(path, "r")
+    packs = packing_of(record)
+    keep = {p.name + s for p in packs.packs.values() for s in p.parts}
+    names = [k for k, node in group.members(max_depth=None) if isinstance(node, zarr.Array) and "/" in k]
+    old = {schema.feature_name(b, layer) for b in record.branches for layer in record.layers}
+    return [
+        k
+        for k in names
+        if k not in keep
+        and (k in old or any(k.startswith(o + ".") for o in old))
+        and not any(k.endswith(s) for s in (".basis", ".mean"))
+    ]

@@ -1,6 +1,8 @@
 """CacheReader: what a cache holds, and one sample at a time out of it.
 
-`read(i, names)` returns numpy arrays from the fast chunk path (fastread.py). Every read of a
+`read(i, names)` returns numpy arrays from the fast chunk path (fastread.py): a feature array
+"<branch>/<layer>" is its slab of the pack that holds it (packs.py), the layers of one pack read
+together. Every read of a
 sample (features, their codec's parts, labels, original labels) goes through `_sample(i)`, the
 one completeness check: a sample whose status marker is not "complete" is refused, and one
 marked complete that lacks a chunk (fastread's MissingChunk) or fails a checksum is an error
@@ -22,8 +24,9 @@ import zarr
 from diffseg.cache import codecs, schema, status, store
 from diffseg.cache.expected import array_problem
 from diffseg.cache.fastread import ChunkSource, CorruptChunk, MissingChunk
+from diffseg.cache.packs import Slot, feature_shape, packing_of
 from diffseg.cache.record import CacheRecord, read_record
-from diffseg.cache.writer import logical_shape, read_shared
+from diffseg.cache.writer import read_shared
 from diffseg.core.errors import DiffsegError
 from diffseg.core.layers import LayerSpec
 
@@ -44,6 +47,7 @@ class CacheReader:
         self.ids: list[str] = [str(s) for s in np.asarray(store.array(self.group, schema.IDS)[:])]
         self.n = len(self.ids)
         self._root = store.local_path(path) if store.is_local(path) else None
+        self.packing = packing_of(self.record)
         self._sources: dict[str, ChunkSource] = {}
         self._shared: dict[str, dict[str, np.ndarray]] = {}
         self.status: np.ndarray = status.read_all(store.array(self.group, schema.STATUS), self._root)  # uint8[N]
@@ -72,15 +76,14 @@ class CacheReader:
         h, w = store.array(self.group, schema.LABELS).shape[1:]
         return (h, w)
 
-    @store.quiet_numcodecs()
     def feature_names(self) -> list[str]:
         """Every "<branch>/<layer>" array the cache holds, in record order."""
+        held = self.packing.slots
         return [
-            schema.feature_name(b, layer)
+            name
             for b in self.branches
-            if b in self.group.group_keys()
             for layer in self.record.layers
-            if layer in store.subgroup(self.group, b).array_keys()
+            if (name := schema.feature_name(b, layer)) in held
         ]
 
     def layer_arrays(self) -> dict[str, LayerSpec]:
@@ -91,10 +94,9 @@ class CacheReader:
     @store.quiet_numcodecs()
     def array_shape(self, name: str) -> tuple[int, ...]:
         """Per-sample shape of an array, e.g. (S, C, h, w) (a feature array's as decoded)."""
-        shape = tuple(store.array(self.group, name).shape[1:])
-        if "/" in name and schema.split_name(name)[1] in self.record.layers:
-            return logical_shape(self.record, name, shape)
-        return shape
+        if name in self.packing.slots:
+            return feature_shape(self.record, name)
+        return tuple(store.array(self.group, name).shape[1:])
 
     # -- codecs ---------------------------------------------------------------------------
     def codec(self, name: str) -> codecs.Codec:
@@ -119,12 +121,14 @@ class CacheReader:
         """(bytes the feature arrays' files take, float16 bytes they decode to) over complete samples."""
         complete = int((self.status == schema.COMPLETE).sum())
         decoded = complete * sum(int(np.prod(self.array_shape(k))) * 2 for k in self.feature_names())
-        stored = 0
+        root = str(self.path).rstrip("/")
+        stored = sum(
+            store.stored_bytes(f"{root}/{pack.name}{suffix}")
+            for pack in self.packing.packs.values()
+            for suffix in pack.parts
+        )
         for name in self.feature_names():
-            b, layer = schema.split_name(name)
-            for key in store.subgroup(self.group, b).array_keys():
-                if key == layer or key.startswith(layer + "."):
-                    stored += store.stored_bytes(f"{str(self.path).rstrip('/')}/{b}/{key}")
+            stored += sum(store.stored_bytes(f"{root}/{name}{s}") for s in self.codec(name).shared(1))
         return stored, decoded
 
     def bytes_per_sample(self) -> int:
@@ -152,14 +156,25 @@ class CacheReader:
         return self.status
 
     # -- reading ------------------------------------------------------------------------
+    def source(self, name: str) -> ChunkSource | SlabSource:
+        """What reads array `name` one sample at a time: a feature array (or one of its codec's parts)
+        is a slab of its pack's source, anything else its own array's."""
+        part = self.packing.part_of(name)
+        if part is None:
+            return self._source(name)
+        slot, suffix = part
+        return SlabSource(self._source(slot.pack + suffix), slot, name)
+
     @store.quiet_numcodecs()
-    def source(self, name: str) -> ChunkSource:
+    def _source(self, name: str) -> ChunkSource:
         if name not in self._sources:
             if name not in self.group:
                 raise DiffsegError(f"{self.path} has no array {name!r} (it holds {self.feature_names()})")
             array = store.array(self.group, name)
             self.check_array(name, array)
-            self._sources[name] = ChunkSource(array, self._root)
+            stored = self.packing.stored_array(name)
+            holds = [n for n, slot in self.packing.slots.items() if stored and slot.pack == stored[0]]
+            self._sources[name] = ChunkSource(array, self._root, holds)
         return self._sources[name]
 
     def array_problem(self, name: str, array: zarr.Array | None = None) -> str | None:
@@ -207,15 +222,27 @@ class CacheReader:
         """{name: array of sample i}; `steps` (indices into save_steps) applies to feature
         arrays; `out` {name: preallocated array} receives them in place (e.g. a RAM copy)."""
         out = out or {}
-        result = {}
+        result: dict[str, np.ndarray] = {}
+        names = list(names)
+        by_pack: dict[str, list[Slot]] = {}
         with self._sample(i):
             for k in names:
-                if "/" in k and self.expands(k):  # decoded here (CPU); training decodes on its device
+                slot = self.packing.slots.get(k)
+                if slot is not None and self.expands(k):  # decoded here (CPU); training decodes on its device
                     x = self.codec(k).decode_numpy(self._parts(i, k, steps), self.shared(k))
                     result[k] = x.astype(np.float16) if k not in out else _put(out[k], x)
+                elif slot is not None:
+                    by_pack.setdefault(slot.pack, []).append(slot)
+                elif self.packing.part_of(k) is not None:  # one part of a coded feature array, as stored
+                    result[k] = self.source(k).read(i, steps, out.get(k))
                 else:
-                    result[k] = self.source(k).read(i, steps if "/" in k else None, out.get(k))
-        return result
+                    result[k] = self._source(k).read(i, None, out.get(k))
+            for pack, slots in by_pack.items():  # the layers of one pack: one open, one read when most
+                got = self._source(pack).read_slabs(
+                    i, [(s.offset, s.width) for s in slots], steps, [out.get(s.name) for s in slots]
+                )
+                result.update({s.name: a for s, a in zip(slots, got)})
+        return {k: result[k] for k in names}
 
     def read_parts(self, i: int, name: str, steps: Sequence[int] | None = None) -> dict[str, np.ndarray]:
         """{suffix: stored array} of feature array `name` of sample i, as the codec wrote them
@@ -224,8 +251,9 @@ class CacheReader:
             return self._parts(i, name, steps)
 
     def _parts(self, i: int, name: str, steps: Sequence[int] | None) -> dict[str, np.ndarray]:
-        parts = self.codec(name).stored(self.array_shape(name))
-        return {s: self.source(name + s).read(i, steps) for s in parts}
+        slot = self.packing.slots[name]
+        pack = self.packing.packs[slot.pack]
+        return {s: self._source(pack.name + s).read_slabs(i, [(slot.offset, slot.width)], steps)[0] for s in pack.parts}
 
     def orig_label(self, i: int) -> np.ndarray:
         """The label at its original resolution, uint8[h, w] (evaluation caches)."""
@@ -239,6 +267,22 @@ class CacheReader:
     def zarr_array(self, name: str) -> zarr.Array:
         """The plain zarr array (tests and tools; the slow, general path)."""
         return store.array(self.group, name)
+
+
+class SlabSource:
+    """One feature array (or codec part) as a source of its own: its slab of the pack's chunks."""
+
+    def __init__(self, pack: ChunkSource, slot: Slot, name: str):
+        self.pack, self.slot, self.name = pack, slot, name
+        self.dtype = pack.dtype
+        self.shape = (pack.shape[0], slot.width, *pack.shape[2:])
+
+    def file(self, i: int) -> Path:
+        """The pack's chunk file of sample i (it holds this array's slab)."""
+        return self.pack.file(i)
+
+    def read(self, i: int, steps: Sequence[int] | None = None, out: np.ndarray | None = None) -> np.ndarray:
+        return self.pack.read_slabs(i, [(self.slot.offset, self.slot.width)], steps, [out])[0]
 
 
 def _put(out: np.ndarray, x: np.ndarray) -> np.ndarray:

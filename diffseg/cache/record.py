@@ -1,4 +1,4 @@
-"""The cache record: a cache's root attributes as one frozen dataclass (cache format 2).
+"""The cache record: a cache's root attributes as one frozen dataclass (cache format 3).
 
 Every fact is held once: the saved steps and the layer names live in the trajectory config
 (`extract.trajectory`), the geometry in `layers`, the size and branches at the root. The views
@@ -15,6 +15,8 @@ Documented and defaulted:
 - `sample_hash`: the name of a per-sample content hash array (None: none kept);
 - `attention_backend`: the U-Net's attention kernels, "xformers" or "sdpa" (caches before it: "sdpa");
   compared on resume like the model fingerprint.
+- `packs`: {pack: [layer, ...]}: which stored array holds which layers (packs.py); decided at creation
+  (empty until then) and kept by a resume (a storage layout, not a value).
 
 Pure: no zarr. `to_dict` gives JSON values; `from_dict` refuses unknown or missing keys with one line.
 """
@@ -31,7 +33,7 @@ from diffseg.core.classes import CITYSCAPES, ClassTable
 from diffseg.core.errors import DiffsegError
 from diffseg.core.layers import LayerSpec
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 LABEL_SPACE = "cityscapes19"
 CUSTOM_SPACE = "custom"  # the train ids of the record's own class table (dataset.classes)
 SEEDING = "name-v1"  # caches without the field: every draw seeded from (seed, sample id, branch, t, copy)
@@ -257,6 +259,7 @@ class CacheRecord:
     codecs: dict = field(default_factory=lambda: dict(DEFAULT_CODECS))  # {array or "features": codec}
     sample_hash: str | None = None  # name of a per-sample content hash array (none kept yet)
     attention_backend: str = ATTENTION_BACKEND  # the U-Net's attention kernels: "xformers" | "sdpa"
+    packs: dict = field(default_factory=dict)  # {"<branch>/s<stride>": [layer, ...]} (packs.py); {}: not decided
     skipped: tuple[SkippedSample, ...] = ()
     timings: dict = field(default_factory=dict)  # free-form: start-up and extraction seconds
     host: dict = field(default_factory=dict)  # free-form: where it ran
@@ -304,6 +307,7 @@ class CacheRecord:
             "samples": self.samples,
             "codecs": dict(self.codecs),
             "sample_hash": self.sample_hash,
+            "packs": {k: list(v) for k, v in self.packs.items()},
             "skipped": [s.to_dict() for s in self.skipped],
             "timings": _jsonable(self.timings),
             "host": _jsonable(self.host),
@@ -350,10 +354,10 @@ def resume_difference(old: CacheRecord, new: CacheRecord) -> tuple[str, Any, Any
 
 
 def read_record(path, attrs: Mapping) -> CacheRecord:
-    """The record of the cache at `path` from its root attributes; a format-1 cache is told to migrate."""
+    """The record of the cache at `path` from its root attributes; a format-1 or -2 cache is told to migrate."""
     version = attrs.get("format_version")
-    if version == 1:
-        raise DiffsegError(f"{path} is a format-1 cache: run `diffseg cache migrate {path}`")
+    if version in (1, 2):
+        raise DiffsegError(f"{path} is a format-{version} cache: run `diffseg cache migrate {path}`")
     if version is None:
         raise DiffsegError(
             f"{path} is a Zarr group without diffseg attributes (not a cache, or its creation was interrupted)"

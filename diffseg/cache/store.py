@@ -203,10 +203,17 @@ def create_per_sample_array(
 
 
 def create_feature_array(
-    group: zarr.Group, name: str, n: int, per_sample_shape: tuple[int, ...], dtype, filters: tuple = ()
+    group: zarr.Group,
+    name: str,
+    n: int,
+    per_sample_shape: tuple[int, ...],
+    dtype,
+    filters: tuple = (),
+    checksum: bool = True,
 ) -> None:
     """A feature array (or a codec's per-sample part of one); `filters`: array-to-array codecs (bitround),
-    which are followed by zstd level 1 (rounded mantissas leave runs of zero bits to squeeze)."""
+    which are followed by zstd level 1 (rounded mantissas leave runs of zero bits to squeeze);
+    `checksum`: a crc32c trailer (False only for the packs of a cache written before checksums)."""
     if filters:
         group.create_array(
             name,
@@ -214,12 +221,20 @@ def create_feature_array(
             chunks=(1, *per_sample_shape),
             dtype=dtype,
             filters=filters,
-            compressors=ROUNDED_COMPRESSORS,
+            compressors=ROUNDED_COMPRESSORS if checksum else ROUNDED_COMPRESSORS[:1],
             fill_value=0,
             overwrite=True,
         )
         return
-    create_per_sample_array(group, name, n, per_sample_shape, dtype, compressors=FEATURE_COMPRESSORS, fill_value=0)
+    compressors = FEATURE_COMPRESSORS if checksum else None
+    create_per_sample_array(group, name, n, per_sample_shape, dtype, compressors=compressors, fill_value=0)
+
+
+def delete_array(path: str | Path, name: str) -> None:
+    """Delete array `name` (its zarr.json and every chunk) from the cache at `path`."""
+    group = open_group(path, "r+")
+    with storage_errors(f"{path}/{name}"):
+        del group[name]
 
 
 def create_shared_array(group: zarr.Group, name: str, value) -> None:

@@ -17,6 +17,11 @@ Creation marks the root group as in progress (`store.CREATING`) until its record
 marker last, so a creation interrupted by a full disk or a kill is started over by the rerun.
 Storage faults users meet (core/storage_errors.py) are one line naming the cache.
 
+Samples are handed in and out as feature arrays ("<branch>/<layer>" [S, C, h, w]); the store holds
+packs (packs.py): a branch's layers of one stride side by side in one array, one chunk file per
+sample, so a sample is a handful of files whatever the number of layers. `create` decides the
+packing ("stride", or "layer": one pack per layer as format 2 stored them) and the record keeps it.
+
 On a local store the chunks of the codecs chunkwrite.py knows are written as files directly
 (the same bytes, the same atomic rename) rather than through zarr's array API, whose fixed
 cost per call dominated small samples (benchmarks/bench_writer.py).
@@ -34,6 +39,7 @@ import zarr
 
 from diffseg.cache import codecs, schema, status, store
 from diffseg.cache.chunkwrite import ChunkWriter, chunk_writer
+from diffseg.cache.packs import Packing, feature_shape, packing_of, packs_for
 from diffseg.cache.record import CacheRecord, read_record, resume_difference
 from diffseg.core.classes import IGNORE
 from diffseg.core.errors import CacheMismatch, DiffsegError
@@ -55,9 +61,10 @@ class CacheWriter:
             raise DiffsegError(f"{path} is a damaged cache: the {' and '.join(missing)} array is missing")
         self.ids: list[str] = [str(s) for s in np.asarray(store.array(self.group, schema.IDS)[:])]
         self.n = len(self.ids)
-        self.feature_names = sorted(k for k in _array_names(self.group) if _is_feature(k, self.record))
+        self.packing = packing_of(self.record)
+        self.feature_names = sorted(self.packing.names())
         self.codecs = {k: codecs.codec_of(self.record.codecs, k) for k in self.feature_names}
-        self.shapes = {k: logical_shape(self.record, k, self._array(k).shape[1:]) for k in self.feature_names}
+        self.shapes = {k: feature_shape(self.record, k) for k in self.feature_names}
         self._shared: dict[str, dict[str, np.ndarray]] = {}  # pca bases, read on first use
         self._encoder: codecs.DeviceEncoder | None = None
         self.eval_cache = schema.ORIG_LABELS in _array_names(self.group)
@@ -74,6 +81,7 @@ class CacheWriter:
         arrays: dict[str, tuple[tuple[int, ...], Any]] | None = None,
         orig_label_max: tuple[int, int] | None = None,
         shared: dict[str, dict[str, np.ndarray]] | None = None,
+        packing: str = "stride",
     ) -> CacheWriter:
         """Create the cache at `path`, or open an existing one with the same record for resume
         (RESUME_FIELDS, the ids and the arrays must match).
@@ -83,11 +91,14 @@ class CacheWriter:
         from record.resolution ([W, H]). orig_label_max: (Hmax, Wmax) for evaluation caches.
         record.codecs["features"] is the codec spec (codecs.py); shared: {array: {".basis": ..,
         ".mean": ..}} for pca arrays (fitted before creation; ignored on resume, the cache keeps its own).
+        packing: how the store holds the feature arrays (packs.py; a resume keeps the cache's own).
         """
         assert record.samples == len(ids), f"record.samples {record.samples} != {len(ids)} ids"
         if arrays is None:
             arrays = feature_arrays(record)
         record = with_codecs(record, arrays, orig_label_max is not None)
+        if not record.packs:
+            record = dataclasses.replace(record, packs=packs_for(record, arrays, packing))
         with storage_errors(path):
             if store.is_cache(path):
                 return cls._resume(path, record, ids, arrays)
@@ -156,13 +167,17 @@ class CacheWriter:
     def _put(self, name: str, i: int, value) -> None:
         """Sample i's chunk of array `name` := value: the chunk file directly when chunkwrite knows
         the codecs, else zarr's array API."""
+        self._put_pieces(name, i, [np.asarray(value)])
+
+    def _put_pieces(self, name: str, i: int, pieces: list[np.ndarray]) -> None:
+        """Sample i's chunk of array `name` := the pieces side by side on axis 1 (a pack's layers)."""
         if name not in self._chunks:
             self._chunks[name] = chunk_writer(self._array(name), self._root)
         writer = self._chunks[name]
-        if writer is None:
-            self._array(name)[i] = value
+        if writer is not None:
+            writer.write_pieces(i, pieces)
         else:
-            writer.write(i, np.asarray(value))
+            self._array(name)[i] = pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=1)
 
     @property
     def _root(self) -> Path | None:
@@ -218,11 +233,11 @@ class CacheWriter:
         self._check_root()  # before the first write, which would recreate a deleted folder
         if status.read_one(self._array(schema.STATUS), self._root, i) != schema.PENDING:
             self._put(schema.STATUS, i, np.uint8(schema.PENDING))  # a rewrite: pending while in flight
+        encoded = {}
         for name in self.feature_names:
             value = arrays[name]
-            parts = value if isinstance(value, Mapping) else self.encoder.encode(name, value)
-            for suffix, part in parts.items():
-                self._put(name + suffix, i, part)
+            encoded[name] = value if isinstance(value, Mapping) else self.encoder.encode(name, value)
+        self.write_packs(i, encoded)
         self._put(schema.LABELS, i, label)
         if self.eval_cache:
             assert orig_label is not None  # _check_sample refused an evaluation sample without it
@@ -235,6 +250,16 @@ class CacheWriter:
             self._put(self.record.sample_hash, i, sample_hash)
         self._check_root()
         self._put(schema.STATUS, i, np.uint8(schema.COMPLETE))
+
+    def write_packs(
+        self, i: int, encoded: Mapping[str, Mapping[str, np.ndarray]], packing: Packing | None = None
+    ) -> None:
+        """Sample i's chunk of every pack of `packing` (default: the cache's) from its feature arrays'
+        stored parts {name: {suffix: part}}; no status change (write_sample's step, and migrate's)."""
+        for pack in (packing or self.packing).packs.values():
+            names = [schema.feature_name(pack.branch, layer) for layer in pack.layers]
+            for suffix in pack.parts:
+                self._put_pieces(pack.name + suffix, i, [np.asarray(encoded[k][suffix]) for k in names])
 
     def mark_skipped(self, i: int) -> None:
         """Mark sample i as skipped (a bad input); the coordinator records the reason in the record."""
@@ -311,18 +336,8 @@ def with_codecs(record: CacheRecord, arrays: dict, eval_cache: bool) -> CacheRec
     return dataclasses.replace(record, codecs=made)
 
 
-def logical_shape(record: CacheRecord, name: str, stored: tuple[int, ...]) -> tuple[int, ...]:
-    """(S, C, h, w) of feature array `name` as written and decoded (pca stores k channels)."""
-    S, _, h, w = stored
-    return (S, record.layers[schema.split_name(name)[1]].channels, h, w)
-
-
 def read_shared(group: zarr.Group, name: str, codec: codecs.Codec, channels: int) -> dict[str, np.ndarray]:
     return {s: np.asarray(store.array(group, name + s)[...]) for s in codec.shared(channels)}
-
-
-def _is_feature(key: str, record: CacheRecord) -> bool:
-    return "/" in key and key.partition("/")[2] in record.layers
 
 
 def nonfinite(a: np.ndarray) -> int:
@@ -368,12 +383,14 @@ def _create_group(path, record: CacheRecord, ids: list[str], arrays: dict, orig_
         branch, layer = schema.split_name(name)
         assert branch in record.branches and layer in record.layers, f"{name} not in the record's branches/layers"
         assert np.dtype(dtype) == np.float16, f"{name}: feature arrays are float16"
+        assert tuple(shape) == feature_shape(record, name), f"{name}: {shape} is not the record's geometry"
         codec = codecs.codec_of(record.codecs, name)
-        for suffix, (part_shape, part_dtype) in codec.stored(tuple(shape)).items():
-            filters = codecs.zarr_filters(codec) if suffix == codecs.CODES else ()
-            store.create_feature_array(group, name + suffix, n, part_shape, np.dtype(part_dtype), filters)
         for suffix in codec.shared(shape[1]):
             store.create_shared_array(group, name + suffix, shared[name][suffix])
+    for pack in packing_of(record).packs.values():
+        for suffix, (part_shape, part_dtype) in pack.parts.items():
+            filters = codecs.zarr_filters(pack.codec) if suffix == codecs.CODES else ()
+            store.create_feature_array(group, pack.name + suffix, n, part_shape, np.dtype(part_dtype), filters)
     if orig_label_max is not None:
         store.create_label_array(group, schema.ORIG_LABELS, n, tuple(orig_label_max))
         store.create_small_array(group, schema.ORIG_SIZES, n, (2,), np.int32)

@@ -95,7 +95,12 @@ def cache_show(
 @cache_app.command("migrate")
 @user_errors
 def cache_migrate(cache: CacheArg) -> None:
-    """Rewrite a format-1 cache's attributes as format 2, in place (arrays untouched, atomic)."""
+    """Bring a format-1 or -2 cache to format 3, in place.
+
+    The record is rewritten first (atomically; the cache reads from then on), then every complete
+    sample's features are copied into the stride packs of format 3 (a few files per sample instead
+    of one per layer), read back and compared, and the old arrays deleted. An interrupted migration
+    is finished by running it again. Holds the cache's extraction lock meanwhile."""
     from diffseg.stages.tools import cache as stage
 
     raise typer.Exit(stage.migrate(cache=cache))

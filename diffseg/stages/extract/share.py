@@ -70,6 +70,21 @@ def lock_path(out: str, suffix: str) -> Path | None:
     return p.with_name(f"{p.name}.{suffix}")
 
 
+def refuse_live_shards(out: str) -> None:
+    """Refuse (one line) while a shard of `out` is being extracted: its lock is live (`cache migrate`
+    rewrites every sample and must not race a writer)."""
+    p = lock_path(out, "lock")
+    if p is None:
+        return
+    for lock in sorted(p.parent.glob(f"{p.name.removesuffix('.lock')}.shard-*-of-*.lock")):
+        info = _holder(lock)
+        if info is not None and not _is_stale(info):
+            raise DiffsegError(
+                f"{out} is being extracted by pid {info.get('pid')} on {info.get('host')} (lock {lock}): "
+                "wait for it to finish, or delete the lock if that run is gone"
+            )
+
+
 def share_suffix(shard: tuple[int, int] | None) -> str:
     return "lock" if shard is None else f"shard-{shard[0]}-of-{shard[1]}.lock"
 

@@ -167,7 +167,12 @@ def _readable(r: CacheReader, bad: dict[str, str]) -> list[str]:
     """The arrays verify reads for every sample (features, labels, an evaluation cache's original labels
     and sizes), less those whose metadata is already reported (each would fail every sample alike)."""
     names = r.feature_names() + [schema.LABELS] + ([schema.ORIG_LABELS, schema.ORIG_SIZES] if r.is_eval else [])
-    return [k for k in names if k not in bad and not any(b.startswith(k + ".") for b in bad)]
+    slots = r.packing.slots
+
+    def stored(k: str) -> str:  # the array a name's bytes are in: its pack, for a feature array
+        return slots[k].pack if k in slots else k
+
+    return [k for k in names if not any(b == stored(k) or b.startswith(stored(k) + ".") for b in bad)]
 
 
 def stale_samples(r: CacheReader, root: str | Path | None) -> list[str]:
@@ -271,11 +276,19 @@ def show(cache: str | Path, out: Path, sample: int, overwrite: bool = False) -> 
 
 
 def migrate(cache: str | Path) -> int:
-    """Rewrite a format-1 cache's attributes as format 2 (cache/migrate.py)."""
+    """Bring a format-1 or -2 cache to format 3 in place (cache/migrate.py), holding the cache's
+    extraction lock and its record lock: no extraction writes it meanwhile."""
     from diffseg.cache.migrate import migrate as migrate_cache
+    from diffseg.stages.extract import share
 
-    record = migrate_cache(cache)
-    print(f"{cache}: migrated to cache format {record.format_version} ({record.samples} samples; arrays untouched)")
+    with share.exclusive(str(cache), None), share.creating(str(cache)):
+        share.refuse_live_shards(str(cache))
+        was, record = migrate_cache(cache)
+    packs = sorted(record.packs)
+    print(
+        f"{cache}: migrated from cache format {was} to {record.format_version} ({record.samples} samples; "
+        f"features in {len(packs)} packs: {', '.join(packs)})"
+    )
     return 0
 
 
