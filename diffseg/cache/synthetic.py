@@ -193,9 +193,10 @@ def make_cache(
     ids: list[str] | None = None,
     write: int | None = None,
     seed: int = 0,
+    packing: str = "stride",
 ) -> Path:
     """A synthetic cache of n samples at `path`, the first `write` (default all) written; -> path.
-    `xattn_classes` > 0 adds up3.xattn1 with that many channels."""
+    `xattn_classes` > 0 adds up3.xattn1 with that many channels; `packing`: cache/packs.py's."""
     names = list(layers) + (["up3.xattn1"] if xattn_classes else [])
     specs = layer_specs(unet, names, resolution, xattn_classes)
     record = synthetic_record(
@@ -222,7 +223,7 @@ def make_cache(
     if kind == "eval":
         orig_max = (H * 3 // 2, W * 3 // 2) if scale is None else (H * scale, W * scale)
     ids = ids or [f"city/img_{k:05d}" for k in range(n)]
-    writer = CacheWriter.create(path, record, ids, arrays, orig_label_max=orig_max)
+    writer = CacheWriter.create(path, record, ids, arrays, orig_label_max=orig_max, packing=packing)
     stream = np.random.default_rng(seed)  # labels="blocks": one stream for the whole cache
     for i in range(n if write is None else write):
         rng = stream if labels == "blocks" else np.random.default_rng([seed, i])
