@@ -68,3 +68,25 @@ def test_a_sample_with_nan_is_refused_and_stays_pending(tmp_path):
     with pytest.raises(DiffsegError, match=f"{name} holds 1 NaN/inf"):
         w.write_sample(0, feats, label)
     assert w.pending() == [0, 1]
+
+
+def test_direct_bitround_chunks_are_rounded_as_zarr_rounds_them(tmp_path):
+    """bitround is an array-to-array codec: the direct path applies it before zstd, as zarr does (it once
+    wrote the values unrounded, losslessly, into a cache that says bitround)."""
+    import zarr
+
+    from diffseg.cache import codecs, store
+    from diffseg.cache.chunkwrite import chunk_writer
+
+    group = zarr.open_group(str(tmp_path), mode="w", zarr_format=3)
+    with store.quiet_numcodecs():
+        filters = codecs.zarr_filters(codecs.parse_codec("bitround:keepbits=3"))
+        store.create_feature_array(group, "x", 2, (2, 3, 4, 4), np.float16, filters)
+        array = group["x"]
+        x = np.random.default_rng(0).standard_normal((2, 3, 4, 4)).astype(np.float16)
+        writer = chunk_writer(array, tmp_path)
+        assert writer is not None
+        writer.write(0, x)
+        array[1] = x
+        assert np.array_equal(array[0], array[1]) and not np.array_equal(array[0], x)
+    assert (tmp_path / "x/c/0/0/0/0/0").read_bytes() == (tmp_path / "x/c/1/0/0/0/0").read_bytes()

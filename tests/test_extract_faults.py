@@ -156,7 +156,7 @@ def test_a_full_disk_mid_sample_is_one_line_and_the_rerun_finishes(clean, tmp_pa
 
     out = tmp_path / "full"
     real_set, real_write = zarr.storage.LocalStore.set, chunkwrite.atomic_write
-    key = "cond/up2.res2/c/2/"  # sample 2, in the middle of its arrays
+    key = "cond/s16/c/2/"  # sample 2, in the middle of its arrays (the cond pack of stride 16: up2's layers)
 
     async def failing_set(self, k, value, *args, **kwargs):
         if k.startswith(key):

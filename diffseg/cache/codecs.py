@@ -9,7 +9,8 @@ every feature array's codec; each `PATTERN=` part overrides it for the arrays wh
 ("<branch>/<layer>") or layer name matches the glob PATTERN (later parts win). The record keeps the
 spec ("features") and the resolved codec of every array ("<branch>/<layer>": "int8:pct=99.9").
 
-Stored arrays (plain Zarr v3, one chunk per sample; "X" is "<branch>/<layer>", [N, S, C, h, w]):
+Stored arrays of one feature array "X" = "<branch>/<layer>" [N, S, C, h, w] (plain Zarr v3, one chunk per
+sample; on disk each per-sample part is a slab of its stride's pack, packs.py):
 
 - `raw`       X float16 [N, S, C, h, w], little-endian bytes (today's layout).
 - `bitround`  X float16, every value's mantissa rounded to `keepbits` bits (numcodecs' BitRound as a

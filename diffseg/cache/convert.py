@@ -66,7 +66,7 @@ def convert(src: str | Path, spec: str, out: str | Path, progress: bool = True) 
     spec = codecs.normalize_spec(spec)
     names = r.feature_names()
     arrays = {k: v for k, v in feature_arrays(r.record).items() if k in names}
-    record = dataclasses.replace(r.record, codecs={"features": spec}, packs={})  # packed anew for the codec
+    record = dataclasses.replace(r.record, codecs={"features": spec})
     orig_max = tuple(r.zarr_array(schema.ORIG_LABELS).shape[1:]) if r.is_eval else None
 
     def sample(i: int) -> dict[str, np.ndarray] | None:

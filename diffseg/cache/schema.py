@@ -1,28 +1,30 @@
-"""The feature cache layout, format version 2 (docs/design/architecture.md "The feature cache").
+"""The feature cache layout, format version 3 (docs/design/architecture.md "The feature cache").
 
 One Zarr v3 group per dataset split:
 
-    attrs        the cache record (record.py, CacheRecord.to_dict()): format_version 2, diffseg_version,
+    attrs        the cache record (record.py, CacheRecord.to_dict()): format_version 3, diffseg_version,
                  kind ("train" | "eval"), model {name, fingerprint, prediction_type}, attention_backend,
                  dataset {name, split, label_space, info, classes (a custom label space only)},
                  extract {preset, trajectory (steps, save_steps, layers, ...), views,
                  views_rule {mode, scale, cat_max_ratio, redraws, flip, ...}, prompts, classes, seeding, ...},
                  layers {name: {kind, stride, channels, size: [h, w]}}, branches, resolution [W, H],
-                 samples N, codecs {array: codec}, sample_hash,
+                 samples N, codecs {array: codec}, sample_hash, packs {pack: [layer, ...]},
                  skipped [{id, reason}], timings {...}, host {...}
     ids          [N] string, written at creation: the image ids, or view_id(image, k) when each image
                  has several views
     labels       [N, H, W] uint8, chunk (1, H, W), zstd
-    <branch>/<layer>  [N, S, C, h, w] float16, chunk (1, S, C, h, w), no compressor (codec raw); other
-                 feature codecs store other arrays under that name and "<branch>/<layer>.<part>"
-                 (cache/codecs.py: bitround, int8 codes + scale/offset/outliers, pca coefficients + basis)
+    <branch>/s<stride>  [N, S, C1 + C2 + ..., h, w] float16, chunk (1, ...), no compressor (codec raw): a
+                 pack (packs.py), the branch's layers of one stride side by side on the channel axis; a
+                 feature array "<branch>/<layer>" [N, S, C, h, w] is its slab. Other feature codecs store
+                 other arrays under that name and "<pack>.<part>" (cache/codecs.py: bitround, int8 codes +
+                 scale/offset/outliers, pca coefficients; pca's basis per layer as "<branch>/<layer>.basis")
     orig_labels  [N, Hmax, Wmax] uint8, fill 255, zstd     (eval caches)
     orig_sizes   [N, 2] int32 (h, w of the original label)  (eval caches)
     status       [N] uint8, chunk (1,): PENDING, COMPLETE (written last), SKIPPED
 
-Format 1 (diffseg up to commit 64b7e8a) held the same arrays; its attributes repeated save_steps three
-times and described the views rule in a sentence. `diffseg cache migrate` rewrites them
-(migrate.py). This module is pure: array names, status values and value comparison; no zarr.
+Format 1 (diffseg up to commit 64b7e8a) and format 2 (up to 85eb529) held one array per branch and
+layer; format 1's attributes repeated save_steps three times and described the views rule in a
+sentence. `diffseg cache migrate` brings both to format 3 (migrate.py). This module is pure: array names, status values and value comparison; no zarr.
 """
 
 from __future__ import annotations

@@ -239,6 +239,11 @@ def make_cache(
 
 
 def poison_sample(path: str | Path, name: str, i: int) -> None:
-    """Overwrite sample i of array `name` with NaN, bypassing the writer's finite check (tests)."""
-    arr = store.array(CacheWriter.open(path).group, name)
-    arr[i] = np.full(arr.shape[1:], np.nan, dtype=arr.dtype)
+    """Overwrite sample i of feature array `name` (its slab of its pack) with NaN, bypassing the writer's
+    finite check (tests)."""
+    writer = CacheWriter.open(path)
+    slot = writer.packing.slots[name]
+    arr = store.array(writer.group, slot.pack)
+    value = np.asarray(arr[i])
+    value[:, slot.offset : slot.offset + slot.width] = np.nan
+    arr[i] = value

@@ -97,8 +97,9 @@ class CacheWriter:
         if arrays is None:
             arrays = feature_arrays(record)
         record = with_codecs(record, arrays, orig_label_max is not None)
-        if not record.packs:
-            record = dataclasses.replace(record, packs=packs_for(record, arrays, packing))
+        # packed here, whatever packs the record came with (a record copied from another cache); a resume
+        # keeps the cache's own
+        record = dataclasses.replace(record, packs=packs_for(record, arrays, packing))
         with storage_errors(path):
             if store.is_cache(path):
                 return cls._resume(path, record, ids, arrays)

@@ -1,5 +1,6 @@
 """`diffseg cache info | verify | show | migrate`: what a cache holds, whether every sample reads
-back, pictures of its features (docs/design/architecture.md "Command line"), and format-1 attributes rewritten as format 2."""
+back, pictures of its features (docs/design/architecture.md "Command line"), and format-1 and -2 caches brought
+to format 3."""
 
 from __future__ import annotations
 
@@ -56,10 +57,20 @@ def describe(r: CacheReader) -> dict:
         "feature_bytes_decoded": decoded,
         "compression_ratio": decoded / stored if stored else None,
         "sample_hash": rec["sample_hash"],
+        "packs": rec["packs"],
+        "files_per_sample": files_per_sample(r),
         "views": r.record.extract.views_rule.describe(),
         "extract": rec["extract"],
         "timings": rec["timings"],
     }
+
+
+def files_per_sample(r: CacheReader) -> int:
+    """Chunk files (objects) one sample owns: every per-sample array's chunk (packs and their codec
+    parts, labels, status, source hash, an evaluation cache's original labels and sizes)."""
+    packs = sum(len(p.parts) for p in r.packing.packs.values())
+    own = [schema.LABELS, schema.STATUS, schema.ORIG_LABELS, schema.ORIG_SIZES, r.record.sample_hash]
+    return packs + sum(1 for k in own if k is not None and k in r.group)
 
 
 def _size(n: float) -> str:
@@ -103,6 +114,7 @@ def info(cache: str | Path, as_json: bool) -> int:
         f"resolution {W}x{H}   branches {', '.join(d['branches'])}   saved steps {d['save_steps']}",
         f"codec      {d['codec']}" + _ratio_text(d),
         f"codecs     {json.dumps(d['codecs'])}",
+        f"packs      {len(d['packs'])} feature arrays ({', '.join(d['packs'])}); {d['files_per_sample']} files per sample",
         f"views      {d['views']}",
         "config",
         *_extract_lines(d["extract"] or {}),
