@@ -71,6 +71,7 @@ def flops(size: int = 512) -> dict[str, float]:
 def per_sample(recipe: Recipe, size: int = 512) -> dict:
     """U-Net evaluations, bytes per codec and files of one training sample (both branches)."""
     from diffseg.cache.codecs import normalize_spec, resolve
+    from diffseg.cache.packs import pack_layers
     from diffseg.core.layers import layer_specs
     from diffseg.pipeline.builtin import SD21_UNET
     from diffseg.pipeline.config import preset
@@ -84,7 +85,10 @@ def per_sample(recipe: Recipe, size: int = 512) -> dict:
     for name in CODECS:
         codecs = resolve(normalize_spec(name), shapes)
         nbytes[name] = sum(c.stored_bytes(shapes[k]) for k, c in codecs.items()) + size * size  # + labels
-        files[name] = sum(len(c.stored(shapes[k])) for k, c in codecs.items()) + 2  # + labels, status
+        packs = pack_layers(("uncond", "cond"), specs, codecs)  # the cache's packing (cache/packs.py)
+        parts = {p: len(codecs[f"{p.partition('/')[0]}/{ls[0]}"].stored(shapes[f"{p.partition('/')[0]}/{ls[0]}"]))
+                 for p, ls in packs.items()}  # fmt: skip
+        files[name] = sum(parts.values()) + 3  # + labels, status, source hash
     return {
         "unet_evals": evals * (1 + 1 + recipe.present),  # uncond: 1 per step; cond: K = 1 + present
         "bytes": nbytes,
@@ -122,7 +126,8 @@ def table(images: int, tflops: float, size: int = 512) -> str:
             )
     lines.append(
         "\nbitround is priced at its upper bound (raw): its lossless stage depends on the values. "
-        "Files: format 2 writes one chunk file per sample per array (int8 stores five arrays per feature array)."
+        "Files: one chunk file per sample per pack (a branch's layers of one stride), plus labels, status and the "
+        "source hash; int8 stores five arrays per pack."
     )
     return "\n".join(lines)
 
