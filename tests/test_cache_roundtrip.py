@@ -167,3 +167,51 @@ def test_plain_zarr_and_dask_read_the_cache(tmp_path):
     assert np.array_equal(
         da.from_zarr(str(tmp_path / "c"), component="labels")[1].compute(), r.read(1, ["labels"])["labels"]
     )
+
+
+def test_a_layer_subset_reads_only_its_own_runs_of_the_pack(tmp_path, monkeypatch):
+    """A pack holds a stride's layers side by side: after a sample's first (checked, whole) read, one layer
+    at a step subset reads that layer's runs and nothing else."""
+    from diffseg.cache import fastread
+
+    layers = [f"up2.{kind}{j}" for kind in ("res", "blk") for j in (0, 1, 2)]
+    make_cache(tmp_path / "c", 2, save_steps=(60, 40, 20, 1), layers=layers)
+    r = CacheReader(tmp_path / "c")
+    name = "cond/up2.res1"
+    slot = r.packing.slots[name]
+    assert len(r.packing.packs[slot.pack].layers) == 6  # res0-2 and blk0-2 of up2 share the pack
+    counted = []
+    real_open = open
+
+    class Counting:
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def seek(self, offset):
+            return self.f.seek(offset)
+
+        def read(self, n=-1):
+            data = self.f.read(n)
+            counted.append(len(data))
+            return data
+
+        def readinto(self, buf):
+            got = self.f.readinto(buf)
+            counted.append(got)
+            return got
+
+    monkeypatch.setattr(fastread, "open", lambda *a, **k: Counting(real_open(*a, **k)), raising=False)
+    whole = r.read(1, [name])[name]  # the first read checks the pack's chunk: whole
+    assert sum(counted) >= 6 * whole.nbytes
+    counted.clear()
+    got = r.read(1, [name], steps=[3, 1])[name]
+    assert np.array_equal(got, whole[[3, 1]])
+    assert sum(counted) == got.nbytes  # two runs: this layer at two steps
+    counted.clear()
+    assert np.array_equal(r.read_parts(1, name)[""], whole) and sum(counted) == whole.nbytes

@@ -143,9 +143,8 @@ class FeatureDataset(Dataset):
         else:
             i = self.indices[pos]
             self._load(i, out={k: v for k, v in out.items() if k in self._plain})
-            for name in self.coded:
-                for suffix, part in self.reader.read_parts(i, name, self.step_indices).items():
-                    out[name + suffix][...] = part
+            if self.coded:  # every layer's parts of one pack in one read of it, straight into `out`
+                self.reader.read_stored(i, sorted(self.coded), self.step_indices, out=out)
 
     def batch_feats(self, arrays: dict[str, torch.Tensor]) -> dict[str, dict[str, Any]]:
         """{branch: {layer: tensor, or {suffix: tensor} for a coded array}} from layout()'s arrays."""
@@ -175,8 +174,8 @@ class FeatureDataset(Dataset):
             np_arrays = self._load(i)
             label = torch.from_numpy(np_arrays.pop(schema.LABELS)).long()
             arrays = {k: torch.from_numpy(v) for k, v in np_arrays.items()}
-            for k in self.coded:
-                parts = self.reader.read_parts(i, k, self.step_indices)
+            stored = self.reader.read_stored(i, sorted(self.coded), self.step_indices) if self.coded else {}
+            for k, parts in stored.items():
                 arrays[k] = {s: torch.from_numpy(v) for s, v in parts.items()}
         feats = {b: {layer: arrays[schema.feature_name(b, layer)] for layer in self.layers} for b in self.branches}
         return {"index": i, "label": label, "feats": feats}

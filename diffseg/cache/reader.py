@@ -247,13 +247,38 @@ class CacheReader:
     def read_parts(self, i: int, name: str, steps: Sequence[int] | None = None) -> dict[str, np.ndarray]:
         """{suffix: stored array} of feature array `name` of sample i, as the codec wrote them
         (step subset applied: every part has the steps on its first axis)."""
+        return self.read_stored(i, [name], steps)[name]
+
+    def read_stored(
+        self,
+        i: int,
+        names: Iterable[str],
+        steps: Sequence[int] | None = None,
+        out: dict[str, np.ndarray] | None = None,
+    ) -> dict[str, dict[str, np.ndarray]]:
+        """{name: {suffix: stored array}} of feature arrays `names` of sample i, each pack part read once
+        for all of its layers; `out` {name + suffix: preallocated array} receives them in place."""
         with self._sample(i):
-            return self._parts(i, name, steps)
+            return self._stored(i, list(names), steps, out or {})
+
+    def _stored(self, i: int, names: list[str], steps, out: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+        by_pack: dict[str, list[Slot]] = {}
+        for name in names:
+            slot = self.packing.slots[name]
+            by_pack.setdefault(slot.pack, []).append(slot)
+        result: dict[str, dict[str, np.ndarray]] = {name: {} for name in names}
+        for pname, slots in by_pack.items():
+            for suffix in self.packing.packs[pname].parts:
+                slabs = [(s.offset, s.width) for s in slots]
+                got = self._source(pname + suffix).read_slabs(
+                    i, slabs, steps, [out.get(s.name + suffix) for s in slots]
+                )
+                for s, a in zip(slots, got):
+                    result[s.name][suffix] = a
+        return result
 
     def _parts(self, i: int, name: str, steps: Sequence[int] | None) -> dict[str, np.ndarray]:
-        slot = self.packing.slots[name]
-        pack = self.packing.packs[slot.pack]
-        return {s: self._source(pack.name + s).read_slabs(i, [(slot.offset, slot.width)], steps)[0] for s in pack.parts}
+        return self._stored(i, [name], steps, {})[name]
 
     def orig_label(self, i: int) -> np.ndarray:
         """The label at its original resolution, uint8[h, w] (evaluation caches)."""
