@@ -90,6 +90,10 @@ def suite(quick: bool) -> list[tuple[str, list[str]]]:
         ),
         ("Writer overhead", ["bench_writer"]),
         ("Loader efficiency", ["bench_loader", "--samples", "4" if quick else "16"]),
+        (
+            "Cache packing: stride packs (format 3) vs one array per layer (format 2)",
+            ["bench_packs", "--quick"] if quick else ["bench_packs"],
+        ),
         ("Feature codecs", ["bench_codec"]),
         ("Peak memory, 8 vs 64 samples (demo dataset, tiny)", ["bench_memory"]),
         (

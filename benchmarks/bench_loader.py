@@ -45,7 +45,7 @@ from numcodecs import Zstd
 
 from benchmarks._cuda import sync
 from diffseg.cache import CacheReader, CacheWriter, FeatureDataset
-from diffseg.cache.fastread import keep_freed_memory
+from diffseg.cache.fastread import ChunkSource, keep_freed_memory
 from diffseg.cache.loader import BatchLoader
 from diffseg.cache.synthetic import SD21, TINY, make_cache, street_label
 
@@ -112,47 +112,84 @@ def interleaved(fns: dict, rounds: int = 7) -> dict[str, float]:
     return best
 
 
-def measure(path: Path, label: str, device: str = "cpu") -> None:
-    """Print the table of one cache; `device` cuda: the BatchLoader rows include the pinned
-    host-to-device copies (timed to their end)."""
-    r = CacheReader(path)
-    names = r.feature_names() + ["labels"]
-    idx = r.complete_indices()
-    files = [[r.source(k).file(i) for k in names] for i in idx]
-    sizes = {k: int(np.prod(r.array_shape(k))) * np.dtype(r.zarr_array(k).dtype).itemsize for k in names}
-    nbytes = sum(sizes.values()) * len(idx)  # decoded bytes delivered
-    sizes_on_disk = [[p.stat().st_size for p in row] for row in files]
-    buf = np.empty(max(max(row) for row in sizes_on_disk), np.uint8)
-    sample_buf = np.empty(sum(sizes_on_disk[0]), np.uint8)
-    zstd, label_out = Zstd(), np.empty(r.array_shape("labels"), np.uint8)
-    trailer = 4 if r.source("labels").crc else 0  # the chunk's crc32c (checked apart by the reader)
-    label_blobs = [row[-1].read_bytes()[: len(row[-1].read_bytes()) - trailer] for row in files]
+class Ceiling:
+    """The physical ceiling of reading a cache's complete samples: a raw read of the very chunk files
+    a sample needs, each once (a pack's file holds several feature arrays), plus the zstd decode of
+    the labels. `nbytes`: the decoded bytes a reader delivers for them (features and labels)."""
 
-    def raw_chunk():
-        view = memoryview(buf)
-        for row, sizes in zip(files, sizes_on_disk):
+    def __init__(self, r: CacheReader):
+        names = r.feature_names() + ["labels"]
+        self.idx = r.complete_indices()
+        # a file per stored chunk, in order: labels' is the last
+        self.files = [list(dict.fromkeys(str(r.source(k).file(i)) for k in names)) for i in self.idx]
+        sizes = {k: int(np.prod(r.array_shape(k))) * r.source(k).dtype.itemsize for k in names}
+        self.nbytes = sum(sizes.values()) * len(self.idx)
+        self.sizes = [[Path(p).stat().st_size for p in row] for row in self.files]
+        self.buf = np.empty(max(max(row) for row in self.sizes), np.uint8)
+        self.sample_buf = np.empty(sum(self.sizes[0]), np.uint8)
+        self.label_out = np.empty(r.array_shape("labels"), np.uint8)
+        labels = r.source("labels")
+        assert isinstance(labels, ChunkSource)  # an array of its own, not a pack's slab
+        trailer = 4 if labels.crc else 0  # the chunk's crc32c (checked apart by the reader)
+        self.label_blobs = [
+            Path(row[-1]).read_bytes()[: size[-1] - trailer] for row, size in zip(self.files, self.sizes)
+        ]
+
+    def raw_chunk(self) -> None:
+        """Every file into one chunk-sized buffer (stays cache-hot: an upper bound, for reference)."""
+        view = self.buf.data
+        for row, sizes in zip(self.files, self.sizes):
             for p, size in zip(row, sizes):
                 with open(p, "rb", buffering=0) as f:
                     f.readinto(view[:size])
 
-    def raw_sample():
-        view = memoryview(sample_buf)
-        for row, sizes in zip(files, sizes_on_disk):
+    def raw_sample(self) -> None:
+        """Every file of a sample into one sample-sized buffer (the physical ceiling)."""
+        view = self.sample_buf.data
+        for row, sizes in zip(self.files, self.sizes):
             at = 0
             for p, size in zip(row, sizes):
                 with open(p, "rb", buffering=0) as f:
                     f.readinto(view[at : at + size])
                 at += size
 
-    def decode():
-        for blob in label_blobs:
-            zstd.decode(blob, out=memoryview(label_out).cast("B"))
+    def decode(self) -> None:
+        zstd, out = Zstd(), self.label_out.data.cast("B")
+        for blob in self.label_blobs:
+            zstd.decode(blob, out=out)
+
+    def timers(self, prefix: str = "") -> dict:
+        """{name: function} to time (interleaved): "raw", "hot" and "decode", each after `prefix`."""
+        return {f"{prefix}raw": self.raw_sample, f"{prefix}hot": self.raw_chunk, f"{prefix}decode": self.decode}
+
+
+def loader_epoch(ds: FeatureDataset, readers: int, device: str = "cpu", batch: int = 2):
+    """A function that reads the dataset once with BatchLoader (`readers` threads, batches of `batch`
+    in order), as training does; timed to the end of its device copies."""
+    batches = [list(range(j, min(j + batch, len(ds)))) for j in range(0, len(ds), batch)]
+
+    def epoch():
+        with BatchLoader(ds, batches, device=torch.device(device), readers=readers) as loader:
+            for _ in loader:
+                pass
+        sync(device)
+
+    return epoch
+
+
+def measure(path: Path, label: str, device: str = "cpu") -> None:
+    """Print the table of one cache; `device` cuda: the BatchLoader rows include the pinned
+    host-to-device copies (timed to their end)."""
+    r = CacheReader(path)
+    names = r.feature_names() + ["labels"]
+    ceiling = Ceiling(r)
+    idx, nbytes = ceiling.idx, ceiling.nbytes
 
     def fast():
         for i in idx:
             r.read(i, names)
 
-    arrays = {k: r.zarr_array(k) for k in names}
+    arrays = {k: r.zarr_array(k) for k in [*r.packing.packs, "labels"]}  # the stored arrays: packs, labels
 
     def zarr_api():
         for i in idx:
@@ -161,22 +198,11 @@ def measure(path: Path, label: str, device: str = "cpu") -> None:
 
     layers = [k.split("/")[1] for k in r.feature_names()]
     ds = FeatureDataset(path, ["uncond"], layers)
-    batches = [list(range(j, min(j + 2, len(ds)))) for j in range(0, len(ds), 2)]
-
-    def threaded(readers: int):
-        def epoch():
-            with BatchLoader(ds, batches, device=torch.device(device), readers=readers) as loader:
-                for _ in loader:
-                    pass
-            sync(device)
-
-        return epoch
 
     # the ceiling and the readers that training uses, interleaved round by round (best of each):
     # on a shared machine the load drifts; measured apart, a ratio compares two moments
     best = interleaved(
-        {"raw": raw_sample, "hot": raw_chunk, "decode": decode, "fast": fast}
-        | {f"readers{n}": threaded(n) for n in (0, 1, 2)}
+        ceiling.timers() | {"fast": fast} | {f"readers{n}": loader_epoch(ds, n, device) for n in (0, 1, 2)}
     )
     t_decode = best["decode"]
     t_ceiling, t_hot = best["raw"] + t_decode, best["hot"] + t_decode

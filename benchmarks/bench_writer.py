@@ -20,6 +20,7 @@ import argparse
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,25 +29,53 @@ from diffseg.cache import CacheReader, CacheWriter
 from diffseg.cache import writer as writer_module
 from diffseg.cache.synthetic import SD21, TINY, make_cache, street_label
 
+
+@dataclass(frozen=True, kw_only=True)
+class Shape:
+    """A synthetic sample shape: make_cache's geometry of one benchmark."""
+
+    unet: dict
+    layers: tuple[str, ...]
+    save_steps: tuple[int, ...]
+    res: int  # square side (px)
+    branches: tuple[str, ...] = ("uncond",)
+    xattn_classes: int = 0  # channels of the xattn layers (0: the shape has none)
+
+
 SHAPES = {
-    # name: (unet, layers, saved steps, resolution, samples)
-    "sd21 5step @256": (SD21, [f"up{b}.{k}{j}" for b in (1, 2, 3) for k in ("res", "blk") for j in (0, 1, 2)], 5, 256),
-    "tiny lite @128": (TINY, [f"up{b}.res2" for b in (1, 2, 3)], 3, 128),
+    "sd21 5step @256": Shape(
+        unet=SD21,
+        layers=tuple(f"up{b}.{k}{j}" for b in (1, 2, 3) for k in ("res", "blk") for j in (0, 1, 2)),
+        save_steps=tuple(range(5)),
+        res=256,
+    ),
+    "tiny lite @128": Shape(unet=TINY, layers=tuple(f"up{b}.res2" for b in (1, 2, 3)), save_steps=(0, 1, 2), res=128),
 }
 
 
-def _cache(path: Path, shape: str, n: int) -> tuple[dict, np.ndarray]:
-    unet, layers, steps, res = SHAPES[shape]
+def _cache(path: str | Path, shape: str | Shape, n: int, packing: str = "stride") -> tuple[dict, np.ndarray]:
+    """An empty cache of n samples of `shape` (a name of SHAPES, or a Shape) at `path` (a folder or
+    a store URL) and one sample's arrays to write into it: (features, label)."""
+    s = SHAPES[shape] if isinstance(shape, str) else shape
     make_cache(
-        path, n, unet=unet, layers=layers, resolution=(res, res), save_steps=range(steps), branches=("uncond",), write=0
+        path,
+        n,
+        unet=s.unet,
+        layers=s.layers,
+        xattn_classes=s.xattn_classes,
+        resolution=(s.res, s.res),
+        save_steps=s.save_steps,
+        branches=s.branches,
+        write=0,
+        packing=packing,
     )
     r = CacheReader(path)
     rng = np.random.default_rng(0)
     feats = {k: rng.standard_normal(r.array_shape(k), dtype=np.float32).astype(np.float16) for k in r.feature_names()}
-    return feats, street_label(rng, (res, res))
+    return feats, street_label(rng, (s.res, s.res))
 
 
-def _write_all(path: Path, n: int, feats: dict, label: np.ndarray, direct: bool) -> float:
+def _write_all(path: str | Path, n: int, feats: dict, label: np.ndarray, direct: bool) -> float:
     saved = writer_module.chunk_writer
     if not direct:
         writer_module.chunk_writer = lambda array, root: None  # zarr's API

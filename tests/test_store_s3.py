@@ -2,15 +2,13 @@
 it, read it with plain zarr and dask; every array equals the same flow on a local folder, byte for
 byte, and the credentials (environment only) appear in no cache, run record or output.
 
-The S3 server is moto's, started here on 127.0.0.1 (the `test` extra installs moto[server] and
+The S3 server is moto's on 127.0.0.1 (benchmarks/_moto.py; the `test` extra installs moto[server] and
 s3fs); the endpoint and credentials reach s3fs (and the dask workers) through the standard AWS
 environment variables, as they would on a cluster. gs:// goes through the same fsspec path
 (gcsfs) and has no emulator here: supported, untested.
 """
 
 import json
-import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -40,35 +38,27 @@ RUNNER = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def s3():
-    """The endpoint of a fresh moto S3 server with one bucket; the AWS environment set for it."""
+def s3_server():
+    """A fresh moto S3 server with one bucket (MotoS3 of benchmarks/_moto.py: its `requests` counts what it
+    served); the AWS environment set for it."""
     pytest.importorskip("s3fs", reason="s3fs is not installed (pip install -e '.[test]')")
-    server_mod = pytest.importorskip("moto.server", reason="moto[server] is not installed (pip install -e '.[test]')")
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per request otherwise
+    pytest.importorskip("moto.server", reason="moto[server] is not installed (pip install -e '.[test]')")
+    from benchmarks._moto import MotoS3
+
+    server = MotoS3(BUCKET, secret=SECRET)
     try:
-        server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         server.start()
     except OSError as err:
+        server.stop()
         pytest.skip(f"the moto S3 server could not start on 127.0.0.1: {err}")
-    host, port = server.get_host_and_port()
-    env = {
-        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
-        "AWS_ACCESS_KEY_ID": "diffseg-test-key",
-        "AWS_SECRET_ACCESS_KEY": SECRET,
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    import boto3
-
-    boto3.client("s3").create_bucket(Bucket=BUCKET)
-    yield boto3.client("s3")
+    yield server
     server.stop()
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+
+
+@pytest.fixture(scope="module")
+def s3(s3_server):
+    """A boto3 client of the moto S3 server."""
+    return s3_server.client()
 
 
 def _ok(args) -> str:
@@ -236,3 +226,29 @@ def test_a_prefix_emptied_under_a_running_writer_stops_it_within_one_sample(s3):
     with pytest.raises(DiffsegError, match="the cache vanished while being written"):
         writer.write_sample(1, arrays, np.zeros(writer.label_shape, np.uint8))
     assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix=f"{prefix}status/")  # nothing marked
+
+
+def test_a_sample_of_stride_packs_is_one_object_per_pack(s3_server):
+    """Format 3 on an object store: a sample of 27 layers in 2 branches is written as one object per
+    pack (a branch's layers of one stride), its labels and its status, not one object per layer, and
+    reading every layer back gets each of those objects once (counted by the server itself)."""
+    from diffseg.cache import CacheReader
+    from diffseg.cache.synthetic import make_cache
+
+    layers = [f"up{b}.{k}{j}" for b in (1, 2, 3) for k in ("res", "blk", "xattn") for j in (0, 1, 2)]
+    puts = []
+    for written in (1, 2):  # two caches: what the second sample adds is one sample's objects
+        before = s3_server.requests.snapshot()
+        make_cache(f"s3://{BUCKET}/packs/written-{written}", 2, layers=layers, xattn_classes=4, write=written)
+        puts.append(s3_server.requests.since(before)["PUT"])
+    reader = CacheReader(f"s3://{BUCKET}/packs/written-2")
+    packs = list(reader.packing.packs)
+    assert sorted(packs) == sorted(f"{b}/s{s}" for b in ("cond", "uncond") for s in (8, 16, 32))
+    assert puts[1] - puts[0] == len(packs) + 2  # + labels and status
+    names = [*reader.feature_names(), "labels"]
+    assert len(names) == 55
+    reader.read(0, names)  # opens the arrays
+    before = s3_server.requests.snapshot()
+    got = reader.read(1, names)
+    assert s3_server.requests.since(before)["GET"] == len(packs) + 1
+    assert got["cond/up3.xattn2"].shape == (3, 4, 8, 8)
