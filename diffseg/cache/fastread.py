@@ -12,8 +12,9 @@ with a codec we know we read that file ourselves:
 
 Packs (packs.py) hold several layers side by side on the channel axis: `read_slabs` reads a
 layer's slab of channels, at each wanted step one contiguous run of the file, so a layer subset
-reads only its own bytes; when the wanted slabs are most of the chunk it is one read of the whole
-file and a copy out of it instead (fewer calls; what a training read of every layer does).
+reads only its own bytes. The runs go straight into the output arrays with os.preadv, neighbouring
+runs in one call (every layer of a pack: one call for the whole file, no copy). A sample's first
+read in a process reads its whole chunk once to check the crc32c, then copies the slabs out.
 
 Checksums: caches made since the crc32c codec (store.py) end every chunk with a crc32c of
 its bytes. zstd chunks are checked on every read (small labels); a raw feature chunk is
@@ -42,6 +43,7 @@ cells, `cache verify`), and a library caller who wants the same speed calls it t
 from __future__ import annotations
 
 import ctypes
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -56,6 +58,7 @@ from diffseg.cache.store import chunk_layout
 from diffseg.core.errors import DiffsegError
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (malloc.h)
+_IOV_MAX = 1024  # buffers per preadv call (Linux's IOV_MAX)
 _TUNED = False
 _ZSTD = Zstd()  # decoding needs no level; one instance per process
 
@@ -146,27 +149,56 @@ class ChunkSource:
             assert o.shape == shape and o.dtype == self.dtype and o.flags.c_contiguous, "bad out array"
         if len(slabs) == 1 and slabs[0] == (0, C):
             return [self.read(i, steps, result[0])]
-        wanted = sum(w for _, w in slabs) * len(picked)
         checking = self.crc and i not in self._checked
-        if self.mode != "raw" or checking or 2 * wanted >= S * C:  # whole chunk (checked once), then copies
+        if self.mode != "raw" or checking or len(set(picked)) != len(picked):  # whole chunk (checked), copies
             whole = self.read(i)
             for (offset, w), o in zip(slabs, result):
                 o[...] = whole[picked, offset : offset + w]
             return result
+        self._scatter(i, self._runs(slabs, picked, result))
+        return result
+
+    def _runs(self, slabs, picked: list[int], result: list[np.ndarray]) -> list[tuple[int, list[memoryview]]]:
+        """The reads of `slabs` at steps `picked` into `result`: (file offset, buffers) per contiguous
+        stretch of the chunk file, in file order (a layer at a step is one run; neighbours merge)."""
+        S, C, *rest = self.shape
         plane = int(np.prod(rest, dtype=np.int64)) * self.dtype.itemsize
+        where = {s: j for j, s in enumerate(picked)}
+        order = sorted(range(len(slabs)), key=lambda k: slabs[k][0])
+        runs: list[tuple[int, list[memoryview]]] = []
+        end = -1
+        for s in range(S):
+            j = where.get(s)
+            if j is None:
+                continue
+            for k in order:
+                offset, width = slabs[k]
+                start = (s * C + offset) * plane
+                if start != end:
+                    runs.append((start, []))
+                runs[-1][1].append(_bytes_of(result[k][j]))
+                end = start + width * plane
+        return runs
+
+    def _scatter(self, i: int, runs: list[tuple[int, list[memoryview]]]) -> None:
+        """os.preadv each run's buffers (no copy, one call per contiguous stretch, IOV_MAX at a time)."""
         got = want = 0
         try:
-            with open(self._file(i), "rb", buffering=0) as f:
-                for (offset, _), o in zip(slabs, result):
-                    for j, s in enumerate(picked):
-                        f.seek((s * C + offset) * plane)
-                        got += f.readinto(_bytes_of(o[j]))
-                        want += o[j].nbytes
+            fd = os.open(self._file(i), os.O_RDONLY)
         except FileNotFoundError:
             raise self._missing(i) from None
+        try:
+            for start, buffers in runs:
+                for k in range(0, len(buffers), _IOV_MAX):
+                    part = buffers[k : k + _IOV_MAX]
+                    got += os.preadv(fd, part, start)
+                    size = sum(b.nbytes for b in part)
+                    want += size
+                    start += size
+        finally:
+            os.close(fd)
         if got != want:
             raise DiffsegError(f"{self.file(i)}: chunk file is truncated ({got} of {want} bytes read)")
-        return result
 
     def _read_raw(self, i: int, steps: Sequence[int] | None, out: np.ndarray | None) -> np.ndarray:
         picked = None if steps is None else list(steps)

@@ -50,6 +50,7 @@ class CacheReader:
         self.packing = packing_of(self.record)
         self._sources: dict[str, ChunkSource] = {}
         self._shared: dict[str, dict[str, np.ndarray]] = {}
+        self._codecs: dict[str, codecs.Codec] = {}
         self.status: np.ndarray = status.read_all(store.array(self.group, schema.STATUS), self._root)  # uint8[N]
 
     # -- what is in it ------------------------------------------------------------------
@@ -100,8 +101,10 @@ class CacheReader:
 
     # -- codecs ---------------------------------------------------------------------------
     def codec(self, name: str) -> codecs.Codec:
-        """The codec of feature array `name` (codecs.py)."""
-        return codecs.codec_of(self.record.codecs, name)
+        """The codec of feature array `name` (codecs.py); parsed once (it was a third of a small sample's read)."""
+        if name not in self._codecs:
+            self._codecs[name] = codecs.codec_of(self.record.codecs, name)
+        return self._codecs[name]
 
     def expands(self, name: str) -> bool:
         """Whether a feature array is stored as parts that `codecs.decode` expands (int8, pca)."""
