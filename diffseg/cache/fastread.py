@@ -92,6 +92,7 @@ class ChunkSource:
         layout = chunk_layout(array) if self.dir is not None and little else None
         self.mode, self.crc = layout if layout is not None else ("zarr", False)
         self._checked: set[int] = set()  # raw chunks whose checksum held in this process
+        self._plans: dict[tuple, list] = {}  # read_slabs' run plans by (slabs, steps)
         self._zeros = (0,) * len(self.shape)
         self._template = self._key_template()
 
@@ -160,12 +161,22 @@ class ChunkSource:
 
     def _runs(self, slabs, picked: list[int], result: list[np.ndarray]) -> list[tuple[int, list[memoryview]]]:
         """The reads of `slabs` at steps `picked` into `result`: (file offset, buffers) per contiguous
-        stretch of the chunk file, in file order (a layer at a step is one run; neighbours merge)."""
+        stretch of the chunk file, in file order (a layer at a step is one run; neighbours merge). The
+        plan is made once per (slabs, steps) and kept: a training read asks the same every sample."""
+        key = (tuple(slabs), tuple(picked))
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = self._plan(slabs, picked)
+        views = [_bytes_of(r) for r in result]
+        return [(start, [views[k][lo:hi] for k, lo, hi in pieces]) for start, pieces in plan]
+
+    def _plan(self, slabs, picked: list[int]) -> list[tuple[int, list[tuple[int, int, int]]]]:
+        """(file offset, [(slab k, first byte, end byte in result[k])]) per contiguous stretch."""
         S, C, *rest = self.shape
         plane = int(np.prod(rest, dtype=np.int64)) * self.dtype.itemsize
         where = {s: j for j, s in enumerate(picked)}
         order = sorted(range(len(slabs)), key=lambda k: slabs[k][0])
-        runs: list[tuple[int, list[memoryview]]] = []
+        plan: list[tuple[int, list[tuple[int, int, int]]]] = []
         end = -1
         for s in range(S):
             j = where.get(s)
@@ -173,12 +184,12 @@ class ChunkSource:
                 continue
             for k in order:
                 offset, width = slabs[k]
-                start = (s * C + offset) * plane
+                start, size = (s * C + offset) * plane, width * plane
                 if start != end:
-                    runs.append((start, []))
-                runs[-1][1].append(_bytes_of(result[k][j]))
-                end = start + width * plane
-        return runs
+                    plan.append((start, []))
+                plan[-1][1].append((k, j * size, (j + 1) * size))
+                end = start + size
+        return plan
 
     def _scatter(self, i: int, runs: list[tuple[int, list[memoryview]]]) -> None:
         """os.preadv each run's buffers (no copy, one call per contiguous stretch, IOV_MAX at a time)."""

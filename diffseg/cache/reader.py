@@ -168,8 +168,12 @@ class CacheReader:
         slot, suffix = part
         return SlabSource(self._source(slot.pack + suffix), slot, name)
 
-    @store.quiet_numcodecs()
     def _source(self, name: str) -> ChunkSource:
+        source = self._sources.get(name)  # the hot path: no warnings context per read
+        return source if source is not None else self._open_source(name)
+
+    @store.quiet_numcodecs()
+    def _open_source(self, name: str) -> ChunkSource:
         if name not in self._sources:
             if name not in self.group:
                 raise DiffsegError(f"{self.path} has no array {name!r} (it holds {self.feature_names()})")
