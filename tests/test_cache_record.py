@@ -169,7 +169,7 @@ def test_an_interrupted_migration_leaves_a_readable_cache_and_the_rerun_finishes
     class Killed(Exception):
         pass
 
-    def dies(self, i, encoded, packing=None):
+    def dies(self, i, encoded, packing=None, exact=False):
         raise Killed("killed during the copy")
 
     with monkeypatch.context() as m:
@@ -262,3 +262,64 @@ def test_a_migrated_cache_equals_a_fresh_extraction_and_trains_the_same(tmp_path
         weights.append(load_file(checkpoint.latest_weights(run)[0]))
     assert weights[0].keys() == weights[1].keys()
     assert all(weights[0][k].equal(weights[1][k]) for k in weights[0])
+
+
+def _as_format2(cache: Path) -> None:
+    """A format-3 cache packed one layer per array is format 2's layout: its record made format 2's."""
+    meta = json.loads((cache / "zarr.json").read_text())
+    attrs = meta["attributes"]
+    assert all(k.split("/")[1] == layers[0] for k, layers in attrs.pop("packs").items())
+    attrs["format_version"] = 2
+    (cache / "zarr.json").write_text(json.dumps(meta))
+
+
+def test_a_local_format2_bitround_cache_keeps_its_values(tmp_path):
+    """Format-2 code wrote local bitround chunks unrounded: migration copies values as stored."""
+    cache = tmp_path / "c"
+    w = CacheWriter.create(cache, _bitround_record(), ["a", "b"], packing="layer")
+    rng = np.random.default_rng(0)
+    feats = {k: rng.standard_normal(w.shapes[k]).astype(np.float16) for k in w.feature_names}
+    label = np.zeros(w.label_shape, np.uint8)
+    for i in range(2):
+        w.write_sample(i, feats, label)
+        for k in w.feature_names:  # as format-2 code did: the values unrounded
+            w._put_pieces(k, i, [feats[k]], exact=True)
+    _as_format2(cache)
+    assert migrate(cache, progress=False)[0] == 2
+    got = _features(cache)
+    assert all(np.array_equal(got[k][i], feats[k]) for k in feats for i in range(2))
+
+
+def _bitround_record() -> CacheRecord:
+    specs = layer_specs(TINY, DEFAULT_LAYERS, (64, 64), 0)
+    r = synthetic_record(specs, n=2, save_steps=(20, 1), branches=("uncond",), resolution=(64, 64))
+    return replace(r, codecs={"features": "bitround:keepbits=3"})
+
+
+def test_repack_refuses_new_packs_named_like_live_arrays_and_changes_nothing(tmp_path):
+    from diffseg.cache.migrate import repack
+    from diffseg.cache.synthetic import make_cache
+
+    cache = make_cache(tmp_path / "c", 2)
+    before = _features(cache)
+    meta = json.loads((cache / "zarr.json").read_text())
+    packs = meta["attributes"]["packs"]
+    name = next(k for k, v in packs.items() if len(v) > 1)
+    packs[name] = packs[name][::-1]  # the same layers in another order: the same pack name, other offsets
+    (cache / "zarr.json").write_text(json.dumps(meta))
+    reordered = _features(cache)
+    with pytest.raises(DiffsegError, match="have the names of arrays it holds now"):
+        repack(cache, progress=False)
+    assert all(np.array_equal(v, reordered[k]) for k, v in _features(cache).items())
+    assert before.keys() == reordered.keys()
+
+
+def test_a_record_without_packs_is_damaged_not_empty(tmp_path):
+    from diffseg.cache.synthetic import make_cache
+
+    cache = make_cache(tmp_path / "c", 1)
+    meta = json.loads((cache / "zarr.json").read_text())
+    del meta["attributes"]["packs"]
+    (cache / "zarr.json").write_text(json.dumps(meta))
+    with pytest.raises(DiffsegError, match="damaged cache attributes: its packs .* are missing"):
+        CacheReader(cache)

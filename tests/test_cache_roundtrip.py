@@ -68,11 +68,11 @@ def test_status_is_written_last_a_crash_leaves_the_sample_pending(tmp_path, monk
             raise Crash("killed before the marker")
         zarr_setitem(array, key, value)
 
-    def dies_on_status_file(writer, i, value):
+    def dies_on_status_file(writer, i, value, exact=False):
         """The writer's direct chunk files (chunkwrite.py), likewise."""
         if writer.dir.endswith(f"/{schema.STATUS}"):
             raise Crash("killed before the marker")
-        chunk_write(writer, i, value)
+        chunk_write(writer, i, value, exact)
 
     with monkeypatch.context() as m:
         m.setattr(zarr.Array, "__setitem__", dies_on_status_write)
@@ -225,3 +225,15 @@ def test_a_layer_subset_reads_only_its_own_runs_of_the_pack(tmp_path, monkeypatc
     assert sum(counted) == got.nbytes  # two runs: this layer at two steps
     counted.clear()
     assert np.array_equal(r.read_parts(1, name)[""], whole) and sum(counted) == whole.nbytes
+
+
+def test_step_selections_outside_the_saved_steps_are_refused_and_none_reads_nothing(tmp_path):
+    make_cache(tmp_path / "c", 1, save_steps=(60, 20, 1))
+    r = CacheReader(tmp_path / "c")
+    name = r.feature_names()[0]
+    for _ in range(2):  # the first read (checked, whole chunk) and a later one (runs) alike
+        for steps in ([3], [-1], [0, 5]):
+            with pytest.raises(DiffsegError, match=r"steps .* outside the 3 saved steps"):
+                r.read(0, [name], steps=steps)
+        r.read(0, [name])
+    assert r.read(0, [name], steps=[])[name].shape[0] == 0

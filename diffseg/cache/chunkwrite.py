@@ -53,22 +53,24 @@ class ChunkWriter:
     def file(self, i: int) -> str:
         return f"{self.dir}/{self.encode_key((i, *self.zeros))}"
 
-    def write(self, i: int, value: np.ndarray) -> None:
+    def write(self, i: int, value: np.ndarray, exact: bool = False) -> None:
         """Sample i's chunk := value (the per-sample shape; cast to the array's little-endian dtype)."""
         data = np.asarray(value, dtype=self.dtype)
         if not data.flags.c_contiguous:
             data = data.copy(order="C")
         assert data.shape == self.shape, f"{data.shape} != {self.shape}"
-        if self.round is not None:  # bitround: zarr's array-to-array codec, applied as zarr applies it
+        if self.round is not None and not exact:  # bitround: zarr's array-to-array codec, as zarr applies it
             data = np.asarray(self.round.encode(data)).view(self.dtype).reshape(self.shape)
         # numpy arrays and bytes, as google_crc32c takes them (not memoryviews)
         body = self.zstd.encode(data) if self.zstd is not None else data.reshape(-1).view(np.uint8)
         self._put(i, [body])
 
-    def write_pieces(self, i: int, pieces: list[np.ndarray]) -> None:
-        """Sample i's chunk := the pieces [S, c_j, ...] side by side on axis 1 (a pack's layers)."""
+    def write_pieces(self, i: int, pieces: list[np.ndarray], exact: bool = False) -> None:
+        """Sample i's chunk := the pieces [S, c_j, ...] side by side on axis 1 (a pack's layers); `exact`:
+        values already stored once, written as they are (bitround's rounding not applied again: format-2
+        code wrote local bitround chunks unrounded, and a migration must not change a value)."""
         if len(pieces) == 1 or self.zstd is not None or self.round is not None:
-            self.write(i, pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=1))
+            self.write(i, pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=1), exact)
             return
         arrays = [np.ascontiguousarray(p, dtype=self.dtype) for p in pieces]
         assert sum(a.shape[1] for a in arrays) == self.shape[1], "pieces do not fill the pack"

@@ -142,12 +142,16 @@ class ChunkSource:
         """Channels [offset, offset + width) of sample i's chunk [S, C, ...] for each (offset, width)
         of `slabs`, as [S', width, ...] arrays (`steps` selects S'); `outs` receive them in place."""
         S, C, *rest = self.shape
-        picked = list(range(S)) if steps is None else list(steps)
+        picked = list(range(S)) if steps is None else [int(s) for s in steps]
+        if any(not 0 <= s < S for s in picked):
+            raise DiffsegError(f"{self.name}: steps {picked} outside the {S} saved steps of its samples")
         outs = list(outs) if outs is not None else [None] * len(slabs)
         shapes = [(len(picked), w, *rest) for _, w in slabs]
         result = [np.empty(shape, self.dtype) if o is None else o for shape, o in zip(shapes, outs)]
         for o, shape in zip(result, shapes):
             assert o.shape == shape and o.dtype == self.dtype and o.flags.c_contiguous, "bad out array"
+        if not picked:
+            return result  # nothing to read (an empty step selection)
         if len(slabs) == 1 and slabs[0] == (0, C):
             return [self.read(i, steps, result[0])]
         checking = self.crc and i not in self._checked

@@ -10,8 +10,8 @@ renamed over the old one; one PUT on an object store, which replaces an object w
    views rule as a sentence; `record_from_format1` maps them and refuses, naming the field, what
    it cannot map (an unknown views sentence or codec, repeats that disagree, a cache without an
    extraction config, such as the synthetic caches of older tests).
-2. **The packs** (`repack`): every complete sample's stored parts are copied, byte for byte,
-   into the new packs (a few files per sample instead of one per layer), read back and compared,
+2. **The packs** (`repack`): every complete sample's stored values are copied, as stored (no
+   codec applied again), into the new packs (a few files per sample instead of one per layer), read back and compared,
    then the record switches to the new packs and the old arrays are deleted. Interrupted before
    the switch, the cache is still the old packing (the rerun starts the copy over); interrupted
    after it, the rerun deletes what is left of the old arrays.
@@ -201,6 +201,13 @@ def repack(path: str | Path, packing: str = "stride", progress: bool = True) -> 
         work = True
         new_record = dataclasses.replace(record, packs=target)
         new = packing_of(new_record)
+        made = [p.name + s for p in new.packs.values() for s in p.parts]
+        live = {p.name + s for p in old.packs.values() for s in p.parts}
+        if live & set(made):  # creating them would empty arrays the record still reads
+            raise DiffsegError(
+                f"cannot migrate {path}: the new packs {sorted(live & set(made))} have the names of arrays it "
+                "holds now (a layer named like a pack?); nothing was changed"
+            )
         checksum = str(record.codecs.get("features", "")).endswith(store.CHECKSUM_SUFFIX)
         group = store.open_group(path, "r+")
         for pack in new.packs.values():  # overwrite: a copy an interrupted run began starts over
@@ -209,13 +216,12 @@ def repack(path: str | Path, packing: str = "stride", progress: bool = True) -> 
                 store.create_feature_array(
                     group, pack.name + suffix, record.samples, shape, np.dtype(dtype), filters, checksum=checksum
                 )
-        writer = CacheWriter.open(path)
-        view = CacheReader(path)
-        view.record, view.packing = new_record, new  # reads the new packs, before the record names them
-        for i in tqdm(reader.complete_indices(), desc=f"repack {path}", unit="sample", disable=not progress or None):
-            parts = {name: reader.read_parts(i, name) for name in reader.feature_names()}
-            writer.write_packs(i, parts, new)
-            _check_copy(path, reader, view, i, parts)
+        try:
+            _copy(path, reader, new_record, progress)
+        except Exception:
+            for name in made:  # the partial copy goes; the record never named it
+                store.delete_array(path, name)
+            raise
         meta = json.loads(_read_meta(path) or b"{}")
         record = new_record
         meta["attributes"] = record.to_dict()
@@ -249,6 +255,18 @@ def _write_meta(path: str | Path, data: bytes) -> None:
         os.chmod(tmp, stat.S_IMODE(meta_path.stat().st_mode))  # keep the cache's own mode (a shared cache's group bits)
 
 
+def _copy(path, reader: CacheReader, new_record: CacheRecord, progress: bool) -> None:
+    """Every complete sample's stored values into the packs of `new_record` (as stored: exact), each
+    sample read back from them and compared."""
+    writer = CacheWriter.open(path)
+    view = CacheReader(path)
+    view.record, view.packing = new_record, packing_of(new_record)  # the new packs, before the record names them
+    for i in tqdm(reader.complete_indices(), desc=f"repack {path}", unit="sample", disable=not progress or None):
+        parts = reader.read_stored(i, reader.feature_names())
+        writer.write_packs(i, parts, view.packing, exact=True)
+        _check_copy(path, reader, view, i, parts)
+
+
 def _check_copy(path, reader: CacheReader, view: CacheReader, i: int, parts: Mapping) -> None:
     """Read sample i back from the new packs (`view`) and compare every stored part with the old one."""
     for name, old_parts in parts.items():
@@ -257,7 +275,7 @@ def _check_copy(path, reader: CacheReader, view: CacheReader, i: int, parts: Map
             if not np.array_equal(got[suffix], value):
                 raise DiffsegError(
                     f"cannot migrate {path}: sample {reader.ids[i]} (index {i}) reads back differently from the "
-                    f"new packs ({name}{suffix}); the cache is left as it was (the old packing)"
+                    f"new packs ({name}{suffix}); the cache is left in its old packing (the partial copy deleted)"
                 )
 
 

@@ -233,12 +233,16 @@ class CacheReader:
         names = list(names)
         by_pack: dict[str, list[Slot]] = {}
         with self._sample(i):
+            coded = [k for k in names if k in self.packing.slots and self.expands(k)]
+            # decoded here (CPU; training decodes on its device), every part of a pack read once for all
+            for k, parts in (self._stored(i, coded, steps, {}) if coded else {}).items():
+                x = self.codec(k).decode_numpy(parts, self.shared(k))
+                result[k] = x.astype(np.float16) if k not in out else _put(out[k], x)
             for k in names:
                 slot = self.packing.slots.get(k)
-                if slot is not None and self.expands(k):  # decoded here (CPU); training decodes on its device
-                    x = self.codec(k).decode_numpy(self._parts(i, k, steps), self.shared(k))
-                    result[k] = x.astype(np.float16) if k not in out else _put(out[k], x)
-                elif slot is not None:
+                if k in result:
+                    continue
+                if slot is not None:
                     by_pack.setdefault(slot.pack, []).append(slot)
                 elif self.packing.part_of(k) is not None:  # one part of a coded feature array, as stored
                     result[k] = self.source(k).read(i, steps, out.get(k))
@@ -283,9 +287,6 @@ class CacheReader:
                 for s, a in zip(slots, got):
                     result[s.name][suffix] = a
         return result
-
-    def _parts(self, i: int, name: str, steps: Sequence[int] | None) -> dict[str, np.ndarray]:
-        return self._stored(i, [name], steps, {})[name]
 
     def orig_label(self, i: int) -> np.ndarray:
         """The label at its original resolution, uint8[h, w] (evaluation caches)."""

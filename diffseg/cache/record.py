@@ -365,6 +365,9 @@ def read_record(path, attrs: Mapping) -> CacheRecord:
     if version != FORMAT_VERSION:
         raise DiffsegError(f"{path} has cache format version {version}; this diffseg reads version {FORMAT_VERSION}")
     try:
-        return CacheRecord.from_dict(attrs)
+        record = CacheRecord.from_dict(attrs)
     except DiffsegError as err:
         raise DiffsegError(f"{path}: damaged cache attributes: {err}") from err
+    if not record.packs:  # written at creation: a record without it would read as a cache of no features
+        raise DiffsegError(f"{path}: damaged cache attributes: its packs (which arrays hold the features) are missing")
+    return record

@@ -170,13 +170,15 @@ class CacheWriter:
         the codecs, else zarr's array API."""
         self._put_pieces(name, i, [np.asarray(value)])
 
-    def _put_pieces(self, name: str, i: int, pieces: list[np.ndarray]) -> None:
-        """Sample i's chunk of array `name` := the pieces side by side on axis 1 (a pack's layers)."""
+    def _put_pieces(self, name: str, i: int, pieces: list[np.ndarray], exact: bool = False) -> None:
+        """Sample i's chunk of array `name` := the pieces side by side on axis 1 (a pack's layers);
+        `exact`: ChunkWriter.write_pieces' (zarr's own path rounds bitround again, which changes nothing:
+        its chunks were rounded when first written)."""
         if name not in self._chunks:
             self._chunks[name] = chunk_writer(self._array(name), self._root)
         writer = self._chunks[name]
         if writer is not None:
-            writer.write_pieces(i, pieces)
+            writer.write_pieces(i, pieces, exact)
         else:
             self._array(name)[i] = pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=1)
 
@@ -253,14 +255,19 @@ class CacheWriter:
         self._put(schema.STATUS, i, np.uint8(schema.COMPLETE))
 
     def write_packs(
-        self, i: int, encoded: Mapping[str, Mapping[str, np.ndarray]], packing: Packing | None = None
+        self,
+        i: int,
+        encoded: Mapping[str, Mapping[str, np.ndarray]],
+        packing: Packing | None = None,
+        exact: bool = False,
     ) -> None:
         """Sample i's chunk of every pack of `packing` (default: the cache's) from its feature arrays'
-        stored parts {name: {suffix: part}}; no status change (write_sample's step, and migrate's)."""
+        stored parts {name: {suffix: part}}; no status change (write_sample's step, and migrate's, which
+        copies stored values `exact`ly: see ChunkWriter.write_pieces)."""
         for pack in (packing or self.packing).packs.values():
             names = [schema.feature_name(pack.branch, layer) for layer in pack.layers]
             for suffix in pack.parts:
-                self._put_pieces(pack.name + suffix, i, [np.asarray(encoded[k][suffix]) for k in names])
+                self._put_pieces(pack.name + suffix, i, [np.asarray(encoded[k][suffix]) for k in names], exact)
 
     def mark_skipped(self, i: int) -> None:
         """Mark sample i as skipped (a bad input); the coordinator records the reason in the record."""

@@ -100,7 +100,7 @@ def cache_migrate(cache: CacheArg) -> None:
     The record is rewritten first (atomically; the cache reads from then on), then every complete
     sample's features are copied into the stride packs of format 3 (a few files per sample instead
     of one per layer), read back and compared, and the old arrays deleted. An interrupted migration
-    is finished by running it again. Holds the cache's extraction lock meanwhile."""
+    is finished by running it again. Holds a local cache's extraction lock meanwhile."""
     from diffseg.stages.tools import cache as stage
 
     raise typer.Exit(stage.migrate(cache=cache))

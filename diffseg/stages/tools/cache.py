@@ -184,7 +184,11 @@ def _readable(r: CacheReader, bad: dict[str, str]) -> list[str]:
     def stored(k: str) -> str:  # the array a name's bytes are in: its pack, for a feature array
         return slots[k].pack if k in slots else k
 
-    return [k for k in names if not any(b == stored(k) or b.startswith(stored(k) + ".") for b in bad)]
+    return [
+        k
+        for k in names
+        if not any(b in (k, stored(k)) or b.startswith((k + ".", stored(k) + ".")) for b in bad)  # pca's basis: k.
+    ]
 
 
 def stale_samples(r: CacheReader, root: str | Path | None) -> list[str]:
