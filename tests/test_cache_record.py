@@ -98,6 +98,17 @@ def _layer_arrays(cache: Path) -> dict[str, np.ndarray]:
     return {k: np.asarray(n[:]) for k, n in g.members(max_depth=None) if isinstance(n, zarr.Array) and "/" in k}
 
 
+def _assert_same_weights(tmp_path: Path, *caches: Path) -> None:
+    """Training on each cache (the fixture's three layers) gives identical weights."""
+    kw = {**FAST_TRAIN, "layers": ("up1.res2", "up2.res2", "up3.res2")}
+    weights = []
+    for cache in caches:
+        run = train.main(cache=cache, out=tmp_path / f"run-{cache.name}", **kw)
+        weights.append(load_file(checkpoint.latest_weights(run)[0]))
+    assert all(w.keys() == weights[0].keys() for w in weights)
+    assert all(w[k].equal(weights[0][k]) for w in weights[1:] for k in w)
+
+
 def _features(cache: Path) -> dict[str, np.ndarray]:
     """Every feature array of a cache, every sample, through the reader."""
     r = CacheReader(cache)
@@ -150,13 +161,7 @@ def test_a_format2_cache_migrates_to_the_values_and_weights_of_a_fresh_extractio
     assert new.keys() == got.keys() and all(np.array_equal(v, got[k]) for k, v in new.items())
     assert CacheReader(old).record.packs == CacheReader(fresh).record.packs
     assert _array_files(old).keys() == _array_files(fresh).keys()
-    kw = {**FAST_TRAIN, "layers": ("up1.res2", "up2.res2", "up3.res2")}
-    weights = []
-    for cache in (old, fresh):
-        run = train.main(cache=cache, out=tmp_path / f"run-{cache.name}", **kw)
-        weights.append(load_file(checkpoint.latest_weights(run)[0]))
-    assert weights[0].keys() == weights[1].keys()
-    assert all(weights[0][k].equal(weights[1][k]) for k in weights[0])
+    _assert_same_weights(tmp_path, old, fresh)
     # the migrated cache resumes like a fresh one: nothing pending, nothing rewritten
     assert RUNNER.invoke(app, [*EXTRACT, "--out", str(old)]).exit_code == 0
 
@@ -255,13 +260,7 @@ def test_a_migrated_cache_equals_a_fresh_extraction_and_trains_the_same(tmp_path
     # a migrated cache is not continued by the new seeds: one line says so
     res = RUNNER.invoke(app, [*EXTRACT, "--out", str(old)])
     assert res.exit_code == 1 and "seeding scheme 'name-v1'" in res.output, res.output
-    kw = {**FAST_TRAIN, "layers": ("up1.res2", "up2.res2", "up3.res2")}
-    weights = []
-    for cache in (old, fresh):
-        run = train.main(cache=cache, out=tmp_path / f"run-{cache.name}", **kw)
-        weights.append(load_file(checkpoint.latest_weights(run)[0]))
-    assert weights[0].keys() == weights[1].keys()
-    assert all(weights[0][k].equal(weights[1][k]) for k in weights[0])
+    _assert_same_weights(tmp_path, old, fresh)
 
 
 def _as_format2(cache: Path) -> None:

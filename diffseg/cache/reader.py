@@ -231,28 +231,23 @@ class CacheReader:
         out = out or {}
         result: dict[str, np.ndarray] = {}
         names = list(names)
-        by_pack: dict[str, list[Slot]] = {}
         with self._sample(i):
-            coded = [k for k in names if k in self.packing.slots and self.expands(k)]
-            # decoded here (CPU; training decodes on its device), every part of a pack read once for all
+            feats = [k for k in names if k in self.packing.slots]
+            coded = [k for k in feats if self.expands(k)]
+            plain = [k for k in feats if k not in coded]
+            # every part of a pack read once for all its layers asked for (_stored)
             for k, parts in (self._stored(i, coded, steps, {}) if coded else {}).items():
-                x = self.codec(k).decode_numpy(parts, self.shared(k))
+                x = self.codec(k).decode_numpy(parts, self.shared(k))  # here (CPU); training decodes on its device
                 result[k] = x.astype(np.float16) if k not in out else _put(out[k], x)
+            for k, parts in (self._stored(i, plain, steps, out) if plain else {}).items():
+                result[k] = parts[codecs.CODES]
             for k in names:
-                slot = self.packing.slots.get(k)
                 if k in result:
                     continue
-                if slot is not None:
-                    by_pack.setdefault(slot.pack, []).append(slot)
-                elif self.packing.part_of(k) is not None:  # one part of a coded feature array, as stored
+                if self.packing.part_of(k) is not None:  # one part of a coded feature array, as stored
                     result[k] = self.source(k).read(i, steps, out.get(k))
                 else:
                     result[k] = self._source(k).read(i, None, out.get(k))
-            for pack, slots in by_pack.items():  # the layers of one pack: one open, one read when most
-                got = self._source(pack).read_slabs(
-                    i, [(s.offset, s.width) for s in slots], steps, [out.get(s.name) for s in slots]
-                )
-                result.update({s.name: a for s, a in zip(slots, got)})
         return {k: result[k] for k in names}
 
     def read_parts(self, i: int, name: str, steps: Sequence[int] | None = None) -> dict[str, np.ndarray]:
