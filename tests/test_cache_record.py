@@ -192,12 +192,16 @@ def test_an_interrupted_migration_leaves_a_readable_cache_and_the_rerun_finishes
             migrate(old, progress=False)
     assert set(before) <= set(_layer_arrays(old))  # old arrays still there, beside the packs
     assert store.delete_array is real_delete
+    verify = RUNNER.invoke(app, ["cache", "verify", str(old), "--json"])
+    strays = json.loads(verify.stdout)["problems"]
+    assert verify.exit_code == 1 and len(strays) == len(before) and "does not name" in strays[0]
     assert migrate(old, progress=False)[0] == 3  # nothing but the cleaning left
     left = _layer_arrays(old)
     assert not set(before) & set(left) and all(k.split("/")[1].startswith("s") for k in left)
     assert all(np.array_equal(v, before[k]) for k, v in _features(old).items())
     with pytest.raises(DiffsegError, match="already a format-3 cache packed by stride"):
         migrate(old, progress=False)
+    assert RUNNER.invoke(app, ["cache", "verify", str(old)]).exit_code == 0
 
 
 def test_migrate_waits_for_no_one_a_running_extraction_refuses_it(tmp_path):

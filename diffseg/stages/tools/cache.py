@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from diffseg.cache import CacheReader, schema
+from diffseg.cache.expected import expected
 from diffseg.cache.fastread import keep_freed_memory
 from diffseg.core.classes import IGNORE
 
@@ -145,6 +146,17 @@ def array_problems(r: CacheReader) -> dict[str, str]:
     return {name: p for name, p in found.items() if p is not None}
 
 
+def stray_arrays(r: CacheReader) -> list[str]:
+    """Arrays the cache record says nothing of: an interrupted `cache migrate` leaves its old ones."""
+    root = str(r.path).rstrip("/")
+    return [
+        f"{root}/{name}: an array the cache record does not name (left by an interrupted `diffseg cache migrate`? "
+        "run it again to delete it)"
+        for name in r.array_names()
+        if expected(r.record, name) is None
+    ]
+
+
 def sample_problems(
     r: CacheReader, i: int, names: list[str] | None = None, orig_label: bool | None = None
 ) -> list[str]:
@@ -241,7 +253,7 @@ def verify(cache: str | Path, as_json: bool, data: bool = False, root: str | Pat
     pending = r.pending_indices()
     problems = [f"sample {r.ids[i]} (index {i}): pending (never completed)" for i in pending]
     bad = array_problems(r)
-    problems += list(bad.values())
+    problems += list(bad.values()) + stray_arrays(r)
     names = _readable(r, bad)
     orig = {schema.ORIG_LABELS, schema.ORIG_SIZES} <= set(names)
     names = [k for k in names if k not in (schema.ORIG_LABELS, schema.ORIG_SIZES)]
