@@ -113,3 +113,8 @@ def array_problem(record: CacheRecord, name: str, array: zarr.Array) -> str | No
                 f"{_layout_words(want.layout)}{said}"
             )
     return None
+
+
+def unnamed(record: CacheRecord, names) -> list[str]:
+    """The arrays of `names` the record says nothing of (an interrupted `cache migrate` leaves its old ones)."""
+    return [name for name in names if expected(record, name) is None]

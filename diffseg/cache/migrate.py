@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from diffseg.cache import schema, store
 from diffseg.cache.codecs import zarr_filters
+from diffseg.cache.expected import unnamed
 from diffseg.cache.packs import packing_of, packs_for
 from diffseg.cache.reader import CacheReader
 from diffseg.cache.record import (
@@ -201,12 +202,11 @@ def repack(path: str | Path, packing: str = "stride", progress: bool = True) -> 
         work = True
         new_record = dataclasses.replace(record, packs=target)
         new = packing_of(new_record)
-        made = [p.name + s for p in new.packs.values() for s in p.parts]
-        live = {p.name + s for p in old.packs.values() for s in p.parts}
-        if live & set(made):  # creating them would empty arrays the record still reads
+        made = list(new.arrays)
+        if set(old.arrays) & set(made):  # creating them would empty arrays the record still reads
             raise DiffsegError(
-                f"cannot migrate {path}: the new packs {sorted(live & set(made))} have the names of arrays it "
-                "holds now (a layer named like a pack?); nothing was changed"
+                f"cannot migrate {path}: the new packs {sorted(set(old.arrays) & set(made))} have the names of "
+                "arrays it holds now (a layer named like a pack?); nothing was changed"
             )
         checksum = str(record.codecs.get("features", "")).endswith(store.CHECKSUM_SUFFIX)
         group = store.open_group(path, "r+")
@@ -226,9 +226,7 @@ def repack(path: str | Path, packing: str = "stride", progress: bool = True) -> 
         record = new_record
         meta["attributes"] = record.to_dict()
         _write_meta(path, json.dumps(meta, indent=2).encode())
-    keep = {p.name + s for p in packing_of(record).packs.values() for s in p.parts}
-    stale = [p.name + s for p in old.packs.values() for s in p.parts if p.name + s not in keep]
-    stale += [k for k in _leftovers(path, record) if k not in stale and k not in keep]
+    stale = sorted((set(old.arrays) - set(packing_of(record).arrays)) | set(_leftovers(path, record)))
     for name in stale:
         work = True
         store.delete_array(path, name)
@@ -280,17 +278,9 @@ def _check_copy(path, reader: CacheReader, view: CacheReader, i: int, parts: Map
 
 
 def _leftovers(path, record: CacheRecord) -> list[str]:
-    """Arrays under the branches that neither the record's packs nor its codecs' shared arrays name:
-    old pack arrays an interrupted migration left behind."""
+    """Arrays the record does not name that are named like a feature array or one of its parts: old
+    pack arrays an interrupted migration left behind (any other array is not ours to delete)."""
     group = store.open_group(path, "r")
-    packs = packing_of(record)
-    keep = {p.name + s for p in packs.packs.values() for s in p.parts}
-    names = [k for k, node in group.members(max_depth=None) if isinstance(node, zarr.Array) and "/" in k]
     old = {schema.feature_name(b, layer) for b in record.branches for layer in record.layers}
-    return [
-        k
-        for k in names
-        if k not in keep
-        and (k in old or any(k.startswith(o + ".") for o in old))
-        and not any(k.endswith(s) for s in (".basis", ".mean"))
-    ]
+    names = [k for k, node in group.members(max_depth=None) if isinstance(node, zarr.Array)]
+    return [k for k in unnamed(record, names) if k in old or k.rpartition(".")[0] in old]

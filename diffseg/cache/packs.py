@@ -95,6 +95,8 @@ class Packing:
     ):
         self.packs: dict[str, Pack] = {}
         self.slots: dict[str, Slot] = {}
+        # every stored array of the packs ("cond/s8", "cond/s8.offset"): (pack, per-sample shape, dtype)
+        self.arrays: dict[str, tuple[str, tuple[int, ...], str]] = {}
         for pname, members in packs.items():
             branch = pname.partition("/")[0]
             names = [schema.feature_name(branch, layer) for layer in members]
@@ -120,6 +122,7 @@ class Packing:
                 codec,
                 {s: ((shape[0], offset, *shape[2:]), dtype) for s, (shape, dtype) in parts.items()},
             )
+            self.arrays.update({pname + s: (pname, *part) for s, part in self.packs[pname].parts.items()})
 
     def names(self) -> list[str]:
         """Every feature array "<branch>/<layer>", in pack order."""
@@ -138,13 +141,7 @@ class Packing:
     def stored_array(self, name: str) -> tuple[str, tuple[int, ...], str] | None:
         """(pack, per-sample shape, dtype) when `name` is a pack's stored array ("cond/s8",
         "cond/s8.offset"), else None."""
-        for pname, pack in self.packs.items():
-            if name == pname or name.startswith(pname + "."):
-                suffix = name[len(pname) :]
-                if suffix in pack.parts:
-                    shape, dtype = pack.parts[suffix]
-                    return pname, shape, dtype
-        return None
+        return self.arrays.get(name)
 
 
 def packing_of(record: CacheRecord) -> Packing:

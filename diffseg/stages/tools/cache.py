@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from diffseg.cache import CacheReader, schema
-from diffseg.cache.expected import expected
+from diffseg.cache.expected import unnamed
 from diffseg.cache.fastread import keep_freed_memory
 from diffseg.core.classes import IGNORE
 
@@ -69,7 +69,7 @@ def describe(r: CacheReader) -> dict:
 def files_per_sample(r: CacheReader) -> int:
     """Chunk files (objects) one sample owns: every per-sample array's chunk (packs and their codec
     parts, labels, status, source hash, an evaluation cache's original labels and sizes)."""
-    packs = sum(len(p.parts) for p in r.packing.packs.values())
+    packs = len(r.packing.arrays)
     own = [schema.LABELS, schema.STATUS, schema.ORIG_LABELS, schema.ORIG_SIZES, r.record.sample_hash]
     return packs + sum(1 for k in own if k is not None and k in r.group)
 
@@ -152,8 +152,7 @@ def stray_arrays(r: CacheReader) -> list[str]:
     return [
         f"{root}/{name}: an array the cache record does not name (left by an interrupted `diffseg cache migrate`? "
         "run it again to delete it)"
-        for name in r.array_names()
-        if expected(r.record, name) is None
+        for name in unnamed(r.record, r.array_names())
     ]
 
 
